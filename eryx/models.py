@@ -1,0 +1,429 @@
+"""NumPy reference OnePhonon: the oracle of the project.
+
+Literal to ALGORITHM.md: per-BZ-point loops, the SVD of D, NumPy's pinv, dense
+all-atom Hessian. Intermediate quantities are attributes named as in the goldens
+(``hkl_grid``, ``q_grid``, ``map_shape``, ``res_mask``, ``Amat``, ``M_allatoms``,
+``Mmat``, ``Linv``, ``kvec``, ``kvec_norm``, ``Winv``, ``V``, ``covar``, ``ADP``);
+``hessian_allatoms``/``hessian`` and ``K(k)``/``Kinv(k)`` come from methods.
+
+Units: Angstrom for positions, inverse Angstrom for q and k (2 pi convention),
+Dalton for masses, A^2 for B factors.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from scipy.spatial import KDTree
+
+from . import structure
+from .structure import ID_CELL_REF, N_CELL, Crystal
+from .validation import (
+    Sampling, check_common, check_memory, estimate_numpy_memory, resolve_memory_limit,
+)
+
+#: Frequencies below this become NaN (zero modes), ALGORITHM.md section 7.
+ZERO_MODE_CUTOFF = 1e-6
+
+
+# ----------------------------------------------------------------------------- grid
+def generate_grid(samplings: Sequence[Sampling]) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Miller indices of every grid point, h slowest and l fastest.
+
+    Returns
+    -------
+    hkl_grid : ndarray, (n_q, 3)
+    map_shape : tuple of int, (n_h, n_k, n_l)
+    """
+    axes = [np.linspace(s.lo, s.hi, s.n_points) for s in samplings]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    hkl_grid = np.stack([m.ravel() for m in mesh], axis=1)
+    return hkl_grid, tuple(s.n_points for s in samplings)  # type: ignore[return-value]
+
+
+def q_from_hkl(hkl: np.ndarray, A_inv: np.ndarray) -> np.ndarray:
+    """q = 2 pi A_inv^T hkl (inverse Angstrom); matmul first, as the reference does."""
+    return 2 * np.pi * (hkl @ A_inv)
+
+
+def resolution(hkl: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """d-spacing (Angstrom) by the general triclinic formula; inf at the origin."""
+    a, b, c = cell[:3]
+    ca, cb, cg = np.cos(np.deg2rad(cell[3:]))
+    sa, sb, sg = np.sin(np.deg2rad(cell[3:]))
+    h, k, l = hkl[:, 0], hkl[:, 1], hkl[:, 2]
+    volume_term = 1 - ca**2 - cb**2 - cg**2 + 2 * ca * cb * cg
+    numerator = (
+        h**2 * b**2 * c**2 * sa**2 + k**2 * a**2 * c**2 * sb**2 + l**2 * a**2 * b**2 * sg**2
+        + 2 * h * k * a * b * c**2 * (ca * cb - cg)
+        + 2 * k * l * a**2 * b * c * (cb * cg - ca)
+        + 2 * h * l * a * b**2 * c * (ca * cg - cb)
+    )
+    inv_d2 = numerator / (a**2 * b**2 * c**2 * volume_term)
+    with np.errstate(divide="ignore"):
+        return np.where(inv_d2 > 0, 1.0 / np.sqrt(np.where(inv_d2 > 0, inv_d2, 1.0)), np.inf)
+
+
+def center_index(x: int, L: int) -> float:
+    """Fractional BZ coordinate of index x in [0, L): a value in [-1/2, 1/2)."""
+    return int(((x - L / 2) % L) - L / 2) / L
+
+
+def bz_fractions(L: Sequence[int]) -> np.ndarray:
+    """Fractional k of every BZ point, shape (L_h, L_k, L_l, 3)."""
+    out = np.zeros(tuple(L) + (3,))
+    for dh in range(L[0]):
+        for dk in range(L[1]):
+            for dl in range(L[2]):
+                out[dh, dk, dl] = [center_index(dh, L[0]), center_index(dk, L[1]), center_index(dl, L[2])]
+    return out
+
+
+def grid_indices_of_bz(bz: Sequence[int], L: Sequence[int], map_shape: Sequence[int]) -> np.ndarray:
+    """Raveled grid indices served by BZ point (dh, dk, dl), C order (section 5)."""
+    ranges = [np.arange(d, n, l) for d, n, l in zip(bz, map_shape, L)]
+    mesh = np.meshgrid(*ranges, indexing="ij")
+    return np.ravel_multi_index(tuple(m.ravel() for m in mesh), tuple(map_shape))
+
+
+# -------------------------------------------------------------- projection and mass
+def skew(c: np.ndarray) -> np.ndarray:
+    """S(x, y, z) = [[0, z, -y], [-z, 0, x], [y, -x, 0]] (section 4)."""
+    x, y, z = c
+    return np.array([[0.0, z, -y], [-z, 0.0, x], [y, -x, 0.0]])
+
+
+def build_A(asu_xyz: np.ndarray) -> np.ndarray:
+    """Rigid-body projection per ASU, (n_asu, 3 n_at, 6), atom-major rows.
+
+    S is computed fresh for every atom (the original accumulated it in a shared
+    buffer; the goldens use the fix).
+    """
+    n_asu, n_at, _ = asu_xyz.shape
+    Amat = np.zeros((n_asu, 3 * n_at, 6))
+    for i in range(n_asu):
+        centred = asu_xyz[i] - asu_xyz[i].mean(axis=0)
+        for a in range(n_at):
+            block = np.zeros((3, 6))
+            block[:, :3] = np.eye(3)
+            block[:, 3:] = skew(centred[a])
+            Amat[i, 3 * a:3 * a + 3] = block
+    return Amat
+
+
+def build_M_allatoms(masses: np.ndarray, n_asu: int) -> np.ndarray:
+    """Block-diagonal all-atom mass matrix, (n_asu, 3 n_at, n_asu, 3 n_at)."""
+    diag = np.repeat(masses, 3)
+    M = np.diag(diag)
+    n3 = len(diag) // n_asu
+    return M.reshape(n_asu, n3, n_asu, n3)
+
+
+def build_Mmat(Amat: np.ndarray, M_allatoms: np.ndarray) -> np.ndarray:
+    """Projected mass matrix, (n_asu, 6, n_asu, 6): A_i^T M_ij A_j."""
+    n_asu = Amat.shape[0]
+    Mmat = np.zeros((n_asu, 6, n_asu, 6))
+    for i in range(n_asu):
+        for j in range(n_asu):
+            Mmat[i, :, j, :] = Amat[i].T @ M_allatoms[i, :, j, :] @ Amat[j]
+    return Mmat
+
+
+def build_Linv(Mmat: np.ndarray) -> np.ndarray:
+    """Inverse of the lower Cholesky factor of Mmat reshaped (n_dof, n_dof); real."""
+    n_dof = Mmat.shape[0] * Mmat.shape[1]
+    return np.linalg.inv(np.linalg.cholesky(Mmat.reshape(n_dof, n_dof)))
+
+
+# ------------------------------------------------------------------ Gaussian network
+def gamma_matrix(n_asu: int, gamma_intra: float, gamma_inter: float) -> np.ndarray:
+    """Spring constants gamma[cell, i, j], (27, n_asu, n_asu)."""
+    gamma = np.full((N_CELL, n_asu, n_asu), float(gamma_inter))
+    for i in range(n_asu):
+        gamma[ID_CELL_REF, i, i] = float(gamma_intra)
+    return gamma
+
+
+def find_neighbours(asu_xyz: np.ndarray, cell_origin: np.ndarray, cutoff: float) -> list:
+    """Atom neighbour lists [i][cell][j][a] -> indices b within ``cutoff`` (inclusive)."""
+    n_asu = asu_xyz.shape[0]
+    trees_ref = [KDTree(asu_xyz[i]) for i in range(n_asu)]
+    out = []
+    for i in range(n_asu):
+        per_cell = []
+        for c in range(N_CELL):
+            per_cell.append([
+                trees_ref[i].query_ball_tree(KDTree(asu_xyz[j] + cell_origin[c]), r=cutoff)
+                for j in range(n_asu)
+            ])
+        out.append(per_cell)
+    return out
+
+
+def build_hessian_allatoms(neighbours: list, n_asu: int, n_at: int, gamma: np.ndarray) -> np.ndarray:
+    """Dense all-atom GNM Hessian, (n_asu, n_at, 27, n_asu, n_at), real."""
+    H = np.zeros((n_asu, n_at, N_CELL, n_asu, n_at))
+    for i in range(n_asu):
+        for c in range(N_CELL):
+            for j in range(n_asu):
+                for a, bs in enumerate(neighbours[i][c][j]):
+                    if bs:
+                        H[i, a, c, j, bs] = -gamma[c, i, j]
+        # Diagonal: the sum of a's springs; the self pair set above cancels itself out.
+        H[i, :, ID_CELL_REF, i, :] -= np.diag(np.sum(H[i], axis=(1, 2, 3)))
+    return H
+
+
+def project_hessian(H: np.ndarray, Amat: np.ndarray) -> np.ndarray:
+    """Rigid-body Hessian, (n_asu, 6, 27, n_asu, 6) complex: A_i^T (H_icj (x) I3) A_j."""
+    n_asu = Amat.shape[0]
+    Hrb = np.zeros((n_asu, 6, N_CELL, n_asu, 6), dtype=complex)
+    eye3 = np.eye(3)
+    for c in range(N_CELL):
+        for i in range(n_asu):
+            for j in range(n_asu):
+                Hrb[i, :, c, j, :] = Amat[i].T @ (np.kron(H[i, :, c, j, :], eye3) @ Amat[j])
+    return Hrb
+
+
+def build_K(Hrb: np.ndarray, kvec: np.ndarray, cell_origin: np.ndarray) -> np.ndarray:
+    """K(k) = sum_c Hrb[:, :, c] exp(i k . origin_c), (n_dof, n_dof) complex."""
+    n_asu = Hrb.shape[0]
+    K = np.copy(Hrb[:, :, ID_CELL_REF, :, :])
+    for c in range(N_CELL):
+        if c == ID_CELL_REF:
+            continue
+        phase = np.dot(kvec, cell_origin[c])
+        K += Hrb[:, :, c, :, :] * (np.cos(phase) + 1j * np.sin(phase))
+    return K.reshape(6 * n_asu, 6 * n_asu)
+
+
+def phonons(K: np.ndarray, Linv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Winv (zero modes NaN, first) and mass-weighted modes V = Linv^T U from the SVD of D."""
+    D = Linv @ K @ Linv.T
+    U, s, _ = np.linalg.svd(D)
+    w = np.sqrt(s)
+    w = np.where(w < ZERO_MODE_CUTOFF, np.nan, w)
+    w, U = w[::-1], U[:, ::-1]
+    return 1.0 / w**2, Linv.T @ U
+
+
+# ----------------------------------------------------------------- structure factors
+def form_factors(q: np.ndarray, ff_a: np.ndarray, ff_b: np.ndarray, ff_c: np.ndarray) -> np.ndarray:
+    """IT92 form factors f_a(q), (n_q, n_at); q in inverse Angstrom."""
+    stol2 = (np.linalg.norm(q, axis=1) / (4 * np.pi)) ** 2
+    return np.sum(ff_a[None] * np.exp(-ff_b[None] * stol2[:, None, None]), axis=2) + ff_c[None]
+
+
+def structure_factors(
+    q: np.ndarray, xyz: np.ndarray, ff_a: np.ndarray, ff_b: np.ndarray, ff_c: np.ndarray,
+    U: np.ndarray | None = None, project_on: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-atom scattering amplitudes, optionally times q and projected (section 9).
+
+    Parameters
+    ----------
+    q : ndarray, (n_q, 3)
+    xyz : ndarray, (n_at, 3)
+    U : ndarray, (n_at,) or None
+        Isotropic displacement (A^2): Debye-Waller factor exp(-|q|^2 U / 2).
+    project_on : ndarray, (3 n_at, 6) or None
+        With it, returns (q_x A_a) @ project_on, shape (n_q, 6); without it, the
+        amplitudes A_a(q), shape (n_q, n_at).
+    """
+    f = form_factors(q, ff_a, ff_b, ff_c)
+    phase = q @ xyz.T
+    A = f * (np.cos(phase) + 1j * np.sin(phase))
+    if U is not None:
+        A = A * np.exp(-0.5 * U[None, :] * np.sum(q * q, axis=1)[:, None])
+    if project_on is None:
+        return A
+    G = (A[:, :, None] * q[:, None, :]).reshape(len(q), -1)
+    return G @ project_on
+
+
+# ------------------------------------------------------------------------ the model
+class OnePhonon:
+    """One-phonon diffuse scattering of rigid ASUs in a Gaussian network (NumPy).
+
+    Parameters
+    ----------
+    pdb_path : str or path
+        PDB file with CRYST1 and (optionally) REMARK 290.
+    hsampling, ksampling, lsampling : (int, int, int)
+        (min, max, oversampling) per reciprocal axis; integer bounds, oversampling >= 1.
+    expand_p1 : bool
+        Expand the ASU to the unit cell with the symmetry operators.
+    group_by : {'asu'}
+    res_limit : float
+        High-resolution limit (Angstrom); grid points with d <= res_limit get NaN.
+    model : {'gnm'}
+    gnm_cutoff : float
+        Contact distance (Angstrom), inclusive.
+    gamma_intra, gamma_inter : float
+        Spring constants within an ASU and between ASUs.
+    memory_limit : float, optional
+        Bytes the run may use; a larger estimate raises MemoryBudgetError before any
+        heavy allocation. Default: 75 % of physical memory.
+    """
+
+    def __init__(
+        self, pdb_path: str | os.PathLike, hsampling: Sequence, ksampling: Sequence,
+        lsampling: Sequence, expand_p1: bool = True, group_by: str = "asu",
+        res_limit: float = 0.0, model: str = "gnm", gnm_cutoff: float = 4.0,
+        gamma_intra: float = 1.0, gamma_inter: float = 1.0, memory_limit: float | None = None,
+    ) -> None:
+        samplings = check_common(
+            hsampling, ksampling, lsampling, res_limit=res_limit, gnm_cutoff=gnm_cutoff,
+            gamma_intra=gamma_intra, gamma_inter=gamma_inter, group_by=group_by, model=model,
+        )
+        self.samplings = samplings
+        self.hsampling, self.ksampling, self.lsampling = (s.as_tuple() for s in samplings)
+        self.L = tuple(s.oversampling for s in samplings)
+        self.res_limit = float(res_limit)
+        self.gnm_cutoff = float(gnm_cutoff)
+        self.gamma_intra = float(gamma_intra)
+        self.gamma_inter = float(gamma_inter)
+        self.memory_limit = resolve_memory_limit(memory_limit)
+
+        self.crystal: Crystal = structure.load_crystal(pdb_path, expand_p1)
+        n_q = int(np.prod([s.n_points for s in samplings]))
+        self.memory_estimate = check_memory(
+            estimate_numpy_memory(self.crystal.n_asu, self.crystal.n_at, n_q, int(np.prod(self.L))),
+            self.memory_limit, "the NumPy reference model",
+        )
+        self._setup_grid()
+        self._setup_matrices()
+        self._setup_phonons()
+
+    # -- convenient views of the crystal
+    @property
+    def n_asu(self) -> int:
+        return self.crystal.n_asu
+
+    @property
+    def n_at(self) -> int:
+        return self.crystal.n_at
+
+    @property
+    def n_dof(self) -> int:
+        return self.crystal.n_dof
+
+    def __getattr__(self, name: str):
+        # Structure arrays (xyz, adp, ff_a, cell, A_inv, ...) read through to the crystal.
+        crystal = self.__dict__.get("crystal")
+        if crystal is not None and hasattr(crystal, name):
+            return getattr(crystal, name)
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    # -- stages
+    def _setup_grid(self) -> None:
+        self.hkl_grid, self.map_shape = generate_grid(self.samplings)
+        self.q_grid = q_from_hkl(self.hkl_grid, self.crystal.A_inv)
+        self.res_mask = resolution(self.hkl_grid, self.crystal.cell) > self.res_limit
+        frac = bz_fractions(self.L)
+        self.kvec = 2 * np.pi * np.einsum("ji,...j->...i", self.crystal.A_inv, frac)
+        self.kvec_norm = np.linalg.norm(self.kvec, axis=-1, keepdims=True)
+
+    def _setup_matrices(self) -> None:
+        c = self.crystal
+        self.Amat = build_A(c.asu_xyz)
+        self.M_allatoms = build_M_allatoms(c.masses, c.n_asu)
+        self.Mmat = build_Mmat(self.Amat, self.M_allatoms)
+        self.Linv = build_Linv(self.Mmat)
+        self.gamma = gamma_matrix(c.n_asu, self.gamma_intra, self.gamma_inter)
+        self.neighbours = find_neighbours(c.asu_xyz, c.cell_origin, self.gnm_cutoff)
+        self.hessian = project_hessian(self.compute_hessian_allatoms(), self.Amat)
+
+    def compute_hessian_allatoms(self) -> np.ndarray:
+        """Dense all-atom Hessian, (n_asu, n_at, 27, n_asu, n_at) (kept out of memory)."""
+        return build_hessian_allatoms(self.neighbours, self.n_asu, self.n_at, self.gamma)
+
+    @property
+    def hessian_allatoms(self) -> np.ndarray:
+        return self.compute_hessian_allatoms()
+
+    def bz_points(self):
+        """All BZ indices (dh, dk, dl) in C order."""
+        return list(np.ndindex(*self.L))
+
+    def K(self, bz: Sequence[int]) -> np.ndarray:
+        """K(k) at BZ point (dh, dk, dl), (n_dof, n_dof) complex."""
+        return build_K(self.hessian, self.kvec[tuple(bz)], self.crystal.cell_origin)
+
+    def Kinv(self, bz: Sequence[int]) -> np.ndarray:
+        """Pseudo-inverse of K(k) with NumPy's default cutoff."""
+        return np.linalg.pinv(self.K(bz))
+
+    def D(self, bz: Sequence[int]) -> np.ndarray:
+        """Dynamical matrix Linv K Linv^T."""
+        return self.Linv @ self.K(bz) @ self.Linv.T
+
+    def _setup_phonons(self) -> None:
+        n_dof = self.n_dof
+        self.Winv = np.zeros(self.L + (n_dof,), dtype=complex)
+        self.V = np.zeros(self.L + (n_dof, n_dof), dtype=complex)
+        covar = np.zeros((n_dof, N_CELL, n_dof), dtype=complex)
+        origins = self.crystal.cell_origin
+        for bz in self.bz_points():
+            K = self.K(bz)
+            self.Winv[bz], self.V[bz] = phonons(K, self.Linv)
+            Kinv = np.linalg.pinv(K)
+            for c in range(N_CELL):
+                phase = np.dot(self.kvec[bz], origins[c])
+                covar[:, c, :] += Kinv * (np.cos(phase) + 1j * np.sin(phase))
+        ADP_rb = np.real(np.diag(covar[:, ID_CELL_REF, :]))
+        A_side = np.transpose(self.Amat, (1, 0, 2)).reshape(3 * self.n_at, n_dof)
+        ADP = np.sum((A_side @ ADP_rb).reshape(-1, 3), axis=1)
+        scale = np.mean(self.crystal.adp) / (8 * np.pi * np.pi * np.mean(ADP) / 3)
+        self.ADP = ADP * scale
+        self.covar = np.real(covar * scale).reshape(self.n_asu, 6, N_CELL, self.n_asu, 6)
+
+    # -- intensity
+    def structure_factors_at(self, q_indices: np.ndarray, use_data_adp: bool = False) -> np.ndarray:
+        """F at the given grid points, (n, n_dof) complex: all ASUs side by side."""
+        c = self.crystal
+        U = c.adp[0] / (8 * np.pi * np.pi) if use_data_adp else self.ADP
+        q = self.q_grid[q_indices]
+        F = np.zeros((len(q_indices), self.n_dof), dtype=complex)
+        for i in range(self.n_asu):
+            F[:, 6 * i:6 * i + 6] = structure_factors(
+                q, c.xyz[i], c.ff_a[i], c.ff_b[i], c.ff_c[i], U=U, project_on=self.Amat[i]
+            )
+        return F
+
+    def apply_disorder(self, rank: int = -1, use_data_adp: bool = False) -> np.ndarray:
+        """Diffuse intensity, (n_q,) real, NaN outside res_mask and at Bragg BZ points.
+
+        Parameters
+        ----------
+        rank : int
+            -1 for all modes, else the single mode r (0-based, zero modes first).
+        use_data_adp : bool
+            Debye-Waller factor from the file's B factors instead of the model's ADPs.
+        """
+        if rank != -1 and not (0 <= rank < self.n_dof):
+            raise ValueError(f"rank must be -1 or in [0, {self.n_dof}), got {rank}")
+        Id = np.zeros(self.q_grid.shape[0], dtype=complex)
+        for bz in self.bz_points():
+            idx = grid_indices_of_bz(bz, self.L, self.map_shape)
+            idx = idx[self.res_mask[idx]]
+            F = self.structure_factors_at(idx, use_data_adp)
+            if rank == -1:
+                Id[idx] += np.dot(np.square(np.abs(F @ self.V[bz])), self.Winv[bz])
+            else:
+                Id[idx] += np.square(np.abs(F @ self.V[bz][:, rank])) * self.Winv[bz][rank]
+        Id[~self.res_mask] = np.nan
+        return np.real(Id)
+
+    def mode_maps(self, use_data_adp: bool = False) -> np.ndarray:
+        """Every single-mode map at once, (n_q, n_dof) real: column r = apply_disorder(rank=r)."""
+        out = np.zeros((self.q_grid.shape[0], self.n_dof))
+        for bz in self.bz_points():
+            idx = grid_indices_of_bz(bz, self.L, self.map_shape)
+            idx = idx[self.res_mask[idx]]
+            F = self.structure_factors_at(idx, use_data_adp)
+            out[idx] = np.real(np.square(np.abs(F @ self.V[bz])) * self.Winv[bz][None, :])
+        out[~self.res_mask] = np.nan
+        return out

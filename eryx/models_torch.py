@@ -1,0 +1,390 @@
+"""PyTorch OnePhonon: the reference numbers, vectorised, on any device, differentiable.
+
+Same constructor as :class:`eryx.models.OnePhonon` plus ``device``, ``dtype``,
+``q_vectors`` (arbitrary q-vector mode) and ``chunk_size``; the same intermediate
+quantities under the same names, as tensors on the chosen device. Structure loading
+is shared (:mod:`eryx.structure`); every number after it is computed in torch by the
+pure functions of :mod:`eryx.stages_torch`.
+
+Differentiable in ``gamma_intra``, ``gamma_inter`` (pass tensors with
+``requires_grad``) and, in q-vector mode, in ``q_vectors``. The full map
+(``rank=-1``) is computed as F K(k)^-1 F^H, which needs no eigenvectors, so its
+gradients stay finite at degenerate eigenvalues. A single mode's map
+(``rank >= 0``) needs eigenvectors: its gradient is finite only where that mode's
+eigenvalue is non-degenerate (torch's eigh backward divides by eigenvalue gaps).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import stages_torch as st
+from . import structure
+from .errors import EryxInputError
+from .structure import ID_CELL_REF, N_CELL
+from .validation import (
+    check_common, check_memory, estimate_torch_memory, resolve_memory_limit,
+)
+
+SUPPORTED_DTYPES = {torch.float64: torch.complex128, torch.float32: torch.complex64}
+#: Default number of q-points per structure-factor chunk (bounds memory).
+DEFAULT_CHUNK = 32768
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """A torch device that exists here, or a clear error."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise EryxInputError(f"unknown device {device!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EryxInputError(f"device {device!r} requested but no CUDA device is present")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise EryxInputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise EryxInputError(f"device {device!r} requested but MPS is not available")
+    return dev
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    """torch.float64 (default) or torch.float32; strings 'float64'/'float32' accepted."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None) if dtype in ("float64", "float32") else dtype
+    if dtype not in SUPPORTED_DTYPES:
+        raise EryxInputError(f"unsupported dtype {dtype!r}: use torch.float64 or torch.float32")
+    return dtype
+
+
+class OnePhonon:
+    """One-phonon diffuse scattering (PyTorch backend); see :class:`eryx.models.OnePhonon`.
+
+    Extra parameters
+    ----------------
+    device : str or torch.device
+        Any torch device present ('cpu', 'cuda', 'cuda:1', ...).
+    dtype : torch.dtype
+        torch.float64 (default) or torch.float32; complex types follow.
+    q_vectors : (N, 3) tensor or array, optional
+        Arbitrary q-vectors (inverse Angstrom). The sampling arguments still define
+        the BZ grid used for covariance and ADPs; ``apply_disorder`` returns the map
+        at these q.
+    chunk_size : int
+        q-points per structure-factor chunk; peak memory grows with it, not with n_q.
+    """
+
+    def __init__(
+        self, pdb_path: str | os.PathLike, hsampling: Sequence, ksampling: Sequence,
+        lsampling: Sequence, expand_p1: bool = True, group_by: str = "asu",
+        res_limit: float = 0.0, model: str = "gnm", gnm_cutoff: float = 4.0,
+        gamma_intra=1.0, gamma_inter=1.0, *, device: str | torch.device | None = "cpu",
+        dtype=torch.float64, q_vectors=None, chunk_size: int = DEFAULT_CHUNK,
+        memory_limit: float | None = None,
+    ) -> None:
+        samplings = check_common(
+            hsampling, ksampling, lsampling, res_limit=res_limit, gnm_cutoff=gnm_cutoff,
+            gamma_intra=gamma_intra, gamma_inter=gamma_inter, group_by=group_by, model=model,
+        )
+        self.device = resolve_device(device)
+        self.real_dtype = resolve_dtype(dtype)
+        self.complex_dtype = SUPPORTED_DTYPES[self.real_dtype]
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise EryxInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        self.chunk_size = chunk_size
+        self.samplings = samplings
+        self.hsampling, self.ksampling, self.lsampling = (s.as_tuple() for s in samplings)
+        self.L = tuple(s.oversampling for s in samplings)
+        self.res_limit = float(res_limit)
+        self.gnm_cutoff = float(gnm_cutoff)
+        self.gamma_intra = self._parameter(gamma_intra)
+        self.gamma_inter = self._parameter(gamma_inter)
+        self.memory_limit = resolve_memory_limit(memory_limit)
+        q_vectors = self._check_q_vectors(q_vectors)
+
+        self.crystal = structure.load_crystal(pdb_path, expand_p1)
+        self.n_asu, self.n_at = self.crystal.n_asu, self.crystal.n_at
+        self.n_dof = 6 * self.n_asu
+        self.map_shape = tuple(s.n_points for s in samplings)
+        n_q = int(np.prod(self.map_shape)) if q_vectors is None else len(q_vectors)
+        self._contacts_np = st.find_contacts(self.crystal.asu_xyz, self.crystal.cell_origin, self.gnm_cutoff)
+        n_contacts = len(self._contacts_np["i"])
+        self.memory_estimate = check_memory(
+            estimate_torch_memory(self.n_asu, self.n_at, n_q, int(np.prod(self.L)), n_contacts,
+                                  min(self.chunk_size, n_q), self.real_dtype.itemsize),
+            self.memory_limit, "the torch model",
+        )
+        self._tensors_from_crystal()
+        self._setup_grid(q_vectors)
+        self._setup_matrices()
+        self._setup_phonons()
+
+    # ------------------------------------------------------------------ helpers
+    def _parameter(self, value) -> torch.Tensor:
+        """Spring constants as tensors on the device, keeping the caller's autograd graph."""
+        if isinstance(value, torch.Tensor):
+            if not value.is_floating_point() or value.numel() != 1:
+                raise EryxInputError(f"spring constants must be real scalars, got {value!r}")
+            return value.reshape(()).to(device=self.device, dtype=self.real_dtype)
+        return torch.tensor(float(value), dtype=self.real_dtype, device=self.device)
+
+    def _check_q_vectors(self, q):
+        if q is None:
+            return None
+        if not isinstance(q, torch.Tensor):
+            arr = np.asarray(q)
+            if arr.dtype.kind not in "fiu":
+                raise EryxInputError(f"q_vectors must be real numbers, got dtype {arr.dtype}")
+            q = torch.as_tensor(arr)
+        if q.is_complex() or not (q.is_floating_point() or q.dtype in (torch.int32, torch.int64)):
+            raise EryxInputError(f"q_vectors must be a real tensor, got dtype {q.dtype}")
+        if q.ndim != 2 or q.shape[1] != 3 or q.shape[0] == 0:
+            raise EryxInputError(f"q_vectors must have shape (N, 3) with N >= 1, got {tuple(q.shape)}")
+        if not torch.isfinite(q.detach()).all():
+            raise EryxInputError("q_vectors contains NaN or infinite values")
+        if q.is_floating_point() and q.dtype != self.real_dtype and q.dtype.itemsize > self.real_dtype.itemsize:
+            raise EryxInputError(
+                f"q_vectors is {q.dtype} but the model computes in {self.real_dtype}: "
+                "pass dtype=torch.float64 or convert explicitly (no silent down-cast)"
+            )
+        return q.to(device=self.device, dtype=self.real_dtype)
+
+    def _t(self, array, dtype=None) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array), dtype=dtype or self.real_dtype, device=self.device)
+
+    def _tensors_from_crystal(self) -> None:
+        c = self.crystal
+        self.cell, self.A_inv = self._t(c.cell), self._t(c.A_inv)
+        self.unit_cell_axes = self._t(c.unit_cell_axes)
+        self.xyz, self.asu_xyz = self._t(c.xyz), self._t(c.asu_xyz)
+        self.adp, self.ff_a, self.ff_b, self.ff_c = self._t(c.adp), self._t(c.ff_a), self._t(c.ff_b), self._t(c.ff_c)
+        self.masses = self._t(c.masses)
+        self.cell_hkl, self.cell_origin = self._t(c.cell_hkl), self._t(c.cell_origin)
+        self.contacts = {k: torch.as_tensor(v, device=self.device) for k, v in self._contacts_np.items()}
+
+    # ------------------------------------------------------------------- stages
+    def _setup_grid(self, q_vectors) -> None:
+        dt, dev = self.real_dtype, self.device
+        self.kvec = st.build_kvec(self.A_inv, self.L)
+        self.kvec_norm = st.kvec_norm(self.kvec)
+        self.hkl_grid = st.generate_grid([s.as_tuple() for s in self.samplings], dtype=dt, device=dev)
+        self.q_grid = st.q_from_hkl(self.hkl_grid, self.A_inv)
+        self.res_mask = st.res_mask(self.hkl_grid, self.cell, self.res_limit)
+        self.bz_index = st.grid_bz_index(self.map_shape, self.L, dev)
+        self.q_vectors = q_vectors
+        if q_vectors is not None:
+            self._setup_q_vectors(q_vectors)
+
+    def _setup_q_vectors(self, q: torch.Tensor) -> None:
+        """Map each q to its k-vector with the grid's centring convention.
+
+        q on the oversampled lattice (every Miller index a multiple of 1/L) takes the
+        grid's own BZ point, hence bit for bit the grid's k; other q get
+        k = q - 2 pi A_inv^T G with G the nearest reciprocal lattice vector (ties go to
+        -1/2, as the grid's convention). Phonons are computed once per distinct k.
+        """
+        L = torch.tensor(self.L, dtype=self.real_dtype, device=self.device)
+        hkl = st.hkl_from_q(q.detach(), self.A_inv)
+        self.q_hkl = hkl
+        scaled = hkl * L
+        nearest = torch.round(scaled)
+        on_lattice = (torch.abs(scaled - nearest) <= 1e-9 * torch.clamp(torch.abs(scaled), min=1.0)).all(dim=1)
+        idx = torch.remainder(nearest.long(), torch.tensor(self.L, device=self.device))
+        bz_of_q = (idx[:, 0] * self.L[1] + idx[:, 1]) * self.L[2] + idx[:, 2]
+        frac = hkl - torch.floor(hkl + 0.5)
+        k_off = st.TWO_PI * (frac @ self.A_inv)
+        n_bz = int(np.prod(self.L))
+        # Distinct off-lattice k-points get extra slots after the grid's BZ points.
+        off = ~on_lattice
+        extra_k = k_off[off]
+        if len(extra_k):
+            uniq, inv = torch.unique(extra_k, dim=0, return_inverse=True)
+            bz_of_q = bz_of_q.clone()
+            bz_of_q[off] = n_bz + inv
+            self.extra_kvec = uniq
+        else:
+            self.extra_kvec = torch.zeros(0, 3, dtype=self.real_dtype, device=self.device)
+        self.q_bz_index = bz_of_q
+        self.q_res_mask = st.resolution(hkl, self.cell) > self.res_limit
+
+    def _setup_matrices(self) -> None:
+        self.Amat = st.build_A(self.asu_xyz)
+        self.Mmat = st.build_Mmat(self.Amat, self.masses)
+        self.Linv = st.build_Linv(self.Mmat)
+        self.H_intra, self.H_inter = st.hessian_unit_blocks(self.contacts, self.Amat, self.n_asu)
+        self.hessian = st.combine_hessian(self.H_intra, self.H_inter, self.gamma_intra, self.gamma_inter)
+
+    @property
+    def M_allatoms(self) -> torch.Tensor:
+        """Dense all-atom mass matrix (built on demand; not used by the model)."""
+        return st.build_M_allatoms(self.masses, self.n_asu)
+
+    @property
+    def hessian_allatoms(self) -> torch.Tensor:
+        """Dense all-atom Hessian from the contact list (on demand, small systems only)."""
+        return st.dense_hessian_allatoms(
+            self.contacts, self.n_asu, self.n_at, self.gamma_intra, self.gamma_inter,
+            dtype=self.real_dtype, device=self.device,
+        )
+
+    def _setup_phonons(self) -> None:
+        kflat = self.kvec.reshape(-1, 3)
+        self.K = st.build_K(self.hessian, kflat, self.cell_origin)  # (n_bz, n_dof, n_dof)
+        self.D = st.dynamical_matrix(self.K, self.Linv)
+        Winv, U = st.phonons(self.D)
+        self.U = U
+        self.Winv = Winv.reshape(self.L + (self.n_dof,))
+        self.V = st.mass_weighted_modes(U, self.Linv).reshape(self.L + (self.n_dof, self.n_dof))
+        self.Kinv = st.pinv_hermitian(self.K)
+        covar = st.covariance(self.Kinv, kflat, self.cell_origin)
+        self.ADP, self.covar = st.adp_scaled(covar, self.Amat, self.adp)
+        # Bragg BZ points (any zero mode) give NaN everywhere in the full map.
+        self.bz_has_zero_mode = torch.isnan(Winv).any(dim=1)
+        if self.q_vectors is not None and len(self.extra_kvec):
+            K_extra = st.build_K(self.hessian, self.extra_kvec, self.cell_origin)
+            W_extra, U_extra = st.phonons(st.dynamical_matrix(K_extra, self.Linv))
+            self._K_all = torch.cat([self.K, K_extra])
+            self._Winv_all = torch.cat([Winv, W_extra])
+            self._V_all = torch.cat([self.V.reshape(-1, self.n_dof, self.n_dof),
+                                     st.mass_weighted_modes(U_extra, self.Linv)])
+        else:
+            self._K_all, self._Winv_all = self.K, Winv
+            self._V_all = self.V.reshape(-1, self.n_dof, self.n_dof)
+
+    # ---------------------------------------------------------------- intensity
+    def debye_waller_U(self, use_data_adp: bool = False) -> torch.Tensor:
+        """Per-atom U (A^2) of one ASU: the scaled model ADP, or the file's B / 8 pi^2."""
+        return self.adp[0] / (8 * math.pi**2) if use_data_adp else self.ADP
+
+    def structure_factors(self, q: torch.Tensor, use_data_adp: bool = False) -> torch.Tensor:
+        """F(q), (n, n_dof) complex, computed in chunks of ``chunk_size``."""
+        U = self.debye_waller_U(use_data_adp)
+        parts = [
+            st.structure_factors(q[s:s + self.chunk_size], self.xyz, self.ff_a[0], self.ff_b[0],
+                                 self.ff_c[0], U, self.Amat)
+            for s in range(0, len(q), self.chunk_size)
+        ]
+        return torch.cat(parts) if parts else torch.zeros(0, self.n_dof, dtype=self.complex_dtype, device=self.device)
+
+    def _points(self):
+        """(q, bz index, valid mask) of the map's points: the grid or the q-vectors."""
+        if self.q_vectors is None:
+            return self.q_grid, self.bz_index, self.res_mask
+        return self.q_vectors, self.q_bz_index, self.q_res_mask
+
+    def _bz_table(self, bz: torch.Tensor, compute: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Group the points to compute by k-point, by index arithmetic.
+
+        Returns
+        -------
+        ks : (n_rows,) int64
+            The k-points (BZ or extra) that serve at least one point.
+        table : (n_rows, n_max) int64
+            Point indices served by each k, padded with -1.
+        """
+        idx = torch.nonzero(compute).reshape(-1)
+        b = bz[idx]
+        b, order = torch.sort(b, stable=True)
+        idx = idx[order]
+        ks, counts = torch.unique_consecutive(b, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        row = torch.repeat_interleave(torch.arange(len(ks), device=idx.device), counts)
+        pos = torch.arange(len(idx), device=idx.device) - starts[row]
+        n_max = int(counts.max()) if len(counts) else 0
+        table = torch.full((len(ks), n_max), -1, dtype=torch.long, device=idx.device)
+        table[row, pos] = idx
+        return ks, table
+
+    def _map(self, per_block, n_cols: int | None, use_data_adp: bool) -> torch.Tensor:
+        """Evaluate a map over the valid points, k-point by k-point in batched blocks.
+
+        ``per_block(F, ks)`` gets F as (n_rows, n_dof, c) complex (the points of each
+        k-point ``ks[row]``) and returns (n_rows, c) or (n_rows, n_cols, c) reals.
+        Points outside the resolution mask (and, for the full map, at k-points with
+        zero modes) are NaN.
+        """
+        q, bz, mask = self._points()
+        zero_k = torch.isnan(self._Winv_all).any(dim=1)
+        shape = (len(q),) if n_cols is None else (len(q), n_cols)
+        out = torch.full(shape, math.nan, dtype=self.real_dtype, device=self.device)
+        compute = mask if n_cols is not None else mask & ~zero_k[bz]
+        ks, table = self._bz_table(bz, compute)
+        if table.numel() == 0:
+            return out
+        U = self.debye_waller_U(use_data_adp)
+        cols = max(1, self.chunk_size // len(ks))
+        for s in range(0, table.shape[1], cols):
+            sel = table[:, s:s + cols]
+            valid = sel >= 0
+            F = st.structure_factors_T(q[sel.clamp(min=0).reshape(-1)], self.xyz, self.ff_a[0],
+                                       self.ff_b[0], self.ff_c[0], U, self.Amat)
+            F = F.reshape(self.n_dof, *sel.shape).permute(1, 0, 2)  # (n_rows, n_dof, c)
+            values = per_block(F, ks)
+            if n_cols is not None:
+                values = values.transpose(1, 2)  # (n_rows, c, n_cols)
+            out = out.index_put((sel[valid],), values[valid])
+        return out
+
+    def apply_disorder(self, rank: int = -1, use_data_adp: bool = False) -> torch.Tensor:
+        """Diffuse intensity, (n_q,) real (grid order, or the q-vectors' order).
+
+        Parameters
+        ----------
+        rank : int
+            -1 for the full map (F K^-1 F^H, no eigenvectors), else mode r's map.
+        use_data_adp : bool
+            Debye-Waller factor from the file's B factors instead of the model ADPs.
+        """
+        if rank != -1 and not (isinstance(rank, int) and 0 <= rank < self.n_dof):
+            raise EryxInputError(f"rank must be -1 or in [0, {self.n_dof}), got {rank!r}")
+        if rank == -1 and self.q_vectors is not None and self.q_vectors.requires_grad:
+            return self._full_map_per_q(use_data_adp)
+        if rank == -1:
+            Kinv_full = self._full_rank_inverse()
+            return self._map(lambda F, ks: st.intensity_blocks(F, Kinv_full[ks]), None, use_data_adp)
+        maps = self._map(
+            lambda F, ks: st.mode_intensity_blocks(F, self._V_all[ks][:, :, rank:rank + 1],
+                                                   self._Winv_all[ks][:, rank:rank + 1]),
+            1, use_data_adp,
+        )
+        return maps[:, 0]
+
+    def mode_maps(self, use_data_adp: bool = False) -> torch.Tensor:
+        """Every single-mode map, (n_q, n_dof): column r = apply_disorder(rank=r)."""
+        return self._map(lambda F, ks: st.mode_intensity_blocks(F, self._V_all[ks], self._Winv_all[ks]),
+                         self.n_dof, use_data_adp)
+
+    def _full_map_per_q(self, use_data_adp: bool) -> torch.Tensor:
+        """The full map with K(k(q)) per q-vector, so that d/dq includes the k-dependence.
+
+        k(q) = q - 2 pi A_inv^T G with G piecewise constant, so dk/dq = I: each point's k
+        is its k-point's value plus (q - q.detach()) (same value, identity gradient).
+        """
+        q, bz, mask = self._points()
+        zero_k = torch.isnan(self._Winv_all).any(dim=1)
+        out = torch.full((len(q),), math.nan, dtype=self.real_dtype, device=self.device)
+        idx = torch.nonzero(mask & ~zero_k[bz]).reshape(-1)
+        k_all = torch.cat([self.kvec.reshape(-1, 3), self.extra_kvec])
+        U = self.debye_waller_U(use_data_adp)
+        for s in range(0, len(idx), self.chunk_size):
+            sel = idx[s:s + self.chunk_size]
+            k = k_all[bz[sel]] + (q[sel] - q[sel].detach())
+            Kinv = torch.linalg.inv(st.build_K(self.hessian, k, self.cell_origin))
+            F = st.structure_factors_T(q[sel], self.xyz, self.ff_a[0], self.ff_b[0], self.ff_c[0], U, self.Amat)
+            out = out.index_put((sel,), st.intensity_blocks(F.T[:, :, None], Kinv)[:, 0])
+        return out
+
+    def _full_rank_inverse(self) -> torch.Tensor:
+        """K(k)^-1 at every BZ point without zero modes (identity elsewhere, unused)."""
+        zero = torch.isnan(self._Winv_all).any(dim=1)
+        eye = torch.eye(self.n_dof, dtype=self.complex_dtype, device=self.device)
+        safe = torch.where(zero[:, None, None], eye, self._K_all)
+        return torch.linalg.inv(safe)
+
+    # ----------------------------------------------------------------- utilities
+    def bz_points(self):
+        return list(np.ndindex(*self.L))

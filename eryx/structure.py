@@ -1,0 +1,353 @@
+"""Structure loading shared by both backends (ALGORITHM.md sections 1-2).
+
+Everything here is plain NumPy on the CPU and runs once per model: reading and
+cleaning the PDB with gemmi, the cell and its matrices, the symmetry operators,
+the P1 expansion with its packing rule, per-atom scattering and mass data, and
+the 3x3x3 supercell. The PyTorch backend converts these arrays to tensors and
+computes everything numeric after them itself.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gemmi
+import numpy as np
+
+from .errors import StructureError
+
+#: Index of the reference cell [0, 0, 0] in the 27-cell supercell.
+ID_CELL_REF = 13
+#: Number of cells in the 3x3x3 supercell.
+N_CELL = 27
+
+
+@dataclass(frozen=True)
+class Crystal:
+    """A cleaned, P1-expanded crystal: the model's inputs after section 2.
+
+    Attributes
+    ----------
+    pdb_path : str
+        The file it was read from.
+    title : str
+        The PDB TITLE (may be empty); shown in reports, so treat as untrusted text.
+    space_group : str
+        Hermann-Mauguin symbol from CRYST1.
+    cell : ndarray, (6,)
+        a, b, c (Angstrom), alpha, beta, gamma (degrees).
+    A_inv : ndarray, (3, 3)
+        Fractionalization matrix (Cartesian -> fractional), gemmi's ``cell.frac.mat``.
+    unit_cell_axes : ndarray, (3, 3)
+        Cell vectors a, b, c as rows (Angstrom).
+    sym_ops : ndarray, (n_asu, 3, 3)
+        Rotation parts of the symmetry operators, fractional basis.
+    transformations : ndarray, (n_asu, 3, 4)
+        Cartesian operators [R | t] (t in Angstrom).
+    xyz : ndarray, (n_asu, n_at, 3)
+        P1-expanded coordinates (Angstrom).
+    adp, ff_c : ndarray, (n_asu, n_at)
+        Isotropic B factors (A^2) and IT92 constant term, tiled to every ASU.
+    ff_a, ff_b : ndarray, (n_asu, n_at, 4)
+        IT92 Gaussian coefficients, tiled to every ASU.
+    masses : ndarray, (n_asu * n_at,)
+        Atomic weights (Dalton), ASU-major.
+    elements : tuple of str, (n_at,)
+        Element symbols of one ASU.
+    asu_xyz : ndarray, (n_asu, n_at, 3)
+        ASU coordinates in the reference cell (re-expansion of ``xyz[0]``).
+    cell_hkl, cell_origin : ndarray, (27, 3)
+        Supercell numbering (l fastest) and cell origins (Angstrom).
+    """
+
+    pdb_path: str
+    title: str
+    space_group: str
+    cell: np.ndarray
+    A_inv: np.ndarray
+    unit_cell_axes: np.ndarray
+    sym_ops: np.ndarray
+    transformations: np.ndarray
+    xyz: np.ndarray
+    adp: np.ndarray
+    ff_a: np.ndarray
+    ff_b: np.ndarray
+    ff_c: np.ndarray
+    masses: np.ndarray
+    elements: tuple[str, ...]
+    asu_xyz: np.ndarray
+    cell_hkl: np.ndarray
+    cell_origin: np.ndarray
+    raw_atom_count: int = field(default=0)
+
+    @property
+    def n_asu(self) -> int:
+        """Number of ASUs per unit cell."""
+        return int(self.xyz.shape[0])
+
+    @property
+    def n_at(self) -> int:
+        """Number of atoms per ASU."""
+        return int(self.xyz.shape[1])
+
+    @property
+    def n_dof(self) -> int:
+        """Rigid-body degrees of freedom per cell (6 per ASU)."""
+        return 6 * self.n_asu
+
+
+# --------------------------------------------------------------------------- reading
+def read_structure(pdb_path: str | os.PathLike) -> gemmi.Structure:
+    """Read a PDB file with gemmi and clean it (section 1.1).
+
+    Raises
+    ------
+    StructureError
+        Missing or unreadable file, no usable unit cell, or no atoms left.
+    """
+    path = Path(pdb_path)
+    if not path.exists():
+        raise StructureError(f"PDB file not found: {path}")
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise StructureError(f"PDB file is not a readable file: {path}")
+    try:
+        st = gemmi.read_pdb(str(path))
+    except Exception as exc:  # gemmi raises RuntimeError/ValueError with its own text
+        raise StructureError(f"cannot read PDB file {path}: {exc}") from exc
+    if len(st) == 0:
+        raise StructureError(f"no models (no ATOM/HETATM records) in PDB file {path}")
+    if not st.cell.is_crystal() or not np.isfinite(st.cell.volume) or st.cell.volume <= 0:
+        raise StructureError(
+            f"PDB file {path} has no usable unit cell (missing CRYST1 record or zero volume)"
+        )
+    st.remove_alternative_conformations()
+    st.remove_hydrogens()
+    st.remove_waters()
+    st.remove_empty_chains()
+    if len(st) == 0 or st[0].count_atom_sites() == 0:
+        raise StructureError(f"no atoms left in {path} after removing hydrogens and waters")
+    return st
+
+
+def unit_cell_axes(cell: np.ndarray) -> np.ndarray:
+    """Cell vectors as rows (section 1.2), shape (3, 3), Angstrom."""
+    a, b, c = cell[:3]
+    alpha, beta, gamma = np.deg2rad(cell[3:])
+    f = (np.cos(alpha) - np.cos(beta) * np.cos(gamma)) / np.sin(gamma)
+    return np.array(
+        [
+            [a, 0.0, 0.0],
+            [b * np.cos(gamma), b * np.sin(gamma), 0.0],
+            [c * np.cos(beta), c * f, c * np.sqrt(1.0 - np.cos(beta) ** 2 - f**2)],
+        ]
+    )
+
+
+_OPERATOR_LINE = re.compile(r"^REMARK 290\s+(\d+)\s+(\S+)\s*$")
+_SMTRY_LINE = re.compile(r"^REMARK 290\s+SMTRY([123])\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)")
+
+
+def _rotation_from_triplet(triplet: str) -> np.ndarray:
+    """Fractional rotation of an operator like ``-Y,X-Y,Z+1/3`` (section 1.3)."""
+    terms = triplet.upper().split(",")
+    if len(terms) != 3:
+        raise StructureError(f"malformed REMARK 290 symmetry operator: {triplet!r}")
+    rot = np.zeros((3, 3))
+    for i, term in enumerate(terms):
+        for j, axis in enumerate("XYZ"):
+            if "-" + axis in term:
+                rot[i, j] = -1.0
+            elif axis in term:
+                rot[i, j] = 1.0
+    return rot
+
+
+def parse_remark_290(remarks: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Symmetry from REMARK 290, or None when it has no operator lines.
+
+    Returns
+    -------
+    sym_ops : ndarray, (n_ops, 3, 3)
+        Fractional rotations from the ``NNN555`` operator lines.
+    transformations : ndarray, (n_ops, 3, 4)
+        Cartesian [R | t] from the SMTRY lines.
+    """
+    rotations: list[np.ndarray] = []
+    smtry: dict[int, np.ndarray] = {}
+    for line in remarks:
+        if line.startswith("REMARK 300"):
+            break
+        if not line.startswith("REMARK 290"):
+            continue
+        line = line.rstrip()
+        m = _SMTRY_LINE.match(line)
+        if m:
+            row, op = int(m.group(1)) - 1, int(m.group(2))
+            try:
+                values = [float(m.group(k)) for k in range(3, 7)]
+            except ValueError as exc:
+                raise StructureError(f"malformed SMTRY line: {line!r}") from exc
+            smtry.setdefault(op, np.zeros((3, 4)))[row] = values
+            continue
+        m = _OPERATOR_LINE.match(line)
+        if m and "555" in m.group(1):
+            rotations.append(_rotation_from_triplet(m.group(2)))
+    if not rotations:
+        return None
+    if sorted(smtry) != list(range(1, len(smtry) + 1)) or len(smtry) != len(rotations):
+        raise StructureError(
+            f"REMARK 290 lists {len(rotations)} operators but SMTRY lines for {len(smtry)}"
+        )
+    return np.array(rotations), np.array([smtry[k] for k in sorted(smtry)])
+
+
+def symmetry_from_space_group(hm: str, cell: gemmi.UnitCell) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetry from gemmi's space group when REMARK 290 is absent (section 1.3).
+
+    The Cartesian operator is O R O^-1 with translation O t; the original code used the
+    fractional operator as if it were Cartesian, a bug not reproduced here.
+    """
+    sg = gemmi.find_spacegroup_by_name(hm) if hm else None
+    if sg is None:
+        raise StructureError(f"unknown space group {hm!r} and no REMARK 290 operators")
+    orth = np.array(cell.orth.mat.tolist())
+    frac = np.array(cell.frac.mat.tolist())
+    sym_ops, transformations = [], []
+    for op in sg.operations():
+        rot = np.array(op.rot, dtype=float) / op.DEN
+        tran = np.array(op.tran, dtype=float) / op.DEN
+        sym_ops.append(rot)
+        transformations.append(np.hstack([orth @ rot @ frac, (orth @ tran)[:, None]]))
+    return np.array(sym_ops), np.array(transformations)
+
+
+def atom_arrays(st: gemmi.Structure) -> dict[str, np.ndarray]:
+    """Per-atom data of model 0 in file order (section 1.4)."""
+    pos, b_iso, ff_a, ff_b, ff_c, mass, elements = [], [], [], [], [], [], []
+    for chain in st[0]:
+        for residue in chain:
+            for atom in residue:
+                el = atom.element
+                if el.it92 is None:
+                    raise StructureError(f"no IT92 form factor for element {el.name!r}")
+                pos.append(atom.pos.tolist())
+                b_iso.append(atom.b_iso)
+                ff_a.append(list(el.it92.a))
+                ff_b.append(list(el.it92.b))
+                ff_c.append(el.it92.c)
+                mass.append(el.weight)
+                elements.append(el.name)
+    return {
+        "xyz": np.array(pos, dtype=np.float64),
+        "adp": np.array(b_iso, dtype=np.float64),
+        "ff_a": np.array(ff_a, dtype=np.float64),
+        "ff_b": np.array(ff_b, dtype=np.float64),
+        "ff_c": np.array(ff_c, dtype=np.float64),
+        "masses": np.array(mass, dtype=np.float64),
+        "elements": np.array(elements),
+    }
+
+
+def expand_p1(
+    xyz: np.ndarray, transformations: np.ndarray, sym_ops: np.ndarray, cell: np.ndarray,
+    axes: np.ndarray,
+) -> np.ndarray:
+    """Apply every operator and pack the copies into the cell (section 1.5).
+
+    Parameters
+    ----------
+    xyz : ndarray, (n_at, 3)
+    transformations : ndarray, (n_ops, 3, 4)
+    sym_ops : ndarray, (n_ops, 3, 3)
+    cell : ndarray, (6,)
+    axes : ndarray, (3, 3)
+        ``unit_cell_axes``.
+
+    Returns
+    -------
+    ndarray, (n_ops, n_at, 3)
+    """
+    out = np.zeros((len(transformations),) + xyz.shape)
+    for i, (tr, rot) in enumerate(zip(transformations, sym_ops)):
+        copy = xyz @ tr[:, :3].T + tr[:, 3]
+        com = copy.mean(axis=0)
+        # The packing shift: how far one cell step moves along each axis under this op.
+        shift = np.abs(np.sum(axes.T @ rot, axis=1))
+        copy = np.where(com < 0, copy + shift, copy)
+        copy = np.where(com > cell[:3], copy - shift, copy)
+        out[i] = copy
+    return out
+
+
+def supercell(axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Supercell numbering and origins (section 2).
+
+    Returns
+    -------
+    cell_hkl : ndarray, (27, 3)
+        (h, k, l) of each cell, nested loops over (-1, 0, 1) with l fastest.
+    cell_origin : ndarray, (27, 3)
+        h a + k b + l c, Angstrom.
+    """
+    cell_hkl = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.float64)
+    return cell_hkl, cell_hkl @ axes
+
+
+def load_crystal(pdb_path: str | os.PathLike, expand_p1_: bool = True) -> Crystal:
+    """Read, clean and expand a crystal: sections 1 and 2 of ALGORITHM.md.
+
+    With ``expand_p1_=False`` the file is taken as the whole cell content: one ASU and
+    the identity operator only.
+    """
+    st = read_structure(pdb_path)
+    cell = np.array(
+        [st.cell.a, st.cell.b, st.cell.c, st.cell.alpha, st.cell.beta, st.cell.gamma]
+    )
+    A_inv = np.array(st.cell.frac.mat.tolist())
+    axes = unit_cell_axes(cell)
+    sym = parse_remark_290(list(st.raw_remarks))
+    if sym is None:
+        sym = symmetry_from_space_group(st.spacegroup_hm, st.cell)
+    sym_ops, transformations = sym
+    if not expand_p1_:
+        sym_ops = np.eye(3)[None]
+        transformations = np.hstack([np.eye(3), np.zeros((3, 1))])[None]
+    atoms = atom_arrays(st)
+    # A rigid body needs atoms spanning at least a plane: one atom, or atoms on a line,
+    # give a singular rigid-body mass matrix (section 4) and a bare LinAlgError later.
+    centred = atoms["xyz"] - atoms["xyz"].mean(axis=0)
+    sv = np.linalg.svd(centred, compute_uv=False) if len(centred) > 1 else np.zeros(1)
+    if len(sv) < 2 or sv[1] <= 1e-8 * max(sv[0], 1.0):
+        raise StructureError(
+            f"{pdb_path}: the {len(centred)} atom(s) of the asymmetric unit are a single point "
+            "or lie on a line, so its rigid-body mass matrix is singular"
+        )
+    n_asu = len(transformations)
+    xyz = expand_p1(atoms["xyz"], transformations, sym_ops, cell, axes)
+    # The reference-cell ASUs come from re-expanding the first expanded copy.
+    asu_xyz = expand_p1(xyz[0], transformations, sym_ops, cell, axes)
+    cell_hkl, cell_origin = supercell(axes)
+    return Crystal(
+        pdb_path=str(Path(pdb_path).resolve()),
+        title=" ".join(st.info["_struct.title"].split()) if "_struct.title" in st.info else "",
+        space_group=st.spacegroup_hm,
+        cell=cell,
+        A_inv=A_inv,
+        unit_cell_axes=axes,
+        sym_ops=sym_ops,
+        transformations=transformations,
+        xyz=xyz,
+        adp=np.tile(atoms["adp"], (n_asu, 1)),
+        ff_a=np.tile(atoms["ff_a"], (n_asu, 1, 1)),
+        ff_b=np.tile(atoms["ff_b"], (n_asu, 1, 1)),
+        ff_c=np.tile(atoms["ff_c"], (n_asu, 1)),
+        masses=np.tile(atoms["masses"], n_asu),
+        elements=tuple(str(e) for e in atoms["elements"]),
+        asu_xyz=asu_xyz,
+        cell_hkl=cell_hkl,
+        cell_origin=cell_origin,
+        raw_atom_count=len(atoms["xyz"]),
+    )

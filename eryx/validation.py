@@ -1,0 +1,163 @@
+"""Parameter checks and memory estimates shared by both backends.
+
+All checks run before any heavy work, so a bad call fails in milliseconds with a
+message naming the offending parameter.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .errors import EryxInputError, MemoryBudgetError
+
+SUPPORTED_GROUP_BY = ("asu",)
+SUPPORTED_MODELS = ("gnm",)
+#: Default memory limit when none is given: 75 % of physical memory.
+DEFAULT_MEMORY_FRACTION = 0.75
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """One axis of the reciprocal grid: integer bounds and an oversampling factor."""
+
+    lo: int
+    hi: int
+    oversampling: int
+
+    @property
+    def n_points(self) -> int:
+        """Number of grid points, ``int(L (hi - lo) + 1)``."""
+        return int(self.oversampling * (self.hi - self.lo) + 1)
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.lo, self.hi, self.oversampling)
+
+
+def _as_integer(value: Any, what: str) -> int:
+    """An integer or an integral float, else a clear error."""
+    if isinstance(value, bool):
+        raise EryxInputError(f"{what} must be an integer, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise EryxInputError(f"{what} must be an integer, got {value!r}")
+
+
+def check_sampling(value: Any, axis: str) -> Sampling:
+    """Validate one ``(min, max, oversampling)`` triple.
+
+    Grid bounds must be integers and the oversampling a positive integer: the mapping
+    between grid points and Brillouin-zone points relies on it (ALGORITHM.md).
+    """
+    name = f"{axis}sampling"
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise EryxInputError(f"{name} must be a (min, max, oversampling) triple, got {value!r}")
+    if len(items) != 3:
+        raise EryxInputError(f"{name} must be a (min, max, oversampling) triple, got {value!r}")
+    lo = _as_integer(items[0], f"{name} lower bound")
+    hi = _as_integer(items[1], f"{name} upper bound")
+    over = _as_integer(items[2], f"{name} oversampling")
+    if over < 1:
+        raise EryxInputError(f"{name} oversampling must be >= 1, got {items[2]!r}")
+    if lo > hi:
+        raise EryxInputError(f"{name}: lower bound {lo} is above upper bound {hi}")
+    return Sampling(lo, hi, over)
+
+
+def check_nonnegative(value: Any, name: str, *, strictly_positive: bool = False) -> float:
+    """A finite real >= 0 (or > 0); tensors are checked by value."""
+    try:
+        number = float(value.detach().cpu().item()) if hasattr(value, "detach") else float(value)
+    except (TypeError, ValueError):
+        raise EryxInputError(f"{name} must be a real number, got {value!r}")
+    if not math.isfinite(number):
+        raise EryxInputError(f"{name} must be finite, got {number}")
+    if strictly_positive and number <= 0:
+        raise EryxInputError(f"{name} must be > 0, got {number}")
+    if number < 0:
+        raise EryxInputError(f"{name} must be >= 0, got {number}")
+    return number
+
+
+def check_model_options(group_by: str, model: str) -> None:
+    """Only rigid ASUs coupled by a Gaussian network are implemented."""
+    if group_by not in SUPPORTED_GROUP_BY:
+        raise EryxInputError(f"group_by={group_by!r} is not supported (supported: 'asu')")
+    if model not in SUPPORTED_MODELS:
+        raise EryxInputError(f"model={model!r} is not supported (supported: 'gnm')")
+
+
+def check_common(
+    hsampling: Sequence, ksampling: Sequence, lsampling: Sequence, *, res_limit: Any,
+    gnm_cutoff: Any, gamma_intra: Any, gamma_inter: Any, group_by: str, model: str,
+) -> tuple[Sampling, Sampling, Sampling]:
+    """All parameter checks the two backends share; returns the three samplings."""
+    check_model_options(group_by, model)
+    samplings = tuple(check_sampling(s, axis) for s, axis in zip((hsampling, ksampling, lsampling), "hkl"))
+    check_nonnegative(res_limit, "res_limit")
+    check_nonnegative(gnm_cutoff, "gnm_cutoff", strictly_positive=True)
+    check_nonnegative(gamma_intra, "gamma_intra")
+    check_nonnegative(gamma_inter, "gamma_inter")
+    return samplings  # type: ignore[return-value]
+
+
+def default_memory_limit() -> int:
+    """75 % of physical memory, in bytes (a fallback of 8 GiB where it is unknown)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2**30 / DEFAULT_MEMORY_FRACTION
+    return int(total * DEFAULT_MEMORY_FRACTION)
+
+
+def resolve_memory_limit(memory_limit: float | None) -> int:
+    """Validate a user memory limit in bytes (None -> the default)."""
+    if memory_limit is None:
+        return default_memory_limit()
+    return int(check_nonnegative(memory_limit, "memory_limit", strictly_positive=True))
+
+
+def estimate_numpy_memory(n_asu: int, n_at: int, n_q: int, n_bz: int) -> dict[str, float]:
+    """Peak memory of the dense NumPy reference, by part, in bytes.
+
+    The dense all-atom Hessian (n_asu, n_at, 27, n_asu, n_at) dominates for proteins;
+    the grid arrays and one BZ point's structure-factor work dominate for large grids.
+    """
+    n_dof = 6 * n_asu
+    q_per_bz = -(-n_q // max(n_bz, 1))
+    n_atoms = n_asu * n_at
+    return {
+        "all-atom Hessian": 8.0 * n_asu * n_at * 27 * n_asu * n_at * 2,  # plus its row sums
+        "projected Hessian and K(k)": 16.0 * (n_dof * 27 * n_dof + 3 * n_bz * n_dof * n_dof),
+        "mass matrix": 8.0 * (3 * n_atoms) ** 2,
+        "grid (hkl, q, mask, map)": 8.0 * n_q * (3 + 3 + 1 + 2 + 1),
+        "structure factors (one BZ point)": 16.0 * q_per_bz * n_at * (4 + 3 * 2) + 16.0 * q_per_bz * n_dof,
+    }
+
+
+def estimate_torch_memory(
+    n_asu: int, n_at: int, n_q: int, n_bz: int, n_contacts: int, chunk_size: int, itemsize: int = 8,
+) -> dict[str, float]:
+    """Peak memory of the contact-based torch backend, by part, in bytes."""
+    n_dof = 6 * n_asu
+    return {
+        "contact lists": 5.0 * 8 * n_contacts + 2.0 * itemsize * 36 * n_contacts,
+        "projected Hessian and K(k)": 2.0 * itemsize * (n_dof * 27 * n_dof * 3 + 4 * n_bz * n_dof * n_dof),
+        "grid (hkl, q, mask, map)": float(itemsize) * n_q * (3 + 3 + 1 + 1) + 8.0 * n_q,
+        "structure factors (one chunk)": 2.0 * itemsize * chunk_size * (n_asu * n_at * 3 + n_dof * 4),
+    }
+
+
+def check_memory(parts: dict[str, float], limit: int, what: str) -> float:
+    """Raise :class:`MemoryBudgetError` when the estimate exceeds ``limit`` bytes."""
+    total = float(sum(parts.values()))
+    if total > limit:
+        biggest = max(parts, key=parts.get)
+        raise MemoryBudgetError(f"{what} (largest part: {biggest})", total, limit)
+    return total

@@ -1,0 +1,107 @@
+"""pytest integration: options, markers and fixtures for parity tests.
+
+Options
+-------
+--fixtures-dir DIR     where real fixtures live (default: $ERYX_FIXTURES_DIR)
+--goldens-dir DIR      where golden outputs live (default: $ERYX_GOLDENS_DIR)
+--parity-fixture NAME  fixtures the parity stages run on (repeatable; default: the
+                       built-in synthetic one plus 5zck_p1 and 7n2h when present)
+--parity-device DEV    torch device for the parity stages (default: cpu)
+--parity-dtype DT      float64 (default) or float32
+--parity-json FILE     write the parity result (the CLI's JSON format) to FILE
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+GOLDENS_ENV = "ERYX_GOLDENS_DIR"
+DEFAULT_PARITY_FIXTURES = ("synthetic", "5zck_p1", "7n2h")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("parity", "eryx-parity harness")
+    group.addoption("--fixtures-dir", default=None, help="directory of real fixture PDB files ($ERYX_FIXTURES_DIR)")
+    group.addoption("--goldens-dir", default=None, help="directory of golden .npz/.json files ($ERYX_GOLDENS_DIR)")
+    group.addoption("--parity-fixture", action="append", default=None, help="fixture for the parity stages (repeatable)")
+    group.addoption("--parity-device", default="cpu", help="torch device for the parity stages")
+    group.addoption("--parity-dtype", default="float64", choices=("float64", "float32"))
+    group.addoption("--parity-json", default=None, help="write the parity stages' result JSON here")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--fixtures-dir"):
+        os.environ["ERYX_FIXTURES_DIR"] = str(Path(config.getoption("--fixtures-dir")).resolve())
+    if config.getoption("--goldens-dir"):
+        os.environ[GOLDENS_ENV] = str(Path(config.getoption("--goldens-dir")).resolve())
+    config._parity_results = {}  # fixture -> list of stage dicts, filled by the stage tests
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none is present")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.getoption("--parity-json")
+    results = getattr(session.config, "_parity_results", {})
+    if not path or not results:
+        return
+    from .runner import assemble_result
+
+    out = [assemble_result(run) for run in results.values()]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(out[0] if len(out) == 1 else out, indent=1, allow_nan=False))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------- fixtures
+def fixture_path_or_skip(name: str) -> Path:
+    """Resolve a fixture, or skip the test naming the setting that would provide it."""
+    from eryx.errors import FixtureNotFoundError
+    from eryx.fixtures import resolve_fixture
+
+    try:
+        return resolve_fixture(name)
+    except FixtureNotFoundError as exc:
+        pytest.skip(f"fixture {name!r} not available: {str(exc).split(';')[0]} (set ERYX_FIXTURES_DIR)")
+
+
+def goldens_dir() -> Path | None:
+    value = os.environ.get(GOLDENS_ENV)
+    return Path(value) if value else None
+
+
+def golden_or_skip(name: str) -> tuple[dict, dict]:
+    """(arrays, metadata) of golden NAME, or skip naming ERYX_GOLDENS_DIR."""
+    import numpy as np
+
+    root = goldens_dir()
+    if root is None or not (root / f"{name}.npz").is_file():
+        pytest.skip(f"golden {name!r} not available (set {GOLDENS_ENV} to the goldens directory)")
+    with np.load(root / f"{name}.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads((root / f"{name}.json").read_text())
+    return arrays, meta
+
+
+@pytest.fixture
+def fixture_pdb():
+    """Factory: ``fixture_pdb('5zck_p1')`` -> path, or skip with the reason."""
+    return fixture_path_or_skip
+
+
+@pytest.fixture
+def golden():
+    """Factory: ``golden('5zck_p1_small')`` -> (arrays, meta), or skip with the reason."""
+    return golden_or_skip
