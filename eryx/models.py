@@ -18,6 +18,7 @@ import numpy as np
 from scipy.spatial import KDTree
 
 from . import structure
+from .errors import EryxInputError
 from .structure import ID_CELL_REF, N_CELL, Crystal
 from .validation import (
     Sampling, check_common, check_memory, estimate_numpy_memory, resolve_memory_limit,
@@ -404,7 +405,7 @@ class OnePhonon:
             Debye-Waller factor from the file's B factors instead of the model's ADPs.
         """
         if rank != -1 and not (0 <= rank < self.n_dof):
-            raise ValueError(f"rank must be -1 or in [0, {self.n_dof}), got {rank}")
+            raise EryxInputError(f"rank must be -1 or in [0, {self.n_dof}), got {rank}")
         Id = np.zeros(self.q_grid.shape[0], dtype=complex)
         for bz in self.bz_points():
             idx = grid_indices_of_bz(bz, self.L, self.map_shape)

@@ -101,8 +101,8 @@ class OnePhonon:
         self.L = tuple(s.oversampling for s in samplings)
         self.res_limit = float(res_limit)
         self.gnm_cutoff = float(gnm_cutoff)
-        self.gamma_intra = self._parameter(gamma_intra)
-        self.gamma_inter = self._parameter(gamma_inter)
+        self.gamma_intra = self._parameter(gamma_intra, "gamma_intra")
+        self.gamma_inter = self._parameter(gamma_inter, "gamma_inter")
         self.memory_limit = resolve_memory_limit(memory_limit)
         q_vectors = self._check_q_vectors(q_vectors)
 
@@ -124,11 +124,11 @@ class OnePhonon:
         self._setup_phonons()
 
     # ------------------------------------------------------------------ helpers
-    def _parameter(self, value) -> torch.Tensor:
+    def _parameter(self, value, name: str) -> torch.Tensor:
         """Spring constants as tensors on the device, keeping the caller's autograd graph."""
         if isinstance(value, torch.Tensor):
             if not value.is_floating_point() or value.numel() != 1:
-                raise EryxInputError(f"spring constants must be real scalars, got {value!r}")
+                raise EryxInputError(f"{name}: spring constants must be real scalars, got {value!r}")
             return value.reshape(()).to(device=self.device, dtype=self.real_dtype)
         return torch.tensor(float(value), dtype=self.real_dtype, device=self.device)
 

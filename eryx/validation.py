@@ -74,7 +74,7 @@ def check_nonnegative(value: Any, name: str, *, strictly_positive: bool = False)
     """A finite real >= 0 (or > 0); tensors are checked by value."""
     try:
         number = float(value.detach().cpu().item()) if hasattr(value, "detach") else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several elements
         raise EryxInputError(f"{name} must be a real number, got {value!r}")
     if not math.isfinite(number):
         raise EryxInputError(f"{name} must be finite, got {number}")

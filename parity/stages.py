@@ -121,15 +121,19 @@ def _crossfeed_hessian(ctx):
     return st.combine_hessian(Hi, He, c.gamma_intra, c.gamma_inter)
 
 
+# The phase-2 structure factors use the file's B factors (U = B / 8 pi^2), not the
+# model ADPs: phase 2 must not depend on phase 3 for the phase order to be causal.
 def _cand_F(ctx) -> torch.Tensor:
     c, idx = ctx.cand, ctx.q_sample
-    return st.structure_factors(c.q_grid[idx], c.xyz, c.ff_a[0], c.ff_b[0], c.ff_c[0], c.ADP, c.Amat)
+    return st.structure_factors(c.q_grid[idx], c.xyz, c.ff_a[0], c.ff_b[0], c.ff_c[0],
+                                c.debye_waller_U(use_data_adp=True), c.Amat)
 
 
 def _crossfeed_F(ctx) -> torch.Tensor:
     r, c, idx = ctx.ref, ctx.cand, ctx.q_sample
+    U = _t(ctx, r.crystal.adp[0] / (8 * math.pi**2))
     return st.structure_factors(_t(ctx, r.q_grid[idx]), _t(ctx, r.xyz), _t(ctx, r.ff_a[0]),
-                                _t(ctx, r.ff_b[0]), _t(ctx, r.ff_c[0]), _t(ctx, r.ADP), _t(ctx, r.Amat))
+                                _t(ctx, r.ff_b[0]), _t(ctx, r.ff_c[0]), U, _t(ctx, r.Amat))
 
 
 def _cand_ff(ctx) -> torch.Tensor:
@@ -341,8 +345,9 @@ STAGES: tuple[Stage, ...] = (
           _c("Linv"), _r("Linv"), crossfeed=lambda ctx: st.build_Linv(_t(ctx, ctx.ref.Mmat))),
     Stage("form_factors", 2, "tight", "array", "IT92 form factors at the q sample", _cand_ff, _ref_ff,
           crossfeed=_cand_ff),
-    Stage("structure_factors", 2, "tight", "array", "projected F (n_q_sample, n_dof) at the q sample",
-          _cand_F, lambda ctx: ctx.ref.structure_factors_at(ctx.q_sample), crossfeed=_crossfeed_F),
+    Stage("structure_factors", 2, "tight", "array", "projected F (n_q_sample, n_dof) at the q sample, file B factors",
+          _cand_F, lambda ctx: ctx.ref.structure_factors_at(ctx.q_sample, use_data_adp=True),
+          crossfeed=_crossfeed_F),
     Stage("gemmi_oracle", 2, "oracle_gemmi", "oracle",
           "NumPy structure factors at integer hkl (B = 0) vs gemmi's StructureFactorCalculatorX",
           lambda ctx: ctx.gemmi_oracle()[0], lambda ctx: ctx.gemmi_oracle()[1], needs_dense=False),

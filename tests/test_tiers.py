@@ -157,4 +157,11 @@ def test_parse_tier_override_rejects_malformed(text):
 def test_describe_mentions_numbers():
     assert "bitwise" in TIERS["exact"].describe()
     assert "1e-12" in Tier("t", 1e-12, 1e-14).describe()
-    assert math.isclose(TIERS["tight"].rtol, 1e-12)
+
+def test_float64_tiers_are_at_least_as_strict_as_the_requirements():
+    # Issue requirements: direct quantities <= 1e-12, decomposition-derived and Id <= 1e-9,
+    # gradients <= 1e-6. The measured tiers must not be looser than that.
+    assert max(TIERS["tight"].rtol, TIERS["tight"].atol) <= 1e-12
+    for name in ("decomposition", "end_to_end"):
+        assert max(TIERS[name].rtol, TIERS[name].atol) <= 1e-9
+    assert max(TIERS["gradient"].rtol, TIERS["gradient"].atol) <= 1e-6
