@@ -142,6 +142,12 @@ def _cand_ff(ctx) -> torch.Tensor:
     return st.form_factors(torch.sum(q * q, dim=1), c.ff_a[0], c.ff_b[0], c.ff_c[0])
 
 
+def _crossfeed_ff(ctx) -> torch.Tensor:
+    r = ctx.ref
+    q = _t(ctx, r.q_grid[ctx.q_sample])
+    return st.form_factors(torch.sum(q * q, dim=1), _t(ctx, r.ff_a[0]), _t(ctx, r.ff_b[0]), _t(ctx, r.ff_c[0]))
+
+
 def _ref_ff(ctx) -> np.ndarray:
     r = ctx.ref
     return npm.form_factors(r.q_grid[ctx.q_sample], r.ff_a[0], r.ff_b[0], r.ff_c[0])
@@ -195,6 +201,12 @@ def _cluster_stage(ctx, side: str, rank_of: Callable[[int], int]) -> np.ndarray:
     Winv = _real_checked(r.Winv).reshape(-1, r.n_dof)
     maps = ctx.cached(f"{side}_mode_maps", lambda: _np(r.mode_maps() if side == "ref" else ctx.cand.mode_maps()))
     return _cluster_map(maps, Winv, _ref_bz_index(ctx), rank_of(r.n_dof))
+
+
+def _crossfeed_cluster(ctx, rank_of: Callable[[int], int]) -> np.ndarray:
+    r = ctx.ref
+    maps = _np(ctx.crossfeed_model().mode_maps())
+    return _cluster_map(maps, _real_checked(r.Winv).reshape(-1, r.n_dof), _ref_bz_index(ctx), rank_of(r.n_dof))
 
 
 def _rank_last(n_dof: int) -> int:
@@ -344,7 +356,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("Linv", 2, "decomposition", "array", "inverse lower Cholesky factor of Mmat (real)",
           _c("Linv"), _r("Linv"), crossfeed=lambda ctx: st.build_Linv(_t(ctx, ctx.ref.Mmat))),
     Stage("form_factors", 2, "tight", "array", "IT92 form factors at the q sample", _cand_ff, _ref_ff,
-          crossfeed=_cand_ff),
+          crossfeed=_crossfeed_ff),
     Stage("structure_factors", 2, "tight", "array", "projected F (n_q_sample, n_dof) at the q sample, file B factors",
           _cand_F, lambda ctx: ctx.ref.structure_factors_at(ctx.q_sample, use_data_adp=True),
           crossfeed=_crossfeed_F),
@@ -382,13 +394,14 @@ STAGES: tuple[Stage, ...] = (
           crossfeed=lambda ctx: ctx.crossfeed_map()),
     Stage("Id_cluster0", 4, "end_to_end", "array", "rank-0 map summed over its eigenvalue cluster",
           lambda ctx: _cluster_stage(ctx, "cand", lambda n: 0), lambda ctx: _cluster_stage(ctx, "ref", lambda n: 0),
-          "grid"),
+          "grid", crossfeed=lambda ctx: _crossfeed_cluster(ctx, lambda n: 0)),
     Stage("Id_cluster_last", 4, "end_to_end", "array", "rank-7 map summed over its eigenvalue cluster",
           lambda ctx: _cluster_stage(ctx, "cand", _rank_last), lambda ctx: _cluster_stage(ctx, "ref", _rank_last),
-          "grid"),
+          "grid", crossfeed=lambda ctx: _crossfeed_cluster(ctx, _rank_last)),
     Stage("Id_data_adp", 4, "end_to_end", "array", "intensity with the file's B factors",
           lambda ctx: ctx.cand.apply_disorder(use_data_adp=True),
-          lambda ctx: ctx.ref.apply_disorder(use_data_adp=True), "grid"),
+          lambda ctx: ctx.ref.apply_disorder(use_data_adp=True), "grid",
+          crossfeed=lambda ctx: ctx.crossfeed_map(use_data_adp=True)),
     Stage("Id_qvectors", 4, "end_to_end", "array", "arbitrary-q mode at the grid's q vs the grid map",
           lambda ctx: ctx.qvector_map(), lambda ctx: ctx.cached("ref_Id", lambda: ctx.ref.apply_disorder()), "grid"),
     Stage("grad_gamma_inter", 4, "gradient", "gradient", "d sum(Id)/d gamma_inter: autograd vs NumPy FD",

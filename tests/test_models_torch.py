@@ -406,3 +406,23 @@ def test_goldens_cuda(golden, fixture_pdb, golden_name):
                   **meta["params"])
     assert t.Linv.device.type == "cuda" and t.apply_disorder().device.type == "cuda"
     golden_checks(g, t)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu_synthetic(fixture_pdb):
+    """Needs no external data: the built-in synthetic fixture on CUDA vs CPU, map and gradients."""
+    pdb = fixture_pdb("synthetic")
+    grid = ((-2, 2, 2),) * 3
+    results = {}
+    for device in ("cpu", "cuda"):
+        gi = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+        ge = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+        t = OnePhonon(pdb, *grid, gamma_intra=gi, gamma_inter=ge, device=device)
+        Id = t.apply_disorder()
+        assert Id.device.type == device
+        grads = torch.autograd.grad(torch.nansum(Id), (gi, ge))
+        q = OnePhonon(pdb, *grid, device=device, q_vectors=t.q_grid.detach()[::7] * 1.01).apply_disorder()
+        results[device] = (Id.detach(), torch.stack(grads), q, t.hessian.detach(), t.Winv)
+    for what, a, e in zip(("Id", "gradients", "q-vector map", "hessian", "Winv"),
+                          results["cuda"], results["cpu"]):
+        assert_rel(a, e, DIRECT if what == "hessian" else DECOMP, f"{what} cuda vs cpu")
