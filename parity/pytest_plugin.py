@@ -52,17 +52,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the parity stages' results in the CLI's JSON format (one object per fixture)."""
     path = session.config.getoption("--parity-json")
-    results = getattr(session.config, "_parity_results", {})
-    if not path or not results:
+    runs = getattr(session.config, "_parity_results", {})
+    if not path or not runs:
         return
+    from .cli import write_json
     from .runner import assemble_result
 
-    out = [assemble_result(run) for run in results.values()]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(out[0] if len(out) == 1 else out, indent=1, allow_nan=False))
-    os.replace(tmp, path)
+    out = [assemble_result(run["ctx"], run["records"], started_at=run["started_at"],
+                           duration_s=sum(r["duration_s"] for r in run["records"]))
+           for run in runs.values()]
+    write_json(path, out[0] if len(out) == 1 else out)
+
+
+def parity_fixture_names(config: pytest.Config) -> list[str]:
+    """Fixtures the parametrised stage tests run on."""
+    return list(config.getoption("--parity-fixture") or DEFAULT_PARITY_FIXTURES)
+
+
+def record_stage(config: pytest.Config, ctx, record: dict) -> None:
+    """Keep a stage record for the --parity-json output."""
+    import datetime as dt
+
+    runs = config._parity_results
+    run = runs.setdefault(ctx.fixture, {"ctx": ctx, "records": [],
+                                        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    run["records"].append(record)
 
 
 # ----------------------------------------------------------------------- fixtures
