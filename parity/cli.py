@@ -220,7 +220,7 @@ def format_table(result: dict) -> str:
             phase = s["phase"]
             lines += ["", f"Phase {phase}: {PHASE_TITLES.get(phase, '')}", header]
         status = s["status"].upper() if s["status"] != "pass" else "pass"
-        where = (s.get("worst") or {}).get("location") or ""
+        where = (s.get("worst") or {}).get("location") or "" if s.get("max_abs") else ""
         if s["status"] in ("not_comparable", "error"):
             where = (s.get("message") or "").splitlines()[0][:70]
         lines.append(f"  {s['name']:<18} {s['tier']:<15} {status:<15} {_fmt(s['max_abs']):>9} "

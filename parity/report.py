@@ -185,6 +185,10 @@ def _fmt(x: Any, digits: int = 3, none: str = "\u2014") -> str:
     """
     if x is None:
         return none
+    if isinstance(x, dict) and set(x) == {"re", "im"}:  # complex values from the JSON
+        re_, im_ = x["re"], x["im"]
+        sign = "-" if (im_ is not None and im_ < 0) else "+"
+        return f"{_fmt(re_, digits, none)}{sign}{_fmt(abs(im_) if im_ is not None else None, digits, none)}i"
     if _is_bool(x):
         return str(bool(x)).lower()
     if isinstance(x, numbers.Integral):
@@ -882,6 +886,7 @@ def _write_atomic(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report from a web server
         os.replace(tmp, path)
     except BaseException:
         try:
