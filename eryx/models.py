@@ -240,7 +240,7 @@ def structure_factors(
         A = A * np.exp(-0.5 * U[None, :] * np.sum(q * q, axis=1)[:, None])
     if project_on is None:
         return A
-    G = (A[:, :, None] * q[:, None, :]).reshape(len(q), -1)
+    G = (A[:, :, None] * q[:, None, :]).reshape(len(q), 3 * A.shape[1])  # -1 fails for len(q) == 0
     return G @ project_on
 
 

@@ -33,6 +33,15 @@ from .validation import (
 SUPPORTED_DTYPES = {torch.float64: torch.complex128, torch.float32: torch.complex64}
 #: Default number of q-points per structure-factor chunk (bounds memory).
 DEFAULT_CHUNK = 32768
+#: Bytes of per-atom amplitudes (complex, all atoms of the cell) per structure-factor chunk
+#: on the grid: small enough to stay in the L2/L3 caches between the passes over it.
+GRID_CHUNK_BYTES = 2 * 2**20
+#: Bytes of the per-row-group tables on the grid (phase products, q, amplitudes).
+GRID_GROUP_BYTES = 16 * 2**20
+#: Fewest points per grid chunk (large ASUs: bounds the Python overhead per chunk).
+GRID_CHUNK_MIN_POINTS = 128
+#: Bytes of one q-vector-mode chunk's largest intermediate (phases of all atoms).
+DIRECT_CHUNK_BYTES = 16 * 2**20
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -113,9 +122,14 @@ class OnePhonon:
         n_q = int(np.prod(self.map_shape)) if q_vectors is None else len(q_vectors)
         self._contacts_np = st.find_contacts(self.crystal.asu_xyz, self.crystal.cell_origin, self.gnm_cutoff)
         n_contacts = len(self._contacts_np["i"])
+        if q_vectors is None:
+            sf_chunk, axis_points, group = self._grid_chunk_points(), sum(self.map_shape), GRID_GROUP_BYTES
+        else:
+            sf_chunk, axis_points, group = self._direct_chunk_points(), 0, 0
         self.memory_estimate = check_memory(
             estimate_torch_memory(self.n_asu, self.n_at, n_q, int(np.prod(self.L)), n_contacts,
-                                  min(self.chunk_size, n_q), self.real_dtype.itemsize),
+                                  min(sf_chunk, n_q), self.real_dtype.itemsize,
+                                  axis_points=axis_points, group_bytes=group),
             self.memory_limit, "the torch model",
         )
         self._tensors_from_crystal()
@@ -261,12 +275,13 @@ class OnePhonon:
         return self.adp[0] / (8 * math.pi**2) if use_data_adp else self.ADP
 
     def structure_factors(self, q: torch.Tensor, use_data_adp: bool = False) -> torch.Tensor:
-        """F(q), (n, n_dof) complex, computed in chunks of ``chunk_size``."""
+        """F(q), (n, n_dof) complex, computed in chunks (at most ``chunk_size`` points)."""
         U = self.debye_waller_U(use_data_adp)
+        step = self._direct_chunk_points()
         parts = [
-            st.structure_factors(q[s:s + self.chunk_size], self.xyz, self.ff_a[0], self.ff_b[0],
+            st.structure_factors(q[s:s + step], self.xyz, self.ff_a[0], self.ff_b[0],
                                  self.ff_c[0], U, self.Amat)
-            for s in range(0, len(q), self.chunk_size)
+            for s in range(0, len(q), step)
         ]
         return torch.cat(parts) if parts else torch.zeros(0, self.n_dof, dtype=self.complex_dtype, device=self.device)
 
@@ -299,14 +314,18 @@ class OnePhonon:
         table[row, pos] = idx
         return ks, table
 
-    def _map(self, per_block, n_cols: int | None, use_data_adp: bool) -> torch.Tensor:
+    def _map(self, per_block, n_cols: int | None, use_data_adp: bool, full_map: bool = False) -> torch.Tensor:
         """Evaluate a map over the valid points, k-point by k-point in batched blocks.
 
         ``per_block(F, ks)`` gets F as (n_rows, n_dof, c) complex (the points of each
         k-point ``ks[row]``) and returns (n_rows, c) or (n_rows, n_cols, c) reals.
         Points outside the resolution mask (and, for the full map, at k-points with
-        zero modes) are NaN.
+        zero modes) are NaN. On the grid the structure factors come from the per-axis
+        phase tables (:meth:`_grid_chunks`); ``full_map`` then evaluates F K^-1 F^H
+        through the inverse Cholesky factor of each K.
         """
+        if self._grid_axes() is not None:
+            return self._map_grid(per_block, n_cols, use_data_adp, full_map)
         q, bz, mask = self._points()
         zero_k = torch.isnan(self._Winv_all).any(dim=1)
         shape = (len(q),) if n_cols is None else (len(q), n_cols)
@@ -316,17 +335,155 @@ class OnePhonon:
         if table.numel() == 0:
             return out
         U = self.debye_waller_U(use_data_adp)
-        cols = max(1, self.chunk_size // len(ks))
-        for s in range(0, table.shape[1], cols):
-            sel = table[:, s:s + cols]
-            valid = sel >= 0
-            F = st.structure_factors_T(q[sel.clamp(min=0).reshape(-1)], self.xyz, self.ff_a[0],
-                                       self.ff_b[0], self.ff_c[0], U, self.Amat)
-            F = F.reshape(self.n_dof, *sel.shape).permute(1, 0, 2)  # (n_rows, n_dof, c)
-            values = per_block(F, ks)
-            if n_cols is not None:
-                values = values.transpose(1, 2)  # (n_rows, c, n_cols)
-            out = out.index_put((sel[valid],), values[valid])
+        budget = self._direct_chunk_points()
+        cols = max(1, budget // len(ks))
+        rows = max(1, budget // cols)
+        idx_parts, val_parts = [], []
+        for r0 in range(0, len(ks), rows):
+            for s in range(0, table.shape[1], cols):
+                sel = table[r0:r0 + rows, s:s + cols]
+                valid = sel >= 0
+                F = st.structure_factors_T(q[sel.clamp(min=0).reshape(-1)], self.xyz, self.ff_a[0],
+                                           self.ff_b[0], self.ff_c[0], U, self.Amat)
+                F = F.reshape(self.n_dof, *sel.shape).permute(1, 0, 2)  # (n_rows, n_dof, c)
+                values = per_block(F, ks[r0:r0 + rows])
+                if n_cols is not None:
+                    values = values.transpose(1, 2)  # (n_rows, c, n_cols)
+                idx_parts.append(sel[valid])
+                val_parts.append(values[valid])
+        return out.index_put((torch.cat(idx_parts),), torch.cat(val_parts))
+
+    # ------------------------------------------------------ the grid's fast path
+    def _grid_axes(self):
+        """Per-axis BZ indices (bh, bk, bl) when the map is the grid and its grid -> BZ
+        mapping is a product over the axes (it always is: section 5); else None.
+
+        Read from ``bz_index`` itself, so the map follows whatever mapping the model
+        holds (a cross-fed one, or an injected fault).
+        """
+        if self.q_vectors is not None or self.bz_index.numel() != int(np.prod(self.map_shape)):
+            return None
+        nh, nk, nl = self.map_shape
+        Lh, Lk, Ll = self.L
+        bz3 = self.bz_index.reshape(nh, nk, nl)
+        bh = torch.div(bz3[:, 0, 0], Lk * Ll, rounding_mode="floor")
+        bk = torch.div(bz3[0, :, 0], Ll, rounding_mode="floor") % Lk
+        bl = bz3[0, 0, :] % Ll
+        if bh.min() < 0 or bh.max() >= Lh:
+            return None
+        rebuilt = (bh[:, None, None] * Lk + bk[None, :, None]) * Ll + bl[None, None, :]
+        if not torch.equal(rebuilt, bz3):
+            return None
+        return bh, bk, bl
+
+    def _direct_chunk_points(self, extra_per_point: int = 0) -> int:
+        """Points per chunk of the direct formula: ``chunk_size``, and the phases of all
+        atoms (plus ``extra_per_point`` bytes) within DIRECT_CHUNK_BYTES."""
+        per_point = 2 * self.n_asu * self.n_at * self.real_dtype.itemsize + extra_per_point
+        return max(1, min(self.chunk_size, DIRECT_CHUNK_BYTES // per_point))
+
+    def _grid_chunk_points(self) -> int:
+        """Grid points per structure-factor chunk (cache-sized, at most ``chunk_size``)."""
+        per_point = 2 * self.real_dtype.itemsize * self.n_asu * self.n_at
+        return max(1, min(self.chunk_size, max(GRID_CHUNK_MIN_POINTS, GRID_CHUNK_BYTES // per_point)))
+
+    def _grid_chunks(self, use_data_adp: bool, skip: torch.Tensor | None = None):
+        """Yield (bz, flat grid indices (n,), F (n_dof, n) complex) over the grid.
+
+        Each BZ point's grid points form a product grid (rows = (h, k) pairs, columns = l
+        values); F comes from :func:`stages_torch.structure_factors_product_T` with the
+        per-axis phase tables, the amplitudes at ``q_grid`` and the same low-rank
+        projection as the direct formula. BZ points with ``skip[bz]`` are left out.
+        """
+        bh, bk, bl = self._grid_axes()
+        nh, nk, nl = self.map_shape
+        U = self.debye_waller_U(use_data_adp)
+        frac = st.fractional_coordinates(self.xyz, self.A_inv)  # (n_asu, n_at, 3)
+        hkl = self.hkl_grid.reshape(nh, nk, nl, 3)
+        E_h = st.axis_phase_table(hkl[:, 0, 0, 0], frac[..., 0])  # (n_asu, n_at, n_h)
+        E_k = st.axis_phase_table(hkl[0, :, 0, 1], frac[..., 1])
+        E_l = st.axis_phase_table(hkl[0, 0, :, 2], frac[..., 2])
+        types, inverse = st.form_factor_types(self.ff_a[0], self.ff_b[0], self.ff_c[0])
+        Q, Pq = st.projection_operators(self.Amat)
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (U, self.xyz, self.Amat, self.A_inv, self.q_grid))
+        n_chunk = self._grid_chunk_points()
+        buf = None if needs_grad else torch.empty(
+            self.n_asu * self.n_at * n_chunk, dtype=self.complex_dtype, device=self.device)
+        per_row_atoms = 2 * self.real_dtype.itemsize * self.n_asu * self.n_at
+        skip = [False] * int(np.prod(self.L)) if skip is None else skip.tolist()  # one device sync
+        for b in range(int(np.prod(self.L))):
+            if skip[b]:
+                continue
+            dh, dk, dl = np.unravel_index(b, self.L)
+            ih = torch.nonzero(bh == dh).reshape(-1)
+            ik = torch.nonzero(bk == dk).reshape(-1)
+            il = torch.nonzero(bl == dl).reshape(-1)
+            if min(len(ih), len(ik), len(il)) == 0:
+                continue
+            row_h = ih.repeat_interleave(len(ik))  # (h, k) pairs, k fastest
+            row_k = ik.repeat(len(ih))
+            row_flat = row_h * nk + row_k
+            cols_l = min(len(il), n_chunk)
+            n_rows = max(1, n_chunk // cols_l)
+            # Row groups: phase products E_h E_k, q and amplitudes for many rows at once
+            # (few large operations), within GROUP_BYTES.
+            per_row = per_row_atoms + self.real_dtype.itemsize * (self.n_at + 4) * cols_l
+            group = max(n_rows, GRID_GROUP_BYTES // per_row // n_rows * n_rows)
+            for c0 in range(0, len(il), cols_l):
+                cl = il[c0:c0 + cols_l]
+                c = len(cl)
+                E_cols = E_l.index_select(2, cl)
+                for g0 in range(0, len(row_flat), group):
+                    g_rows = row_flat[g0:g0 + group]
+                    G = len(g_rows)
+                    E_group = E_h.index_select(2, row_h[g0:g0 + group]) * E_k.index_select(2, row_k[g0:g0 + group])
+                    idx_g = (g_rows[:, None] * nl + cl[None, :]).reshape(-1)
+                    qT_g = self.q_grid.index_select(0, idx_g).T.contiguous()  # (3, G c)
+                    amp_g = st.atomic_amplitudes(torch.sum(qT_g * qT_g, dim=0), types, inverse, U)
+                    # Complex once per group: the per-chunk product then needs no promotion.
+                    amp_g = amp_g.to(self.complex_dtype).reshape(self.n_at, G, c)
+                    qT_g = qT_g.reshape(3, G, c)
+                    for r0 in range(0, G, n_rows):
+                        r1 = min(r0 + n_rows, G)
+                        m = r1 - r0
+                        out = None if buf is None else buf[:self.n_asu * self.n_at * m * c].view(
+                            self.n_asu, self.n_at, m, c)
+                        F = st.structure_factors_product_T(
+                            qT_g[:, r0:r1].reshape(3, m * c).T, E_group[:, :, r0:r1], E_cols,
+                            amp_g[:, r0:r1].reshape(self.n_at, m * c), Q, Pq, out)
+                        yield b, idx_g[r0 * c:r1 * c], F
+
+    def _map_grid(self, per_block, n_cols: int | None, use_data_adp: bool, full_map: bool) -> torch.Tensor:
+        """:meth:`_map` on the grid, with the per-axis phase tables (see there)."""
+        zero_k = torch.isnan(self._Winv_all).any(dim=1)
+        n_q = int(np.prod(self.map_shape))
+        shape = (n_q,) if n_cols is None else (n_q, n_cols)
+        out = torch.full(shape, math.nan, dtype=self.real_dtype, device=self.device)
+        if full_map:
+            eye = torch.eye(self.n_dof, dtype=self.complex_dtype, device=self.device)
+            W, ok = st.hermitian_inverse_factor(torch.where(zero_k[:, None, None], eye, self._K_all))
+            ok = ok.tolist()
+            Kinv = None
+        idx_parts, val_parts = [], []
+        for b, idx, F in self._grid_chunks(use_data_adp, skip=zero_k if n_cols is None else None):
+            if full_map and ok[b]:
+                values = st.intensity_factored(F, W[b])
+            elif full_map:
+                if Kinv is None:
+                    Kinv = self._full_rank_inverse()
+                values = st.intensity_blocks(F[None], Kinv[b:b + 1])[0]
+            else:
+                values = per_block(F[None], torch.tensor([b], device=self.device))[0]
+                if n_cols is not None:
+                    values = values.T  # (n, n_cols)
+            idx_parts.append(idx)
+            val_parts.append(values)
+        if idx_parts:
+            out = out.index_put((torch.cat(idx_parts),), torch.cat(val_parts))
+        mask = self.res_mask
+        if not bool(mask.all()):
+            out = torch.where(mask if n_cols is None else mask[:, None], out, torch.full_like(out, math.nan))
         return out
 
     def apply_disorder(self, rank: int = -1, use_data_adp: bool = False) -> torch.Tensor:
@@ -344,6 +501,8 @@ class OnePhonon:
         if rank == -1 and self.q_vectors is not None and self.q_vectors.requires_grad:
             return self._full_map_per_q(use_data_adp)
         if rank == -1:
+            if self._grid_axes() is not None:
+                return self._map(None, None, use_data_adp, full_map=True)
             Kinv_full = self._full_rank_inverse()
             return self._map(lambda F, ks: st.intensity_blocks(F, Kinv_full[ks]), None, use_data_adp)
         maps = self._map(
@@ -370,13 +529,16 @@ class OnePhonon:
         idx = torch.nonzero(mask & ~zero_k[bz]).reshape(-1)
         k_all = torch.cat([self.kvec.reshape(-1, 3), self.extra_kvec])
         U = self.debye_waller_U(use_data_adp)
-        for s in range(0, len(idx), self.chunk_size):
-            sel = idx[s:s + self.chunk_size]
+        # K(k), its inverse and their temporaries per point, besides the phases.
+        step = self._direct_chunk_points(extra_per_point=3 * 2 * self.real_dtype.itemsize * self.n_dof**2)
+        parts = []
+        for s in range(0, len(idx), step):
+            sel = idx[s:s + step]
             k = k_all[bz[sel]] + (q[sel] - q[sel].detach())
             Kinv = torch.linalg.inv(st.build_K(self.hessian, k, self.cell_origin))
             F = st.structure_factors_T(q[sel], self.xyz, self.ff_a[0], self.ff_b[0], self.ff_c[0], U, self.Amat)
-            out = out.index_put((sel,), st.intensity_blocks(F.T[:, :, None], Kinv)[:, 0])
-        return out
+            parts.append(st.intensity_blocks(F.T[:, :, None], Kinv)[:, 0])
+        return out.index_put((idx,), torch.cat(parts)) if parts else out
 
     def _full_rank_inverse(self) -> torch.Tensor:
         """K(k)^-1 at every BZ point without zero modes (identity elsewhere, unused)."""

@@ -216,6 +216,128 @@ def structure_factors_T(
     return torch.complex(F[:, 0], F[:, 1]).reshape(6 * n_asu, n)
 
 
+# ------------------------------------- structure factors on a product grid (fast path)
+#
+# On the grid, q . r = 2 pi (h x_f + k y_f + l z_f) with x_f = A_inv r the fractional
+# coordinates, and h, k, l each take only n_h, n_k, n_l values. So exp(i q . r) is the
+# product of three per-axis tables, and the 3 x n_atoms x n_q sines and cosines of the
+# direct formula become one complex multiplication per atom and grid point.
+def fractional_coordinates(xyz: torch.Tensor, A_inv: torch.Tensor) -> torch.Tensor:
+    """x_f = A_inv r for every atom, (..., 3): q . r = 2 pi hkl . x_f."""
+    return xyz @ A_inv.T
+
+
+def axis_phase_table(values: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+    """exp(2 pi i v x) for every axis value v (n,) and fractional coordinate x (...): (..., n).
+
+    v x is reduced modulo 1 before the multiplication by 2 pi, so the phase keeps full
+    relative precision however large h x_f is.
+    """
+    t = frac[..., None] * values
+    t = t - torch.round(t)
+    return expi(TWO_PI * t)
+
+
+def form_factor_types(ff_a: torch.Tensor, ff_b: torch.Tensor, ff_c: torch.Tensor):
+    """Distinct IT92 coefficient rows (n_types, 9) and each atom's type index (n_at,)."""
+    return _unique_rows(torch.cat([ff_a, ff_b, ff_c[:, None]], dim=1))
+
+
+def atomic_amplitudes(q2: torch.Tensor, types: torch.Tensor, inverse: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """f_a(|q|) exp(-U_a |q|^2 / 2) for every atom of one ASU and every q, (n_at, n).
+
+    ``types``/``inverse`` from :func:`form_factor_types`; ``q2`` = |q|^2, (n,).
+    """
+    stol2 = q2 / (16 * math.pi**2)
+    f_types = torch.sum(types[:, :4, None] * torch.exp(-types[:, 4:8, None] * stol2), dim=1) + types[:, 8, None]
+    dw = torch.exp(U[:, None] * (-0.5 * q2))
+    return f_types.index_select(0, inverse) * dw
+
+
+def projection_operators(Amat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rigid-body projection of :func:`structure_factors_T` as two small operators.
+
+    Returns
+    -------
+    Q : (n_asu, r, n_at)
+        Contracts the atoms' amplitudes to r (= 4) values per ASU.
+    Pq : (n_asu, 6, 3 r)
+        F_i[d] = sum_{x, s} Pq[i, d, (x, s)] q_x R_i[s] with R_i = Q_i @ amplitudes.
+    """
+    P, Q = amat_low_rank(Amat)  # (n_asu, 18, r), (n_asu, r, n_at)
+    n_asu, _, r = P.shape
+    Pq = P.reshape(n_asu, 3, 6, r).permute(0, 2, 1, 3).reshape(n_asu, 6, 3 * r).contiguous()
+    return Q.contiguous(), Pq
+
+
+def structure_factors_product_T(
+    q: torch.Tensor, E_rows: torch.Tensor, E_cols: torch.Tensor, amp: torch.Tensor,
+    Q: torch.Tensor, Pq: torch.Tensor, out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """F(q) transposed, (n_dof, m c) complex, on an m x c block of a product grid.
+
+    The grid's counterpart of :func:`structure_factors_T` (same first argument, same
+    result): point (u, v) of the block, q-vector ``q[u c + v]``, has the phase factors
+    E_rows[..., u] E_cols[..., v] = exp(i q . r) (per atom) and the amplitudes
+    ``amp[:, u c + v]``.
+
+    Parameters
+    ----------
+    q : (m c, 3) real
+    E_rows : (n_asu, n_at, m) complex;  E_cols : (n_asu, n_at, c) complex
+    amp : (n_at, m c) real or complex, :func:`atomic_amplitudes`
+    Q, Pq : :func:`projection_operators`
+    out : optional (n_asu, n_at, m, c) complex buffer for the amplitudes (no autograd)
+    """
+    n_asu, n_at, m = E_rows.shape
+    c = E_cols.shape[2]
+    n = m * c
+    r = Q.shape[1]
+    A = torch.mul(E_rows[..., :, None], E_cols[..., None, :], out=out) if out is not None else \
+        E_rows[..., :, None] * E_cols[..., None, :]
+    amp4 = amp.reshape(1, n_at, m, c)
+    A = A.mul_(amp4) if out is not None else A * amp4  # (n_asu, n_at, m, c)
+    R = torch.bmm(Q, torch.view_as_real(A).reshape(n_asu, n_at, 2 * n))  # (n_asu, r, 2n): (n, re/im)
+    Rc = torch.view_as_complex(R.reshape(n_asu, r, n, 2))
+    RQ = Rc[:, None, :, :] * q.T[None, :, None, :]  # (n_asu, 3, r, n)
+    F = torch.bmm(Pq, torch.view_as_real(RQ).reshape(n_asu, 3 * r, 2 * n))  # (n_asu, 6, 2n)
+    return torch.view_as_complex(F.reshape(6 * n_asu, n, 2))
+
+
+def hermitian_inverse_factor(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """W with F^H conj(K)^-1 F = |W F|^2: the inverse Cholesky factor of conj(K).
+
+    Section 10's sum over modes, sum_m |(F V)_m|^2 Winv_m, equals sum_ij conj(F_j)
+    Kinv_ij F_i (:func:`intensity_blocks`) = F^H conj(K)^-1 F where K is invertible. With
+    conj(K) = C C^H (Cholesky), that is |C^-1 F|^2: one triangular matrix per k-point,
+    a sum of squares (never negative), differentiable in K.
+
+    Returns
+    -------
+    W : (n_k, n, n) complex, lower triangular (identity where ``ok`` is False)
+    ok : (n_k,) bool, False where K is not numerically positive definite
+    """
+    Kc = K.conj()
+    Kc = 0.5 * (Kc + Kc.transpose(-1, -2).conj())
+    with torch.no_grad():
+        ok = torch.linalg.cholesky_ex(Kc)[1] == 0
+    eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device).expand_as(K)
+    # Factor the identity where K is not positive definite, so that no NaN reaches
+    # the backward pass through torch.where.
+    C = torch.linalg.cholesky(torch.where(ok[:, None, None], Kc, eye))
+    W = torch.linalg.solve_triangular(C, eye, upper=False)
+    return W, ok
+
+
+def intensity_factored(F: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """|W F|^2 summed over the degrees of freedom, (n,) real; F (n_dof, n), W (n_dof, n_dof)."""
+    Z = W @ F
+    n = Z.shape[1]
+    # Sum over the (outer) rows first, then re/im: a reduction over dims (0, 2) at once
+    # takes a slow strided path (10x slower on the CPU).
+    return torch.view_as_real(Z).square().reshape(Z.shape[0], 2 * n).sum(dim=0).reshape(n, 2).sum(dim=1)
+
+
 def amat_low_rank(Amat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Factor each ASU's (18, n_at) matrix Amat[i, a, x, d] -> P (18, r) @ Q (r, n_at).
 

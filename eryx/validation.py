@@ -123,34 +123,76 @@ def resolve_memory_limit(memory_limit: float | None) -> int:
     return int(check_nonnegative(memory_limit, "memory_limit", strictly_positive=True))
 
 
+#: Resident memory of the interpreter with NumPy, SciPy, gemmi and torch imported
+#: (measured: ~250 MiB on Linux x86-64, CPU torch); counted once in every estimate.
+RUNTIME_BASELINE_BYTES = 256 * 2**20
+
+
 def estimate_numpy_memory(n_asu: int, n_at: int, n_q: int, n_bz: int) -> dict[str, float]:
     """Peak memory of the dense NumPy reference, by part, in bytes.
 
-    The dense all-atom Hessian (n_asu, n_at, 27, n_asu, n_at) dominates for proteins;
-    the grid arrays and one BZ point's structure-factor work dominate for large grids.
+    Counts what :mod:`eryx.models` really holds at its peak: the dense all-atom
+    Hessian (n_asu, n_at, 27, n_asu, n_at), real float64, and the dense all-atom mass
+    matrix (3 N)^2 (both alive while the Hessian is projected), the Kronecker
+    temporaries of the projection, the grid arrays, and one BZ point's
+    structure-factor work. Calibrated against the peak RSS of real runs
+    (docs/performance.md): 6o2h_clean (1 x 1001 atoms) measures +356 MiB over the
+    interpreter, this estimate says 350 MiB.
     """
     n_dof = 6 * n_asu
     q_per_bz = -(-n_q // max(n_bz, 1))
     n_atoms = n_asu * n_at
     return {
-        "all-atom Hessian": 8.0 * n_asu * n_at * 27 * n_asu * n_at * 2,  # plus its row sums
+        "all-atom Hessian (float64)": 8.0 * n_atoms * 27 * n_atoms,
+        "all-atom mass matrix": 8.0 * (3 * n_atoms) ** 2,
+        "Hessian projection temporaries": 8.0 * (3 * n_at) ** 2 + 16.0 * 3 * n_at * 6,
         "projected Hessian and K(k)": 16.0 * (n_dof * 27 * n_dof + 3 * n_bz * n_dof * n_dof),
-        "mass matrix": 8.0 * (3 * n_atoms) ** 2,
         "grid (hkl, q, mask, map)": 8.0 * n_q * (3 + 3 + 1 + 2 + 1),
         "structure factors (one BZ point)": 16.0 * q_per_bz * n_at * (4 + 3 * 2) + 16.0 * q_per_bz * n_dof,
+        "interpreter and libraries": float(RUNTIME_BASELINE_BYTES),
     }
 
 
 def estimate_torch_memory(
     n_asu: int, n_at: int, n_q: int, n_bz: int, n_contacts: int, chunk_size: int, itemsize: int = 8,
+    *, axis_points: int = 0, group_bytes: float = 0.0, contact_chunk: int = 1 << 16,
 ) -> dict[str, float]:
-    """Peak memory of the contact-based torch backend, by part, in bytes."""
+    """Peak memory of the contact-based torch backend, by part, in bytes.
+
+    Parameters
+    ----------
+    chunk_size : int
+        Points per structure-factor chunk as the model runs it (its cache-sized grid
+        chunk, or the q-vector chunk).
+    axis_points : int
+        n_h + n_k + n_l on the grid (per-axis phase tables); 0 in q-vector mode.
+    group_bytes : float
+        Size cap of the grid's per-row-group tables (phase products, q, amplitudes).
+    contact_chunk : int
+        Contacts per assembly chunk of the projected Hessian.
+
+    Nothing here grows with the number of atoms squared: contacts, per-atom tables
+    and chunked structure factors only. Measured peak RSS: docs/performance.md.
+    """
     n_dof = 6 * n_asu
+    n_atoms = n_asu * n_at
+    cplx = 2 * itemsize
+    m = min(n_contacts, contact_chunk)
     return {
-        "contact lists": 5.0 * 8 * n_contacts + 2.0 * itemsize * 36 * n_contacts,
-        "projected Hessian and K(k)": 2.0 * itemsize * (n_dof * 27 * n_dof * 3 + 4 * n_bz * n_dof * n_dof),
-        "grid (hkl, q, mask, map)": float(itemsize) * n_q * (3 + 3 + 1 + 1) + 8.0 * n_q,
-        "structure factors (one chunk)": 2.0 * itemsize * chunk_size * (n_asu * n_at * 3 + n_dof * 4),
+        # Index lists (numpy, shared with torch) + the neighbour search's transient lists
+        # + one assembly chunk (two (m, 3, 6) gathers, (m, 6, 6) blocks and temporaries).
+        "contact lists and Hessian assembly": 5.0 * 8 * n_contacts + 100.0 * n_contacts
+        + 27.0 * n_atoms * 64 + float(itemsize) * 160 * m,
+        "projected Hessian and K(k)": float(itemsize) * (n_dof * 27 * n_dof * 4) + cplx * 8 * n_bz * n_dof * n_dof,
+        # hkl, q, mask, BZ index, resolution temporaries, the map and its index/value lists.
+        "grid (hkl, q, mask, map)": float(itemsize) * n_q * 12 + 26.0 * n_q,
+        # The chunk's complex amplitudes with their temporaries (phases, cos, sin on the
+        # q-vector path) and the real amplitudes promoted for the product,
+        # the row-group tables (their temporaries, and what the allocator keeps of them:
+        # measured) and the per-axis phase tables.
+        "structure factors (one chunk)": cplx * chunk_size * (3 * n_atoms + n_at + 8 * n_dof)
+        + 5.0 * group_bytes + 3.0 * cplx * n_atoms * axis_points,
+        "interpreter and libraries": float(RUNTIME_BASELINE_BYTES),
     }
 
 

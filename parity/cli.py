@@ -71,7 +71,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="h,k,l sampling: 'min,max,L' for every axis or 'h;k;l' triples, e.g. "
                         "--grid='-4,4,3;-17,17,3;-29,29,3' (use '=' before a leading minus)")
     g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
-    g.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    g.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                   help="working precision of the torch backend (default float64)")
     g.add_argument("--gnm-cutoff", type=float, default=None, help="contact distance in A (default 4.0)")
     g.add_argument("--gamma-intra", type=float, default=None, help="intra-ASU spring constant (default 1.0)")
     g.add_argument("--gamma-inter", type=float, default=None, help="inter-ASU spring constant (default 1.0)")
@@ -120,12 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.add_argument("--stage", default=None, help="stage name to check")
     p.add_argument("--phase", type=int, default=None, choices=(1, 2, 3, 4), help="phase to check")
-    p.add_argument("--tier", action="append", default=[], metavar="NAME=RTOL[,ATOL]")
+    p.add_argument("--tier", action="append", default=[], metavar="NAME=RTOL[,ATOL]",
+                   help="override a tolerance tier (repeatable)")
 
     p = sub.add_parser("bench", help="benchmarks: NumPy vs torch, per phase and end to end")
     p.add_argument("--quick", action="store_true", help="small grids only (a minute)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the measurements as JSON")
-    p.add_argument("--fixtures-dir", default=None)
+    p.add_argument("--fixtures-dir", default=None, help="directory of NAME.pdb fixtures (default: $ERYX_FIXTURES_DIR)")
     p.add_argument("--device", action="append", default=None, help="devices (default: cpu and cuda if present)")
 
     p = sub.add_parser("nightly", help="run a fixtures x dtypes x devices matrix into the history store")
@@ -133,13 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON or TOML with 'fixtures', 'dtypes', 'devices' (and optional 'grid', 'phases')")
     p.add_argument("--db", default="reports/history.sqlite", help="SQLite history store")
     p.add_argument("--reports-dir", default="reports/runs", help="where each run's HTML report goes")
-    p.add_argument("--fixtures-dir", default=None)
+    p.add_argument("--fixtures-dir", default=None, help="directory of NAME.pdb fixtures (default: $ERYX_FIXTURES_DIR)")
     p.add_argument("--dashboard", default=None, metavar="FILE", help="also render the dashboard here")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("dashboard", help="render the history as one self-contained HTML page")
-    p.add_argument("--db", default="reports/history.sqlite")
-    p.add_argument("--out", default="reports/dashboard.html")
+    p.add_argument("--db", default="reports/history.sqlite", help="SQLite history store written by 'parity nightly'")
+    p.add_argument("--out", default="reports/dashboard.html", help="HTML file to write")
 
     sub.add_parser("stages", help="list the stage registry in phase order")
     sub.add_parser("faults", help="list the named fault injections")
@@ -355,7 +357,7 @@ def cmd_faults(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import main as bench_main
 
-    return bench_main(quick=args.quick, json_path=args.json, devices=args.device)
+    return bench_main(quick=args.quick, json_path=args.json, devices=args.device, fixtures_dir=args.fixtures_dir)
 
 
 def cmd_nightly(args) -> int:

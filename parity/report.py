@@ -790,7 +790,11 @@ def _detail(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[s
                  "mismatched": _fmt(nan.get("mismatched")),
                  "bad": bool(nan.get("mismatched"))}
                 if isinstance(nan, Mapping) else None),
-        "ulp": ([(k, _fmt(v)) for k, v in ulp.items()] if isinstance(ulp, Mapping) else None),
+        # complex data nest per-part stats: {"median", "p99", "max", "parts": {"re": {...}, "im": {...}}}
+        "ulp": ([(k, _fmt(v)) for k, v in ulp.items() if not isinstance(v, Mapping)]
+                + [(f"{part} {k}", _fmt(v)) for part, stats in (ulp.get("parts") or {}).items()
+                   if isinstance(stats, Mapping) for k, v in stats.items()]
+                if isinstance(ulp, Mapping) else None),
         "eigen_rows": eigen_rows,
         "eigen_total": eigen_total,
     }

@@ -22,7 +22,7 @@ import torch
 from eryx import models as npm
 from eryx.errors import EryxInputError, MemoryBudgetError
 from eryx.fixtures import resolve_fixture
-from eryx.validation import check_sampling
+from eryx.validation import check_common, check_sampling
 
 from . import compare as cmp
 from .stages import PHASE_TITLES, STAGES, Stage, _np, _ref_bz_index, _real_checked, _ref_K, _t
@@ -147,8 +147,19 @@ class RunContext:
         return m
 
     def gemmi_oracle(self) -> tuple[np.ndarray, np.ndarray]:
-        """(NumPy, gemmi) structure factors at integer hkl of the grid, B = 0, no projection."""
-        return self.cached("gemmi", lambda: _gemmi_oracle(self.ref))
+        """(NumPy, gemmi) structure factors at integer hkl of the grid, B = 0, no projection.
+
+        Needs only the crystal and the grid, not the dense reference model (the stage is
+        ``needs_dense=False``: it must run where the dense reference does not fit).
+        """
+        def build():
+            from eryx import structure
+
+            crystal = structure.load_crystal(self.pdb_path, self.params.get("expand_p1", True))
+            hkl, _ = npm.generate_grid([check_sampling(s, a) for s, a in zip(self.samplings, "hkl")])
+            return _gemmi_oracle(crystal, hkl)
+
+        return self.cached("gemmi", build)
 
     # -- locating elements
     def locator(self, kind: str | None) -> Callable[[tuple[int, ...]], str] | None:
@@ -163,10 +174,12 @@ class RunContext:
         return None
 
 
-def _gemmi_oracle(ref: npm.OnePhonon) -> tuple[np.ndarray, np.ndarray]:
+_LOW_ORDER = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1)], dtype=float)
+
+
+def _gemmi_oracle(c, hkl_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import gemmi
 
-    c = ref.crystal
     st = gemmi.Structure()
     st.cell = gemmi.UnitCell(*c.cell)
     st.spacegroup_hm = "P 1"
@@ -180,11 +193,15 @@ def _gemmi_oracle(ref: npm.OnePhonon) -> tuple[np.ndarray, np.ndarray]:
     model.add_chain(chain)
     st.add_model(model)
     st.setup_cell_images()
-    hkl = np.unique(np.round(ref.hkl_grid[np.all(ref.hkl_grid == np.round(ref.hkl_grid), axis=1)]), axis=0)
+    hkl = np.unique(np.round(hkl_grid[np.all(hkl_grid == np.round(hkl_grid), axis=1)]), axis=0)
     hkl = hkl[np.any(hkl != 0, axis=1)]
     hkl = hkl[np.unique(np.linspace(0, len(hkl) - 1, min(len(hkl), GEMMI_SAMPLE_SIZE)).round().astype(int))]
+    # Plus the lowest-order reflections: the tier's yardstick is max|F|, and gemmi's single-precision
+    # error scales with the strong reflections' size, so a grid holding only a few weak ones
+    # (e.g. h,k,l in [1, 2]) would otherwise judge it against a far too small scale.
+    hkl = np.unique(np.concatenate([hkl, _LOW_ORDER]), axis=0)
     calc = gemmi.StructureFactorCalculatorX(st.cell)
-    theirs = np.array([calc.calculate_sf_from_model(st[0], [int(v) for v in h]) for h in hkl])
+    theirs = np.array([calc.calculate_sf_from_model(st[0], [int(v) for v in h]) for h in hkl], dtype=complex)
     q = npm.q_from_hkl(hkl, c.A_inv)
     ours = npm.structure_factors(q, c.xyz.reshape(-1, 3), c.ff_a.reshape(-1, 4), c.ff_b.reshape(-1, 4),
                                  c.ff_c.reshape(-1)).sum(axis=1)
@@ -303,9 +320,17 @@ def make_context(
 ) -> RunContext:
     """Resolve the fixture and validate the options (raises EryxInputError)."""
     pdb = resolve_fixture(fixture, fixtures_dir)
-    grid = tuple(check_sampling(s, a).as_tuple() for s, a in zip(samplings or default_grid(fixture), "hkl"))
+    samplings = samplings or default_grid(fixture)
+    if len(samplings) != 3:
+        raise EryxInputError(f"samplings must give three (min, max, oversampling) triples (h, k, l), got {samplings!r}")
+    grid = tuple(check_sampling(s, a).as_tuple() for s, a in zip(samplings, "hkl"))
     if dtype not in ("float64", "float32"):
         raise EryxInputError(f"unsupported dtype {dtype!r}: use float64 or float32")
+    for name in tier_overrides or {}:  # fail here, not in the middle of the run (run_stage never raises)
+        try:
+            resolve_tier(name, "float64", tier_overrides)
+        except (KeyError, ValueError) as exc:
+            raise EryxInputError(f"tier_overrides: {exc.args[0] if exc.args else exc}") from None
     from eryx.models_torch import resolve_device
 
     resolve_device(device)
@@ -313,6 +338,16 @@ def make_context(
     unknown = set(merged) - set(DEFAULT_PARAMS)
     if unknown:
         raise EryxInputError(f"unknown model parameter(s): {', '.join(sorted(unknown))}")
+    # Bad values fail here in one line, not as an error in every stage.
+    check_common(*grid, res_limit=merged["res_limit"], gnm_cutoff=merged["gnm_cutoff"],
+                 gamma_intra=merged["gamma_intra"], gamma_inter=merged["gamma_inter"], group_by="asu", model="gnm")
+    if fault is not None:
+        from .faults import get_fault
+
+        try:
+            get_fault(fault)
+        except KeyError as exc:
+            raise EryxInputError(exc.args[0]) from None
     return RunContext(fixture=str(fixture), pdb_path=str(pdb), samplings=grid, params=merged,
                       device=device, dtype=dtype, tier_overrides=tier_overrides or {}, fault=fault)
 

@@ -230,15 +230,59 @@ def check_K_hermitian(ctx):
                       f"max |K - K^H| / max |K| = {err:.2e} (limit {limit:.1e})")
 
 
+def _expected_zero_modes(c) -> np.ndarray | None:
+    """Zero modes each BZ point must have, from the contact network alone (no eigensolver).
+
+    The rigid translations of a connected component of the ASU contact graph are zero
+    modes at k iff k . R is a multiple of 2 pi for every lattice vector R that closes a
+    cycle of the component (cell offsets summed around it): 3 per such component. A
+    connected network whose cycles span the lattice gives exactly 3 at k = 0 and none
+    elsewhere; sparse networks (short gnm_cutoff) may split into several components or
+    span only a sublattice or a layer. None when a component's cycles span fewer than 2
+    dimensions (a chain or a finite cluster: rigid rotations are soft too).
+    """
+    cells = _np(c.cell_hkl).round().astype(np.int64)
+    adjacency: list[list] = [[] for _ in range(c.n_asu)]
+    edges = zip(*(_np(c.contacts[k]).tolist() for k in "icj"))
+    for i, cell, j in set(edges):
+        adjacency[i].append((j, cells[cell]))
+        adjacency[j].append((i, -cells[cell]))
+    frac = _np(st.bz_fractions(c.L, dtype=torch.float64, device="cpu")).reshape(-1, 3)
+    expected = np.zeros(len(frac), dtype=np.int64)
+    offset: dict[int, np.ndarray] = {}
+    for root in range(c.n_asu):
+        if root in offset:
+            continue
+        offset[root], cycles, todo = np.zeros(3, np.int64), [np.zeros(3, np.int64)], [root]
+        while todo:
+            i = todo.pop()
+            for j, n in adjacency[i]:
+                if j in offset:
+                    cycles.append(offset[i] + n - offset[j])
+                else:
+                    offset[j] = offset[i] + n
+                    todo.append(j)
+        cycles = np.array(cycles)
+        if np.linalg.matrix_rank(cycles) < 2:
+            return None
+        turns = frac @ cycles.T
+        expected += 3 * np.all(np.abs(turns - np.round(turns)) < 1e-9, axis=1)
+    return expected
+
+
 def check_zero_modes(ctx):
     c = ctx.cand
     k0 = int(np.argmin(_np(c.kvec_norm).reshape(-1)))
-    Winv = _np(c.Winv).reshape(-1, c.n_dof)
-    n_zero = int(np.isnan(Winv[k0]).sum())
-    others = int(np.isnan(np.delete(Winv, k0, axis=0)).sum())
-    ok = n_zero == 3 and others == 0
-    return _invariant("zero_modes", ok, abs(n_zero - 3) + others, 0,
-                      f"{n_zero} zero modes at k = 0 (expected exactly 3), {others} elsewhere (expected 0)")
+    counts = np.isnan(_np(c.Winv).reshape(-1, c.n_dof)).sum(axis=1)
+    expected = _expected_zero_modes(c)
+    if expected is None:
+        return _invariant("zero_modes", True, 0.0, 0, "the contact network has a chain or finite cluster "
+                          "(rigid rotations soft too): zero-mode count not predictable; not applicable")
+    others, want_others = int(np.delete(counts, k0).sum()), int(np.delete(expected, k0).sum())
+    bad = int(np.abs(counts - expected).sum())
+    return _invariant("zero_modes", bad == 0, bad, 0,
+                      f"{int(counts[k0])} zero modes at k = 0 (expected exactly {int(expected[k0])}), {others} "
+                      f"elsewhere (expected {want_others}, from the contact network)")
 
 
 def check_nonnegative(ctx):
@@ -297,8 +341,13 @@ def _grad_candidate(ctx, which: str) -> np.ndarray:
          for k in ("gamma_intra", "gamma_inter")}
     m = TorchOnePhonon(ctx.pdb_path, *ctx.samplings, device=ctx.device, dtype=ctx.torch_dtype,
                        **{**ctx.model_params, **g})
-    torch.nansum(m.apply_disorder()).backward()
-    return np.array([g[which].grad.item()])
+    total = torch.nansum(m.apply_disorder())
+    if not total.requires_grad:
+        # No finite point (e.g. oversampling 1: every grid point sits at a Bragg k):
+        # sum(finite Id) is 0 for every gamma, so the derivative is 0 (the FD agrees).
+        return np.array([0.0])
+    (grad,) = torch.autograd.grad(total, g[which], allow_unused=True)
+    return np.array([0.0 if grad is None else grad.item()])
 
 
 def _grad_reference(ctx, which: str) -> np.ndarray:
@@ -364,7 +413,9 @@ STAGES: tuple[Stage, ...] = (
           "NumPy structure factors at integer hkl (B = 0) vs gemmi's StructureFactorCalculatorX",
           lambda ctx: ctx.gemmi_oracle()[0], lambda ctx: ctx.gemmi_oracle()[1], needs_dense=False),
     # ---- phase 3: phonons and covariance
-    Stage("hessian_allatoms", 3, "exact", "exact", "dense all-atom GNM Hessian",
+    # tight, not exact: the diagonal sums the gammas in another order than the reference
+    # (bitwise equal only for integral gammas).
+    Stage("hessian_allatoms", 3, "tight", "array", "dense all-atom GNM Hessian",
           _c("hessian_allatoms"), _r("hessian_allatoms")),
     Stage("hessian", 3, "tight", "array", "projected Hessian (contacts vs dense)",
           lambda ctx: ctx.cand.hessian, lambda ctx: ctx.ref.hessian.real, crossfeed=_crossfeed_hessian),

@@ -1,0 +1,71 @@
+"""Shared helpers of the benchmark modules (workloads, groups, rounds, memory)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from parity import bench
+from parity.pytest_plugin import fixture_path_or_skip
+
+#: (backend, dtype, device) variants; the CUDA ones are marked ``gpu``.
+BACKENDS = [
+    pytest.param(("numpy", "float64", "cpu"), id="numpy"),
+    pytest.param(("torch", "float64", "cpu"), id="torch-cpu-float64"),
+    pytest.param(("torch", "float32", "cpu"), id="torch-cpu-float32"),
+    pytest.param(("torch", "float64", "cuda"), id="torch-cuda-float64", marks=pytest.mark.gpu),
+    pytest.param(("torch", "float32", "cuda"), id="torch-cuda-float32", marks=pytest.mark.gpu),
+]
+GRIDS = [pytest.param(bench.SMALL_GRID, id="small"), pytest.param(bench.STANDARD_GRID, id="standard")]
+
+_WORKLOADS: dict[tuple, bench.Workload] = {}
+
+
+def workload(fixture: str, grid, backend) -> bench.Workload:
+    """A shared, built workload (skip when the fixture is missing or NumPy is too big)."""
+    from eryx.errors import MemoryBudgetError
+
+    fixture_path_or_skip(fixture)
+    key = (fixture, tuple(grid), *backend)
+    if key not in _WORKLOADS:
+        w = bench.Workload(fixture, tuple(grid), *backend)
+        try:
+            w.model
+        except MemoryBudgetError as exc:
+            pytest.skip(f"{fixture}: the NumPy reference is too big for the bench cap "
+                        f"({bench.NUMPY_MEMORY_CAP / 2**30:g} GiB): {exc}")
+        _WORKLOADS[key] = w
+    return _WORKLOADS[key]
+
+
+def run_pedantic(benchmark, fn, seconds_hint: float | None = None):
+    """Three rounds for slow cases (``seconds_hint``, the time of a warm-up call already
+    made, above 0.5 s), pytest-benchmark's own calibration otherwise."""
+    if seconds_hint is not None and seconds_hint > 0.5:
+        return benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=0)
+    return benchmark(fn)
+
+
+def describe(benchmark, w: bench.Workload, phase: str) -> None:
+    benchmark.group = f"{bench.PHASE_GROUPS[phase]}:{w.fixture}-{bench.grid_label(w.grid)}"
+    benchmark.extra_info.update({
+        "fixture": w.fixture, "grid": [list(s) for s in w.grid], "grid_label": bench.grid_label(w.grid),
+        "n_q": w.n_q(phase), "backend": w.backend, "dtype": w.dtype, "device": w.device, "phase": phase,
+    })
+
+
+def time_once(fn) -> float:
+    """Seconds of one call (the warm-up call)."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def record_memory(benchmark, w: bench.Workload, baseline) -> None:
+    """Peak RSS of one end-to-end run in a fresh subprocess -> extra_info."""
+    mem = bench.peak_memory(w.spec())
+    assert "error" not in mem, mem.get("error")
+    benchmark.extra_info["peak_rss_mb"] = mem["peak_rss_mb"]
+    benchmark.extra_info["baseline_rss_mb"] = baseline
+    if "peak_gpu_mb" in mem:
+        benchmark.extra_info["peak_gpu_mb"] = mem["peak_gpu_mb"]
