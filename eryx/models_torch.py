@@ -8,13 +8,16 @@ pure functions of :mod:`eryx.stages_torch`.
 
 Differentiable in ``gamma_intra``, ``gamma_inter`` (pass tensors with
 ``requires_grad``) and, in q-vector mode, in ``q_vectors``. The full map
-(``rank=-1``) is computed as F K(k)^-1 F^H, which needs no eigenvectors, so its
-gradients stay finite at degenerate eigenvalues. A single mode's map
+(``rank=-1``) is computed as F K(k)^-1 F^H (on the grid as |W F|^2 with W the inverse
+Cholesky factor of conj K), which needs no eigenvectors, so its gradients stay finite
+at degenerate eigenvalues. On the grid the structure factors use per-axis phase
+tables (docs/performance.md). A single mode's map
 (``rank >= 0``) needs eigenvectors: its gradient is finite only where that mode's
 eigenvalue is non-degenerate (torch's eigh backward divides by eigenvalue gaps).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Sequence
@@ -37,9 +40,15 @@ DEFAULT_CHUNK = 32768
 #: on the grid: small enough to stay in the L2/L3 caches between the passes over it.
 GRID_CHUNK_BYTES = 2 * 2**20
 #: Bytes of the per-row-group tables on the grid (phase products, q, amplitudes).
-GRID_GROUP_BYTES = 16 * 2**20
+GRID_GROUP_BYTES = 8 * 2**20
+#: Run the grid's BZ points in torch.get_num_threads() Python worker threads, each
+#: with single-threaded torch operations (instead of every operation split across
+#: the OpenMP threads): see docs/performance.md.
+GRID_WORKERS = True
+#: Build the model (everything before apply_disorder) with one torch thread on the CPU.
+SINGLE_THREAD_SETUP = True
 #: Fewest points per grid chunk (large ASUs: bounds the Python overhead per chunk).
-GRID_CHUNK_MIN_POINTS = 128
+GRID_CHUNK_MIN_POINTS = 64
 #: Bytes of one q-vector-mode chunk's largest intermediate (phases of all atoms).
 DIRECT_CHUNK_BYTES = 16 * 2**20
 
@@ -70,6 +79,54 @@ def resolve_dtype(dtype) -> torch.dtype:
     return dtype
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``torch.set_num_threads(n)`` (None: unchanged), then restore."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_units(run, units: list, parallel: bool):
+    """``run(subset)`` -> (idx_parts, val_parts) over the work ``units``, in worker threads.
+
+    With ``parallel`` and more than one torch thread, the units are dealt to
+    ``torch.get_num_threads()`` Python threads while torch runs single-threaded
+    (``torch.set_num_threads(1)``, restored afterwards): independent units scale
+    without a fork/join per operation, and a CPU shared with other processes slows
+    the map down in proportion instead of stalling every operation on its slowest
+    OpenMP thread (docs/performance.md). Every value is computed by the same
+    operations either way, so the map is the same bit for bit.
+    """
+    n_threads = torch.get_num_threads()
+    n_workers = min(n_threads, len(units))
+    if not parallel or n_workers < 2:
+        return run(units)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Largest units first, each to the least loaded worker.
+    subsets, load = [[] for _ in range(n_workers)], [0] * n_workers
+    for unit in sorted(units, key=lambda u: -len(u[3]) * len(u[4])):
+        w = load.index(min(load))
+        subsets[w].append(unit)
+        load[w] += len(unit[3]) * len(unit[4])
+    grad_enabled = torch.is_grad_enabled()  # thread-local: carry the caller's mode over
+
+    def work(subset):
+        with torch.set_grad_enabled(grad_enabled):
+            return run(subset)
+
+    with torch_threads(1), ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="eryx-grid") as pool:
+        results = list(pool.map(work, subsets))
+    return [p for r in results for p in r[0]], [p for r in results for p in r[1]]
+
+
 class OnePhonon:
     """One-phonon diffuse scattering (PyTorch backend); see :class:`eryx.models.OnePhonon`.
 
@@ -84,7 +141,9 @@ class OnePhonon:
         the BZ grid used for covariance and ADPs; ``apply_disorder`` returns the map
         at these q.
     chunk_size : int
-        q-points per structure-factor chunk; peak memory grows with it, not with n_q.
+        Most q-points per structure-factor chunk; peak memory grows with the chunk, not
+        with n_q. Chunks are also capped in bytes (GRID_CHUNK_BYTES on the grid,
+        DIRECT_CHUNK_BYTES in q-vector mode), so large ASUs take fewer points.
     """
 
     def __init__(
@@ -124,18 +183,23 @@ class OnePhonon:
         n_contacts = len(self._contacts_np["i"])
         if q_vectors is None:
             sf_chunk, axis_points, group = self._grid_chunk_points(), sum(self.map_shape), GRID_GROUP_BYTES
+            workers = torch.get_num_threads() if (GRID_WORKERS and self.device.type == "cpu") else 1
         else:
-            sf_chunk, axis_points, group = self._direct_chunk_points(), 0, 0
+            sf_chunk, axis_points, group, workers = self._direct_chunk_points(), 0, 0, 1
         self.memory_estimate = check_memory(
             estimate_torch_memory(self.n_asu, self.n_at, n_q, int(np.prod(self.L)), n_contacts,
                                   min(sf_chunk, n_q), self.real_dtype.itemsize,
-                                  axis_points=axis_points, group_bytes=group),
+                                  axis_points=axis_points, group_bytes=group, workers=workers),
             self.memory_limit, "the torch model",
         )
-        self._tensors_from_crystal()
-        self._setup_grid(q_vectors)
-        self._setup_matrices()
-        self._setup_phonons()
+        # Construction is many small operations (the largest are n_q-element passes):
+        # on the CPU they run single-threaded, which costs a few ms on an idle machine
+        # and avoids an OpenMP stall per operation on a busy one (docs/performance.md).
+        with torch_threads(1 if (SINGLE_THREAD_SETUP and self.device.type == "cpu") else None):
+            self._tensors_from_crystal()
+            self._setup_grid(q_vectors)
+            self._setup_matrices()
+            self._setup_phonons()
 
     # ------------------------------------------------------------------ helpers
     def _parameter(self, value, name: str) -> torch.Tensor:
@@ -387,34 +451,37 @@ class OnePhonon:
         per_point = 2 * self.real_dtype.itemsize * self.n_asu * self.n_at
         return max(1, min(self.chunk_size, max(GRID_CHUNK_MIN_POINTS, GRID_CHUNK_BYTES // per_point)))
 
-    def _grid_chunks(self, use_data_adp: bool, skip: torch.Tensor | None = None):
-        """Yield (bz, flat grid indices (n,), F (n_dof, n) complex) over the grid.
-
-        Each BZ point's grid points form a product grid (rows = (h, k) pairs, columns = l
-        values); F comes from :func:`stages_torch.structure_factors_product_T` with the
-        per-axis phase tables, the amplitudes at ``q_grid`` and the same low-rank
-        projection as the direct formula. BZ points with ``skip[bz]`` are left out.
-        """
-        bh, bk, bl = self._grid_axes()
+    def _grid_tables(self, use_data_adp: bool) -> dict:
+        """What every grid chunk shares: per-axis phase tables, form-factor types, the
+        projection operators, the Debye-Waller U."""
         nh, nk, nl = self.map_shape
         U = self.debye_waller_U(use_data_adp)
         frac = st.fractional_coordinates(self.xyz, self.A_inv)  # (n_asu, n_at, 3)
         hkl = self.hkl_grid.reshape(nh, nk, nl, 3)
-        E_h = st.axis_phase_table(hkl[:, 0, 0, 0], frac[..., 0])  # (n_asu, n_at, n_h)
-        E_k = st.axis_phase_table(hkl[0, :, 0, 1], frac[..., 1])
-        E_l = st.axis_phase_table(hkl[0, 0, :, 2], frac[..., 2])
         types, inverse = st.form_factor_types(self.ff_a[0], self.ff_b[0], self.ff_c[0])
         Q, Pq = st.projection_operators(self.Amat)
         needs_grad = torch.is_grad_enabled() and any(
             t.requires_grad for t in (U, self.xyz, self.Amat, self.A_inv, self.q_grid))
+        return dict(
+            axes=self._grid_axes(), U=U, types=types, inverse=inverse, Q=Q, Pq=Pq, needs_grad=needs_grad,
+            E_h=st.axis_phase_table(hkl[:, 0, 0, 0], frac[..., 0]),  # (n_asu, n_at, n_h)
+            E_k=st.axis_phase_table(hkl[0, :, 0, 1], frac[..., 1]),
+            E_l=st.axis_phase_table(hkl[0, 0, :, 2], frac[..., 2]),
+        )
+
+    def _grid_units(self, tables: dict, blocks) -> list[tuple]:
+        """Split the grid points of the BZ points ``blocks`` into work units.
+
+        Each BZ point's grid points form a product grid: rows = (h, k) pairs, columns =
+        l values. A unit is (bz, row_h, row_k, row_flat, cols, rows_per_chunk): a group
+        of rows (within GRID_GROUP_BYTES of per-row tables) times a run of columns.
+        """
+        bh, bk, bl = tables["axes"]
+        nk = self.map_shape[1]
         n_chunk = self._grid_chunk_points()
-        buf = None if needs_grad else torch.empty(
-            self.n_asu * self.n_at * n_chunk, dtype=self.complex_dtype, device=self.device)
         per_row_atoms = 2 * self.real_dtype.itemsize * self.n_asu * self.n_at
-        skip = [False] * int(np.prod(self.L)) if skip is None else skip.tolist()  # one device sync
-        for b in range(int(np.prod(self.L))):
-            if skip[b]:
-                continue
+        units = []
+        for b in blocks:
             dh, dk, dl = np.unravel_index(b, self.L)
             ih = torch.nonzero(bh == dh).reshape(-1)
             ik = torch.nonzero(bk == dk).reshape(-1)
@@ -426,33 +493,46 @@ class OnePhonon:
             row_flat = row_h * nk + row_k
             cols_l = min(len(il), n_chunk)
             n_rows = max(1, n_chunk // cols_l)
-            # Row groups: phase products E_h E_k, q and amplitudes for many rows at once
-            # (few large operations), within GROUP_BYTES.
             per_row = per_row_atoms + self.real_dtype.itemsize * (self.n_at + 4) * cols_l
             group = max(n_rows, GRID_GROUP_BYTES // per_row // n_rows * n_rows)
             for c0 in range(0, len(il), cols_l):
-                cl = il[c0:c0 + cols_l]
-                c = len(cl)
-                E_cols = E_l.index_select(2, cl)
                 for g0 in range(0, len(row_flat), group):
-                    g_rows = row_flat[g0:g0 + group]
-                    G = len(g_rows)
-                    E_group = E_h.index_select(2, row_h[g0:g0 + group]) * E_k.index_select(2, row_k[g0:g0 + group])
-                    idx_g = (g_rows[:, None] * nl + cl[None, :]).reshape(-1)
-                    qT_g = self.q_grid.index_select(0, idx_g).T.contiguous()  # (3, G c)
-                    amp_g = st.atomic_amplitudes(torch.sum(qT_g * qT_g, dim=0), types, inverse, U)
-                    # Complex once per group: the per-chunk product then needs no promotion.
-                    amp_g = amp_g.to(self.complex_dtype).reshape(self.n_at, G, c)
-                    qT_g = qT_g.reshape(3, G, c)
-                    for r0 in range(0, G, n_rows):
-                        r1 = min(r0 + n_rows, G)
-                        m = r1 - r0
-                        out = None if buf is None else buf[:self.n_asu * self.n_at * m * c].view(
-                            self.n_asu, self.n_at, m, c)
-                        F = st.structure_factors_product_T(
-                            qT_g[:, r0:r1].reshape(3, m * c).T, E_group[:, :, r0:r1], E_cols,
-                            amp_g[:, r0:r1].reshape(self.n_at, m * c), Q, Pq, out)
-                        yield b, idx_g[r0 * c:r1 * c], F
+                    g = slice(g0, g0 + group)
+                    units.append((b, row_h[g], row_k[g], row_flat[g], il[c0:c0 + cols_l], n_rows))
+        return units
+
+    def _grid_chunks(self, tables: dict, units):
+        """Yield (bz, flat grid indices (n,), F (n_dof, n) complex) over the work units
+        of :meth:`_grid_units`: F from :func:`stages_torch.structure_factors_product_T`
+        with the per-axis phase tables, the amplitudes at ``q_grid`` and the same
+        low-rank projection as the direct formula.
+        """
+        E_h, E_k, E_l = tables["E_h"], tables["E_k"], tables["E_l"]
+        types, inverse, U, Q, Pq = (tables[k] for k in ("types", "inverse", "U", "Q", "Pq"))
+        nl = self.map_shape[2]
+        n_chunk = self._grid_chunk_points()
+        buf = None if tables["needs_grad"] else torch.empty(
+            self.n_asu * self.n_at * n_chunk, dtype=self.complex_dtype, device=self.device)
+        for b, row_h, row_k, row_flat, cl, n_rows in units:
+            G, c = len(row_flat), len(cl)
+            # Per group of rows: the phase products E_h E_k, q and the amplitudes.
+            E_cols = E_l.index_select(2, cl)
+            E_group = E_h.index_select(2, row_h) * E_k.index_select(2, row_k)
+            idx_g = (row_flat[:, None] * nl + cl[None, :]).reshape(-1)
+            qT_g = self.q_grid.index_select(0, idx_g).T.contiguous()  # (3, G c)
+            amp_g = st.atomic_amplitudes(torch.sum(qT_g * qT_g, dim=0), types, inverse, U)
+            # Complex once per group: the per-chunk product then needs no promotion.
+            amp_g = amp_g.to(self.complex_dtype).reshape(self.n_at, G, c)
+            qT_g = qT_g.reshape(3, G, c)
+            for r0 in range(0, G, n_rows):
+                r1 = min(r0 + n_rows, G)
+                m = r1 - r0
+                out = None if buf is None else buf[:self.n_asu * self.n_at * m * c].view(
+                    self.n_asu, self.n_at, m, c)
+                F = st.structure_factors_product_T(
+                    qT_g[:, r0:r1].reshape(3, m * c).T, E_group[:, :, r0:r1], E_cols,
+                    amp_g[:, r0:r1].reshape(self.n_at, m * c), Q, Pq, out)
+                yield b, idx_g[r0 * c:r1 * c], F
 
     def _map_grid(self, per_block, n_cols: int | None, use_data_adp: bool, full_map: bool) -> torch.Tensor:
         """:meth:`_map` on the grid, with the per-axis phase tables (see there)."""
@@ -460,25 +540,34 @@ class OnePhonon:
         n_q = int(np.prod(self.map_shape))
         shape = (n_q,) if n_cols is None else (n_q, n_cols)
         out = torch.full(shape, math.nan, dtype=self.real_dtype, device=self.device)
+        state = {}
         if full_map:
             eye = torch.eye(self.n_dof, dtype=self.complex_dtype, device=self.device)
             W, ok = st.hermitian_inverse_factor(torch.where(zero_k[:, None, None], eye, self._K_all))
-            ok = ok.tolist()
-            Kinv = None
-        idx_parts, val_parts = [], []
-        for b, idx, F in self._grid_chunks(use_data_adp, skip=zero_k if n_cols is None else None):
-            if full_map and ok[b]:
-                values = st.intensity_factored(F, W[b])
-            elif full_map:
-                if Kinv is None:
-                    Kinv = self._full_rank_inverse()
-                values = st.intensity_blocks(F[None], Kinv[b:b + 1])[0]
-            else:
-                values = per_block(F[None], torch.tensor([b], device=self.device))[0]
-                if n_cols is not None:
-                    values = values.T  # (n, n_cols)
-            idx_parts.append(idx)
-            val_parts.append(values)
+            ok = ok.tolist()  # one device sync
+        skip = zero_k.tolist() if n_cols is None else [False] * len(zero_k)
+        tables = self._grid_tables(use_data_adp)
+        units = self._grid_units(tables, [b for b in range(int(np.prod(self.L))) if not skip[b]])
+
+        def run(subset):
+            idx_parts, val_parts = [], []
+            for b, idx, F in self._grid_chunks(tables, subset):
+                if full_map and ok[b]:
+                    values = st.intensity_factored(F, W[b])
+                elif full_map:
+                    if "Kinv" not in state:
+                        state["Kinv"] = self._full_rank_inverse()
+                    values = st.intensity_blocks(F[None], state["Kinv"][b:b + 1])[0]
+                else:
+                    values = per_block(F[None], torch.tensor([b], device=self.device))[0]
+                    if n_cols is not None:
+                        values = values.T  # (n, n_cols)
+                idx_parts.append(idx)
+                val_parts.append(values)
+            return idx_parts, val_parts
+
+        idx_parts, val_parts = _run_units(run, units, parallel=(
+            GRID_WORKERS and self.device.type == "cpu" and not tables["needs_grad"]))
         if idx_parts:
             out = out.index_put((torch.cat(idx_parts),), torch.cat(val_parts))
         mask = self.res_mask

@@ -136,8 +136,9 @@ def estimate_numpy_memory(n_asu: int, n_at: int, n_q: int, n_bz: int) -> dict[st
     matrix (3 N)^2 (both alive while the Hessian is projected), the Kronecker
     temporaries of the projection, the grid arrays, and one BZ point's
     structure-factor work. Calibrated against the peak RSS of real runs
-    (docs/performance.md): 6o2h_clean (1 x 1001 atoms) measures +356 MiB over the
-    interpreter, this estimate says 350 MiB.
+    (docs/performance.md): 6o2h_clean (1 x 1001 atoms, grid (-2,2,2)^3) measures
+    +356 MiB over the interpreter where this estimate says 347 MiB; 5zck_p1 on its
+    standard grid +131 MiB where it says 145 MiB.
     """
     n_dof = 6 * n_asu
     q_per_bz = -(-n_q // max(n_bz, 1))
@@ -148,14 +149,16 @@ def estimate_numpy_memory(n_asu: int, n_at: int, n_q: int, n_bz: int) -> dict[st
         "Hessian projection temporaries": 8.0 * (3 * n_at) ** 2 + 16.0 * 3 * n_at * 6,
         "projected Hessian and K(k)": 16.0 * (n_dof * 27 * n_dof + 3 * n_bz * n_dof * n_dof),
         "grid (hkl, q, mask, map)": 8.0 * n_q * (3 + 3 + 1 + 2 + 1),
-        "structure factors (one BZ point)": 16.0 * q_per_bz * n_at * (4 + 3 * 2) + 16.0 * q_per_bz * n_dof,
+        # Form factors (n, n_at, 4) with their temporaries, phases, cos/sin, complex
+        # amplitudes, G = A q (n, n_at, 3) complex: ~220 bytes per point and atom.
+        "structure factors (one BZ point)": 16.0 * q_per_bz * n_at * (4 + 3 * 2 + 4) + 16.0 * q_per_bz * n_dof,
         "interpreter and libraries": float(RUNTIME_BASELINE_BYTES),
     }
 
 
 def estimate_torch_memory(
     n_asu: int, n_at: int, n_q: int, n_bz: int, n_contacts: int, chunk_size: int, itemsize: int = 8,
-    *, axis_points: int = 0, group_bytes: float = 0.0, contact_chunk: int = 1 << 16,
+    *, axis_points: int = 0, group_bytes: float = 0.0, contact_chunk: int = 1 << 16, workers: int = 1,
 ) -> dict[str, float]:
     """Peak memory of the contact-based torch backend, by part, in bytes.
 
@@ -170,6 +173,8 @@ def estimate_torch_memory(
         Size cap of the grid's per-row-group tables (phase products, q, amplitudes).
     contact_chunk : int
         Contacts per assembly chunk of the projected Hessian.
+    workers : int
+        Threads computing grid chunks at once, each with its own chunk and row group.
 
     Nothing here grows with the number of atoms squared: contacts, per-atom tables
     and chunked structure factors only. Measured peak RSS: docs/performance.md.
@@ -190,8 +195,9 @@ def estimate_torch_memory(
         # q-vector path) and the real amplitudes promoted for the product,
         # the row-group tables (their temporaries, and what the allocator keeps of them:
         # measured) and the per-axis phase tables.
-        "structure factors (one chunk)": cplx * chunk_size * (3 * n_atoms + n_at + 8 * n_dof)
-        + 5.0 * group_bytes + 3.0 * cplx * n_atoms * axis_points,
+        "structure factors (chunks in flight)": workers * (
+            cplx * chunk_size * (3 * n_atoms + n_at + 8 * n_dof) + 5.0 * group_bytes)
+        + 3.0 * cplx * n_atoms * axis_points,
         "interpreter and libraries": float(RUNTIME_BASELINE_BYTES),
     }
 

@@ -30,6 +30,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--parity-device", default="cpu", help="torch device for the parity stages")
     group.addoption("--parity-dtype", default="float64", choices=("float64", "float32"))
     group.addoption("--parity-json", default=None, help="write the parity stages' result JSON here")
+    group.addoption("--torch-threads", type=int, default=None,
+                    help="torch CPU threads for the session (default: 1 for tests, torch's own "
+                         "default when benchmarks are enabled)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,6 +41,15 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--goldens-dir"):
         os.environ[GOLDENS_ENV] = str(Path(config.getoption("--goldens-dir")).resolve())
     config._parity_results = {}  # fixture -> list of stage dicts, filled by the stage tests
+    # Many tiny torch kernels on a shared 2-core machine: OpenMP threads oversubscribe and
+    # stall (a run measured 0.8 s with 1 thread, 8.7 s with 2 under load). Tests assert
+    # no timings, so they run single-threaded; benchmarks keep torch's default.
+    threads = config.getoption("--torch-threads")
+    benchmarking = config.getoption("--benchmark-enable", default=False)
+    if threads or not benchmarking:
+        import torch
+
+        torch.set_num_threads(threads or 1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:

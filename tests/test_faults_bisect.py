@@ -7,7 +7,6 @@ the k-dependent phase (see ``test_phase_sign_invisible_at_oversampling_2``).
 """
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as hst
@@ -112,4 +111,17 @@ def test_eigenspaces_near_degenerate_pair_found_by_exploration():
                         progress=False)
     stages = {s["name"]: s for s in result["stages"]}
     assert stages["Winv"]["status"] == "pass"  # the eigenvalues agree; only the projector tolerance trips
+    assert result["passed"], _failures(result)
+
+
+@pytest.mark.xfail(strict=True, reason="harness limitation: a map that vanishes by symmetry at every sampled "
+                   "point (here one point, ~1e-28) is judged against its own max (round-off), not against "
+                   "the intensity scale of the full map")
+def test_cluster_map_that_vanishes_on_a_one_point_grid_found_by_exploration():
+    grid = ((0, 0, 3), (0, 0, 3), (1, 1, 2))
+    params = {"gamma_intra": 1.349040341783426, "gamma_inter": 1.163201067681506, "gnm_cutoff": 4.358284384288212}
+    result = run_parity("synth_tetragonal", samplings=grid, params=params, stage_names=["Id", "Id_cluster_last"],
+                        progress=False)
+    stages = {s["name"]: s for s in result["stages"]}
+    assert stages["Id"]["status"] == "pass"
     assert result["passed"], _failures(result)

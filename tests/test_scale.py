@@ -91,9 +91,10 @@ def test_torch_estimate_193l_is_small(fixture_pdb):
     """Nothing in the torch estimate grows with atoms squared: 193l stays far below 2 GB."""
     pdb = fixture_pdb("193l")
     c = structure.load_crystal(pdb)
-    parts = estimate_torch_memory(c.n_asu, c.n_at, 41 * 41 * 25, 8, 100_000, 128,
-                                  axis_points=41 + 41 + 25, group_bytes=16 * 2**20)
-    assert sum(parts.values()) < 1 * 2**30, {k: format_bytes(v) for k, v in parts.items()}
+    for workers, bound in ((2, 2**30), (16, 2e9)):  # this machine; a 16-thread one
+        parts = estimate_torch_memory(c.n_asu, c.n_at, 41 * 41 * 25, 8, 100_000, 64,
+                                      axis_points=41 + 41 + 25, group_bytes=8 * 2**20, workers=workers)
+        assert sum(parts.values()) < bound, {k: format_bytes(v) for k, v in parts.items()}
 
 
 # ------------------------------------- (b) contact-based vs dense projected Hessian
@@ -174,6 +175,24 @@ def test_grid_fast_path_chunking_invariant(fixture_pdb, monkeypatch):
     for chunk in (1, 5, 7, 64):
         small = OnePhonon(pdb, *grid, chunk_size=chunk).apply_disorder()
         assert max_rel(small, ref) <= 1e-13, chunk
+
+
+def test_grid_worker_threads_bit_identical(fixture_pdb, monkeypatch):
+    """The grid map in worker threads (the default) equals the single-stream map bit for
+    bit, and torch's thread count is restored afterwards."""
+    import eryx.models_torch as mt
+
+    pdb = fixture_pdb("7n2h")
+    m = OnePhonon(pdb, (-3, 3, 2), (-3, 3, 2), (-1, 1, 2))
+    threads = torch.get_num_threads()
+    maps = {}
+    for workers in (True, False):
+        monkeypatch.setattr(mt, "GRID_WORKERS", workers)
+        maps[workers] = (m.apply_disorder(), m.mode_maps())
+        assert torch.get_num_threads() == threads
+    for a, b in zip(maps[True], maps[False]):
+        assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
+        assert torch.equal(torch.isnan(a), torch.isnan(b))
 
 
 # --------------------------------------------------- (c) 193l end to end, torch
