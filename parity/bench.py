@@ -61,6 +61,8 @@ STANDARD_GRID: Grid = ((-4, 4, 3), (-17, 17, 3), (-29, 29, 3))
 #: Grid-size sweep: 5zck_p1 with the standard h, k ranges and l in (-l, l); the
 #: last point is the standard grid itself.
 GRID_SWEEP_L = (3, 7, 14, 29)
+#: The issue-7 scale case: 193l lysozyme (8 x 1001 atoms) on 41 x 41 x 25 points.
+SCALE_GRID: Grid = ((-10, 10, 2), (-10, 10, 2), (-6, 6, 2))
 #: Atom-count sweep on the small grid (n_asu x n_at: 4x28, 3x58, 1x1001, 8x1001).
 ATOM_SWEEP = ("5zck_p1", "7n2h", "6o2h_clean", "193l")
 #: The NumPy reference is not run where its own memory estimate is above this.
@@ -92,6 +94,8 @@ def grid_label(grid: Sequence[Sequence[int]]) -> str:
         return "small"
     if grid == STANDARD_GRID:
         return "standard"
+    if grid == SCALE_GRID:
+        return "scale"
     if grid[:2] == STANDARD_GRID[:2] and grid[2][0] == -grid[2][1] and grid[2][2] == 3:
         return f"l+-{grid[2][1]}"
     return ";".join(",".join(str(v) for v in s) for s in grid)
@@ -490,6 +494,7 @@ def plan(quick: bool, devices: Sequence[str]) -> list[Case]:
     for fixture in ATOM_SWEEP:
         if fixture != "5zck_p1":  # measured in the small suite
             add("atoms", fixture, SMALL_GRID, (END_TO_END,))
+    add("scale", "193l", SCALE_GRID, (END_TO_END,))
     return cases
 
 
