@@ -21,6 +21,7 @@ from . import structure
 from .errors import EryxInputError
 from .structure import ID_CELL_REF, N_CELL, Crystal
 from .validation import (
+    UNDEFINED_ADP_MESSAGE, adp_scale_defined,
     Sampling, check_common, check_memory, estimate_numpy_memory, resolve_memory_limit,
 )
 
@@ -378,6 +379,8 @@ class OnePhonon:
         A_side = np.transpose(self.Amat, (1, 0, 2)).reshape(3 * self.n_at, n_dof)
         ADP = np.sum((A_side @ ADP_rb).reshape(-1, 3), axis=1)
         scale = np.mean(self.crystal.adp) / (8 * np.pi * np.pi * np.mean(ADP) / 3)
+        if not adp_scale_defined(float(np.mean(ADP)), float(np.max(np.abs(ADP))), np.finfo(float).eps):
+            scale = np.nan
         self.ADP = ADP * scale
         self.covar = np.real(covar * scale).reshape(self.n_asu, 6, N_CELL, self.n_asu, 6)
 
@@ -385,6 +388,8 @@ class OnePhonon:
     def structure_factors_at(self, q_indices: np.ndarray, use_data_adp: bool = False) -> np.ndarray:
         """F at the given grid points, (n, n_dof) complex: all ASUs side by side."""
         c = self.crystal
+        if not use_data_adp and np.isnan(self.ADP).any():
+            raise EryxInputError(UNDEFINED_ADP_MESSAGE)
         U = c.adp[0] / (8 * np.pi * np.pi) if use_data_adp else self.ADP
         q = self.q_grid[q_indices]
         F = np.zeros((len(q_indices), self.n_dof), dtype=complex)

@@ -30,6 +30,7 @@ from . import structure
 from .errors import EryxInputError
 from .structure import ID_CELL_REF, N_CELL
 from .validation import (
+    UNDEFINED_ADP_MESSAGE,
     check_common, check_memory, estimate_torch_memory, resolve_memory_limit,
 )
 
@@ -336,7 +337,11 @@ class OnePhonon:
     # ---------------------------------------------------------------- intensity
     def debye_waller_U(self, use_data_adp: bool = False) -> torch.Tensor:
         """Per-atom U (A^2) of one ASU: the scaled model ADP, or the file's B / 8 pi^2."""
-        return self.adp[0] / (8 * math.pi**2) if use_data_adp else self.ADP
+        if use_data_adp:
+            return self.adp[0] / (8 * math.pi**2)
+        if torch.isnan(self.ADP.detach()).any():
+            raise EryxInputError(UNDEFINED_ADP_MESSAGE)
+        return self.ADP
 
     def structure_factors(self, q: torch.Tensor, use_data_adp: bool = False) -> torch.Tensor:
         """F(q), (n, n_dof) complex, computed in chunks (at most ``chunk_size`` points)."""

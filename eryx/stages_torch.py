@@ -544,7 +544,13 @@ def adp_scaled(covar: torch.Tensor, Amat: torch.Tensor, b_iso: torch.Tensor) -> 
     ADP_rb = torch.real(torch.diagonal(covar[:, ID_CELL_REF, :]))
     A_side = Amat.permute(1, 0, 2).reshape(Amat.shape[1], n_dof)
     ADP = torch.sum((A_side @ ADP_rb).reshape(-1, 3), dim=1)
+    from .validation import adp_scale_defined
+
     scale = torch.mean(b_iso) / (8 * math.pi**2 * torch.mean(ADP) / 3)
+    with torch.no_grad():
+        defined = adp_scale_defined(float(torch.mean(ADP)), float(ADP.abs().max()), torch.finfo(ADP.dtype).eps)
+    if not defined:  # NaN, like the reference; the map refuses to use it
+        scale = scale * math.nan
     covar_real = torch.real(covar) * scale
     return ADP * scale, covar_real.reshape(n_asu, 6, N_CELL, n_asu, 6)
 

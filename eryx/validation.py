@@ -209,3 +209,23 @@ def check_memory(parts: dict[str, float], limit: int, what: str) -> float:
         biggest = max(parts, key=parts.get)
         raise MemoryBudgetError(f"{what} (largest part: {biggest})", total, limit)
     return total
+
+
+
+#: Why a map cannot be computed when the ADP scale is undefined (see adp_scale_defined).
+UNDEFINED_ADP_MESSAGE = (
+    "the ADP scale is undefined: the raw ADPs average to zero (round-off) because the sampled "
+    "Brillouin zone has no mode that translates the ASUs (only k = 0 with one ASU); sample more "
+    "k-points (oversampling >= 2) or use use_data_adp=True"
+)
+
+
+def adp_scale_defined(mean_adp: float, max_abs_adp: float, eps: float) -> bool:
+    """Whether the ADP scale mean(B) / (8 pi^2 mean(ADP) / 3) is defined (section 8).
+
+    The rotational part of the raw ADPs is linear in the centred coordinates and
+    averages to zero, so when only k = 0 is sampled with one ASU (every translation
+    removed by the pseudo-inverse) mean(ADP) is pure round-off. The models then set the
+    scale to NaN (ADP and covar NaN) and refuse to compute a map that needs it.
+    """
+    return bool(mean_adp > 1e3 * eps * max(max_abs_adp, 1e-300))

@@ -302,8 +302,8 @@ def run_stage(stage: Stage, ctx: RunContext) -> dict:
                 sl = _slice_details(ctx, actual, _np(stage.reference(ctx)), result.worst)
                 if sl:
                     record["details"]["slice"] = sl
-    except EryxInputError as exc:
-        record.update(status="error", message=f"{type(exc).__name__}: {exc}")
+    except EryxInputError:
+        raise  # bad input is not a divergence: the whole run is refused (CLI exit 2)
     except Exception as exc:  # a crashing stage is a divergence, reported, not fatal
         record.update(status="error", message=f"{type(exc).__name__}: {exc}",
                       details={"traceback": traceback.format_exc(limit=8)})

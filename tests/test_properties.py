@@ -82,21 +82,24 @@ def test_float64_parity_on_random_grids_and_parameters(fixture, grid, params):
 @PROPERTY_SETTINGS
 @given(grid=small_grids(), params=model_params, dtype=hst.sampled_from(("float64", "float32")))
 def test_invariants_hold_on_every_crystal_system(fixture, grid, params, dtype):
+    if _adp_scale_undefined(fixture, grid):  # the map needs the ADP scale: the run is refused
+        with pytest.raises(EryxInputError, match="ADP scale is undefined"):
+            run_parity(fixture, samplings=grid, params=params, dtype=dtype, stage_names=INVARIANTS, progress=False)
+        return
     result = run_parity(fixture, samplings=grid, params=params, dtype=dtype, stage_names=INVARIANTS, progress=False)
     assert [s["name"] for s in result["stages"]] == INVARIANTS
     assert result["passed"], (fixture, grid, params, dtype, _failures(result))
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: with one ASU and only k = 0 sampled the ADP scale "
-                   "b / mean(ADP) divides by ~0; both backends return ~1e15 garbage instead of refusing")
 def test_adp_scale_defined_or_refused_when_only_k0_is_sampled():
     grid = ((0, 0, 1),) * 3
     assert _adp_scale_undefined("synth_triclinic", grid)
-    try:
-        result = run_parity("synth_triclinic", samplings=grid, stage_names=["covar", "ADP"], progress=False)
-    except EryxInputError:
-        return  # refusing the input up front is an acceptable fix
+    # covar and ADP are NaN in both backends (undefined, identical NaN patterns) ...
+    result = run_parity("synth_triclinic", samplings=grid, stage_names=["covar", "ADP"], progress=False)
     assert result["passed"], _failures(result)
+    # ... and a map that would need them is refused with the reason.
+    with pytest.raises(EryxInputError, match="ADP scale is undefined"):
+        run_parity("synth_triclinic", samplings=grid, stage_names=["Id"], progress=False)
 
 
 @pytest.mark.xfail(strict=True, reason="harness limitation: the eigenspace comparison clusters at a fixed "
