@@ -254,17 +254,17 @@ def write_json(path: str | Path, payload) -> Path:
 
 
 # ----------------------------------------------------------------- commands
-def cmd_run(args) -> int:
-    from .runner import assemble_result, run_stages
-    import datetime as dt
-    import time
+def _execute(args) -> tuple:
+    """Validate the options, run the selected stages: (context, result)."""
+    from .runner import execute
 
     stages = _selection(args)
     ctx = _context(args)
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    records = run_stages(ctx, stages, progress=False if args.no_progress else None)
-    result = assemble_result(ctx, records, started_at=started, duration_s=time.perf_counter() - t0)
+    return ctx, execute(ctx, stages, progress=False if args.no_progress else None)
+
+
+def cmd_run(args) -> int:
+    _, result = _execute(args)
     print(format_table(result))
     _outputs(args, result)
     return EXIT_OK if result["passed"] else EXIT_DIVERGED
@@ -296,17 +296,9 @@ def cmd_report(args) -> int:
 
 def cmd_bisect(args) -> int:
     from .bisect import classify, format_bisect
-    from .runner import assemble_result, run_stages
-    import datetime as dt
-    import time
 
-    stages = _selection(args)
-    ctx = _context(args)
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    records = run_stages(ctx, stages, progress=False if args.no_progress else None)
-    verdicts = classify(ctx, records)
-    result = assemble_result(ctx, records, started_at=started, duration_s=time.perf_counter() - t0)
+    ctx, result = _execute(args)
+    verdicts = classify(ctx, result["stages"])
     result["bisect"] = verdicts.to_dict()
     print(format_bisect(verdicts))
     _outputs(args, result)

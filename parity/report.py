@@ -837,7 +837,9 @@ def _context(result: Mapping[str, Any]) -> dict[str, Any]:
                [_detail(i, s, first_index) for i, s in enumerate(stages)
                 if s.get("status") in _DIVERGING])
     fixture = _fmt_plain(result.get("fixture"))
+    bisect = result.get("bisect") if isinstance(result.get("bisect"), Mapping) else None
     return {
+        "bisect": bisect,
         "title": f"Parity report \u2014 {fixture} \u2014 {verdict['label']}",
         "fixture": fixture,
         "identity": _identity(result),

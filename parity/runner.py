@@ -431,6 +431,15 @@ def assemble_result(ctx: RunContext, stages: list[dict], *, started_at: str, dur
     }
 
 
+def execute(ctx: RunContext, stages: Iterable[Stage], *, progress: bool | None = None,
+            on_result=None) -> dict:
+    """Run ``stages`` on a prepared context and return the JSON-ready result."""
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    records = run_stages(ctx, stages, progress=progress, on_result=on_result)
+    return assemble_result(ctx, records, started_at=started, duration_s=time.perf_counter() - t0)
+
+
 def run_parity(fixture: str, *, phases: Sequence[int] | None = None, stage_names: Sequence[str] | None = None,
                progress: bool | None = None, on_result=None, **options) -> dict:
     """Run the harness on one fixture and return the JSON-ready result.
@@ -441,10 +450,7 @@ def run_parity(fixture: str, *, phases: Sequence[int] | None = None, stage_names
     from .stages import select
 
     ctx = make_context(fixture, **options)
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    records = run_stages(ctx, select(phases, stage_names), progress=progress, on_result=on_result)
-    return assemble_result(ctx, records, started_at=started, duration_s=time.perf_counter() - t0)
+    return execute(ctx, select(phases, stage_names), progress=progress, on_result=on_result)
 
 
 def phase_title(phase: int) -> str:

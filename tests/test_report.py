@@ -441,3 +441,20 @@ def test_render_accepts_numpy_values() -> None:
     html = _body(render_report(result))
     assert "12 / 729" in _row_html(html, "Id")
     assert html.count("data:image/png;base64,") == 2
+
+
+def test_bisect_section_names_root_cause_and_inherited(tmp_path):
+    from parity.bisect import classify
+    from parity.runner import execute, make_context
+    from parity.stages import select
+
+    ctx = make_context("synthetic", samplings=((-2, 2, 3),) * 3, fault="amat_shared_buffer")
+    result = execute(ctx, select([1, 2]), progress=False)
+    result["bisect"] = classify(ctx, result["stages"]).to_dict()
+    html = render_report(result, tmp_path / "bisect.html")
+    assert "Bisection: root cause vs inherited" in html
+    section = html[html.index('id="bisect"'):html.index('id="identity"')]
+    assert "<code>Amat</code>" in section and "root cause" in section and "inherited" in section
+    # A run without bisection has no such section.
+    del result["bisect"]
+    assert 'id="bisect"' not in render_report(result)
