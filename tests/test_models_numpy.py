@@ -20,6 +20,11 @@ from parity.compare import compare_eigenspaces
 from parity.pytest_plugin import fixture_path_or_skip, golden_or_skip
 from parity.tiers import TIERS
 
+try:
+    from tests._helpers import assert_rel, cluster_of
+except ImportError:  # tests/ on sys.path (pytest rootdir-relative import)
+    from _helpers import assert_rel, cluster_of
+
 SMALL = ("5zck_p1_small", "7n2h_small")
 DIRECT = 1e-12
 DECOMP = 1e-9
@@ -29,41 +34,6 @@ CLUSTER_GAP = 1e-6
 # runs of the same SVD, above the decomposition tier's atol (1e-12 * max|P|). The
 # brief's decomposition bound is 1e-9 relative to max|expected|, so use that as atol.
 PROJECTOR_TIER = replace(TIERS["decomposition"], atol=DECOMP)
-
-
-def assert_rel(actual, expected, tol, what=""):
-    """Same shape, identical NaN pattern, max|a - e| <= tol * max|e| over finite entries."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
-    assert np.array_equal(nan_a, nan_e), (
-        f"{what}: NaN pattern differs ({nan_a.sum()} vs {nan_e.sum()} NaN, "
-        f"{(nan_a != nan_e).sum()} mismatched)")
-    finite = ~nan_e
-    assert np.isfinite(actual[finite]).all() and np.isfinite(expected[finite]).all(), f"{what}: inf"
-    if not finite.any():
-        return
-    scale = np.abs(expected[finite]).max()
-    err = np.abs(actual[finite] - expected[finite]).max()
-    assert err <= tol * scale, f"{what}: max abs err {err:.3g} = {err / scale:.3g} of max|expected| > {tol:g}"
-
-
-def cluster_of(winv, r, gap=CLUSTER_GAP):
-    """Indices of the eigenvalue cluster holding mode r (relative gap on Winv).
-
-    A zero mode (NaN) is its own cluster, as in the goldens' cluster sizes.
-    """
-    w = np.real(winv)
-    if not np.isfinite(w[r]):
-        return np.array([r])
-    finite = np.flatnonzero(np.isfinite(w))
-    order = finite[np.argsort(w[finite], kind="stable")]
-    v = w[order]
-    rel = np.diff(v) / np.maximum(np.abs(v[1:]), np.abs(v[:-1]))
-    for group in np.split(order, np.flatnonzero(rel > gap) + 1):
-        if r in group:
-            return np.sort(group)
-    raise AssertionError("unreachable")
 
 
 def all_clusters(winv, gap=CLUSTER_GAP):

@@ -22,6 +22,11 @@ from parity.compare import compare_eigenspaces
 from parity.pytest_plugin import fixture_path_or_skip, golden_or_skip
 from parity.tiers import TIERS
 
+try:
+    from tests._helpers import np_, assert_rel, cluster_of
+except ImportError:  # tests/ on sys.path (pytest rootdir-relative import)
+    from _helpers import np_, assert_rel, cluster_of
+
 SMALL = ("5zck_p1_small", "7n2h_small")
 DIRECT = 1e-12
 DECOMP = 1e-9
@@ -32,42 +37,6 @@ PROJECTOR_TIER = replace(TIERS["decomposition"], atol=DECOMP)
 #: Max |Id_f32 - Id_f64| / max|Id_f64| on 5zck_p1_small: measured 5.7e-7 (x86_64 CPU,
 #: torch 2.x); asserted with ~20x margin.
 FLOAT32_BOUND = 1e-5
-
-
-def np_(x):
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def assert_rel(actual, expected, tol, what=""):
-    """Same shape, identical NaN pattern, max|a - e| <= tol * max|e| over finite entries."""
-    actual, expected = np_(actual), np_(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
-    assert np.array_equal(nan_a, nan_e), (
-        f"{what}: NaN pattern differs ({nan_a.sum()} vs {nan_e.sum()} NaN, "
-        f"{(nan_a != nan_e).sum()} mismatched)")
-    finite = ~nan_e
-    assert np.isfinite(actual[finite]).all() and np.isfinite(expected[finite]).all(), f"{what}: inf"
-    if not finite.any():
-        return
-    scale = np.abs(expected[finite]).max()
-    err = np.abs(actual[finite] - expected[finite]).max()
-    assert err <= tol * scale, f"{what}: max abs err {err:.3g} = {err / scale:.3g} of max|expected| > {tol:g}"
-
-
-def cluster_of(winv, r, gap=CLUSTER_GAP):
-    """Indices of the eigenvalue cluster holding mode r; a zero mode (NaN) is alone."""
-    w = np.real(np_(winv))
-    if not np.isfinite(w[r]):
-        return np.array([r])
-    finite = np.flatnonzero(np.isfinite(w))
-    order = finite[np.argsort(w[finite], kind="stable")]
-    v = w[order]
-    rel = np.diff(v) / np.maximum(np.abs(v[1:]), np.abs(v[:-1]))
-    for group in np.split(order, np.flatnonzero(rel > gap) + 1):
-        if r in group:
-            return np.sort(group)
-    raise AssertionError("unreachable")
 
 
 def finite_clusters(winv, gap=CLUSTER_GAP):
