@@ -28,7 +28,6 @@ import torch
 from . import stages_torch as st
 from . import structure
 from .errors import EryxInputError
-from .structure import ID_CELL_REF, N_CELL
 from .validation import (
     UNDEFINED_ADP_MESSAGE,
     check_common, check_memory, estimate_torch_memory, resolve_memory_limit,

@@ -12,7 +12,6 @@ selected stages agree, 1 when they diverge, 125 when the check cannot run here
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from .faults import inject

@@ -192,7 +192,7 @@ def _selection(args):
 
 def _context(args):
     from .faults import FAULTS
-    from .runner import DEFAULT_PARAMS, make_context
+    from .runner import make_context
 
     if getattr(args, "fault", None) and args.fault not in FAULTS:
         raise UsageError(f"unknown fault {args.fault!r}; known faults: {', '.join(FAULTS)}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import os
 import platform
 import socket
 import subprocess
@@ -25,7 +24,7 @@ from eryx.fixtures import resolve_fixture
 from eryx.validation import check_common, check_sampling
 
 from . import compare as cmp
-from .stages import PHASE_TITLES, STAGES, Stage, _np, _ref_bz_index, _real_checked, _ref_K, _t
+from .stages import Stage, _np, _ref_bz_index, _real_checked, _ref_K, _t
 from .tiers import resolve_tier
 
 SCHEMA_VERSION = 1
@@ -451,7 +450,3 @@ def run_parity(fixture: str, *, phases: Sequence[int] | None = None, stage_names
 
     ctx = make_context(fixture, **options)
     return execute(ctx, select(phases, stage_names), progress=progress, on_result=on_result)
-
-
-def phase_title(phase: int) -> str:
-    return PHASE_TITLES.get(phase, f"phase {phase}")

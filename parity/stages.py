@@ -111,10 +111,6 @@ def _ref_D(ctx) -> np.ndarray:
     return np.array([ctx.ref.Linv @ k @ ctx.ref.Linv.T for k in _ref_K(ctx)])
 
 
-def _ref_contacts(ctx) -> dict:
-    return ctx.cand.contacts
-
-
 def _crossfeed_hessian(ctx):
     c = ctx.cand
     Hi, He = st.hessian_unit_blocks(c.contacts, _t(ctx, ctx.ref.Amat), c.n_asu)
@@ -130,7 +126,7 @@ def _cand_F(ctx) -> torch.Tensor:
 
 
 def _crossfeed_F(ctx) -> torch.Tensor:
-    r, c, idx = ctx.ref, ctx.cand, ctx.q_sample
+    r, idx = ctx.ref, ctx.q_sample
     U = _t(ctx, r.crystal.adp[0] / (8 * math.pi**2))
     return st.structure_factors(_t(ctx, r.q_grid[idx]), _t(ctx, r.xyz), _t(ctx, r.ff_a[0]),
                                 _t(ctx, r.ff_b[0]), _t(ctx, r.ff_c[0]), U, _t(ctx, r.Amat))
