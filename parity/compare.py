@@ -753,6 +753,33 @@ class _ItemResult:
         return (not self.passed, not self.row["clustering_match"], self.proj_excess)
 
 
+#: Relative eigenvalue gap below which the projector allowance grows like 1 / gap.
+GAP_REFERENCE = 1e-4
+
+
+def _cluster_gaps(values: np.ndarray, clusters: list[np.ndarray]) -> list[float]:
+    """Relative gap of each cluster to the nearest eigenvalue outside it (inf if none).
+
+    Non-finite clusters (zero modes) get inf: their projector (the null space) does
+    not depend on a gap to the finite spectrum in this sense.
+    """
+    v = np.real(np.asarray(values, dtype=complex))
+    finite = np.isfinite(v)
+    out = []
+    for c in clusters:
+        inside = v[c][np.isfinite(v[c])]
+        mask = finite.copy()
+        mask[c] = False
+        if inside.size == 0 or not mask.any():
+            out.append(math.inf)
+            continue
+        others = v[mask]
+        diff = np.abs(inside[:, None] - others[None, :])
+        scale = np.maximum(np.abs(inside[:, None]), np.abs(others[None, :]))
+        out.append(float(np.min(diff / np.where(scale > 0, scale, 1.0))))
+    return out
+
+
 def _compare_item(b: tuple[int, ...], av: np.ndarray, aV: np.ndarray, ev: np.ndarray, eV: np.ndarray,
                   tier: Tier, rel_gap: float, locate: Locate | None,
                   matrix: np.ndarray | None, unitary: np.ndarray | None) -> _ItemResult:
@@ -767,6 +794,8 @@ def _compare_item(b: tuple[int, ...], av: np.ndarray, aV: np.ndarray, ev: np.nda
     # Projectors on the EXPECTED clusters, whatever the actual clustering: a
     # wrong eigenvector still shows up here with its size.
     max_abs, max_err, excess, worst, proj_ok = 0.0, 0.0, -math.inf, {}, True
+    tol = max(tier.rtol, tier.atol)
+    gaps = _cluster_gaps(ev, clusters_e)
     for k, (pa, pe) in enumerate(zip(spectral_projectors(av, aV, clusters_e),
                                      spectral_projectors(ev, eV, clusters_e))):
         d = _elementwise(pa, pe, tier)
@@ -775,17 +804,19 @@ def _compare_item(b: tuple[int, ...], av: np.ndarray, aV: np.ndarray, ev: np.nda
             continue
         cluster_abs = float(d.abs.max())
         max_abs = max(max_abs, cluster_abs)
-        max_err = max(max_err, cluster_abs / d.scale if d.scale > 0 else (math.inf if cluster_abs else 0.0))
+        err = cluster_abs / d.scale if d.scale > 0 else (math.inf if cluster_abs else 0.0)
+        max_err = max(max_err, err)
+        # Projectors are judged normwise (error relative to max|P|: a small entry carries
+        # the absolute error of the large ones). A cluster whose eigenvalue lies close to
+        # another's is ill-conditioned: its projector's round-off grows like eps / gap
+        # (Davis-Kahan), so the allowance grows with GAP_REFERENCE / gap below it.
+        proj_ok &= err <= tol * max(1.0, GAP_REFERENCE / gaps[k])
         if not worst or d.excess[at] > excess:
             excess = float(d.excess[at])
             worst = {"index": list(b), "location": location, "cluster": k,
                      "cluster_size": int(len(clusters_e[k])), "entry": list(at),
                      "expected": _scalar(pe[at]), "actual": _scalar(pa[at]),
                      "abs": float(d.abs[at]), "allowed": float(d.allowed[at])}
-    # Projector entries are judged normwise (error relative to max|P|): a small entry
-    # of a projector carries the absolute error of the large ones, so an element-wise
-    # rtol would fail correct decompositions.
-    proj_ok = max_err <= max(tier.rtol, tier.atol)
     if not proj_ok:
         reasons.append(f"projector error {max_err:.3g} (relative to max|P|) at {location}")
 
@@ -824,7 +855,9 @@ def compare_eigenspaces(actual_values: Any, actual_vectors: Any, expected_values
         Eigenvectors as columns (orthonormal ``U`` or mass-weighted ``V``).
     tier : Tier
         Applied element-wise to the eigenvalues; each cluster's projector passes
-        when ``max |P_a - P_e| / max |P_e| <= max(rtol, atol)`` (normwise).
+        when ``max |P_a - P_e| / max |P_e| <= max(rtol, atol) * max(1, 1e-4 / gap)``
+        (normwise; ``gap`` is the cluster's relative distance to the nearest other
+        eigenvalue, since a projector's round-off grows like eps / gap).
     rel_gap : float, default 1e-6
         Clustering threshold (:func:`cluster_eigenvalues`). Both clusterings
         must be identical; true gaps close to ``rel_gap`` would make this flaky.

@@ -609,3 +609,28 @@ def test_property_cross_cluster_mixing_is_caught_but_full_product_misses_it(size
     assert eig.max_rel > 1e-6
     full = compare_full_product(m @ crossed, m @ q, DECOMP)
     assert full.passed and full.kind == "full_product"
+
+
+def _pair_rotated(values, angle, i=0, j=1, seed=3):
+    """Orthonormal eigenvectors of a random Hermitian basis with modes i, j rotated by angle."""
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n)))
+    R = Q.copy()
+    c, s = np.cos(angle), np.sin(angle)
+    R[:, i], R[:, j] = c * Q[:, i] + s * Q[:, j], -s * Q[:, i] + c * Q[:, j]
+    return Q, R
+
+
+def test_projector_allowance_grows_only_for_near_degenerate_clusters():
+    from parity.compare import compare_eigenspaces
+    from parity.tiers import TIERS
+
+    tier = TIERS["decomposition"]  # 1e-10
+    close = np.array([1.0, 1.0 + 1e-5, 2.0, 3.0])  # relative gap 1e-5: allowance 1e-9
+    far = np.array([1.0, 1.5, 2.0, 3.0])  # relative gap 0.33: allowance 1e-10
+    for values, angle, ok in ((close, 2e-10, True), (close, 1e-7, False), (close, 1e-3, False),
+                              (far, 2e-10, False), (far, 1e-12, True)):
+        Q, R = _pair_rotated(values, angle)
+        result = compare_eigenspaces(values, R, values, Q, tier)
+        assert result.passed is ok, (values, angle, result.message)

@@ -102,10 +102,6 @@ def test_adp_scale_defined_or_refused_when_only_k0_is_sampled():
         run_parity("synth_triclinic", samplings=grid, stage_names=["Id"], progress=False)
 
 
-@pytest.mark.xfail(strict=True, reason="harness limitation: the eigenspace comparison clusters at a fixed "
-                   "relative gap of 1e-6 and allows a fixed 1e-10 projector error, but a projector's round-off "
-                   "grows like eps / gap: a pair 1.4e-5 apart (relative) differs by 1.08e-10 between two correct "
-                   "backends")
 def test_eigenspaces_near_degenerate_pair_found_by_exploration():
     grid = ((0, 0, 1), (2, 2, 2), (-2, 1, 1))
     params = {"gamma_intra": 1.6740729583837775, "gamma_inter": 1.8948381387380282,
