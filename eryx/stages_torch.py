@@ -199,10 +199,7 @@ def structure_factors_T(
     qT = q.T.contiguous()  # (3, n)
     q2 = torch.sum(qT * qT, dim=0)  # (n,)
     # Form factor and Debye-Waller factor depend on the atom, not on its ASU.
-    types, inverse = _unique_rows(torch.cat([ff_a, ff_b, ff_c[:, None]], dim=1))
-    stol2 = q2 / (16 * math.pi**2)
-    f_types = torch.sum(types[:, :4, None] * torch.exp(-types[:, 4:8, None] * stol2), dim=1) + types[:, 8, None]
-    amp = f_types.index_select(0, inverse) * torch.exp(-0.5 * U[:, None] * q2)  # (n_at, n)
+    amp = atomic_amplitudes(q2, *form_factor_types(ff_a, ff_b, ff_c), U)  # (n_at, n)
     phase = xyz @ qT  # (n_asu, n_at, n)
     # (re, im) stacked on a leading axis so that one real matmul contracts both.
     A = torch.stack([torch.cos(phase), torch.sin(phase)], dim=1) * amp  # (n_asu, 2, n_at, n)

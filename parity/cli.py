@@ -7,11 +7,11 @@ flagged regression), 2 a usage or input error (one line on stderr, no traceback)
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from .io import write_json
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 125
 
@@ -239,18 +239,6 @@ def format_table(result: dict) -> str:
                      f"{counts['fail']} failed, {counts['error']} errors of {n} stages ({result['duration_s']:.1f} s)")
         lines.append(f"  {(first.get('message') or '').splitlines()[0]}")
     return "\n".join(lines)
-
-
-def write_json(path: str | Path, payload) -> Path:
-    """Atomic JSON write that other tools can read (no NaN tokens)."""
-    from .compare import _json_safe
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(payload), indent=1, allow_nan=False))
-    os.replace(tmp, path)
-    return path
 
 
 # ----------------------------------------------------------------- commands

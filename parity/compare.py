@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from .io import json_safe
+
 from parity.tiers import Tier
 
 __all__ = [
@@ -95,7 +97,7 @@ class Comparison:
 
     def to_dict(self) -> dict:
         """JSON-safe dict: NaN/inf -> None, NumPy scalars -> Python, complex -> {"re", "im"}."""
-        return _json_safe({
+        return json_safe({
             "kind": self.kind,
             "passed": self.passed,
             "max_abs": self.max_abs,
@@ -107,27 +109,6 @@ class Comparison:
             "details": self.details,
         })
 
-
-def _json_safe(obj: Any) -> Any:
-    """Recursively turn ``obj`` into something ``json.dumps(allow_nan=False)`` accepts."""
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, (complex, np.complexfloating)):
-        return {"re": _json_safe(float(obj.real)), "im": _json_safe(float(obj.imag))}
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return str(obj)
 
 
 # --------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 import urllib.parse
 from base64 import b64encode
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import jinja2
 
+from parity.io import write_text_atomic
 from parity.history import HistoryStore, Regression, find_regressions, parse_timestamp
 
 __all__ = ["render_dashboard"]
@@ -76,7 +76,7 @@ def render_dashboard(store: HistoryStore, out: Path, *, regressions: Sequence[Re
         "recent_limit": recent,
     }
     html = _environment().get_template(_TEMPLATE_NAME).render(**context)
-    _atomic_write_text(out, html)
+    write_text_atomic(out, html)
     return out
 
 
@@ -318,23 +318,3 @@ def timing_figure(title: str, runs: Sequence[Mapping[str, Any]]) -> str:
 
 def _nan_if_none(value: float | None) -> float:
     return math.nan if value is None else float(value)
-
-
-# --------------------------------------------------------------------------- output
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + ``os.replace`` (readers never see half a page)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent,
-                                         prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o644)  # mkstemp's 0600 would hide the page from a web server
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise

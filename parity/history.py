@@ -77,6 +77,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from .io import json_safe
+
 __all__ = [
     "SCHEMA_VERSION",
     "DEFAULT_PATH",
@@ -285,26 +287,8 @@ def validate_result(result: Any) -> None:
 # --------------------------------------------------------------------------- JSON helpers
 
 
-def _json_safe(value: Any) -> Any:
-    """Return ``value`` as plain JSON types; NaN/inf become None (as in result files)."""
-    if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if hasattr(value, "tolist"):  # numpy arrays and scalars without importing numpy
-        return _json_safe(value.tolist())
-    return str(value)
-
-
 def _dumps(value: Any) -> str:
-    return json.dumps(_json_safe(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return json.dumps(json_safe(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _real_or_none(value: Any) -> float | None:

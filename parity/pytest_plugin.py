@@ -69,7 +69,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     runs = getattr(session.config, "_parity_results", {})
     if not path or not runs:
         return
-    from .cli import write_json
+    from .io import write_json
     from .runner import assemble_result
 
     out = [assemble_result(run["ctx"], run["records"], started_at=run["started_at"],

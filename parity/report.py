@@ -27,9 +27,10 @@ import math
 import numbers
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from .io import write_text_atomic
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -883,25 +884,6 @@ def _environment() -> Any:
     return env
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report from a web server
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def render_report(result: dict, path: str | os.PathLike[str] | None = None) -> str:
     """Render a parity result as one self-contained HTML page.
 
@@ -934,5 +916,5 @@ def render_report(result: dict, path: str | os.PathLike[str] | None = None) -> s
     _validate(result, "result")
     html = _environment().get_template(_TEMPLATE_NAME).render(**_context(result))
     if path is not None:
-        _write_atomic(Path(path), html)
+        write_text_atomic(Path(path), html)
     return html

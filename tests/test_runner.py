@@ -11,7 +11,7 @@ import pytest
 
 from eryx import models as npm
 from eryx.errors import EryxInputError
-from parity import compare
+from parity.io import json_safe
 from parity.runner import (
     DEFAULT_PARAMS, SCHEMA_VERSION, assemble_result, make_context, run_parity, run_stage,
 )
@@ -122,7 +122,7 @@ def test_fault_result_matches_the_schema_and_is_valid_json(bz_fault_result):
     _check_schema(bz_fault_result)
     assert bz_fault_result["passed"] is False and bz_fault_result["fault"] == "bz_off_by_one"
     assert bz_fault_result["first_failure"] == "bz_index"
-    text = json.dumps(compare._json_safe(bz_fault_result), allow_nan=False)
+    text = json.dumps(json_safe(bz_fault_result), allow_nan=False)
     back = json.loads(text)
     assert back["first_failure"] == "bz_index" and len(back["stages"]) == len(STAGES)
     # the NaN the reference has at a Bragg point (and the fault does not) is written as null
@@ -130,11 +130,11 @@ def test_fault_result_matches_the_schema_and_is_valid_json(bz_fault_result):
 
 
 def test_json_safe_turns_non_finite_into_null(clean_result):
-    text = json.dumps(compare._json_safe(clean_result), allow_nan=False)
+    text = json.dumps(json_safe(clean_result), allow_nan=False)
     assert json.loads(text)["passed"] is True
     odd = {"nan": float("nan"), "inf": np.float64(np.inf), "arr": np.array([1.0, np.nan]), "c": 1 + 2j,
            "i": np.int64(3), "b": np.bool_(True), "t": (1, 2)}
-    safe = json.loads(json.dumps(compare._json_safe(odd), allow_nan=False))
+    safe = json.loads(json.dumps(json_safe(odd), allow_nan=False))
     assert safe == {"nan": None, "inf": None, "arr": [1.0, None], "c": {"re": 1.0, "im": 2.0}, "i": 3,
                     "b": True, "t": [1, 2]}
     with pytest.raises(ValueError):
