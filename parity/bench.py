@@ -758,7 +758,8 @@ def main(quick: bool = False, json_path: str | os.PathLike | None = None, device
     """
     import torch
 
-    from .cli import UsageError, write_json
+    from .io import write_json
+    from .options import UsageError
 
     if target_s is None:
         target_s = 1.0 if quick else 2.0

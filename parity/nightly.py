@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli import UsageError
+from .options import UsageError
 
 __all__ = ["Matrix", "MatrixError", "default_matrix", "load_matrix", "run_nightly", "crash_result"]
 
@@ -128,7 +128,7 @@ def _grid(value: Any, fixture: str, where: str) -> tuple[tuple[int, int, int], .
     from eryx.errors import EryxInputError
     from eryx.validation import check_sampling
 
-    from .cli import parse_grid
+    from .options import parse_grid
 
     try:
         if isinstance(value, str):

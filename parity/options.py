@@ -1,0 +1,60 @@
+"""What the CLI and its subcommands share: exit codes, the usage error, option parsers.
+
+Lives below :mod:`parity.cli` so that ``bench``, ``nightly`` and the CLI can all import
+it without importing each other.
+"""
+from __future__ import annotations
+
+import argparse
+
+EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 125
+
+
+class UsageError(Exception):
+    """Bad options or input: reported in one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors: one line, exit 2
+        raise UsageError(message)
+
+
+_Parser = Parser  # the name cli.py used
+
+
+# ------------------------------------------------------------------ parsing
+def parse_sampling(text: str) -> tuple[int, int, int]:
+    """``'-2,2,2'`` -> (-2, 2, 2); integers only."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 3:
+        raise UsageError(f"malformed sampling {text!r}: expected 'min,max,oversampling', e.g. -2,2,2")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"malformed sampling {text!r}: bounds and oversampling must be integers") from None
+    return values  # type: ignore[return-value]
+
+
+def parse_grid(text: str | None) -> tuple[tuple[int, int, int], ...] | None:
+    """``'-2,2,2'`` (all axes) or ``'-4,4,3;-17,17,3;-29,29,3'`` (h;k;l)."""
+    if text is None:
+        return None
+    axes = [a for a in str(text).replace(" ", "").split(";") if a]
+    if len(axes) == 1:
+        axes = axes * 3
+    if len(axes) != 3:
+        raise UsageError(f"malformed --grid {text!r}: give one 'min,max,L' for all axes or three separated by ';'")
+    return tuple(parse_sampling(a) for a in axes)
+
+
+def parse_phases(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        phases = sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError:
+        raise UsageError(f"malformed --phases {text!r}: expected e.g. 1,2,3,4") from None
+    bad = [p for p in phases if p not in (1, 2, 3, 4)]
+    if bad:
+        raise UsageError(f"unknown phase(s) {bad}: phases are 1, 2, 3, 4")
+    return phases
