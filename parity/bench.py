@@ -103,7 +103,7 @@ def grid_label(grid: Sequence[Sequence[int]]) -> str:
 
 def q_sample_indices(grid: Sequence[Sequence[int]], size: int | None = None) -> np.ndarray:
     """The harness's fixed, evenly spread q sample (the phase-2 stages' points)."""
-    from .runner import Q_SAMPLE_SIZE
+    from .spec import Q_SAMPLE_SIZE
 
     n_q = grid_points(grid)
     size = Q_SAMPLE_SIZE if size is None else size

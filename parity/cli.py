@@ -1,32 +1,51 @@
 """The ``parity`` console command.
 
-Exit codes: ``run``/``bisect``/``nightly``: 0 everything agrees, 1 a divergence (or a
-flagged regression), 2 a usage or input error (one line on stderr, no traceback).
-``check`` (for ``git bisect run``): 0 agree, 1 diverge, 125 cannot run here.
+Exit codes (``run``, ``bisect``, ``compare``, ``nightly``):
+
+- 0: every selected stage was compared and agrees;
+- 1: a divergence (a stage failed, or a backend raised: a broken candidate is a divergence,
+  reported in full, never "bad input");
+- 2: a usage or input error, refused before either backend ran or refused by the reference
+  too (one line on stderr naming the problem, no traceback, nothing written);
+- 3: incomplete: nothing diverged, but an end-to-end map stage compared nothing (not
+  comparable); skip it explicitly (``--skip``) to accept that;
+- 130: interrupted (Ctrl-C); nothing partial is left behind.
+
+``check`` (for ``git bisect run``): 0 agree, 1 diverge, 125 cannot run here or not
+comparable (git bisect skips the commit), 128 usage error (aborts ``git bisect run``).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from .io import write_json
-
-from .options import (EXIT_DIVERGED, EXIT_OK, EXIT_SKIP, EXIT_USAGE, UsageError, _Parser,  # noqa: F401
+from .io import check_distinct_outputs, check_output_path, json_safe
+from .options import (EXIT_DIVERGED, EXIT_OK, EXIT_SKIP, EXIT_USAGE, Parser, UsageError,  # noqa: F401
                       parse_grid, parse_phases, parse_sampling)
 
+EXIT_INCOMPLETE = 3
+EXIT_ABORT_BISECT = 128
+EXIT_INTERRUPTED = 130
 
+
+# ------------------------------------------------------------------ options
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("fixture, grid and model")
-    g.add_argument("--fixture", default=None, help="fixture name or PDB path (default: the built-in 'synthetic')")
+    g.add_argument("--fixture", default=None, help="fixture name or PDB path (default: the built-in 'synthetic', "
+                   "or the reference dump's)")
     g.add_argument("--fixtures-dir", default=None, help="directory of NAME.pdb fixtures (default: $ERYX_FIXTURES_DIR)")
     g.add_argument("--grid", default=None, metavar="SAMPLING",
                    help="h,k,l sampling: 'min,max,L' for every axis or 'h;k;l' triples, e.g. "
-                        "--grid='-4,4,3;-17,17,3;-29,29,3' (use '=' before a leading minus)")
-    g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+                        "--grid='-4,4,3;-17,17,3;-29,29,3' (use '=' before a leading minus); default: the "
+                        "fixture's default grid, which has an odd oversampling on one axis so that phase-sign "
+                        "errors show")
+    g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default cpu)")
     g.add_argument("--dtype", default="float64", choices=("float64", "float32"),
-                   help="working precision of the torch backend (default float64)")
+                   help="working precision of the candidate (default float64)")
     g.add_argument("--gnm-cutoff", type=float, default=None, help="contact distance in A (default 4.0)")
     g.add_argument("--gamma-intra", type=float, default=None, help="intra-ASU spring constant (default 1.0)")
     g.add_argument("--gamma-inter", type=float, default=None, help="inter-ASU spring constant (default 1.0)")
@@ -34,13 +53,31 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-expand-p1", action="store_true", help="take the file as the whole cell (one ASU)")
 
 
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("backends (see 'parity backends')")
+    g.add_argument("--reference", default=None, metavar="NAME",
+                   help="reference backend: a registered name or module:callable (default numpy)")
+    g.add_argument("--candidate", default=None, metavar="NAME",
+                   help="candidate backend: a registered name or module:callable (default torch)")
+    g.add_argument("--reference-path", default=None, metavar="DIR", help="checkout the reference loads its code from")
+    g.add_argument("--candidate-path", default=None, metavar="DIR", help="checkout the candidate loads its code from")
+    g.add_argument("--reference-python", default=None, metavar="PYTHON",
+                   help="interpreter for a subprocess reference (default: this one)")
+    g.add_argument("--candidate-python", default=None, metavar="PYTHON",
+                   help="interpreter for a subprocess candidate, e.g. a virtualenv with its own pins")
+    g.add_argument("--reference-dump", default=None, metavar="FILE",
+                   help="compare against a stored dump ('parity dump') instead of a live reference")
+
+
 def _add_selection_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("stages and tolerances")
     g.add_argument("--phases", default=None, help="comma-separated phases to run, e.g. 1,2 (default all)")
     g.add_argument("--stages", default=None, help="comma-separated stage names (see 'parity stages')")
+    g.add_argument("--skip", default=None, metavar="STAGES",
+                   help="comma-separated stages not to run (e.g. map stages a reference cannot provide)")
     g.add_argument("--tier", action="append", default=[], metavar="NAME=RTOL[,ATOL]",
                    help="override a tolerance tier (repeatable); also [tool.parity.tiers.NAME] in pyproject.toml")
-    g.add_argument("--fault", default=None, help="inject a named fault into the torch backend (see 'parity faults')")
+    g.add_argument("--fault", default=None, help="inject a named fault into the candidate (see 'parity faults')")
 
 
 def _add_output_options(p: argparse.ArgumentParser, html: bool = True) -> None:
@@ -48,35 +85,63 @@ def _add_output_options(p: argparse.ArgumentParser, html: bool = True) -> None:
     g.add_argument("--json", default=None, metavar="FILE", help="write the result as JSON")
     if html:
         g.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML report")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (bars are drawn only on a terminal)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="parity", description="Prove, phase by phase, that the PyTorch OnePhonon "
-                     "reproduces the NumPy reference.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = Parser(prog="parity", description="Prove, phase by phase, whether two OnePhonon implementations agree.",
+                    epilog="Exit codes: 0 agree, 1 diverge, 2 usage/input error, 3 incomplete, 130 interrupted.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    p = sub.add_parser("run", help="compare the backends stage by stage and print the phase table",
+    p = sub.add_parser("run", help="compare two backends stage by stage and print the phase table",
                        description="Run every stage (or a selection) on one fixture. Exit 0 when all agree, "
-                                   "1 on any divergence, 2 on a usage or input error.")
-    _add_model_options(p), _add_selection_options(p), _add_output_options(p)
+                                   "1 on any divergence, 2 on a usage or input error, 3 when a map stage "
+                                   "compared nothing.")
+    _add_model_options(p), _add_backend_options(p), _add_selection_options(p), _add_output_options(p)
 
     p = sub.add_parser("report", help="render a saved JSON result as an HTML report")
     p.add_argument("result", help="result JSON written by 'parity run --json'")
     p.add_argument("--out", default=None, help="HTML file (default: RESULT with .html)")
 
     p = sub.add_parser("bisect", help="find the root-cause stage(s) of a divergence by cross-feeding",
-                       description="Run the stages; re-run each diverging torch stage on the NumPy "
-                                   "reference's inputs. Still diverging: root cause; agreeing: inherited.")
-    _add_model_options(p), _add_selection_options(p), _add_output_options(p)
+                       description="Run the stages; re-run each diverging candidate stage on the reference's "
+                                   "inputs. Still diverging: root cause; agreeing: inherited.")
+    _add_model_options(p), _add_backend_options(p), _add_selection_options(p), _add_output_options(p)
 
-    p = sub.add_parser("check", help="exit code for 'git bisect run': 0 agree, 1 diverge, 125 cannot run",
-                       description="Check one stage or phase, for 'git bisect run parity check ...'.")
-    _add_model_options(p)
+    p = sub.add_parser("check", help="exit code for 'git bisect run': 0 agree, 1 diverge, 125 skip, 128 abort",
+                       description="Check one stage or phase, for 'git bisect run parity check ...'. Exit 0 "
+                                   "agree, 1 diverge, 125 cannot run at this commit or not comparable (skip), "
+                                   "128 usage error (aborts the bisection).")
+    _add_model_options(p), _add_backend_options(p)
     p.add_argument("--stage", default=None, help="stage name to check")
-    p.add_argument("--phase", type=int, default=None, choices=(1, 2, 3, 4), help="phase to check")
+    p.add_argument("--phase", default=None, help="phase to check (1-4)")
     p.add_argument("--tier", action="append", default=[], metavar="NAME=RTOL[,ATOL]",
                    help="override a tolerance tier (repeatable)")
+    p.add_argument("--fault", default=None, help="inject a named fault into the candidate (see 'parity faults')")
+
+    p = sub.add_parser("dump", help="write every quantity a backend provides to one .npz file",
+                       description="Compute every quantity of the contract that the backend provides and write "
+                                   "them, each under its stage name, with a manifest, to one .npz (readable with "
+                                   "numpy.load, no pickle). Compare dumps with 'parity compare'.")
+    _add_model_options(p)
+    g = p.add_argument_group("backend and output")
+    g.add_argument("--backend", default="torch", metavar="NAME", help="backend to dump (default torch)")
+    g.add_argument("--backend-path", default=None, metavar="DIR", help="checkout the backend loads its code from")
+    g.add_argument("--backend-python", default=None, metavar="PYTHON", help="interpreter for a subprocess backend")
+    g.add_argument("--fault", default=None, help="inject a named fault (torch backend)")
+    g.add_argument("--out", required=True, metavar="FILE", help="the .npz file to write")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("compare", help="compare two dumps stage by stage (same table, report and exit codes)",
+                       description="Compare two dumps written by 'parity dump' through the same registry and "
+                                   "tiers as 'parity run'. Refuses dumps made from other inputs.")
+    p.add_argument("REF", help="the reference dump (.npz)")
+    p.add_argument("CAND", help="the candidate dump (.npz)")
+    p.add_argument("--fixtures-dir", default=None, help=argparse.SUPPRESS)
+    _add_selection_options(p), _add_output_options(p)
+
+    p = sub.add_parser("backends", help="list the registered backends and what each provides")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
 
     p = sub.add_parser("bench", help="benchmarks: NumPy vs torch, per phase and end to end")
     p.add_argument("--quick", action="store_true", help="small grids only (a minute)")
@@ -105,9 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------ helpers
 def _model_params(args) -> dict:
     params = {}
-    for opt, key in (("gnm_cutoff", "gnm_cutoff"), ("gamma_intra", "gamma_intra"),
-                     ("gamma_inter", "gamma_inter"), ("res_limit", "res_limit")):
-        value = getattr(args, opt, None)
+    for key in ("gnm_cutoff", "gamma_intra", "gamma_inter", "res_limit"):
+        value = getattr(args, key, None)
         if value is not None:
             params[key] = value
     if getattr(args, "no_expand_p1", False):
@@ -118,7 +182,10 @@ def _model_params(args) -> dict:
 def _tier_overrides(texts: Sequence[str]) -> dict:
     from .tiers import TIERS, load_overrides, parse_tier_override
 
-    overrides = load_overrides()
+    try:
+        overrides = load_overrides()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     for text in texts:
         try:
             name, values = parse_tier_override(text)
@@ -130,142 +197,297 @@ def _tier_overrides(texts: Sequence[str]) -> dict:
     return overrides
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in (text or "").split(",") if n.strip()] or None
+
+
 def _selection(args):
     from .stages import select
 
     phases = parse_phases(getattr(args, "phases", None))
-    names = [n.strip() for n in (getattr(args, "stages", None) or "").split(",") if n.strip()] or None
+    names, skip = _names(getattr(args, "stages", None)), _names(getattr(args, "skip", None))
     try:
-        chosen = select(phases, names)
+        chosen = select(phases, names, skip)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
     if not chosen:
-        raise UsageError(f"--phases {args.phases} and --stages {args.stages} select no stage together")
+        raise UsageError("--phases, --stages and --skip select no stage together")
     return chosen
 
 
-def _context(args):
-    from .faults import FAULTS
-    from .runner import make_context
+def _dump_defaults(path: str | None) -> dict:
+    """Fixture, grid and parameters of a reference dump (what the options leave open)."""
+    if not path:
+        return {}
+    from .backends.dump import DumpError, read_manifest
 
-    if getattr(args, "fault", None) and args.fault not in FAULTS:
-        raise UsageError(f"unknown fault {args.fault!r}; known faults: {', '.join(FAULTS)}")
+    try:
+        manifest = read_manifest(path)
+    except DumpError as exc:
+        raise UsageError(str(exc)) from None
+    spec = manifest["spec"]
+    return {"fixture": spec["fixture"], "samplings": tuple(tuple(s) for s in spec["samplings"]),
+            "params": dict(spec["params"])}
+
+
+def _spec_options(args, defaults: dict | None = None) -> dict:
+    """The fixture, grid, model, device and dtype options as ``make_run`` keywords."""
     from eryx.fixtures import DEFAULT_FIXTURE
 
-    return make_context(args.fixture or DEFAULT_FIXTURE, samplings=parse_grid(args.grid),
-                        params=_model_params(args), device=args.device, dtype=args.dtype,
-                        tier_overrides=_tier_overrides(getattr(args, "tier", [])),
-                        fixtures_dir=args.fixtures_dir, fault=getattr(args, "fault", None))
+    defaults = defaults or {}
+    return {"fixture": args.fixture or defaults.get("fixture") or DEFAULT_FIXTURE,
+            "samplings": parse_grid(args.grid) or defaults.get("samplings"),
+            "params": {**defaults.get("params", {}), **_model_params(args)},
+            "device": args.device, "dtype": args.dtype, "fixtures_dir": args.fixtures_dir,
+            "fault": getattr(args, "fault", None)}
 
 
-def _fmt(x) -> str:
-    return "-" if x is None else f"{x:.2e}"
+def _run(args, *, build: bool = True):
+    """Validate every option, resolve the backends, build both sessions."""
+    from .runner import DEFAULT_CANDIDATE, DEFAULT_REFERENCE, make_run
+
+    dump = getattr(args, "reference_dump", None)
+    if dump and getattr(args, "reference", None) not in (None, "dump"):
+        raise UsageError("give either --reference or --reference-dump, not both")
+    return make_run(**_spec_options(args, _dump_defaults(dump)),
+                    tier_overrides=_tier_overrides(getattr(args, "tier", [])),
+                    reference="dump" if dump else (args.reference or DEFAULT_REFERENCE),
+                    candidate=args.candidate or DEFAULT_CANDIDATE,
+                    reference_path=dump or args.reference_path, candidate_path=args.candidate_path,
+                    reference_python=args.reference_python, candidate_python=args.candidate_python, build=build)
 
 
-def format_table(result: dict) -> str:
-    """The phase-by-phase table printed by ``parity run``."""
-    from .stages import PHASE_TITLES
-
-    lines = [f"parity {result['fixture']}  grid {result['grid']['hsampling']} {result['grid']['ksampling']} "
-             f"{result['grid']['lsampling']}  device {result['device']} ({result['device_name']})  dtype {result['dtype']}"
-             + (f"  FAULT {result['fault']}" if result.get("fault") else "")]
-    header = f"  {'stage':<18} {'tier':<15} {'status':<15} {'max abs':>9} {'max rel':>9}  worst location"
-    phase = None
-    for s in result["stages"]:
-        if s["phase"] != phase:
-            phase = s["phase"]
-            lines += ["", f"Phase {phase}: {PHASE_TITLES.get(phase, '')}", header]
-        status = s["status"].upper() if s["status"] != "pass" else "pass"
-        where = (s.get("worst") or {}).get("location") or "" if s.get("max_abs") else ""
-        if s["status"] in ("not_comparable", "error"):
-            where = (s.get("message") or "").splitlines()[0][:70]
-        lines.append(f"  {s['name']:<18} {s['tier']:<15} {status:<15} {_fmt(s['max_abs']):>9} "
-                     f"{_fmt(s['max_rel']):>9}  {where}")
-    n = len(result["stages"])
-    counts = {k: sum(1 for s in result["stages"] if s["status"] == k) for k in ("pass", "fail", "error", "not_comparable")}
-    lines.append("")
-    if result["passed"]:
-        nc = f", {counts['not_comparable']} not comparable" if counts["not_comparable"] else ""
-        lines.append(f"PASSED: {counts['pass']} of {n} stages agree{nc} ({result['duration_s']:.1f} s)")
-    else:
-        first = next(s for s in result["stages"] if s["name"] == result["first_failure"])
-        lines.append(f"DIVERGED: first failure {first['name']} (phase {first['phase']}); "
-                     f"{counts['fail']} failed, {counts['error']} errors of {n} stages ({result['duration_s']:.1f} s)")
-        lines.append(f"  {(first.get('message') or '').splitlines()[0]}")
-    return "\n".join(lines)
+def _check_outputs(args, inputs: dict | None = None) -> None:
+    """Refuse, before any work, outputs that cannot or must not be written."""
+    outputs = {"--json": getattr(args, "json", None) if isinstance(getattr(args, "json", None), str) else None,
+               "--html": getattr(args, "html", None), "--out": getattr(args, "out", None)}
+    try:
+        check_distinct_outputs({**(inputs or {}), **outputs})
+        for option, path in outputs.items():
+            if path:
+                check_output_path(path, option)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
-# ----------------------------------------------------------------- commands
-def _execute(args) -> tuple:
-    """Validate the options, run the selected stages: (context, result)."""
-    from .runner import execute
+def write_together(files: dict[Path, str]) -> None:
+    """Write every file or none: all to temporary files first, then replace them with Ctrl-C held off."""
+    import os
+    import tempfile
 
-    stages = _selection(args)
-    ctx = _context(args)
-    return ctx, execute(ctx, stages, progress=False if args.no_progress else None)
-
-
-def cmd_run(args) -> int:
-    _, result = _execute(args)
-    print(format_table(result))
-    _outputs(args, result)
-    return EXIT_OK if result["passed"] else EXIT_DIVERGED
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+        blocked = hasattr(signal, "pthread_sigmask")
+        if blocked:
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for tmp, path in temps:
+                os.replace(tmp, path)
+        finally:
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    finally:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def _outputs(args, result) -> None:
-    if args.json:
-        write_json(args.json, result)
-        print(f"JSON result: {args.json}")
+    files: dict[Path, str] = {}
+    if getattr(args, "json", None):
+        files[Path(args.json)] = json.dumps(json_safe(result), indent=1, allow_nan=False)
     if getattr(args, "html", None):
         from .report import render_report
 
-        render_report(result, Path(args.html))
-        print(f"HTML report: {args.html}")
+        files[Path(args.html)] = render_report(result)
+    write_together(files)
+    for option, label in (("json", "JSON result"), ("html", "HTML report")):
+        if getattr(args, option, None):
+            print(f"{label}: {getattr(args, option)}")
+
+
+def _exit_code(result: dict) -> int:
+    return {"pass": EXIT_OK, "incomplete": EXIT_INCOMPLETE}.get(result.get("verdict", ""), EXIT_DIVERGED)
+
+
+# ----------------------------------------------------------------- commands
+def cmd_run(args) -> int:
+    from .runner import execute
+    from .terminal import format_table
+
+    _check_outputs(args, {"--reference-dump": getattr(args, "reference_dump", None)})
+    stages = _selection(args)
+    run = _run(args)
+    result = execute(run, stages, progress=False if args.no_progress else None)
+    _diagnose(run, result)
+    print(format_table(result))
+    _outputs(args, result)
+    return _exit_code(result)
+
+
+def _diagnose(run, result) -> None:
+    """Add divergence signatures to the failing stages (never changes a verdict)."""
+    try:
+        from .diagnosis import diagnose_result
+    except ImportError:
+        return
+    diagnose_result(run, result)
 
 
 def cmd_report(args) -> int:
     from .report import load_result, render_report
 
+    out = Path(args.out) if args.out else Path(args.result).with_suffix(".html")
+    args.out = str(out)
+    _check_outputs(args, {"RESULT": args.result})
     try:
         result = load_result(args.result)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    out = Path(args.out) if args.out else Path(args.result).with_suffix(".html")
-    render_report(result, out)
+    write_together({out: render_report(result)})
     print(f"HTML report: {out}")
     return EXIT_OK
 
 
 def cmd_bisect(args) -> int:
     from .bisect import classify, format_bisect
+    from .runner import execute
+    from .terminal import format_summary
 
-    ctx, result = _execute(args)
-    verdicts = classify(ctx, result["stages"])
+    _check_outputs(args, {"--reference-dump": getattr(args, "reference_dump", None)})
+    stages = _selection(args)
+    run = _run(args)
+    result = execute(run, stages, progress=False if args.no_progress else None)
+    _diagnose(run, result)
+    verdicts = classify(run, result["stages"])
     result["bisect"] = verdicts.to_dict()
     print(format_bisect(verdicts))
+    print(format_summary(result))
     _outputs(args, result)
-    return EXIT_OK if verdicts.first_divergence is None else EXIT_DIVERGED
+    return _exit_code(result)
 
 
 def cmd_check(args) -> int:
-    """For git bisect run: never exit 2 (git bisect would treat it as 'bad')."""
+    """For git bisect run: 0 agree, 1 diverge, 125 skip (cannot run / not comparable), 128 usage error."""
     try:
-        from .runner import run_stages
         from .stages import get_stage, select
-
+    except Exception as exc:  # the package does not import at this commit
+        print(f"parity check: cannot run here ({type(exc).__name__}: {exc}); skipping (125)", file=sys.stderr)
+        return EXIT_SKIP
+    if bool(args.stage) == bool(args.phase):
+        print("parity check: error: give exactly one of --stage NAME or --phase N; aborting the bisection (128)",
+              file=sys.stderr)
+        return EXIT_ABORT_BISECT
+    try:
         if args.stage:
             stages = [get_stage(args.stage)]
         else:
-            stages = select([args.phase] if args.phase else None)
-        ctx = _context(args)
-        records = run_stages(ctx, stages, progress=False)
-    except Exception as exc:  # import errors, missing fixtures, bad options at this commit
+            phases = parse_phases(args.phase)
+            stages = select(phases)
+    except (KeyError, UsageError) as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        print(f"parity check: error: {msg}; aborting the bisection (128)", file=sys.stderr)
+        return EXIT_ABORT_BISECT
+    try:
+        from .runner import run_stages
+
+        run = _run(args)
+        records = run_stages(run, stages, progress=False)
+    except UsageError as exc:  # malformed options: the same at every commit
+        print(f"parity check: error: {exc}; aborting the bisection (128)", file=sys.stderr)
+        return EXIT_ABORT_BISECT
+    except Exception as exc:  # missing fixture, bad input or import error at this commit
         print(f"parity check: cannot run here ({type(exc).__name__}: {exc}); skipping (125)", file=sys.stderr)
         return EXIT_SKIP
-    bad = [r for r in records if r["status"] in ("fail", "error")]
     for r in records:
-        print(f"{r['name']}: {r['status']}")
-    return EXIT_DIVERGED if bad else EXIT_OK
+        print(f"{r['name']}: {r['status']}" + (f" ({(r.get('message') or '').splitlines()[0]})"
+                                                if r["status"] != "pass" and r.get("message") else ""))
+    if any(r["status"] in ("fail", "error") for r in records):
+        return EXIT_DIVERGED
+    if any(r["status"] == "not_comparable" for r in records):
+        print("parity check: not comparable at this commit; skipping (125)", file=sys.stderr)
+        return EXIT_SKIP
+    return EXIT_OK
+
+
+def cmd_dump(args) -> int:
+    from .backends.dump import write_dump
+    from .runner import make_run
+
+    _check_outputs(args)
+    run = make_run(**_spec_options(args), reference=args.backend, candidate=args.backend, reference_path=args.backend_path,
+                   candidate_path=args.backend_path, reference_python=args.backend_python,
+                   candidate_python=args.backend_python, build=False)
+    session = run.cand
+    show = sys.stderr.isatty() and not args.no_progress
+    if show:
+        from tqdm.auto import tqdm
+
+        from .quantities import QUANTITY_NAMES
+
+        bar = tqdm(total=len(QUANTITY_NAMES), desc=f"dump {args.backend}", unit="quantity", leave=False)
+        on_quantity = lambda name: (bar.set_postfix_str(name), bar.update(1))  # noqa: E731
+    else:
+        on_quantity = None
+    manifest = write_dump(session, args.out, on_quantity=on_quantity)
+    n, missing, errors = len(manifest["quantities"]), manifest["missing"], manifest["errors"]
+    print(f"dump: {args.out}: {n} quantities of backend {args.backend} ({manifest['compute_seconds']:.1f} s)"
+          + (f"; not provided: {', '.join(missing)}" if missing else "")
+          + (f"; ERRORS: {', '.join(errors)}" if errors else ""))
+    if manifest.get("build_error"):
+        print(f"  construction failed: {manifest['build_error']['message']}")
+    return EXIT_DIVERGED if errors or manifest.get("build_error") else EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from .backends.dump import DumpBackend, DumpError
+    from .runner import Run, build_sessions, execute
+    from .terminal import format_table
+
+    _check_outputs(args, {"REF": args.REF, "CAND": args.CAND})
+    stages = _selection(args)
+    try:
+        ref, cand = DumpBackend(path=args.REF), DumpBackend(path=args.CAND)
+        spec = ref.spec
+        cand.check_spec(spec)
+    except DumpError as exc:
+        raise UsageError(str(exc)) from None
+    spec = type(spec)(**{**spec.__dict__, "dtype": cand.spec.dtype, "device": cand.spec.device})
+    run = Run(spec=spec, reference=ref, candidate=cand, ref=ref.open(spec), cand=cand.open(spec),
+              tier_overrides=_tier_overrides(args.tier))
+    build_sessions(run)
+    result = execute(run, stages, progress=False if args.no_progress else None)
+    _diagnose(run, result)
+    print(format_table(result))
+    _outputs(args, result)
+    return _exit_code(result)
+
+
+def cmd_backends(args) -> int:
+    from .backends import describe_backends
+
+    rows = describe_backends()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return EXIT_OK
+    for row in rows:
+        print(f"{row['name']:<14} {row.get('description') or row.get('error', '')}")
+        print(f"{'':<14} from {row['target']}")
+        if row.get("provides") is not None:
+            print(f"{'':<14} provides {len(row['provides'])}: {', '.join(row['provides'])}")
+        else:
+            print(f"{'':<14} provides: what its dump or checkout holds (listed per run)")
+        if row.get("crossfeeds"):
+            print(f"{'':<14} cross-feeds {len(row['crossfeeds'])}: {', '.join(row['crossfeeds'])}")
+    return EXIT_OK
 
 
 def cmd_stages(args) -> int:
@@ -315,9 +537,9 @@ def cmd_dashboard(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "bisect": cmd_bisect, "check": cmd_check,
-            "stages": cmd_stages, "faults": cmd_faults, "bench": cmd_bench, "nightly": cmd_nightly,
-            "dashboard": cmd_dashboard}
+COMMANDS = {"run": cmd_run, "report": cmd_report, "bisect": cmd_bisect, "check": cmd_check, "dump": cmd_dump,
+            "compare": cmd_compare, "backends": cmd_backends, "stages": cmd_stages, "faults": cmd_faults,
+            "bench": cmd_bench, "nightly": cmd_nightly, "dashboard": cmd_dashboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -328,10 +550,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("parity: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except UsageError as exc:
         print(f"parity: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         # EryxInputError (a ValueError), unknown names, unreadable files, HistoryError below
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"parity: error: {msg}", file=sys.stderr)

@@ -67,3 +67,53 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
     """Atomic JSON write that other tools can read (no NaN tokens)."""
     return write_text_atomic(path, json.dumps(json_safe(payload), indent=1, allow_nan=False))
+
+
+class OutputPathError(ValueError):
+    """An output location the harness must not or cannot write (a usage error, exit 2)."""
+
+
+def check_output_path(path: str | os.PathLike, option: str = "output") -> Path:
+    """Refuse, before any work, an output that is not a regular file or a new path in a writable folder.
+
+    The atomic writer replaces whatever stands at the target: a device (``/dev/null``), a
+    folder, a FIFO or a symbolic link would be destroyed or silently replaced. Missing
+    parent folders are allowed (they are created) when the nearest existing ancestor is a
+    writable folder.
+    """
+    path = Path(path)
+    label = f"{option} {path}"
+    if path.is_symlink():
+        raise OutputPathError(f"{label} is a symbolic link: refusing to replace it (give the real path)")
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, FIFO or socket)"
+        raise OutputPathError(f"{label} is {kind}: refusing to replace it")
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"{label}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{label}: folder {parent} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputPathError(f"{label}: the file is not writable")
+    return path
+
+
+def check_distinct_outputs(paths: Mapping[str, Any]) -> None:
+    """Refuse two options naming the same file (one would overwrite the other), naming both.
+
+    ``paths`` maps an option name (``--json``, ``--db``, ...) to its path or None; inputs can
+    be listed too, so an output that is also an input is refused.
+    """
+    seen: dict[str, str] = {}
+    for option, value in paths.items():
+        if value is None:
+            continue
+        key = os.path.realpath(os.fspath(value))
+        if key in seen:
+            raise OutputPathError(f"{seen[key]} and {option} name the same file ({value}): refusing to "
+                                  f"overwrite one with the other")
+        seen[key] = option

@@ -9,6 +9,10 @@ Options
 --parity-device DEV    torch device for the parity stages (default: cpu)
 --parity-dtype DT      float64 (default) or float32
 --parity-json FILE     write the parity result (the CLI's JSON format) to FILE
+--reference NAME, --candidate NAME
+                       the two backends the stage tests compare (default numpy, torch);
+                       --reference-path/--candidate-path DIR, --candidate-python PYTHON and
+                       --reference-dump FILE as for ``parity run``
 """
 from __future__ import annotations
 
@@ -30,6 +34,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--parity-device", default="cpu", help="torch device for the parity stages")
     group.addoption("--parity-dtype", default="float64", choices=("float64", "float32"))
     group.addoption("--parity-json", default=None, help="write the parity stages' result JSON here")
+    group.addoption("--reference", "--parity-reference", dest="parity_reference", default="numpy",
+                    help="reference backend of the parity stage tests (default numpy)")
+    group.addoption("--candidate", "--parity-candidate", dest="parity_candidate", default="torch",
+                    help="candidate backend of the parity stage tests (default torch)")
+    group.addoption("--reference-path", dest="parity_reference_path", default=None,
+                    help="checkout the reference backend loads its code from")
+    group.addoption("--candidate-path", dest="parity_candidate_path", default=None,
+                    help="checkout the candidate backend loads its code from")
+    group.addoption("--candidate-python", dest="parity_candidate_python", default=None,
+                    help="interpreter for a subprocess candidate backend")
+    group.addoption("--reference-dump", dest="parity_reference_dump", default=None,
+                    help="a stored dump ('parity dump') as the reference")
     group.addoption("--torch-threads", type=int, default=None,
                     help="torch CPU threads for the session (default: 1 for tests, torch's own "
                          "default when benchmarks are enabled)")
@@ -72,7 +88,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from .io import write_json
     from .runner import assemble_result
 
-    out = [assemble_result(run["ctx"], run["records"], started_at=run["started_at"],
+    out = [assemble_result(run["run"], run["records"], started_at=run["started_at"],
                            duration_s=sum(r["duration_s"] for r in run["records"]))
            for run in runs.values()]
     write_json(path, out[0] if len(out) == 1 else out)
@@ -83,12 +99,22 @@ def parity_fixture_names(config: pytest.Config) -> list[str]:
     return list(config.getoption("--parity-fixture") or DEFAULT_PARITY_FIXTURES)
 
 
-def record_stage(config: pytest.Config, ctx, record: dict) -> None:
+def parity_backend_options(config: pytest.Config) -> dict:
+    """``make_run`` keyword arguments for the backends chosen on the command line."""
+    dump = config.getoption("parity_reference_dump")
+    return {"reference": "dump" if dump else config.getoption("parity_reference"),
+            "candidate": config.getoption("parity_candidate"),
+            "reference_path": dump or config.getoption("parity_reference_path"),
+            "candidate_path": config.getoption("parity_candidate_path"),
+            "candidate_python": config.getoption("parity_candidate_python")}
+
+
+def record_stage(config: pytest.Config, run_obj, record: dict) -> None:
     """Keep a stage record for the --parity-json output."""
     import datetime as dt
 
     runs = config._parity_results
-    run = runs.setdefault(ctx.fixture, {"ctx": ctx, "records": [],
+    run = runs.setdefault(run_obj.fixture, {"run": run_obj, "records": [],
                                         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
     run["records"].append(record)
 

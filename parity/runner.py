@@ -1,9 +1,20 @@
-"""Running the stages: build both backends once, compare stage by stage, assemble
-the JSON result (schema in docs/architecture.md).
+"""Running the stages: two backend sessions, one comparison per stage, one JSON result.
+
+:func:`make_run` resolves the spec and the two backends (any two: the project's NumPy
+reference and torch port by default, a stored dump, the public implementations, a user's
+own) and builds both sessions; :func:`execute` compares the selected stages and assembles
+the result (schema in docs/architecture.md). Nothing here knows which backend is which:
+everything goes through :mod:`parity.backends`.
+
+Verdicts, per stage: ``pass`` (something was compared and agreed), ``fail`` (it was
+compared and differs), ``error`` (a backend or the harness raised: a divergence),
+``not_comparable`` (a side does not provide the quantity, or nothing finite was there to
+compare; the reason is given). A run passes when no stage fails or errors and every
+selected end-to-end map stage was compared; a run whose map stages compared nothing is
+``incomplete``.
 """
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import platform
 import socket
@@ -13,362 +24,344 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
 
-from eryx import models as npm
 from eryx.errors import EryxInputError, MemoryBudgetError
-from eryx.fixtures import resolve_fixture
-from eryx.validation import check_common, check_sampling
 
 from . import compare as cmp
-from .stages import Stage, _np, _ref_bz_index, _real_checked, _ref_K, _t
+from .backends import Backend, BackendError, NotProvided, Session, get_backend
+from .spec import DEFAULT_PARAMS, RunSpec, default_grid, make_spec  # noqa: F401 (re-exported)
+from .stages import STAGES, Stage
 from .tiers import resolve_tier
 
-SCHEMA_VERSION = 1
-#: Grids used when the caller names none (the goldens' grids where they exist).
-DEFAULT_GRIDS: dict[str, tuple[tuple[int, int, int], ...]] = {
-    "5zck_p1": ((-2, 2, 2), (-2, 2, 2), (-2, 2, 2)),
-    "7n2h": ((-3, 3, 2), (-3, 3, 2), (-1, 1, 2)),
-    "193l": ((-10, 10, 2), (-10, 10, 2), (-6, 6, 2)),
-}
-FALLBACK_GRID = ((-2, 2, 2), (-2, 2, 2), (-2, 2, 2))
-DEFAULT_PARAMS = {"gnm_cutoff": 4.0, "gamma_intra": 1.0, "gamma_inter": 1.0, "res_limit": 0.0, "expand_p1": True}
-#: Points of the fixed q sample used by the structure-factor stages.
-Q_SAMPLE_SIZE = 512
-#: Integer reflections compared with gemmi.
-GEMMI_SAMPLE_SIZE = 200
+SCHEMA_VERSION = 1  # additive keys since: reference, candidate, verdict, incomplete, n_compared, notes
 SLICE_MAX = 128
+DEFAULT_REFERENCE, DEFAULT_CANDIDATE = "numpy", "torch"
 
 
-def default_grid(fixture: str) -> tuple[tuple[int, int, int], ...]:
-    return DEFAULT_GRIDS.get(Path(str(fixture)).stem, FALLBACK_GRID)
+class SideError(Exception):
+    """A backend raised while computing a quantity (a divergence, unless it is the reference refusing input)."""
+
+    def __init__(self, side: str, quantity: str, error: BaseException, session: Session) -> None:
+        self.side, self.quantity, self.error, self.session = side, quantity, error, session
+        super().__init__(f"{side} ({session.backend.name}) raised computing {quantity}: "
+                         f"{type(error).__name__}: {error}")
 
 
-# ------------------------------------------------------------------- context
+# ------------------------------------------------------------------- the run
 @dataclass
-class RunContext:
-    """Everything one parity run needs, built lazily and cached."""
+class Run:
+    """One comparison: a spec, two built sessions, the tiers, cached NumPy values."""
 
-    fixture: str
-    pdb_path: str
-    samplings: tuple[tuple[int, int, int], ...]
-    params: dict
-    device: str = "cpu"
-    dtype: str = "float64"
+    spec: RunSpec
+    reference: Backend
+    candidate: Backend
+    ref: Session
+    cand: Session
     tier_overrides: dict = field(default_factory=dict)
-    fault: str | None = None
-    _cache: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    _values: dict = field(default_factory=dict)
+
+    # -- identity shortcuts used by reports and tests
+    @property
+    def fixture(self) -> str:
+        return self.spec.fixture
 
     @property
-    def torch_dtype(self) -> torch.dtype:
-        return {"float64": torch.float64, "float32": torch.float32}[self.dtype]
+    def dtype(self) -> str:
+        return self.spec.dtype
 
     @property
-    def model_params(self) -> dict:
-        return dict(self.params)
+    def device(self) -> str:
+        return self.spec.device
 
-    def cached(self, key: str, fn: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = fn()
-        return self._cache[key]
-
-    # -- the two backends
     @property
-    def ref(self) -> npm.OnePhonon:
-        def build():
-            t0 = time.perf_counter()
+    def samplings(self):
+        return self.spec.samplings
+
+    def session(self, side: str) -> Session:
+        return self.ref if side == "reference" else self.cand
+
+    def value(self, side: str, name: str) -> Any:
+        """Quantity ``name`` of ``side`` as NumPy (cached); NotProvided or SideError when unavailable."""
+        key = (side, name)
+        if key not in self._values:
+            session = self.session(side)
             try:
-                return npm.OnePhonon(self.pdb_path, *self.samplings, **self.params)
-            finally:
-                self.timings["setup_reference"] = time.perf_counter() - t0
+                raw = session.get(name)
+            except NotProvided as exc:
+                raise NotProvided(f"the {side} ({session.backend.name}) does not provide {name}: {exc}") from None
+            except Exception as exc:
+                raise SideError(side, name, exc, session) from exc
+            self._values[key] = raw if isinstance(raw, Mapping) else np.asarray(cmp.as_numpy(raw))
+        return self._values[key]
 
-        return self.cached("ref", build)
+    def reference_value(self, name: str) -> Any:
+        return self.value("reference", name)
 
-    def reference_unavailable(self) -> str | None:
-        """Why the dense reference cannot run here (None when it can)."""
-        try:
-            self.ref
-        except MemoryBudgetError as exc:
-            return f"the dense NumPy reference does not fit: {exc}"
-        return None
+    def candidate_value(self, name: str) -> Any:
+        return self.value("candidate", name)
 
-    @property
-    def cand(self):
-        from eryx.models_torch import OnePhonon
-
-        def build():
-            t0 = time.perf_counter()
-            try:
-                return OnePhonon(self.pdb_path, *self.samplings, device=self.device,
-                                 dtype=self.torch_dtype, **self.params)
-            finally:
-                self.timings["setup_torch"] = time.perf_counter() - t0
-
-        return self.cached("cand", build)
-
-    @property
-    def q_sample(self) -> np.ndarray:
-        """A fixed, evenly spread sample of grid indices (for F and form factors)."""
-        n_q = int(np.prod([int(L * (hi - lo) + 1) for lo, hi, L in self.samplings]))
-        return np.unique(np.linspace(0, n_q - 1, min(n_q, Q_SAMPLE_SIZE)).round().astype(np.int64))
-
-    # -- composite quantities
-    def qvector_map(self) -> np.ndarray:
-        """The torch map in arbitrary-q mode, evaluated at the grid's own q."""
-        from eryx.models_torch import OnePhonon
-
-        c = self.cand
-        m = OnePhonon(self.pdb_path, *self.samplings, device=self.device, dtype=self.torch_dtype,
-                      q_vectors=c.q_grid, **self.params)
-        return _np(m.apply_disorder())
-
-    def crossfeed_map(self, **kwargs) -> torch.Tensor:
-        """The torch map assembly fed with the reference's F inputs and phonons."""
-        return self.crossfeed_model().apply_disorder(**kwargs)
-
-    def crossfeed_model(self):
-        """A copy of the torch model whose inputs to the map stage are the reference's."""
-        return self.cached("crossfeed_model", self._build_crossfeed_model)
-
-    def _build_crossfeed_model(self):
-        r, c = self.ref, self.cand
-        m = copy.copy(c)
-        m.ADP, m.Amat, m.xyz = _t(self, r.ADP), _t(self, r.Amat), _t(self, r.xyz)
-        m.q_grid, m.res_mask = _t(self, r.q_grid), torch.as_tensor(r.res_mask, device=c.device)
-        m.bz_index = torch.as_tensor(_ref_bz_index(self), device=c.device)
-        m._K_all = _t(self, _ref_K(self))
-        m._Winv_all = _t(self, _real_checked(r.Winv).reshape(-1, r.n_dof))
-        m._V_all = _t(self, r.V.reshape(-1, r.n_dof, r.n_dof))
-        return m
-
-    def gemmi_oracle(self) -> tuple[np.ndarray, np.ndarray]:
-        """(NumPy, gemmi) structure factors at integer hkl of the grid, B = 0, no projection.
-
-        Needs only the crystal and the grid, not the dense reference model (the stage is
-        ``needs_dense=False``: it must run where the dense reference does not fit).
-        """
-        def build():
-            from eryx import structure
-
-            crystal = structure.load_crystal(self.pdb_path, self.params.get("expand_p1", True))
-            hkl, _ = npm.generate_grid([check_sampling(s, a) for s, a in zip(self.samplings, "hkl")])
-            return _gemmi_oracle(crystal, hkl)
-
-        return self.cached("gemmi", build)
+    def stage_value(self, stage: Stage, side: str, raw: Any = None) -> Any:
+        """The stage's compared value on ``side`` (``raw`` overrides the quantity, e.g. cross-fed)."""
+        if raw is None:
+            raw = self.value(side, stage.quantity if side == "candidate" else stage.reference_quantity)
+        raw = np.asarray(cmp.as_numpy(raw))
+        return stage.derive(self, side, raw) if stage.derive else raw
 
     # -- locating elements
     def locator(self, kind: str | None) -> Callable[[tuple[int, ...]], str] | None:
         if kind == "grid":
-            hkl = self.cached("hkl_np", lambda: _np(self.cand.hkl_grid))
-            return lambda idx: "(h,k,l)=({:g},{:g},{:g})".format(*hkl[idx[0]])
+            axes = [np.linspace(lo, hi, int(L * (hi - lo) + 1)) for lo, hi, L in self.spec.samplings]
+            shape = self.spec.map_shape
+
+            def grid(idx: tuple[int, ...]) -> str:
+                i, j, k = np.unravel_index(idx[0], shape)
+                return "(h,k,l)=({:g},{:g},{:g})".format(axes[0][i], axes[1][j], axes[2][k])
+            return grid
         if kind == "bz":
             return lambda idx: "BZ (dh,dk,dl)=({},{},{})".format(*idx[:3])
         if kind == "bz_flat":
-            L = tuple(s[2] for s in self.samplings)
+            L = self.spec.oversampling
             return lambda idx: "BZ (dh,dk,dl)=({},{},{})".format(*np.unravel_index(idx[0], L))
         return None
 
 
-_LOW_ORDER = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1)], dtype=float)
+def make_run(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None, params: dict | None = None,
+             device: str = "cpu", dtype: str = "float64", tier_overrides: dict | None = None,
+             fixtures_dir: str | None = None, fault: str | None = None,
+             reference: str | Backend = DEFAULT_REFERENCE, candidate: str | Backend = DEFAULT_CANDIDATE,
+             reference_path: str | None = None, candidate_path: str | None = None,
+             reference_python: str | None = None, candidate_python: str | None = None,
+             reference_options: dict | None = None, candidate_options: dict | None = None,
+             spec: RunSpec | None = None, build: bool = True) -> Run:
+    """Validate everything, resolve both backends and build both sessions.
+
+    Raises EryxInputError (exit 2) for bad options, an unknown backend, or input the
+    reference refuses; a candidate that fails is a divergence reported by the run.
+    """
+    spec = spec or make_spec(fixture, samplings=samplings, params=params, device=device, dtype=dtype,
+                             fixtures_dir=fixtures_dir)
+    for name in tier_overrides or {}:  # fail here, not in the middle of the run
+        try:
+            resolve_tier(name, "float64", tier_overrides)
+        except (KeyError, ValueError) as exc:
+            raise EryxInputError(f"tier_overrides: {exc.args[0] if exc.args else exc}") from None
+    cand_opts = dict(candidate_options or {})
+    if fault is not None:
+        cand_opts["fault"] = fault
+    ref_b = _backend(reference, reference_path, reference_python, reference_options or {}, "reference")
+    cand_b = _backend(candidate, candidate_path, candidate_python, cand_opts, "candidate")
+    for b in (ref_b, cand_b):
+        try:
+            b.check_spec(spec)
+        except (EryxInputError, ValueError) as exc:
+            raise EryxInputError(str(exc)) from None
+    run = Run(spec=spec, reference=ref_b, candidate=cand_b, ref=ref_b.open(spec), cand=cand_b.open(spec),
+              tier_overrides=dict(tier_overrides or {}))
+    if build:
+        build_sessions(run)
+    return run
 
 
-def _gemmi_oracle(c, hkl_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import gemmi
+def _backend(which: str | Backend, path, python, options: dict, side: str) -> Backend:
+    if isinstance(which, Backend):
+        return which
+    try:
+        return get_backend(which, path=path, python=python, **options)
+    except BackendError as exc:
+        raise EryxInputError(f"--{side}: {exc}") from None
+    except ValueError as exc:  # a dump that cannot be read, a bad path
+        raise EryxInputError(f"--{side}: {exc}") from None
 
-    st = gemmi.Structure()
-    st.cell = gemmi.UnitCell(*c.cell)
-    st.spacegroup_hm = "P 1"
-    model, chain, res = gemmi.Model("1"), gemmi.Chain("A"), gemmi.Residue()
-    res.name, res.seqid = "UNK", gemmi.SeqId(1, " ")
-    for pos, el in zip(c.xyz.reshape(-1, 3), c.elements * c.n_asu):
-        atom = gemmi.Atom()
-        atom.pos, atom.element, atom.b_iso, atom.occ, atom.name = gemmi.Position(*pos), gemmi.Element(el), 0.0, 1.0, el
-        res.add_atom(atom)
-    chain.add_residue(res)
-    model.add_chain(chain)
-    st.add_model(model)
-    st.setup_cell_images()
-    hkl = np.unique(np.round(hkl_grid[np.all(hkl_grid == np.round(hkl_grid), axis=1)]), axis=0)
-    hkl = hkl[np.any(hkl != 0, axis=1)]
-    hkl = hkl[np.unique(np.linspace(0, len(hkl) - 1, min(len(hkl), GEMMI_SAMPLE_SIZE)).round().astype(int))]
-    # Plus the lowest-order reflections: the tier's yardstick is max|F|, and gemmi's single-precision
-    # error scales with the strong reflections' size, so a grid holding only a few weak ones
-    # (e.g. h,k,l in [1, 2]) would otherwise judge it against a far too small scale.
-    hkl = np.unique(np.concatenate([hkl, _LOW_ORDER]), axis=0)
-    calc = gemmi.StructureFactorCalculatorX(st.cell)
-    theirs = np.array([calc.calculate_sf_from_model(st[0], [int(v) for v in h]) for h in hkl], dtype=complex)
-    q = npm.q_from_hkl(hkl, c.A_inv)
-    ours = npm.structure_factors(q, c.xyz.reshape(-1, 3), c.ff_a.reshape(-1, 4), c.ff_b.reshape(-1, 4),
-                                 c.ff_c.reshape(-1)).sum(axis=1)
-    return ours, theirs
+
+def build_sessions(run: Run) -> None:
+    """Build the reference, then the candidate. Input the reference refuses is bad input (raised)."""
+    run.ref.build()
+    run.timings["setup_reference"] = run.ref.build_seconds
+    err = run.ref.build_error
+    if err is not None and isinstance(err.error, EryxInputError) and not isinstance(err.error, MemoryBudgetError):
+        raise err.error
+    run.cand.build()
+    run.timings["setup_candidate"] = run.cand.build_seconds
 
 
 # -------------------------------------------------------------- one stage
-def _status(comparison) -> str:
-    return "pass" if comparison.passed else "fail"
-
-
-def compare_stage(stage: Stage, ctx: RunContext, candidate: Any = None) -> cmp.Comparison:
-    """Compare one stage (``candidate`` overrides the torch value, e.g. cross-fed)."""
-    tier = resolve_tier(stage.tier, ctx.dtype, ctx.tier_overrides)
-    locate = ctx.locator(stage.locate)
-    if stage.kind == "invariant":
-        return stage.candidate(ctx)
+def _comparison(stage: Stage, run: Run, feed: Any = None) -> cmp.Comparison:
+    """Compare one stage (``feed``: the candidate's value recomputed on reference inputs)."""
+    tier = resolve_tier(stage.tier, run.dtype, run.tier_overrides)
+    locate = run.locator(stage.locate)
+    reason = stage.vacuous(run) if stage.vacuous else None
+    if reason:
+        raise NotProvided(reason)
+    if stage.kind in ("invariant", "oracle"):
+        return stage.check(run)
     if stage.kind == "dtype":
-        want_r, want_c = ("float64", "complex128") if ctx.dtype == "float64" else ("float32", "complex64")
-        return cmp.audit_dtypes(_torch_tensors(ctx.cand), want_r, want_c)
-    actual = stage.candidate(ctx) if candidate is None else candidate
-    expected = stage.reference(ctx)
+        want_r, want_c = ("float64", "complex128") if run.dtype == "float64" else ("float32", "complex64")
+        named = {k: _Dtype(v) for k, v in run.candidate_value("dtypes").items()}
+        return cmp.audit_dtypes(named, want_r, want_c)
     if stage.kind == "eigenspace":
-        (av, aV), (ev, eV) = actual, expected
-        extra = {}
-        if candidate is None:
-            extra = dict(matrix=_np(ctx.cand.D), unitary=_np(ctx.cand.U))
-        # float32 eigenvalues cannot resolve a relative gap of 1e-6: cluster coarser there
-        # (a larger cluster's projector is still basis-independent).
-        rel_gap = 1e-6 if ctx.dtype == "float64" else 1e-3
-        return cmp.compare_eigenspaces(_np(av), _np(aV), _np(ev), _np(eV), tier, locate=locate,
-                                       name=stage.name, rel_gap=rel_gap, **extra)
-    return cmp.compare_arrays(_np(actual), _np(expected), tier, name=stage.name, locate=locate)
+        return _eigenspaces(stage, run, tier, locate, feed)
+    actual = run.stage_value(stage, "candidate", feed)
+    expected = run.stage_value(stage, "reference")
+    return cmp.compare_arrays(actual, expected, tier, name=stage.name, locate=locate)
 
 
-def _torch_tensors(model) -> dict[str, torch.Tensor]:
-    """Every tensor attribute of the torch model (its intermediates)."""
-    return {k: v for k, v in vars(model).items() if isinstance(v, torch.Tensor)}
+class _Dtype:
+    """A dtype name standing in for an array in the dtype audit."""
+
+    def __init__(self, name: str) -> None:
+        self.dtype = str(name)
 
 
-def _slice_details(ctx: RunContext, actual: np.ndarray, expected: np.ndarray, worst: dict | None) -> dict | None:
+def _eigenspaces(stage: Stage, run: Run, tier, locate, feed: Mapping[str, Any] | None) -> cmp.Comparison:
+    ev, eV = run.reference_value("Winv"), run.reference_value(stage.reference_quantity)
+    n = ev.shape[-1]
+    if feed is not None:
+        av, aV, D, U = (np.asarray(cmp.as_numpy(feed[k])) for k in ("Winv", "V", "D", "U"))
+    else:
+        av, aV = run.candidate_value("Winv"), run.candidate_value(stage.quantity)
+        try:
+            D, U = run.candidate_value("D"), run.candidate_value("U")
+        except NotProvided:
+            D = U = None
+    extra = {} if D is None else dict(matrix=D.reshape(-1, n, n), unitary=U.reshape(-1, n, n))
+    # float32 eigenvalues cannot resolve a relative gap of 1e-6: cluster coarser there
+    # (a larger cluster's projector is still basis-independent).
+    rel_gap = 1e-6 if run.dtype == "float64" else 1e-3
+    return cmp.compare_eigenspaces(av.reshape(-1, n), aV.reshape(-1, n, n), ev.reshape(-1, n),
+                                   eV.reshape(-1, n, n), tier, locate=locate, name=stage.name,
+                                   rel_gap=rel_gap, **extra)
+
+
+def _slice_details(run: Run, actual: np.ndarray, expected: np.ndarray, worst: dict | None) -> dict | None:
     """A 2-D slice of a grid map through its worst point (for the report)."""
-    shape = tuple(int(L * (hi - lo) + 1) for lo, hi, L in ctx.samplings)
+    shape = run.spec.map_shape
     if actual.shape != expected.shape or actual.ndim != 1 or actual.size != int(np.prod(shape)):
         return None
-    if worst and worst.get("index"):
-        point = np.unravel_index(int(worst["index"][0]), shape)
-    else:
-        point = tuple(n // 2 for n in shape)
+    point = np.unravel_index(int(worst["index"][0]), shape) if worst and worst.get("index") else \
+        tuple(n // 2 for n in shape)
     fixed = int(np.argmin(shape))  # keep the two largest axes in the picture
     axes = [a for a in range(3) if a != fixed]
-    names = "hkl"
-    take = [slice(None)] * 3
+    samplings = run.spec.samplings
+    take: list[Any] = [slice(None)] * 3
     take[fixed] = point[fixed]
     a3, e3 = actual.reshape(shape)[tuple(take)], expected.reshape(shape)[tuple(take)]
     steps = [max(1, -(-shape[a] // SLICE_MAX)) for a in axes]
     a3, e3 = a3[::steps[0], ::steps[1]], e3[::steps[0], ::steps[1]]
-    lo = [ctx.samplings[a][0] for a in axes]
-    hi = [lo[i] + (a3.shape[i] - 1) * steps[i] / ctx.samplings[axes[i]][2] for i in range(2)]
-    fixed_value = ctx.samplings[fixed][0] + point[fixed] / ctx.samplings[fixed][2]
-    tolist = lambda x: [[None if not np.isfinite(v) else float(v) for v in row] for row in x.T]
+    lo = [samplings[a][0] for a in axes]
+    hi = [lo[i] + (a3.shape[i] - 1) * steps[i] / samplings[axes[i]][2] for i in range(2)]
+    fixed_value = samplings[fixed][0] + point[fixed] / samplings[fixed][2]
+
+    def tolist(x):
+        return [[None if not np.isfinite(v) else float(v) for v in row] for row in x.T]
     return {
-        "title": f"{names[fixed]} = {fixed_value:g} through the worst point",
-        "xlabel": names[axes[0]], "ylabel": names[axes[1]],
+        "title": f"{'hkl'[fixed]} = {fixed_value:g} through the worst point",
+        "xlabel": "hkl"[axes[0]], "ylabel": "hkl"[axes[1]],
         "extent": [lo[0], hi[0], lo[1], hi[1]],
-        "worst_xy": [lo[0] + point[axes[0]] / ctx.samplings[axes[0]][2], lo[1] + point[axes[1]] / ctx.samplings[axes[1]][2]],
+        "worst_xy": [lo[0] + point[axes[0]] / samplings[axes[0]][2], lo[1] + point[axes[1]] / samplings[axes[1]][2]],
         "expected": tolist(np.real(e3)), "actual": tolist(np.real(a3)),
     }
 
 
-def run_stage(stage: Stage, ctx: RunContext) -> dict:
-    """Run and compare one stage; never raises (errors become status 'error')."""
-    tier = resolve_tier(stage.tier, ctx.dtype, ctx.tier_overrides)
-    record = {"name": stage.name, "phase": stage.phase, "tier": tier.name, "kind": stage.kind,
-              "rtol": tier.rtol, "atol": tier.atol, "description": stage.description,
-              "max_abs": None, "max_rel": None, "n_mismatch": 0, "n_total": 0, "worst": None,
-              "details": {}}
+def _base_record(stage: Stage, run: Run) -> dict:
+    tier = resolve_tier(stage.tier, run.dtype, run.tier_overrides)
+    return {"name": stage.name, "phase": stage.phase, "tier": tier.name, "kind": stage.kind,
+            "rtol": tier.rtol, "atol": tier.atol, "description": stage.description,
+            "max_abs": None, "max_rel": None, "n_mismatch": 0, "n_total": 0, "n_compared": 0, "worst": None,
+            "message": "", "details": {}}
+
+
+def side_error_record(exc: SideError) -> tuple[str, str, dict]:
+    """(status, message, details) for a backend that raised."""
+    build = exc.session.build_error
+    if exc.side == "reference" and isinstance(exc.error, EryxInputError):
+        return "not_comparable", f"the reference ({exc.session.backend.name}) refuses: {exc.error}", {}
+    if build is not None:
+        return ("error", f"the {exc.side}'s construction failed at step {build.step!r} (phase {build.phase}), "
+                f"so {exc.quantity} was not computed: {type(build.error).__name__}: {build.error}",
+                {"traceback": build.traceback, "build_step": build.step})
+    tb = "".join(traceback.format_exception(type(exc.error), exc.error, exc.error.__traceback__, limit=12))
+    return "error", str(exc), {"traceback": tb}
+
+
+def run_stage(stage: Stage, run: Run, feed: Any = None) -> dict:
+    """Run and compare one stage; never raises (every outcome is a status)."""
+    record = _base_record(stage, run)
     t0 = time.perf_counter()
     try:
-        reason = ctx.reference_unavailable() if stage.needs_dense else None
-        if reason:
-            record.update(status="not_comparable", message=reason)
-        else:
-            actual = None
-            if stage.kind in ("array", "exact") and stage.locate == "grid":
-                actual = _np(stage.candidate(ctx))
-            result = compare_stage(stage, ctx, actual)
-            record.update(status=_status(result), **{k: v for k, v in result.to_dict().items()
-                                                      if k in ("max_abs", "max_rel", "n_mismatch", "n_total",
-                                                               "worst", "message", "details")})
-            scale = record["details"].get("scale") if isinstance(record["details"], dict) else None
-            if record["max_abs"] is not None and scale:
-                # Report the error relative to the array's magnitude (the tiers' own
-                # yardstick); element-wise relative errors explode at entries near zero.
-                record["details"]["max_rel_elementwise"] = record["max_rel"]
-                record["max_rel"] = record["max_abs"] / scale
-            if not result.passed and actual is not None:
-                sl = _slice_details(ctx, actual, _np(stage.reference(ctx)), result.worst)
-                if sl:
-                    record["details"]["slice"] = sl
-    except EryxInputError:
-        raise  # bad input is not a divergence: the whole run is refused (CLI exit 2)
-    except Exception as exc:  # a crashing stage is a divergence, reported, not fatal
-        record.update(status="error", message=f"{type(exc).__name__}: {exc}",
-                      details={"traceback": traceback.format_exc(limit=8)})
+        result = _comparison(stage, run, feed)
+        fields = result.to_dict()
+        record.update({k: fields[k] for k in ("max_abs", "max_rel", "n_mismatch", "n_total", "worst",
+                                              "message", "details") if k in fields})
+        record["n_compared"] = int(getattr(result, "n_compared", result.n_total) or 0)
+        comparable = bool(getattr(result, "comparable", True))
+        record["status"] = "pass" if result.passed and comparable else ("not_comparable" if not comparable
+                                                                         else "fail")
+        if not comparable:
+            record["message"] = getattr(result, "reason", "") or record["message"]
+        scale = record["details"].get("scale") if isinstance(record["details"], dict) else None
+        if "max_rel_elementwise" not in fields and record["max_abs"] is not None and scale:
+            # The error relative to the array's magnitude (the tiers' own yardstick).
+            record["details"]["max_rel_elementwise"] = record["max_rel"]
+            record["max_rel"] = record["max_abs"] / scale
+        if record["status"] == "fail" and stage.locate == "grid" and stage.kind in ("array", "exact"):
+            sl = _slice_details(run, run.stage_value(stage, "candidate", feed), run.stage_value(stage, "reference"),
+                                result.worst)
+            if sl:
+                record["details"]["slice"] = sl
+    except NotProvided as exc:
+        record.update(status="not_comparable", message=str(exc))
+    except SideError as exc:
+        status, message, details = side_error_record(exc)
+        record.update(status=status, message=message, details=details)
+    except Exception as exc:  # the harness itself failed on this stage: a divergence to look at
+        record.update(status="error", message=f"harness error in {stage.name}: {type(exc).__name__}: {exc}",
+                      details={"traceback": traceback.format_exc(limit=12)})
     record["passed"] = record["status"] == "pass"
     record["duration_s"] = time.perf_counter() - t0
     return record
 
 
+def construction_records(run: Run) -> list[dict]:
+    """A record per side whose construction failed: the first failure of the run."""
+    out = []
+    for side in ("reference", "candidate"):
+        session = run.session(side)
+        b = session.build_error
+        if b is None or (side == "reference" and isinstance(b.error, MemoryBudgetError)):
+            continue
+        out.append({"name": f"construction:{side}", "phase": b.phase, "tier": "exact", "kind": "construction",
+                    "rtol": 0.0, "atol": 0.0, "description": f"construction of the {side} ({session.backend.name})",
+                    "status": "error", "passed": False, "max_abs": None, "max_rel": None, "n_mismatch": 0,
+                    "n_total": 0, "n_compared": 0, "worst": None,
+                    "message": f"the {side} ({session.backend.name}) failed to build at step {b.step!r} (phase "
+                               f"{b.phase}): {type(b.error).__name__}: {b.error}",
+                    "details": {"traceback": b.traceback, "build_step": b.step, "side": side},
+                    "duration_s": session.build_seconds or 0.0})
+    return out
+
+
 # ------------------------------------------------------------------ a run
-def make_context(
-    fixture: str, *, samplings: Sequence[Sequence[int]] | None = None, params: dict | None = None,
-    device: str = "cpu", dtype: str = "float64", tier_overrides: dict | None = None,
-    fixtures_dir: str | None = None, fault: str | None = None,
-) -> RunContext:
-    """Resolve the fixture and validate the options (raises EryxInputError)."""
-    pdb = resolve_fixture(fixture, fixtures_dir)
-    samplings = samplings or default_grid(fixture)
-    if len(samplings) != 3:
-        raise EryxInputError(f"samplings must give three (min, max, oversampling) triples (h, k, l), got {samplings!r}")
-    grid = tuple(check_sampling(s, a).as_tuple() for s, a in zip(samplings, "hkl"))
-    if dtype not in ("float64", "float32"):
-        raise EryxInputError(f"unsupported dtype {dtype!r}: use float64 or float32")
-    for name in tier_overrides or {}:  # fail here, not in the middle of the run (run_stage never raises)
-        try:
-            resolve_tier(name, "float64", tier_overrides)
-        except (KeyError, ValueError) as exc:
-            raise EryxInputError(f"tier_overrides: {exc.args[0] if exc.args else exc}") from None
-    from eryx.models_torch import resolve_device
-
-    resolve_device(device)
-    merged = {**DEFAULT_PARAMS, **(params or {})}
-    unknown = set(merged) - set(DEFAULT_PARAMS)
-    if unknown:
-        raise EryxInputError(f"unknown model parameter(s): {', '.join(sorted(unknown))}")
-    # Bad values fail here in one line, not as an error in every stage.
-    check_common(*grid, res_limit=merged["res_limit"], gnm_cutoff=merged["gnm_cutoff"],
-                 gamma_intra=merged["gamma_intra"], gamma_inter=merged["gamma_inter"], group_by="asu", model="gnm")
-    if fault is not None:
-        from .faults import get_fault
-
-        try:
-            get_fault(fault)
-        except KeyError as exc:
-            raise EryxInputError(exc.args[0]) from None
-    return RunContext(fixture=str(fixture), pdb_path=str(pdb), samplings=grid, params=merged,
-                      device=device, dtype=dtype, tier_overrides=tier_overrides or {}, fault=fault)
-
-
-def run_stages(ctx: RunContext, stages: Iterable[Stage], *, progress: bool | None = None,
+def run_stages(run: Run, stages: Iterable[Stage], *, progress: bool | None = None,
                on_result: Callable[[dict], None] | None = None) -> list[dict]:
-    """Run stages in order (with a progress bar on a terminal)."""
+    """Construction records, then every stage in order (a progress bar only on a terminal)."""
+    import sys
+
     from tqdm.auto import tqdm
 
-    from .faults import inject
-
     stages = list(stages)
-    out = []
-    with inject(ctx.fault):
-        bar = tqdm(stages, desc=f"parity {ctx.fixture}", unit="stage", disable=(None if progress is None else not progress),
-                   leave=False)
-        for stage in bar:
-            bar.set_postfix_str(stage.id)
-            rec = run_stage(stage, ctx)
-            out.append(rec)
-            if on_result:
-                on_result(rec)
+    out = construction_records(run)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(stages, desc=f"parity {run.fixture}", unit="stage", disable=not show, leave=False)
+    for stage in bar:
+        bar.set_postfix_str(stage.id)
+        rec = run_stage(stage, run)
+        out.append(rec)
+        if on_result:
+            on_result(rec)
     return out
 
 
@@ -376,6 +369,7 @@ def environment() -> dict:
     """Library versions, git commit and machine, for the result's identity."""
     import gemmi
     import scipy
+    import torch
 
     return {
         "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
@@ -395,33 +389,68 @@ def git_commit() -> str | None:
 
 
 def device_name(device: str) -> str:
+    import torch
+
     dev = torch.device(device)
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
     return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def assemble_result(ctx: RunContext, stages: list[dict], *, started_at: str, duration_s: float) -> dict:
-    """The JSON result of a run (schema_version 1)."""
+def verdict(stages: list[dict]) -> tuple[str, str | None, list[str]]:
+    """(verdict, first failure, incomplete map stages) of a list of stage records."""
+    from .stages import STAGE_NAMES, get_stage
+
+    failed = [r for r in stages if r["status"] in ("fail", "error")]
+    incomplete = [r["name"] for r in stages if r["status"] == "not_comparable" and r["name"] in STAGE_NAMES
+                  and get_stage(r["name"]).is_map]
+    if failed:
+        return "diverged", failed[0]["name"], incomplete
+    if incomplete:
+        return "incomplete", None, incomplete
+    return "pass", None, incomplete
+
+
+def summary_notes(spec: RunSpec) -> list[str]:
+    """What the run could not see, said in the summary."""
+    notes = []
+    if not spec.sees_phase_signs:
+        notes.append("this grid cannot see phase-sign errors (k.r, q.r, a missing conjugate): with oversampling "
+                     "<= 2 on every axis every k-point is its own Friedel mate and K(k) is real; use an odd "
+                     "oversampling on some axis, e.g. --grid='-2,2,2;-2,2,2;-2,2,3'")
+    return notes
+
+
+def assemble_result(run: Run, stages: list[dict], *, started_at: str, duration_s: float) -> dict:
+    """The JSON result of a run (schema_version 1; see docs/architecture.md)."""
     phase_timings: dict[str, float] = {}
     for rec in stages:
         key = str(rec["phase"])
         phase_timings[key] = phase_timings.get(key, 0.0) + rec["duration_s"]
-    phase_timings.update({k: v for k, v in ctx.timings.items()})
-    failed = [r for r in stages if r["status"] in ("fail", "error")]
+    phase_timings.update({k: v for k, v in run.timings.items() if v is not None})
+    outcome, first, incomplete = verdict(stages)
+    spec = run.spec
     return {
         "schema_version": SCHEMA_VERSION,
         "run_uuid": str(uuid.uuid4()),
-        "fixture": ctx.fixture,
-        "pdb_path": ctx.pdb_path,
-        "grid": dict(zip(("hsampling", "ksampling", "lsampling"), [list(s) for s in ctx.samplings])),
-        "params": ctx.params,
-        "device": ctx.device,
-        "device_name": device_name(ctx.device),
-        "dtype": ctx.dtype,
-        "passed": not failed,
-        "first_failure": failed[0]["name"] if failed else None,
-        "fault": ctx.fault,
+        "fixture": spec.fixture,
+        "pdb_path": spec.pdb_path,
+        "fixture_sha256": spec.fixture_sha256 if Path(spec.pdb_path).is_file() or spec.sha256 else None,
+        "grid": dict(zip(("hsampling", "ksampling", "lsampling"), [list(s) for s in spec.samplings])),
+        "params": dict(spec.params),
+        "device": spec.device,
+        "device_name": device_name(spec.device),
+        "dtype": spec.dtype,
+        "reference": run.reference.info(),
+        "candidate": run.candidate.info(),
+        "passed": outcome == "pass",
+        "verdict": outcome,
+        "first_failure": first,
+        "incomplete": incomplete,
+        "n_compared": int(sum(r.get("n_compared") or 0 for r in stages)),
+        "notes": summary_notes(spec),
+        "fault": run.candidate.opts.get("fault"),
+        "tier_overrides": run.tier_overrides,
         "started_at": started_at,
         "duration_s": duration_s,
         "environment": environment(),
@@ -430,23 +459,27 @@ def assemble_result(ctx: RunContext, stages: list[dict], *, started_at: str, dur
     }
 
 
-def execute(ctx: RunContext, stages: Iterable[Stage], *, progress: bool | None = None,
-            on_result=None) -> dict:
-    """Run ``stages`` on a prepared context and return the JSON-ready result."""
+def execute(run: Run, stages: Iterable[Stage], *, progress: bool | None = None, on_result=None) -> dict:
+    """Run ``stages`` on a built run and return the JSON-ready result."""
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    records = run_stages(ctx, stages, progress=progress, on_result=on_result)
-    return assemble_result(ctx, records, started_at=started, duration_s=time.perf_counter() - t0)
+    records = run_stages(run, stages, progress=progress, on_result=on_result)
+    return assemble_result(run, records, started_at=started, duration_s=time.perf_counter() - t0)
 
 
 def run_parity(fixture: str, *, phases: Sequence[int] | None = None, stage_names: Sequence[str] | None = None,
-               progress: bool | None = None, on_result=None, **options) -> dict:
+               skip: Sequence[str] | None = None, progress: bool | None = None, on_result=None,
+               **options) -> dict:
     """Run the harness on one fixture and return the JSON-ready result.
 
-    ``options`` go to :func:`make_context` (samplings, params, device, dtype,
-    tier_overrides, fixtures_dir, fault).
+    ``options`` go to :func:`make_run` (samplings, params, device, dtype, tier_overrides,
+    fixtures_dir, fault, reference, candidate, reference_path, candidate_path, ...).
     """
     from .stages import select
 
-    ctx = make_context(fixture, **options)
-    return execute(ctx, select(phases, stage_names), progress=progress, on_result=on_result)
+    run = make_run(fixture, **options)
+    return execute(run, select(phases, stage_names, skip), progress=progress, on_result=on_result)
+
+
+__all__ = ["Run", "SideError", "make_run", "build_sessions", "run_stage", "run_stages", "execute", "run_parity",
+           "assemble_result", "environment", "git_commit", "device_name", "verdict", "STAGES", "SCHEMA_VERSION"]

@@ -103,6 +103,10 @@ TIERS: dict[str, Tier] = {
         Tier("oracle_gemmi", 0.0, 2.5e-7, "NumPy F vs gemmi's StructureFactorCalculatorX at integer "
              "hkl (gemmi computes form factors in single precision): worst measured 1.16e-7 "
              "relative to max|F|, margin 2x; normwise only (systematic absences are ~0)"),
+        Tier("oracle_symmetry", 0.0, 2e-6, "P1 expansion from the file's REMARK 290 SMTRY operators vs "
+             "gemmi's exact space-group operations: SMTRY prints 6 decimals (0.866025 for sqrt(3)/2), "
+             "worst measured 4.0e-7 relative to max|xyz| (7n2h, P 31; 1e-16 where the operators are "
+             "integral), margin 5x; a wrong operator sign moves atoms by Angstroms (> 1e-2)"),
         # float32 tiers: torch in float32 against the float64 NumPy reference, worst
         # normwise error measured over the same runs (standard grid excepted).
         Tier("tight_f32", 5e-5, 5e-5, "float32 direct arithmetic: worst measured 3.8e-6 "

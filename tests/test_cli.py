@@ -53,10 +53,15 @@ def test_no_command_prints_help_and_exits_2(capsys):
 SUBCOMMAND_OPTIONS = {
     "run": ["--fixture", "--fixtures-dir", "--grid", "--device", "--dtype", "--gnm-cutoff", "--gamma-intra",
             "--gamma-inter", "--res-limit", "--no-expand-p1", "--phases", "--stages", "--tier", "--fault",
-            "--json", "--html", "--no-progress"],
+            "--json", "--html", "--no-progress", "--reference", "--candidate", "--reference-path",
+            "--candidate-path", "--candidate-python", "--reference-dump", "--skip"],
     "bisect": ["--fixture", "--grid", "--device", "--dtype", "--phases", "--stages", "--tier", "--fault",
                "--json", "--html"],
-    "check": ["--fixture", "--grid", "--device", "--dtype", "--stage", "--phase", "--tier"],
+    "check": ["--fixture", "--grid", "--device", "--dtype", "--stage", "--phase", "--tier", "--reference",
+              "--candidate"],
+    "dump": ["--backend", "--backend-path", "--backend-python", "--fixture", "--grid", "--dtype", "--out"],
+    "compare": ["REF", "CAND", "--json", "--html", "--phases", "--stages", "--tier"],
+    "backends": ["--json"],
     "report": ["result", "--out"],
     "bench": ["--quick", "--json", "--device"],
     "nightly": ["--matrix", "--db", "--reports-dir", "--dashboard"],
@@ -219,24 +224,41 @@ def test_check_exit_codes(capsys):
     assert code == 0 and out.strip() == "Amat: pass"
     with inject("amat_shared_buffer"):
         code, out, _ = run_cli(capsys, "check", "--stage", "Amat", GRID)
-    assert code == 1 and out.strip() == "Amat: fail"
+    assert code == 1 and out.strip().startswith("Amat: fail (Amat: not close")
     code, out, _ = run_cli(capsys, "check", "--stage", "Amat", GRID)  # the fault is gone again
     assert code == 0
     code, out, _ = run_cli(capsys, "check", "--phase", "1", GRID)
     assert code == 0 and len(out.strip().splitlines()) == sum(1 for s in STAGES if s.phase == 1)
 
 
-@pytest.mark.parametrize("argv", [
-    ["--stage", "Amat", "--fixture", "no_such_fixture"],
-    ["--stage", "no_such_stage"],
-    ["--stage", "Amat", "--grid=a,b,c"],
-])
-def test_check_cannot_run_exits_125(capsys, argv):
+def test_check_cannot_run_exits_125(capsys):
     """git bisect run: 125 means 'skip this commit', never 2 (which would mean 'bad')."""
-    code, out, err = run_cli(capsys, "check", *argv)
+    code, out, err = run_cli(capsys, "check", "--stage", "Amat", "--fixture", "no_such_fixture")
     assert code == 125, (out, err)
     assert "skipping (125)" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["--stage", "no_such_stage"],
+    ["--phase", "9"],
+    ["--stage", "Amat", "--grid=a,b,c"],
+    [],
+    ["--stage", "Amat", "--phase", "1"],
+])
+def test_check_usage_errors_abort_the_bisection(capsys, argv):
+    """A usage error is the same at every commit: 128 makes `git bisect run` stop, not mark commits."""
+    code, out, err = run_cli(capsys, "check", *argv)
+    assert code == 128, (out, err)
+    assert "aborting the bisection (128)" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_check_not_comparable_is_skip_not_good(capsys):
+    """A stage that compared nothing (here: an all-Bragg grid) must not mark the commit good."""
+    code, out, err = run_cli(capsys, "check", "--stage", "grad_gamma_inter", "--grid=-1,1,1")
+    assert code == 125, (out, err)
+    assert out.strip().startswith("grad_gamma_inter: not_comparable")
 
 
 # ------------------------------------------------------------------ usage errors

@@ -1,0 +1,181 @@
+"""The backend protocol: anything that turns a :class:`~parity.spec.RunSpec` into named quantities.
+
+A :class:`Backend` is a factory with an identity (name, version, where its code came from).
+:meth:`Backend.open` builds a :class:`Session` for one spec: the backend's model constructed
+once, its quantities (``parity.quantities``) computed on demand and cached. The harness
+judges every implementation through this protocol only, the project's own NumPy and torch
+code included (as Polygraphy judges every runtime through one runner interface).
+
+Failure is data, not control flow:
+
+- :class:`NotProvided`: the backend does not compute this quantity (or cannot here, e.g. a
+  dense reference that does not fit in memory). Stages reading it are ``not_comparable``.
+- :class:`BuildFailure`: the backend's construction failed at a named step; quantities that
+  need that step raise it, and the runner reports the step as the first failure.
+- Any other exception while computing a quantity is that quantity's error.
+"""
+from __future__ import annotations
+
+import abc
+import time
+import traceback as _tb
+from typing import Any, ClassVar, Mapping
+
+from ..spec import RunSpec
+
+
+class NotProvided(Exception):
+    """The backend does not provide this quantity (the message says why)."""
+
+
+class BuildFailure(Exception):
+    """A backend's construction failed.
+
+    Attributes
+    ----------
+    step : str
+        The construction step that raised ("structure", "grid", "matrices", "phonons", ...,
+        or "construct" when the backend cannot tell).
+    phase : int
+        The phase that step belongs to (1-4).
+    error : BaseException
+        What it raised.
+    traceback : str
+    """
+
+    def __init__(self, step: str, phase: int, error: BaseException, traceback: str = "") -> None:
+        self.step, self.phase, self.error, self.traceback = step, int(phase), error, traceback
+        super().__init__(f"construction failed at step {step!r} (phase {phase}): "
+                         f"{type(error).__name__}: {error}")
+
+
+def build_failure(exc: BaseException, default_step: str = "construct", default_phase: int = 1) -> BuildFailure:
+    """Wrap an exception raised while building a model.
+
+    The project's models set ``build_step`` / ``build_phase`` on what their construction
+    raises (eryx.models*.OnePhonon.BUILD_STEPS); other code gets the defaults.
+    """
+    return BuildFailure(getattr(exc, "build_step", default_step), getattr(exc, "build_phase", default_phase),
+                        exc, "".join(_tb.format_exception(type(exc), exc, exc.__traceback__, limit=12)))
+
+
+class Session(abc.ABC):
+    """One backend's model for one spec; quantities on demand, computed once.
+
+    Subclasses implement :meth:`_build` (construct the model; raise what construction
+    raises) and :meth:`_compute` (one quantity by name; raise :class:`NotProvided` for
+    names they do not provide), and optionally :meth:`_crossfeed`.
+    """
+
+    def __init__(self, backend: "Backend", spec: RunSpec) -> None:
+        self.backend, self.spec = backend, spec
+        self.build_error: BuildFailure | None = None
+        self.build_seconds: float | None = None
+        self._built = False
+        self._cache: dict[str, tuple[bool, Any]] = {}
+
+    # -- construction
+    def build(self) -> "Session":
+        """Construct the model once; a failure is kept in :attr:`build_error`, not raised."""
+        if not self._built:
+            self._built = True
+            t0 = time.perf_counter()
+            try:
+                self._build()
+            except BuildFailure as exc:
+                self.build_error = exc
+            except Exception as exc:
+                self.build_error = build_failure(exc)
+            finally:
+                self.build_seconds = time.perf_counter() - t0
+        return self
+
+    @abc.abstractmethod
+    def _build(self) -> None:
+        """Construct the backend's model for :attr:`spec`."""
+
+    # -- quantities
+    def get(self, name: str) -> Any:
+        """Quantity ``name`` (cached, exceptions included)."""
+        self.build()
+        if name not in self._cache:
+            try:
+                self._cache[name] = (True, self._compute(name))
+            except Exception as exc:
+                self._cache[name] = (False, exc)
+        ok, value = self._cache[name]
+        if not ok:
+            raise value
+        return value
+
+    @abc.abstractmethod
+    def _compute(self, name: str) -> Any:
+        """Compute quantity ``name`` (NotProvided when this backend has no such quantity)."""
+
+    def provides(self, name: str) -> bool:
+        """Whether this backend offers quantity ``name`` at all (before computing it)."""
+        return name in self.backend.provides()
+
+    # -- cross-feeding (bisection)
+    def crossfeed(self, name: str, inputs: Mapping[str, Any]) -> Any:
+        """Recompute quantity ``name`` from the given input quantities (another backend's).
+
+        Raises NotProvided when this backend cannot cross-feed ``name``.
+        """
+        self.build()
+        if name not in self.backend.crossfeeds():
+            raise NotProvided(f"backend {self.backend.name!r} cannot recompute {name} from given inputs")
+        return self._crossfeed(name, inputs)
+
+    def _crossfeed(self, name: str, inputs: Mapping[str, Any]) -> Any:
+        raise NotProvided(f"backend {self.backend.name!r} does not cross-feed")
+
+    def close(self) -> None:
+        """Release what the session holds (subprocesses, files)."""
+        self._cache.clear()
+
+
+class Backend(abc.ABC):
+    """A named implementation of the OnePhonon model, judged through its quantities.
+
+    Parameters
+    ----------
+    path : str, optional
+        Where the backend loads its code from (a checkout), for backends that take one.
+    python : str, optional
+        Interpreter to run the backend's code with, for backends that run in a subprocess.
+    **options
+        Backend-specific options (e.g. ``fault`` for the project's torch backend); unknown
+        options raise ValueError naming them.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: Options this backend accepts besides path and python.
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, path: str | None = None, python: str | None = None, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(f"backend {self.name!r} does not take option(s) {', '.join(unknown)}"
+                             + (f" (it takes {', '.join(self.options)})" if self.options else ""))
+        self.path, self.python, self.opts = path, python, dict(options)
+
+    @abc.abstractmethod
+    def provides(self) -> frozenset[str]:
+        """Quantity names this backend can compute (``parity.quantities``)."""
+
+    def crossfeeds(self) -> frozenset[str]:
+        """Quantity names this backend can recompute from another backend's inputs."""
+        return frozenset()
+
+    @abc.abstractmethod
+    def open(self, spec: RunSpec) -> Session:
+        """A session for ``spec`` (not yet built: the runner times :meth:`Session.build`)."""
+
+    def info(self) -> dict:
+        """Identity for results and reports: name, version, origin (JSON-safe)."""
+        return {"name": self.name, "description": self.description, "version": None, "origin": None}
+
+    def check_spec(self, spec: RunSpec) -> None:
+        """Refuse a spec this backend cannot run at all (ValueError naming why); default: accept."""

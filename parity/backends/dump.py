@@ -1,0 +1,244 @@
+"""Stage dumps: every quantity a backend provides, in one ``.npz`` file, and a dump as a backend.
+
+A dump is a NumPy ``.npz`` archive (``numpy.load(path)`` reads it; no pickle anywhere):
+each quantity of ``parity.quantities`` under its own name, at full size and in the
+backend's own dtype, plus ``__manifest__``, a 0-d unicode array holding JSON:
+
+``schema`` ("eryx-parity-dump"), ``schema_version``, ``created_at``, ``backend`` (its
+info: name, version or commit, origin), ``spec`` (fixture, fixture_sha256, samplings,
+params, device, dtype), ``environment`` (library versions, host), ``quantities``
+({name: {shape, dtype}}), ``missing`` ({name: why the backend does not provide it}),
+``errors`` ({name: {message, traceback}}), ``build_error`` (or null), ``dtypes`` (the
+backend's dtype audit), ``seconds`` ({name: time to compute}).
+
+Written atomically (a temporary file in the target folder, then ``os.replace``): a reader
+never sees half a dump.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import time
+import traceback as _tb
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..io import json_safe
+from ..quantities import QUANTITY_NAMES
+from ..spec import RunSpec
+from .base import Backend, BuildFailure, NotProvided, Session
+
+DUMP_SCHEMA = "eryx-parity-dump"
+DUMP_SCHEMA_VERSION = 1
+MANIFEST_KEY = "__manifest__"
+
+
+class DumpError(ValueError):
+    """A dump that cannot be read, or one made from other inputs (a usage error)."""
+
+
+class DumpedError(RuntimeError):
+    """A quantity whose computation raised when the dump was made (message and traceback kept)."""
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A quantity as a NumPy array (torch tensors detached, conjugation resolved)."""
+    from ..compare import as_numpy
+
+    return np.asarray(as_numpy(value))
+
+
+def collect(session: Session, names: Iterable[str] = QUANTITY_NAMES,
+            on_quantity: Callable[[str], None] | None = None) -> tuple[dict, dict]:
+    """Compute every quantity ``session`` provides: (arrays, manifest parts).
+
+    Never raises for a quantity: what the backend does not provide goes to ``missing``,
+    what raises goes to ``errors`` (message and traceback), a construction failure to
+    ``build_error``.
+    """
+    session.build()
+    arrays: dict[str, np.ndarray] = {}
+    parts: dict[str, Any] = {"missing": {}, "errors": {}, "seconds": {}, "dtypes": None,
+                             "build_error": None}
+    if session.build_error is not None:
+        b = session.build_error
+        parts["build_error"] = {"step": b.step, "phase": b.phase, "message": f"{type(b.error).__name__}: {b.error}",
+                                "traceback": b.traceback}
+    for name in names:
+        if on_quantity:
+            on_quantity(name)
+        t0 = time.perf_counter()
+        try:
+            value = session.get(name)
+            if name == "dtypes":
+                parts["dtypes"] = dict(value)
+            else:
+                arrays[name] = to_numpy(value)
+        except NotProvided as exc:
+            parts["missing"][name] = str(exc)
+        except BuildFailure as exc:
+            parts["errors"][name] = {"message": str(exc), "traceback": exc.traceback, "build": True}
+        except Exception as exc:
+            parts["errors"][name] = {"message": f"{type(exc).__name__}: {exc}",
+                                     "traceback": "".join(_tb.format_exception(type(exc), exc, exc.__traceback__,
+                                                                               limit=12))}
+        parts["seconds"][name] = time.perf_counter() - t0
+    return arrays, parts
+
+
+def write_dump(session: Session, path: str | os.PathLike, *, names: Iterable[str] = QUANTITY_NAMES,
+               environment: dict | None = None, on_quantity: Callable[[str], None] | None = None) -> dict:
+    """Compute and write every quantity of ``session`` to ``path`` (atomic); returns the manifest."""
+    from ..io import check_output_path
+
+    path = Path(path)
+    check_output_path(path)
+    t0 = time.perf_counter()
+    arrays, parts = collect(session, names, on_quantity)
+    manifest = {
+        "schema": DUMP_SCHEMA, "schema_version": DUMP_SCHEMA_VERSION,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "backend": session.backend.info(), "spec": session.spec.to_dict(),
+        "environment": environment if environment is not None else _environment(),
+        "quantities": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+        **parts, "compute_seconds": time.perf_counter() - t0,
+    }
+    text = json.dumps(json_safe(manifest), allow_nan=False)
+    save_npz_atomic(path, {**arrays, MANIFEST_KEY: np.array(text)})
+    return manifest
+
+
+def _environment() -> dict:
+    from ..runner import environment
+
+    return environment()
+
+
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``numpy.savez`` through a temporary file in the target folder and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of dump ``path`` (DumpError naming the problem: missing, truncated, other schema)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DumpError(f"dump {path}: no such file" if not path.exists() else f"dump {path}: not a regular file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if MANIFEST_KEY not in data.files:
+                raise DumpError(f"dump {path}: not an eryx-parity dump (no {MANIFEST_KEY} entry)")
+            manifest = json.loads(str(data[MANIFEST_KEY]))
+    except DumpError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise DumpError(f"dump {path}: unreadable or truncated ({type(exc).__name__}: {exc})") from None
+    if manifest.get("schema") != DUMP_SCHEMA:
+        raise DumpError(f"dump {path}: schema {manifest.get('schema')!r} is not {DUMP_SCHEMA!r}")
+    if manifest.get("schema_version") != DUMP_SCHEMA_VERSION:
+        raise DumpError(f"dump {path}: schema version {manifest.get('schema_version')!r}; this parity reads "
+                        f"version {DUMP_SCHEMA_VERSION}")
+    return manifest
+
+
+def spec_from_manifest(manifest: dict, path: str = "") -> RunSpec:
+    """The RunSpec a dump was made for (its identity is the manifest's, not a re-hash)."""
+    s = manifest["spec"]
+    return RunSpec(fixture=s["fixture"], pdb_path=s["pdb_path"],
+                   samplings=tuple(tuple(int(v) for v in x) for x in s["samplings"]), params=dict(s["params"]),
+                   device=s.get("device", "cpu"), dtype=s.get("dtype", "float64"),
+                   sha256=s["fixture_sha256"])
+
+
+class DumpSession(Session):
+    """Quantities read from a dump (lazily, one array at a time)."""
+
+    backend: "DumpBackend"
+
+    def _build(self) -> None:
+        be = self.backend.manifest.get("build_error")
+        if be:
+            raise BuildFailure(be["step"], be["phase"], DumpedError(be["message"]), be.get("traceback", ""))
+
+    def _compute(self, name: str) -> Any:
+        m = self.backend.manifest
+        if name == "dtypes":
+            if m.get("dtypes") is None:
+                raise NotProvided(f"dump {self.backend.path} holds no dtype audit")
+            return m["dtypes"]
+        if name in m["quantities"]:
+            try:
+                with np.load(self.backend.path, allow_pickle=False) as data:
+                    return data[name]
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+                raise DumpError(f"dump {self.backend.path}: entry {name} unreadable ({exc})") from None
+        if name in m.get("errors", {}):
+            err = m["errors"][name]
+            be = m.get("build_error")
+            if err.get("build") and be:
+                raise BuildFailure(be["step"], be["phase"], DumpedError(be["message"]), be.get("traceback", ""))
+            raise DumpedError(f"{err['message']} (when the dump was made)\n{err.get('traceback', '')}")
+        reason = m.get("missing", {}).get(name)
+        raise NotProvided(f"{self.backend.describe()} does not hold {name}" + (f": {reason}" if reason else ""))
+
+
+class DumpBackend(Backend):
+    """A stored dump (``parity dump``) as a backend: the quantities a backend computed elsewhere."""
+
+    name = "dump"
+    description = "a stored stage dump (.npz written by 'parity dump')"
+
+    def __init__(self, *, path: str | None = None, python: str | None = None, **options: Any) -> None:
+        super().__init__(path=path, python=python, **options)
+        if not path:
+            raise ValueError("the dump backend needs the dump file (--reference-dump FILE, or --*-path FILE)")
+        self.path = str(path)
+        self.manifest = read_manifest(self.path)
+
+    def describe(self) -> str:
+        b = self.manifest.get("backend", {})
+        return f"dump {self.path} (of backend {b.get('name')!r})"
+
+    @classmethod
+    def static_provides(cls) -> frozenset[str]:
+        return frozenset()
+
+    def provides(self) -> frozenset[str]:
+        m = self.manifest
+        return frozenset(m["quantities"]) | frozenset(m.get("errors", {})) | (
+            {"dtypes"} if m.get("dtypes") is not None else frozenset())
+
+    @property
+    def spec(self) -> RunSpec:
+        return spec_from_manifest(self.manifest, self.path)
+
+    def check_spec(self, spec: RunSpec) -> None:
+        diffs = RunSpec.differences(self.manifest["spec"], spec.identity())
+        if diffs:
+            raise DumpError(f"{self.describe()} was made from other inputs: " + "; ".join(diffs))
+
+    def open(self, spec: RunSpec) -> DumpSession:
+        self.check_spec(spec)
+        return DumpSession(self, spec)
+
+    def info(self) -> dict:
+        b = dict(self.manifest.get("backend", {}))
+        return {"name": f"dump of {b.get('name')}", "description": self.description, "version": b.get("version"),
+                "origin": os.path.abspath(self.path), "commit": b.get("commit"), "dumped_backend": b,
+                "created_at": self.manifest.get("created_at"), "environment": self.manifest.get("environment"),
+                "device": self.manifest["spec"].get("device"), "dtype": self.manifest["spec"].get("dtype")}

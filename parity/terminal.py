@@ -1,0 +1,93 @@
+"""What a run prints: the header, the phase-by-phase table and the summary line."""
+from __future__ import annotations
+
+from .stages import PHASE_TITLES
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.2e}"
+
+
+def _backend_line(info: dict | None) -> str:
+    if not info:
+        return "?"
+    text = str(info.get("name"))
+    extra = [str(info[k]) for k in ("version",) if info.get(k)]
+    if info.get("commit"):
+        extra.append(str(info["commit"])[:10])
+    if info.get("fault"):
+        extra.append(f"FAULT {info['fault']}")
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def format_header(result: dict) -> list[str]:
+    g = result["grid"]
+    lines = [f"parity {result['fixture']}  grid {g['hsampling']} {g['ksampling']} {g['lsampling']}  device "
+             f"{result['device']} ({result.get('device_name', '')})  dtype {result['dtype']}"
+             + (f"  FAULT {result['fault']}" if result.get("fault") else "")]
+    if result.get("reference") or result.get("candidate"):
+        lines.append(f"reference {_backend_line(result.get('reference'))}  vs  candidate "
+                     f"{_backend_line(result.get('candidate'))}")
+    overrides = result.get("tier_overrides") or {}
+    if overrides:
+        lines.append("tier overrides: " + "; ".join(f"{k} {v}" for k, v in overrides.items()))
+    return lines
+
+
+def format_table(result: dict) -> str:
+    """The phase-by-phase table printed by ``parity run`` and ``parity compare``."""
+    lines = format_header(result)
+    header = f"  {'stage':<18} {'tier':<15} {'status':<15} {'max abs':>9} {'max rel':>9}  worst location / diagnosis"
+    builds = [s for s in result["stages"] if s.get("kind") == "construction"]
+    if builds:
+        lines += ["", "Construction"]
+        lines += [f"  {s['name']:<34} ERROR (phase {s['phase']})  {(s.get('message') or '').splitlines()[0]}"
+                  for s in builds]
+    phase = None
+    for s in result["stages"]:
+        if s.get("kind") == "construction":
+            continue
+        if s["phase"] != phase:
+            phase = s["phase"]
+            lines += ["", f"Phase {phase}: {PHASE_TITLES.get(phase, '')}", header]
+        status = s["status"].upper() if s["status"] != "pass" else "pass"
+        where = ((s.get("worst") or {}).get("location") or "") if s.get("max_abs") else ""
+        phrase = (s.get("details") or {}).get("diagnosis_phrase") if isinstance(s.get("details"), dict) else None
+        if s["status"] in ("fail",) and phrase:
+            where = f"{where}  [{phrase}]" if where else f"[{phrase}]"
+        if s["status"] in ("not_comparable", "error"):
+            where = (s.get("message") or "").splitlines()[0][:90] if s.get("message") else ""
+        lines.append(f"  {s['name']:<18} {s['tier']:<15} {status:<15} {_fmt(s['max_abs']):>9} "
+                     f"{_fmt(s['max_rel']):>9}  {where}")
+    lines.append("")
+    lines.append(format_summary(result))
+    return "\n".join(lines)
+
+
+def format_summary(result: dict) -> str:
+    """The verdict line(s): what agreed, how many elements were compared, what was not seen."""
+    stages = [s for s in result["stages"] if s.get("kind") != "construction"]
+    n = len(stages)
+    counts = {k: sum(1 for s in result["stages"] if s["status"] == k) for k in ("pass", "fail", "error",
+                                                                                 "not_comparable")}
+    compared = f"{result.get('n_compared', 0):,} elements compared"
+    nc = f", {counts['not_comparable']} not comparable" if counts["not_comparable"] else ""
+    verdict = result.get("verdict") or ("pass" if result["passed"] else "diverged")
+    lines = []
+    if verdict == "pass":
+        lines.append(f"PASSED: {counts['pass']} of {n} stages agree{nc}; {compared} ({result['duration_s']:.1f} s)")
+    elif verdict == "incomplete":
+        lines.append(f"INCOMPLETE: no divergence, but map stage(s) {', '.join(result.get('incomplete', []))} "
+                     f"compared nothing; {counts['pass']} of {n} stages agree{nc}; {compared} "
+                     f"({result['duration_s']:.1f} s)")
+    else:
+        first = next(s for s in result["stages"] if s["name"] == result["first_failure"])
+        lines.append(f"DIVERGED: first failure {first['name']} (phase {first['phase']}); {counts['fail']} failed, "
+                     f"{counts['error']} errors of {n} stages{nc}; {compared} ({result['duration_s']:.1f} s)")
+        lines.append(f"  {(first.get('message') or '').splitlines()[0]}")
+        phrase = (first.get("details") or {}).get("diagnosis_phrase") if isinstance(first.get("details"), dict) \
+            else None
+        if phrase:
+            lines.append(f"  diagnosis: {phrase}")
+    lines += [f"NOTE: {note}" for note in result.get("notes", [])]
+    return "\n".join(lines)
