@@ -758,9 +758,14 @@ def main(quick: bool = False, json_path: str | os.PathLike | None = None, device
     """
     import torch
 
-    from .io import write_json
+    from .io import check_output_path, write_json
     from .options import UsageError
 
+    if json_path is not None:  # refuse a bad output before measuring anything
+        try:
+            check_output_path(json_path, "--json")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if target_s is None:
         target_s = 1.0 if quick else 2.0
     devices = list(dict.fromkeys(devices or default_devices()))

@@ -47,8 +47,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
     Creates missing parent folders; the file is world-readable (mkstemp's 0600 would
     hide a report from a web server); the temporary file is removed on any failure.
+    Refuses (:class:`OutputPathError`) a target that is not a regular file or a new path:
+    replacing a device, a folder, a FIFO or a symbolic link would destroy it.
     """
-    path = Path(path)
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -80,18 +80,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Write the parity stages' results in the CLI's JSON format (one object per fixture)."""
-    path = session.config.getoption("--parity-json")
-    runs = getattr(session.config, "_parity_results", {})
-    if not path or not runs:
+    """Write the parity stages' results in the CLI's JSON format (one object per fixture).
+
+    Under pytest-xdist each worker hands its results to the controller (``workeroutput``),
+    which merges them per fixture and writes the one file: workers never write it.
+    """
+    config = session.config
+    path = config.getoption("--parity-json")
+    if not path:
         return
     from .io import write_json
-    from .runner import assemble_result
+    from .runner import assemble_result, merge_results
 
-    out = [assemble_result(run["run"], run["records"], started_at=run["started_at"],
-                           duration_s=sum(r["duration_s"] for r in run["records"]))
-           for run in runs.values()]
+    results = [assemble_result(run["run"], run["records"], started_at=run["started_at"],
+                               duration_s=sum(r["duration_s"] for r in run["records"]))
+               for run in getattr(config, "_parity_results", {}).values()]
+    if hasattr(config, "workeroutput"):  # an xdist worker: the controller writes
+        from .io import json_safe
+
+        config.workeroutput["parity_results"] = json.dumps(json_safe(results))
+        return
+    results += getattr(config, "_parity_worker_results", [])
+    if not results:
+        return
+    by_fixture: dict[str, list[dict]] = {}
+    for result in results:
+        by_fixture.setdefault(result["fixture"], []).append(result)
+    out = [merge_results(group) for group in by_fixture.values()]
     write_json(path, out[0] if len(out) == 1 else out)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """xdist controller: collect a finished worker's parity results."""
+    text = getattr(node, "workeroutput", {}).get("parity_results")
+    if text:
+        node.config._parity_worker_results = getattr(node.config, "_parity_worker_results", []) + json.loads(text)
 
 
 def parity_fixture_names(config: pytest.Config) -> list[str]:

@@ -369,11 +369,15 @@ def environment() -> dict:
     """Library versions, git commit and machine, for the result's identity."""
     import gemmi
     import scipy
-    import torch
 
+    try:
+        import torch
+    except ImportError:  # a NumPy-only environment (e.g. a dump of the reference made elsewhere)
+        torch = None
     return {
         "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-        "torch": torch.__version__, "gemmi": gemmi.__version__, "git_commit": git_commit(),
+        "torch": torch.__version__ if torch is not None else None, "gemmi": gemmi.__version__,
+        "git_commit": git_commit(),
         "hostname": socket.gethostname(), "platform": platform.platform(),
     }
 
@@ -389,8 +393,10 @@ def git_commit() -> str | None:
 
 
 def device_name(device: str) -> str:
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        return f"CPU ({platform.machine()})"
     dev = torch.device(device)
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
@@ -457,6 +463,26 @@ def assemble_result(run: Run, stages: list[dict], *, started_at: str, duration_s
         "phase_timings": phase_timings,
         "stages": stages,
     }
+
+
+def merge_results(results: list[dict]) -> dict:
+    """One result from several partial results of the same run (e.g. pytest-xdist workers).
+
+    Stages are put back in registry order and the verdict is recomputed from all of them.
+    """
+    from .stages import STAGE_NAMES
+
+    if len(results) == 1:
+        return results[0]
+    base = dict(results[0])
+    order = {name: i for i, name in enumerate(STAGE_NAMES)}
+    stages = sorted((s for r in results for s in r["stages"]), key=lambda s: order.get(s["name"], -1))
+    outcome, first, incomplete = verdict(stages)
+    base.update(stages=stages, verdict=outcome, passed=outcome == "pass", first_failure=first, incomplete=incomplete,
+                n_compared=int(sum(s.get("n_compared") or 0 for s in stages)),
+                duration_s=sum(r["duration_s"] for r in results),
+                started_at=min(r["started_at"] for r in results))
+    return base
 
 
 def execute(run: Run, stages: Iterable[Stage], *, progress: bool | None = None, on_result=None) -> dict:

@@ -91,6 +91,7 @@ class NumpySession(Session):
     def _q_map(self, q: np.ndarray) -> np.ndarray:
         """Id at arbitrary q-vectors through the reference's own q-vector mode."""
         s = self.spec
+        self._needs_model()
         evaluate = getattr(npm, "apply_disorder_at_q", None)
         if evaluate is not None:
             return evaluate(self._needs_model(), q)

@@ -61,7 +61,12 @@ class TorchSession(Session):
     def _build(self) -> None:
         self.model = None
         with self._injected():
-            self.model = self._model()
+            try:
+                self.model = self._model()
+            except Exception as exc:
+                # The steps that completed stay comparable (eryx.models_torch.OnePhonon.BUILD_STEPS).
+                self.model = getattr(exc, "partial_model", None)
+                raise
 
     def _need(self) -> tm.OnePhonon:
         if self.model is None:

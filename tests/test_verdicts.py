@@ -1,0 +1,51 @@
+"""Run-level verdicts that can be trusted: a run passes only when something was compared and agreed."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from parity import cli
+from parity.stages import STAGES
+
+MAPS = [s.name for s in STAGES if s.is_map]
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--res-limit", "100"],   # every point beyond the resolution limit: all NaN
+    ["--grid=-2,2,1"],         # oversampling 1: every point a Bragg point
+])
+def test_a_run_whose_maps_are_all_nan_is_incomplete_not_passed(capsys, tmp_path, argv):
+    out_json = tmp_path / "r.json"
+    code, out, err = run_cli(capsys, "run", *argv, "--no-progress", "--json", str(out_json))
+    assert code == 3, out + err
+    assert re.search(r"^INCOMPLETE: no divergence, but map stage\(s\) Id", out, re.M)
+    result = json.loads(out_json.read_text())
+    assert result["verdict"] == "incomplete" and result["passed"] is False
+    stages = {s["name"]: s for s in result["stages"]}
+    for name in MAPS + ["grad_gamma_inter", "grad_gamma_intra", "Id_nonnegative", "friedel"]:
+        assert stages[name]["status"] == "not_comparable", (name, stages[name]["message"])
+        assert stages[name]["n_compared"] == 0
+    assert "no finite" in stages["Id"]["message"].lower() or "nan" in stages["Id"]["message"].lower()
+
+
+def test_skipping_the_map_stages_explicitly_accepts_the_incomplete_run(capsys):
+    code, out, err = run_cli(capsys, "run", "--res-limit", "100", "--no-progress", "--skip", ",".join(MAPS))
+    assert code == 0, out + err
+    assert "PASSED:" in out
+
+
+def test_the_summary_says_how_many_elements_were_compared(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", "--no-progress", "--stages", "kvec,Amat", "--json", str(tmp_path / "r.json"))
+    assert code == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    n = result["n_compared"]
+    assert n == sum(s["n_compared"] for s in result["stages"]) > 0
+    assert f"{n:,} elements compared" in out
