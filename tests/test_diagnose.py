@@ -266,6 +266,16 @@ def test_additive_noise_is_not_round_off(level):
     assert summary_phrase(sigs) == NO_SIGNATURE
 
 
+def test_one_factor_on_a_subset_is_not_round_off():
+    # 1.01 on every other column is 2.6 units of bfloat16 round-off in size, but one value.
+    e = spread((6, 10))
+    a = e.copy()
+    a[:, 1::2] *= 1.01
+    sigs = diag(e, a, axes=("item", "l"))
+    assert not explaining(sigs, "precision")
+    assert head(sigs).name == "partial"
+
+
 def test_real_carried_as_complex_and_the_reverse():
     e = spread((6, 6))
     s = head(diag(e, e.astype(np.complex128), DECOMP))
@@ -531,6 +541,22 @@ def test_eigenvector_noise_is_not_a_rotation():
     Ua = U + 1e-6 * rng(13).standard_normal(U.shape)
     sigs = diagnose_eigenspaces(w, U, w, Ua, DECOMP, time_budget_s=BUDGET)
     assert summary_phrase(sigs) == NO_SIGNATURE
+
+
+def test_eigenvectors_conjugated():
+    w, U = _eigensystem()
+    s = head(diagnose_eigenspaces(w, U, w, U.conj() * np.exp(0.4j), DECOMP, time_budget_s=BUDGET))
+    assert s.name == "eigen_conjugate" and s.phrase == "eigenvectors conjugated"
+
+
+def test_a_different_eigenbasis_is_not_a_rotation_of_everything():
+    # Merging all clusters into one makes any two eigenbases agree (V V^H is blind):
+    # an unrelated unitary must not be explained as "all modes rotated into each other".
+    w, U = _eigensystem()
+    Q = np.linalg.qr(rng(14).standard_normal((8, 8)) + 1j * rng(15).standard_normal((8, 8)))[0]
+    sigs = diagnose_eigenspaces(w, U, w, U @ Q, DECOMP, time_budget_s=BUDGET)
+    assert summary_phrase(sigs) == NO_SIGNATURE
+    assert not [s for s in sigs if s.name == "eigen_rotation"]
 
 
 def test_cluster_labels_match_the_comparison_engine():

@@ -21,12 +21,17 @@ SAMPLINGS = ((-2, 2, 3),) * 3
 BUDGET = 30.0  # what is found is tested here, never how fast
 
 
+_CONTEXTS: dict = {}  # one run context per fault for the whole module
+
+
 def stage_pair(fault: str, stage_name: str):
     """(expected, actual, ctx) of one stage with the fault injected, through today's API.
 
     Eigenspace stages return ((values, vectors), (values, vectors)); arrays are NumPy.
     """
-    ctx = make_context("synthetic", samplings=SAMPLINGS, fault=fault)
+    if fault not in _CONTEXTS:
+        _CONTEXTS[fault] = make_context("synthetic", samplings=SAMPLINGS, fault=fault)
+    ctx = _CONTEXTS[fault]
     with inject(fault):
         st = get_stage(stage_name)
         actual = st.candidate(ctx)
@@ -53,28 +58,30 @@ OPTIONS = {
     "Amat": _amat_view,
     "Linv": lambda e, a, ctx: (e, a, {"axes": ("dof row", "dof column")}),
     "K": lambda e, a, ctx: (e, a, {"axes": ("BZ point", "dof row", "dof column")}),
+    "D": lambda e, a, ctx: (e, a, {"axes": ("BZ point", "dof row", "dof column")}),
+    "Kinv": lambda e, a, ctx: (e, a, {"axes": ("BZ point", "dof row", "dof column")}),
     "Winv": lambda e, a, ctx: (e, a, {"axes": ("dh", "dk", "dl", "mode"),
                                       "subsets": {"zero modes": np.isnan(e)}}),
     "ADP": lambda e, a, ctx: (e, a, {"axes": ("atom",)}),
 }
 
 
+def diagnose_stage(fault: str, stage_name: str):
+    """The signatures of one stage's divergence under a fault."""
+    expected, actual, ctx = stage_pair(fault, stage_name)
+    stage = get_stage(stage_name)
+    tier = resolve_tier(stage.tier, ctx.dtype, ctx.tier_overrides)
+    if stage.kind == "eigenspace":
+        return diagnose_eigenspaces(*expected, *actual, tier, rel_gap=1e-6, locate=ctx.locator(stage.locate),
+                                    axes=("BZ point", "mode"), time_budget_s=BUDGET)
+    e, a, options = OPTIONS.get(stage_name, lambda e, a, ctx: (e, a, {}))(expected, actual, ctx)
+    return diagnose_arrays(e, a, tier, time_budget_s=BUDGET, **options)
+
+
 @pytest.fixture(scope="module")
 def diagnosed():
-    """Every fault's own stage, built and diagnosed once for the module."""
-    out = {}
-    for name, fault in FAULTS.items():
-        expected, actual, ctx = stage_pair(name, fault.stage)
-        stage = get_stage(fault.stage)
-        tier = resolve_tier(stage.tier, ctx.dtype, ctx.tier_overrides)
-        if stage.kind == "eigenspace":
-            sigs = diagnose_eigenspaces(*expected, *actual, tier, rel_gap=1e-6, locate=ctx.locator(stage.locate),
-                                        axes=("BZ point", "mode"), time_budget_s=BUDGET)
-        else:
-            e, a, options = OPTIONS[fault.stage](expected, actual, ctx)
-            sigs = diagnose_arrays(e, a, tier, time_budget_s=BUDGET, **options)
-        out[name] = sigs
-    return out
+    """Every fault's own stage, diagnosed once for the module."""
+    return {name: diagnose_stage(name, fault.stage) for name, fault in FAULTS.items()}
 
 
 def _head(sigs):
@@ -146,3 +153,11 @@ def test_adp_scale_is_a_factor_one_third(diagnosed):
     s = _head(diagnosed["adp_scale"])
     assert (s.name, s.params["expression"], s.phrase) == ("constant_factor", "1/3", "x 1/3")
     assert [x.name for x in diagnosed["adp_scale"] if x.explains] == ["constant_factor"]
+
+
+def test_phase_sign_downstream_stages_say_conjugate_too():
+    # Inherited divergences keep the signature where it survives: D and Kinv are conj(K)'s
+    # functions, the eigenvectors of conj(D) are the conjugated eigenvectors.
+    assert _head(diagnose_stage("phase_sign", "D")).name == "conjugate"
+    assert _head(diagnose_stage("phase_sign", "Kinv")).name == "conjugate"
+    assert _head(diagnose_stage("phase_sign", "eigenspaces")).name == "eigen_conjugate"
