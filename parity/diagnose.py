@@ -1057,7 +1057,7 @@ def _accumulated(p: _Pair, ax: int, g: int) -> Signature | None:
                    + p.tier.rtol * np.abs(np.where(fin, c, 0)))
     bad_ref = np.any((p.mismatch | p.pattern_mismatch).reshape(shape), axis=ax)
     accumulated = np.all(close, axis=ax) & bad_ref  # per fibre (the within-item axis kept)
-    if not accumulated.any() or np.any(bad_ref & ~accumulated):
+    if not accumulated.any():
         return None
     t = np.where(np.expand_dims(accumulated, ax), c, e)
     residual, ok = _within(a[fin].reshape(-1), t[fin].reshape(-1), p.tier)

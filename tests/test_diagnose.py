@@ -521,6 +521,18 @@ def test_eigenvectors_rotated_across_clusters():
     assert "BZ points" in s.sentence
 
 
+def test_small_unlinked_leak_leaves_the_rotation_unexplained():
+    # Modes 0 and 1 leak by 5e-10: below the mixing threshold (10 x tol), above the projector
+    # tolerance (1e-10). The big rotation of 6 and 7 is named, but it does not explain all.
+    w, U = _eigensystem()
+    sigs = diagnose_eigenspaces(w, U, w, _rotate(_rotate(U, 6, 7, 0.3), 0, 1, 5e-10), DECOMP,
+                                time_budget_s=BUDGET)
+    rot = [s for s in sigs if s.name == "eigen_rotation"]
+    assert rot and rot[0].params["modes"] == [[6, 7]]
+    assert not rot[0].explains and rot[0].params["unexplained_items"] == 6
+    assert summary_phrase(sigs) == NO_SIGNATURE
+
+
 def test_eigenvectors_swapped_and_partly_rotated():
     w, U = _eigensystem()
     Ua = U.copy()
