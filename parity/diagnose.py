@@ -876,71 +876,101 @@ def _parts(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x.real, x.imag]) if np.iscomplexobj(x) else x
 
 
+_UNIT = {fmt: 2.0 ** -bits for fmt, bits in FORMATS}
+_LABEL = {"float16": "float16/TF32", "tf32": "float16/TF32"}  # the same unit round-off
+
+
+def _roundoff_like(rel: np.ndarray, u: float) -> dict | None:
+    """Distribution statistics of signed relative errors, when they look like round-off of unit ``u``.
+
+    Round-off is relative to each element (p99 within ``ROUNDOFF_P99_U`` units, unlike
+    additive noise), not far below ``u`` (median >= u/64: else a wider format), and spread
+    out (one rounding is uniform in [0, u], coefficient of variation 0.58; one wrong factor
+    on a subset gives a single value, CV 0). No sign test: round-off of one shared constant
+    upstream (float32(2 pi) > 2 pi) biases every error the same way.
+    """
+    mag = np.abs(rel)
+    nonzero = mag[mag > 0]
+    p99, median = float(np.percentile(mag, 99)), float(np.median(mag))
+    spread = float(np.std(nonzero) / np.mean(nonzero)) if nonzero.size > 1 else 0.0
+    if p99 <= ROUNDOFF_P99_U * u and median >= u / 64 and spread >= ROUNDOFF_MIN_SPREAD:
+        return {"p99_rel_in_u": p99 / u, "median_rel_in_u": median / u, "spread": spread}
+    return None
+
+
+def _in_band(error: float, u: float) -> bool:
+    return ROUNDOFF_BAND_U[0] * u <= error <= ROUNDOFF_BAND_U[1] * u
+
+
 def _precision(p: _Pair) -> list[Signature]:
-    """Round-off of a narrower float format, from cast evidence or the error distribution."""
+    """Round-off of a narrower float format, from cast evidence or the error distribution.
+
+    A format is claimed only with evidence the candidate carries it: its values are
+    numbers of that format (cast), or float32 numbers with errors of a narrower
+    format's size (TF32/bfloat16 arithmetic stored in float32). Without cast evidence
+    only float32 is claimed, from the distribution of the errors: a relative error of
+    ~1e-7 spread like round-off is specific, one of ~1e-3 (bfloat16's size) describes
+    many ordinary bugs too.
+    """
     f = p.finite
     a, e = _parts(p.a[f]), _parts(p.e[f])
     skip_f32 = p.tier.name.endswith(F32_SUFFIX)  # a float32 run: float32 round-off is expected
     nz = e != 0
     if np.count_nonzero(nz) < MIN_ELEMENTS_FOR_PRECISION:
         return []
+    rel = (a[nz] - e[nz]) / e[nz]
     base = {"error_before": p.error}
-    # Cast evidence: every candidate value is a number of the format, most reference values are not.
     values = a[a != 0]
     # Every narrower format is a subset of float32: no float32 values, no cast evidence.
     cast = values.size >= MIN_ELEMENTS_FOR_PRECISION and bool(np.all(_representable(values, "float32")))
-    for fmt, bits in FORMATS if cast else ():
-        if skip_f32 and fmt == "float32":
-            continue
-        u = 2.0 ** -bits
-        if not np.all(_representable(values, fmt)):
-            continue
+    fmt = next((f_ for f_, _ in FORMATS if cast and np.all(_representable(values, f_))), None)
+    if fmt is not None and not (skip_f32 and fmt == "float32"):
         ref_fraction = float(np.mean(_representable(e[nz], fmt)))
-        if ref_fraction > 0.5:
-            continue
-        explains = p.error <= CAST_ALLOWANCE_U * u
-        params = {**base, "format": fmt, "evidence": "cast", "unit_roundoff": u,
-                  "error_in_u": p.error / u, "allowed": CAST_ALLOWANCE_U * u,
-                  "reference_representable": ref_fraction}
-        sentence = (f"Every candidate value is exactly a {fmt} number (of the reference values only "
-                    f"{100 * ref_fraction:.0f} % are): the quantity was computed or stored in {fmt} and cast "
-                    f"back; the error is {p.error / u:.3g} units of {fmt} round-off ({_g(p.error)} of "
-                    f"max|reference|)" + ("." if explains else f", more than the {CAST_ALLOWANCE_U:g} "
-                                          "allowed for round-off alone."))
-        return [Signature("precision", f"{fmt} round-off (cast)", sentence, params, p.error, explains)]
-    # Distribution evidence: relative errors of the size of one format's round-off,
-    # proportional to |reference| (additive noise is not), of both signs.
-    rel = (a[nz] - e[nz]) / e[nz]
-    mag = np.abs(rel)
-    candidates = []
-    for fmt, bits in FORMATS:
-        if skip_f32 and fmt == "float32" or fmt == "tf32":
-            continue  # tf32 has float16's unit round-off: reported together
-        u = 2.0 ** -bits
-        if ROUNDOFF_BAND_U[0] * u <= p.error <= ROUNDOFF_BAND_U[1] * u:
-            candidates.append((abs(math.log2(p.error / u) - 1.0), fmt, u))
-    if not candidates:
+        if ref_fraction <= 0.5:
+            return [_cast_signature(p, fmt, ref_fraction, rel, base)]
+    if skip_f32 or not _in_band(p.error, _UNIT["float32"]):
         return []
-    _, fmt, u = min(candidates)
-    label = "float16/TF32" if fmt == "float16" else fmt
-    p99, median = float(np.percentile(mag, 99)), float(np.median(mag))
-    nonzero = mag[mag > 0]
-    positive = float(np.mean(rel[rel != 0] > 0)) if nonzero.size else 0.5
-    # Round-off magnitudes are spread out (one rounding: uniform in [0, u], CV 0.58);
-    # one wrong factor on a subset gives a single value (CV 0).
-    spread = float(np.std(nonzero) / np.mean(nonzero)) if nonzero.size > 1 else 0.0
-    # No sign test: round-off of one shared constant upstream (float32(2 pi) > 2 pi) biases
-    # every error the same way.
-    explains = p99 <= ROUNDOFF_P99_U * u and median >= u / 64 and spread >= ROUNDOFF_MIN_SPREAD
-    params = {**base, "format": label, "evidence": "distribution", "unit_roundoff": u,
-              "error_in_u": p.error / u, "p99_rel_in_u": p99 / u, "median_rel_in_u": median / u,
-              "positive_fraction": positive, "spread": spread, "allowed": ROUNDOFF_BAND_U[1] * u}
-    if not explains:
-        return []  # of the size of round-off but not distributed like it: nothing to say
-    sentence = (f"The errors have the size and distribution of {label} round-off somewhere upstream: "
-                f"relative to each element, median {median / u:.2g} and 99th percentile {p99 / u:.2g} "
-                f"units of {label} round-off, spread out as round-off is (normwise {_g(p.error)}).")
-    return [Signature("precision", f"{label} round-off", sentence, params, p.error, True)]
+    stats = _roundoff_like(rel, _UNIT["float32"])
+    if stats is None:
+        return []
+    u = _UNIT["float32"]
+    params = {**base, "format": "float32", "evidence": "distribution", "unit_roundoff": u,
+              "error_in_u": p.error / u, **stats, "allowed": ROUNDOFF_BAND_U[1] * u}
+    sentence = (f"The errors have the size and distribution of float32 round-off somewhere upstream: "
+                f"relative to each element, median {stats['median_rel_in_u']:.2g} and 99th percentile "
+                f"{stats['p99_rel_in_u']:.2g} units of float32 round-off, spread out as round-off is "
+                f"(normwise {_g(p.error)}).")
+    return [Signature("precision", "float32 round-off", sentence, params, p.error, True)]
+
+
+def _cast_signature(p: _Pair, fmt: str, ref_fraction: float, rel: np.ndarray, base: dict) -> Signature:
+    """The candidate's values are numbers of ``fmt``: round-off of that format, or of a narrower
+    arithmetic stored in it (float32 numbers with TF32/bfloat16-sized errors)."""
+    u = _UNIT[fmt]
+    params = {**base, "format": fmt, "evidence": "cast", "unit_roundoff": u, "error_in_u": p.error / u,
+              "allowed": CAST_ALLOWANCE_U * u, "reference_representable": ref_fraction}
+    lead = (f"Every candidate value is exactly a {fmt} number (of the reference values only "
+            f"{100 * ref_fraction:.0f} % are)")
+    if p.error <= CAST_ALLOWANCE_U * u:
+        sentence = (f"{lead}: the quantity was computed or stored in {fmt} and cast back; the error is "
+                    f"{p.error / u:.3g} units of {fmt} round-off ({_g(p.error)} of max|reference|).")
+        return Signature("precision", f"{fmt} round-off (cast)", sentence, params, p.error, True)
+    if fmt == "float32":
+        for narrow in ("tf32", "bfloat16"):
+            un = _UNIT[narrow]
+            stats = _roundoff_like(rel, un) if _in_band(p.error, un) else None
+            if stats is not None:
+                label = _LABEL.get(narrow, narrow)
+                params.update(format=label, stored_as="float32", unit_roundoff=un, error_in_u=p.error / un,
+                              allowed=ROUNDOFF_BAND_U[1] * un, **stats)
+                sentence = (f"{lead}, and the errors have the size and distribution of {label} round-off "
+                            f"({p.error / un:.3g} units normwise, 99th percentile "
+                            f"{stats['p99_rel_in_u']:.2g} units relative): {label} arithmetic upstream, "
+                            f"stored in float32.")
+                return Signature("precision", f"{label} arithmetic (float32)", sentence, params, p.error, True)
+    sentence = (f"{lead}: the quantity went through {fmt}, but the error ({p.error / u:.3g} units of {fmt} "
+                f"round-off) is more than the {CAST_ALLOWANCE_U:g} allowed for round-off alone.")
+    return Signature("precision", f"through {fmt}, error too large", sentence, params, p.error, False)
 
 
 # --------------------------------------------------------------------------- #

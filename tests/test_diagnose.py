@@ -251,6 +251,24 @@ def test_float32_round_off_upstream_from_the_distribution():
     assert (s.name, s.params["format"], s.params["evidence"]) == ("precision", "float32", "distribution")
 
 
+def test_tf32_arithmetic_stored_in_float32():
+    x, y = rng(16).uniform(0.5, 2.0, (2, 600))
+    e = x * y
+    tf32 = lambda v: _round_bits(v, 10)  # noqa: E731
+    a = (tf32(x) * tf32(y)).astype(np.float32).astype(np.float64)  # tf32 inputs, float32 product
+    s = head(diag(e, a))
+    assert (s.name, s.params["format"], s.params["stored_as"]) == ("precision", "float16/TF32", "float32")
+
+
+def test_bfloat16_sized_errors_in_float64_are_not_bfloat16_round_off():
+    # Relative errors of ~1e-3, spread out: bfloat16's size, but nothing in the candidate
+    # was ever a bfloat16 (or float32) number. Many ordinary bugs look like this.
+    e = spread((400,))
+    a = e * (1 + 2e-3 * rng(17).uniform(-1, 1, e.shape))
+    sigs = diag(e, a, DECOMP)
+    assert not explaining(sigs, "precision") and summary_phrase(sigs) == NO_SIGNATURE
+
+
 def test_float32_round_off_in_a_float32_run_is_not_news():
     e = spread((500,))
     sigs = diag(e, e.astype(np.float32).astype(np.float64), TIERS["tight_f32"])
