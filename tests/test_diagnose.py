@@ -284,11 +284,12 @@ def test_additive_noise_is_not_round_off(level):
     assert summary_phrase(sigs) == NO_SIGNATURE
 
 
-def test_one_factor_on_a_subset_is_not_round_off():
-    # 1.01 on every other column is 2.6 units of bfloat16 round-off in size, but one value.
+@pytest.mark.parametrize("factor", [1.01, 1 + 3e-7])
+def test_one_factor_on_a_subset_is_not_round_off(factor):
+    # 1.01 is 2.6 units of bfloat16 round-off, 1 + 3e-7 five of float32, in size; but one value.
     e = spread((6, 10))
     a = e.copy()
-    a[:, 1::2] *= 1.01
+    a[:, 1::2] *= factor
     sigs = diag(e, a, axes=("item", "l"))
     assert not explaining(sigs, "precision")
     assert head(sigs).name == "partial"
