@@ -990,7 +990,8 @@ def _nan_pattern(p: _Pair, subsets: Mapping[str, np.ndarray]) -> Signature:
     """Describe how the NaN/inf patterns differ; explains when the finite elements agree."""
     mm = p.pattern_mismatch
     kinds = []
-    for ce, ca in sorted({(int(x), int(y)) for x, y in zip(p.code_e[mm], p.code_a[mm])}):
+    pairs = np.unique(p.code_e[mm].astype(np.int64) * 64 + p.code_a[mm].astype(np.int64))
+    for ce, ca in (divmod(int(c), 64) for c in pairs):
         sel = mm & (p.code_e == ce) & (p.code_a == ca)
         count = int(sel.sum())
         where, _, per_axis = _where_text(sel, p.names)
