@@ -327,19 +327,9 @@ def cmd_run(args) -> int:
     stages = _selection(args)
     run = _run(args)
     result = execute(run, stages, progress=False if args.no_progress else None)
-    _diagnose(run, result)
     print(format_table(result))
     _outputs(args, result)
     return _exit_code(result)
-
-
-def _diagnose(run, result) -> None:
-    """Add divergence signatures to the failing stages (never changes a verdict)."""
-    try:
-        from .diagnosis import diagnose_result
-    except ImportError:
-        return
-    diagnose_result(run, result)
 
 
 def cmd_report(args) -> int:
@@ -366,7 +356,6 @@ def cmd_bisect(args) -> int:
     stages = _selection(args)
     run = _run(args)
     result = execute(run, stages, progress=False if args.no_progress else None)
-    _diagnose(run, result)
     verdicts = classify(run, result["stages"])
     result["bisect"] = verdicts.to_dict()
     print(format_bisect(verdicts))
@@ -465,7 +454,6 @@ def cmd_compare(args) -> int:
               tier_overrides=_tier_overrides(args.tier))
     build_sessions(run)
     result = execute(run, stages, progress=False if args.no_progress else None)
-    _diagnose(run, result)
     print(format_table(result))
     _outputs(args, result)
     return _exit_code(result)

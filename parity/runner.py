@@ -36,6 +36,11 @@ from .spec import DEFAULT_PARAMS, RunSpec, default_grid, make_spec  # noqa: F401
 from .stages import STAGES, Stage
 from .tiers import resolve_tier
 
+#: Figures of divergence signatures are drawn for at most this many failing stages per run
+#: (the first ones: the root of a divergence comes first in phase order).
+DIAGNOSIS_FIGURES = 3
+#: CPU seconds the diagnosis may spend on one failing stage (parity.diagnose).
+DIAGNOSIS_BUDGET_S = 0.05
 SCHEMA_VERSION = 1  # additive keys since: reference, candidate, verdict, incomplete, n_compared, notes
 SLICE_MAX = 128
 DEFAULT_REFERENCE, DEFAULT_CANDIDATE = "numpy", "torch"
@@ -266,12 +271,82 @@ def _slice_details(run: Run, actual: np.ndarray, expected: np.ndarray, worst: di
     }
 
 
+def _view(x: np.ndarray, view: tuple[int, ...] | None) -> np.ndarray:
+    """Reshape for the diagnosis; 0 in ``view`` keeps that axis's length."""
+    if view is None or x.ndim > len(view):
+        return x
+    try:
+        return x.reshape(tuple(x.shape[i] if v == 0 else v for i, v in enumerate(view)))
+    except ValueError:
+        return x
+
+
+def diagnose_stage(stage: Stage, run: Run, tier, feed: Any = None) -> tuple[list, np.ndarray | None, Any]:
+    """Divergence signatures of a failing stage: (signatures, expected, actual) as diagnosed.
+
+    Never changes a verdict; a stage kind without a reference pair gives no signature.
+    """
+    from . import diagnose as dg
+
+    if stage.kind == "eigenspace":
+        ev, eV = run.reference_value("Winv"), run.reference_value(stage.reference_quantity)
+        if feed is not None:
+            av, aV = np.asarray(cmp.as_numpy(feed["Winv"])), np.asarray(cmp.as_numpy(feed["V"]))
+        else:
+            av, aV = run.candidate_value("Winv"), run.candidate_value(stage.quantity)
+        n = ev.shape[-1]
+        rel_gap = 1e-6 if run.dtype == "float64" else 1e-3
+        sigs = dg.diagnose_eigenspaces(ev.reshape(-1, n), eV.reshape(-1, n, n), av.reshape(-1, n),
+                                       aV.reshape(-1, n, n), tier, rel_gap=rel_gap, locate=run.locator(stage.locate),
+                                       axes=stage.axes, time_budget_s=DIAGNOSIS_BUDGET_S)
+        return sigs, None, None
+    if stage.kind not in ("array", "exact", "gradient"):
+        return [], None, None
+    expected = run.stage_value(stage, "reference")
+    actual = run.stage_value(stage, "candidate", feed)
+    if stage.kind == "gradient":
+        return dg.diagnose_gradient(expected, actual, tier), expected, actual
+    e, a = _view(expected, stage.view), _view(actual, stage.view)
+    options: dict[str, Any] = {"axes": stage.axes, "matrix_axes": stage.matrix_axes}
+    subsets: dict[str, np.ndarray] = {}
+    if stage.locate == "grid" and e.shape[:1] == (run.spec.n_q,):
+        options["grid_shape"] = run.spec.map_shape
+        options["axes"] = stage.axes or ("grid point",)
+        if e.ndim == 1 and np.issubdtype(e.dtype, np.floating):
+            subsets["Bragg points"] = np.isnan(e)
+    if stage.locate == "bz_flat" and e.ndim >= 1:
+        k0 = np.zeros(e.shape, dtype=bool)
+        k0[0] = True
+        subsets["k = 0 point"] = k0
+    if stage.name == "Winv":
+        subsets["zero modes"] = np.isnan(e)
+    if subsets:
+        options["subsets"] = subsets
+    options = {k: v for k, v in options.items() if v is not None}
+    return dg.diagnose_arrays(e, a, tier, time_budget_s=DIAGNOSIS_BUDGET_S, **options), e, a
+
+
+def _attach_diagnosis(record: dict, stage: Stage, run: Run, feed: Any) -> None:
+    from . import diagnose as dg
+
+    tier = resolve_tier(stage.tier, run.dtype, run.tier_overrides)
+    sigs, e, a = diagnose_stage(stage, run, tier, feed)
+    record["diagnosis"] = [s.to_dict() for s in sigs]
+    record["details"]["diagnosis_phrase"] = dg.summary_phrase(sigs)
+    best = next((s for s in sigs if s.explains), None)
+    if best is not None and run.timings.setdefault("figures_left", DIAGNOSIS_FIGURES) > 0:
+        uri = dg.figure(best, e, a)
+        if uri:
+            run.timings["figures_left"] -= 1
+            record["details"]["diagnosis_figure"] = uri
+
+
 def _base_record(stage: Stage, run: Run) -> dict:
     tier = resolve_tier(stage.tier, run.dtype, run.tier_overrides)
     return {"name": stage.name, "phase": stage.phase, "tier": tier.name, "kind": stage.kind,
             "rtol": tier.rtol, "atol": tier.atol, "description": stage.description,
             "max_abs": None, "max_rel": None, "n_mismatch": 0, "n_total": 0, "n_compared": 0, "worst": None,
-            "message": "", "details": {}}
+            "message": "", "details": {}, "diagnosis": []}
 
 
 def side_error_record(exc: SideError) -> tuple[str, str, dict]:
@@ -312,6 +387,13 @@ def run_stage(stage: Stage, run: Run, feed: Any = None) -> dict:
                                 result.worst)
             if sl:
                 record["details"]["slice"] = sl
+        if record["status"] == "fail":
+            t_diag = time.perf_counter()
+            try:
+                _attach_diagnosis(record, stage, run, feed)
+            except Exception as exc:  # the diagnosis describes; it never decides or breaks a run
+                record["details"]["diagnosis_error"] = f"{type(exc).__name__}: {exc}"
+            record["details"]["diagnosis_s"] = time.perf_counter() - t_diag
     except NotProvided as exc:
         record.update(status="not_comparable", message=str(exc))
     except SideError as exc:
@@ -433,7 +515,7 @@ def assemble_result(run: Run, stages: list[dict], *, started_at: str, duration_s
     for rec in stages:
         key = str(rec["phase"])
         phase_timings[key] = phase_timings.get(key, 0.0) + rec["duration_s"]
-    phase_timings.update({k: v for k, v in run.timings.items() if v is not None})
+    phase_timings.update({k: v for k, v in run.timings.items() if v is not None and k != "figures_left"})
     outcome, first, incomplete = verdict(stages)
     spec = run.spec
     return {

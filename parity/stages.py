@@ -51,6 +51,14 @@ class Stage:
     check : callable (run) -> Comparison, for invariants and oracles.
     vacuous : callable (run) -> str or None, optional
         Why comparing this stage would be vacuous in this run (nothing to compare), or None.
+    axes : tuple of str, optional
+        Names of the compared array's axes in the stage's own terms, for the divergence
+        diagnosis (``parity.diagnose``); a grid map (n_q,) is analysed as (h, k, l).
+    matrix_axes : tuple, optional
+        The axes a transpose acts on (``()``: none; default: the last two when square).
+    view : tuple of int, optional
+        Reshape both sides to this before diagnosing (-1 allowed): e.g. Amat's atom rows
+        as (n_asu, n_at, 3, 6), so a fault reads "along atom", not "along atom row".
     """
 
     name: str
@@ -65,6 +73,9 @@ class Stage:
     derive: Callable[["Run", str, Any], Any] | None = None
     check: Callable[["Run"], Any] | None = None
     vacuous: Callable[["Run"], str | None] | None = None
+    axes: tuple[str, ...] | None = None
+    matrix_axes: Any = None
+    view: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -146,18 +157,24 @@ def _no_gradient_sample(run: "Run") -> str | None:
     return None
 
 
+_BZ_MATRIX = ("BZ point", "dof row", "dof column")
 _MAP_INPUTS = ("ADP", "Amat", "xyz", "adp", "q_grid", "res_mask", "bz_index", "K", "Winv", "V")
 
 STAGES: tuple[Stage, ...] = (
     # ---- phase 1: grid and precision
-    Stage("hkl_grid", 1, "tight", "array", "Miller indices of the grid (h slowest, l fastest)", locate="grid"),
-    Stage("map_shape", 1, "exact", "exact", "grid dimensions (n_h, n_k, n_l)"),
-    Stage("q_grid", 1, "tight", "array", "q = 2 pi A_inv^T hkl (1/A)", locate="grid", inputs=("hkl_grid", "A_inv")),
+    Stage("hkl_grid", 1, "tight", "array", "Miller indices of the grid (h slowest, l fastest)", locate="grid",
+          axes=("grid point", "hkl")),
+    Stage("map_shape", 1, "exact", "exact", "grid dimensions (n_h, n_k, n_l)", axes=("axis",)),
+    Stage("q_grid", 1, "tight", "array", "q = 2 pi A_inv^T hkl (1/A)", locate="grid", inputs=("hkl_grid", "A_inv"),
+          axes=("grid point", "xyz")),
     Stage("res_mask", 1, "exact", "exact", "grid points inside the resolution limit", locate="grid",
-          inputs=("hkl_grid", "cell")),
-    Stage("kvec", 1, "tight", "array", "k-vectors of the BZ points (1/A)", locate="bz", inputs=("A_inv",)),
-    Stage("kvec_norm", 1, "tight", "array", "|k|", locate="bz", inputs=("kvec",)),
-    Stage("bz_index", 1, "exact", "exact", "grid point -> BZ point mapping (section 5)", locate="grid"),
+          inputs=("hkl_grid", "cell"), axes=("grid point",)),
+    Stage("kvec", 1, "tight", "array", "k-vectors of the BZ points (1/A)", locate="bz", inputs=("A_inv",),
+          axes=("dh", "dk", "dl", "xyz"), matrix_axes=()),
+    Stage("kvec_norm", 1, "tight", "array", "|k|", locate="bz", inputs=("kvec",), axes=("dh", "dk", "dl", "norm"),
+          matrix_axes=()),
+    Stage("bz_index", 1, "exact", "exact", "grid point -> BZ point mapping (section 5)", locate="grid",
+          axes=("grid point",)),
     Stage("dtype_audit", 1, "exact", "dtype", "every candidate intermediate at the requested precision",
           quantity="dtypes"),
     # ---- phase 2: matrices and scattering
@@ -165,34 +182,44 @@ STAGES: tuple[Stage, ...] = (
           check=oracles.check_structure),
     Stage("p1_oracle", 2, "oracle_symmetry", "oracle", "reference P1 expansion vs gemmi's space-group operations and packing",
           check=oracles.check_p1),
-    Stage("xyz", 2, "tight", "array", "P1-expanded coordinates (A)"),
-    Stage("asu_xyz", 2, "tight", "array", "reference-cell ASU coordinates (A)"),
-    Stage("Amat", 2, "tight", "array", "rigid-body projection A per ASU", inputs=("asu_xyz",)),
-    Stage("M_allatoms", 2, "tight", "array", "all-atom mass matrix", inputs=("masses", "n_asu")),
-    Stage("Mmat", 2, "tight", "array", "projected mass matrix A^T M A", inputs=("Amat", "masses")),
-    Stage("Linv", 2, "decomposition", "array", "inverse lower Cholesky factor of Mmat (real)", inputs=("Mmat",)),
+    Stage("xyz", 2, "tight", "array", "P1-expanded coordinates (A)", axes=("ASU", "atom", "xyz"), matrix_axes=()),
+    Stage("asu_xyz", 2, "tight", "array", "reference-cell ASU coordinates (A)", axes=("ASU", "atom", "xyz"),
+          matrix_axes=()),
+    Stage("Amat", 2, "tight", "array", "rigid-body projection A per ASU", inputs=("asu_xyz",),
+          axes=("ASU", "atom", "xyz", "rigid-body dof"), matrix_axes=(), view=(0, -1, 3, 6)),
+    Stage("M_allatoms", 2, "tight", "array", "all-atom mass matrix", inputs=("masses", "n_asu"),
+          axes=("ASU", "atom row", "ASU", "atom row")),
+    Stage("Mmat", 2, "tight", "array", "projected mass matrix A^T M A", inputs=("Amat", "masses"),
+          axes=("ASU", "dof", "ASU", "dof")),
+    Stage("Linv", 2, "decomposition", "array", "inverse lower Cholesky factor of Mmat (real)", inputs=("Mmat",),
+          axes=("dof row", "dof column")),
     Stage("form_factors", 2, "tight", "array", "IT92 form factors at the q sample",
-          inputs=("q_grid", "ff_a", "ff_b", "ff_c")),
+          inputs=("q_grid", "ff_a", "ff_b", "ff_c"), axes=("q sample", "atom"), matrix_axes=()),
     Stage("structure_factors", 2, "tight", "array", "projected F (n_q_sample, n_dof) at the q sample, file B factors",
-          inputs=("q_grid", "xyz", "ff_a", "ff_b", "ff_c", "adp", "Amat")),
+          inputs=("q_grid", "xyz", "ff_a", "ff_b", "ff_c", "adp", "Amat"), axes=("q sample", "dof"), matrix_axes=()),
     Stage("gemmi_oracle", 2, "oracle_gemmi", "oracle",
           "reference structure factors at integer hkl (B = 0) vs gemmi's StructureFactorCalculatorX",
           quantity="F_hkl", check=oracles.check_gemmi_sf),
     # ---- phase 3: phonons and covariance
     # tight, not exact: the diagonal sums the gammas in another order than the reference.
-    Stage("hessian_allatoms", 3, "tight", "array", "dense all-atom GNM Hessian"),
-    Stage("hessian", 3, "tight", "array", "projected Hessian (contacts vs dense)", inputs=("Amat",)),
-    Stage("K", 3, "tight", "array", "K(k) per BZ point", locate="bz_flat", inputs=("hessian", "kvec", "cell_origin")),
-    Stage("D", 3, "tight", "array", "dynamical matrix Linv K Linv^T", locate="bz_flat", inputs=("K", "Linv")),
+    Stage("hessian_allatoms", 3, "tight", "array", "dense all-atom GNM Hessian",
+          axes=("ASU", "atom", "cell", "ASU", "atom")),
+    Stage("hessian", 3, "tight", "array", "projected Hessian (contacts vs dense)", inputs=("Amat",),
+          axes=("ASU", "dof", "cell", "ASU", "dof")),
+    Stage("K", 3, "tight", "array", "K(k) per BZ point", locate="bz_flat", inputs=("hessian", "kvec", "cell_origin"),
+          axes=_BZ_MATRIX),
+    Stage("D", 3, "tight", "array", "dynamical matrix Linv K Linv^T", locate="bz_flat", inputs=("K", "Linv"),
+          axes=_BZ_MATRIX),
     Stage("Winv", 3, "decomposition", "array", "1/w^2 per mode (NaN for zero modes)", locate="bz",
-          inputs=("K", "Linv")),
+          inputs=("K", "Linv"), axes=("dh", "dk", "dl", "mode"), matrix_axes=()),
     Stage("eigenspaces", 3, "decomposition", "eigenspace", "spectral projectors per eigenvalue cluster",
-          quantity="V", locate="bz_flat", inputs=("K", "Linv")),
-    Stage("Kinv", 3, "decomposition", "array", "pseudo-inverse of K(k)", locate="bz_flat", inputs=("K",)),
+          quantity="V", locate="bz_flat", inputs=("K", "Linv"), axes=("BZ point", "mode")),
+    Stage("Kinv", 3, "decomposition", "array", "pseudo-inverse of K(k)", locate="bz_flat", inputs=("K",),
+          axes=_BZ_MATRIX),
     Stage("covar", 3, "decomposition", "array", "scaled rigid-body covariance",
-          inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp")),
+          inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp"), axes=("ASU", "dof", "cell", "ASU", "dof")),
     Stage("ADP", 3, "decomposition", "array", "scaled atomic displacement parameters",
-          inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp")),
+          inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp"), axes=("atom",)),
     Stage("K_hermitian", 3, "exact", "invariant", "K(k) is Hermitian", check=inv.check_K_hermitian),
     Stage("zero_modes", 3, "exact", "invariant", "exactly the zero modes the contact network predicts "
           "(three at k = 0)", check=inv.check_zero_modes),

@@ -1,18 +1,17 @@
 """Each named fault (parity/faults.py) is diagnosed by its own signature in its own stage.
 
-The (expected, actual) pair of a stage comes from ONE helper, :func:`stage_pair`, written
-against today's registry API; re-point it when the runner changes. The diagnosis options per
-stage (:data:`OPTIONS`) are the ones proposed to the runner in docs/diagnosis.md.
+Each stage is diagnosed through the runner's own path (``parity.runner.diagnose_stage``): the
+registry's axes, views and subsets (docs/diagnosis.md), exactly as a failing run gets them.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from parity.compare import as_numpy
-from parity.diagnose import diagnose_arrays, diagnose_eigenspaces, summary_phrase
-from parity.faults import FAULTS, inject
-from parity.runner import make_context
+from parity import runner
+from parity.diagnose import summary_phrase
+from parity.faults import FAULTS
+from parity.runner import make_run
 from parity.stages import get_stage
 from parity.tiers import resolve_tier
 
@@ -20,62 +19,22 @@ from parity.tiers import resolve_tier
 SAMPLINGS = ((-2, 2, 3),) * 3
 BUDGET = 30.0  # what is found is tested here, never how fast
 
-
-_CONTEXTS: dict = {}  # one run context per fault for the whole module
-
-
-def stage_pair(fault: str, stage_name: str):
-    """(expected, actual, ctx) of one stage with the fault injected, through today's API.
-
-    Eigenspace stages return ((values, vectors), (values, vectors)); arrays are NumPy.
-    """
-    if fault not in _CONTEXTS:
-        _CONTEXTS[fault] = make_context("synthetic", samplings=SAMPLINGS, fault=fault)
-    ctx = _CONTEXTS[fault]
-    with inject(fault):
-        st = get_stage(stage_name)
-        actual = st.candidate(ctx)
-        expected = st.reference(ctx)
-    if st.kind == "eigenspace":
-        return tuple(map(as_numpy, expected)), tuple(map(as_numpy, actual)), ctx
-    return as_numpy(expected), as_numpy(actual), ctx
-
-
-def _grid_shape(ctx):
-    return tuple(int(L * (hi - lo) + 1) for lo, hi, L in ctx.samplings)
-
-
-def _amat_view(e, a, ctx):
-    """Amat (n_asu, 3 n_atoms, 6) seen as (n_asu, n_atoms, xyz, rigid-body dof)."""
-    shape = (e.shape[0], e.shape[1] // 3, 3, e.shape[2])
-    return e.reshape(shape), a.reshape(shape), {"axes": ("ASU", "atom", "xyz", "rigid-body dof")}
-
-
-#: stage -> function (expected, actual, ctx) -> (expected, actual, diagnose_arrays options)
-OPTIONS = {
-    "q_grid": lambda e, a, ctx: (e, a, {"axes": ("grid point", "xyz"), "grid_shape": _grid_shape(ctx)}),
-    "bz_index": lambda e, a, ctx: (e, a, {"axes": ("grid point",), "grid_shape": _grid_shape(ctx)}),
-    "Amat": _amat_view,
-    "Linv": lambda e, a, ctx: (e, a, {"axes": ("dof row", "dof column")}),
-    "K": lambda e, a, ctx: (e, a, {"axes": ("BZ point", "dof row", "dof column")}),
-    "D": lambda e, a, ctx: (e, a, {"axes": ("BZ point", "dof row", "dof column")}),
-    "Kinv": lambda e, a, ctx: (e, a, {"axes": ("BZ point", "dof row", "dof column")}),
-    "Winv": lambda e, a, ctx: (e, a, {"axes": ("dh", "dk", "dl", "mode"),
-                                      "subsets": {"zero modes": np.isnan(e)}}),
-    "ADP": lambda e, a, ctx: (e, a, {"axes": ("atom",)}),
-}
+_RUNS: dict = {}  # one run per fault for the whole module
 
 
 def diagnose_stage(fault: str, stage_name: str):
-    """The signatures of one stage's divergence under a fault."""
-    expected, actual, ctx = stage_pair(fault, stage_name)
+    """The signatures of one stage's divergence under a fault, through the runner's own path
+    (the registry's axes, views and subsets, as every failing run gets them)."""
+    if fault not in _RUNS:
+        _RUNS[fault] = make_run("synthetic", samplings=SAMPLINGS, fault=fault)
+    run = _RUNS[fault]
     stage = get_stage(stage_name)
-    tier = resolve_tier(stage.tier, ctx.dtype, ctx.tier_overrides)
-    if stage.kind == "eigenspace":
-        return diagnose_eigenspaces(*expected, *actual, tier, rel_gap=1e-6, locate=ctx.locator(stage.locate),
-                                    axes=("BZ point", "mode"), time_budget_s=BUDGET)
-    e, a, options = OPTIONS.get(stage_name, lambda e, a, ctx: (e, a, {}))(expected, actual, ctx)
-    return diagnose_arrays(e, a, tier, time_budget_s=BUDGET, **options)
+    tier = resolve_tier(stage.tier, run.dtype, run.tier_overrides)
+    saved, runner.DIAGNOSIS_BUDGET_S = runner.DIAGNOSIS_BUDGET_S, BUDGET
+    try:
+        return runner.diagnose_stage(stage, run, tier)[0]
+    finally:
+        runner.DIAGNOSIS_BUDGET_S = saved
 
 
 @pytest.fixture(scope="module")
