@@ -326,6 +326,7 @@ def cmd_run(args) -> int:
     _check_outputs(args, {"--reference-dump": getattr(args, "reference_dump", None)})
     stages = _selection(args)
     run = _run(args)
+    run.figures = bool(args.html)
     result = execute(run, stages, progress=False if args.no_progress else None)
     print(format_table(result))
     _outputs(args, result)
@@ -355,6 +356,7 @@ def cmd_bisect(args) -> int:
     _check_outputs(args, {"--reference-dump": getattr(args, "reference_dump", None)})
     stages = _selection(args)
     run = _run(args)
+    run.figures = bool(args.html)
     result = execute(run, stages, progress=False if args.no_progress else None)
     verdicts = classify(run, result["stages"])
     result["bisect"] = verdicts.to_dict()
@@ -451,7 +453,7 @@ def cmd_compare(args) -> int:
         raise UsageError(str(exc)) from None
     spec = type(spec)(**{**spec.__dict__, "dtype": cand.spec.dtype, "device": cand.spec.device})
     run = Run(spec=spec, reference=ref, candidate=cand, ref=ref.open(spec), cand=cand.open(spec),
-              tier_overrides=_tier_overrides(args.tier))
+              tier_overrides=_tier_overrides(args.tier), figures=bool(args.html))
     build_sessions(run)
     result = execute(run, stages, progress=False if args.no_progress else None)
     print(format_table(result))

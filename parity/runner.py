@@ -67,6 +67,8 @@ class Run:
     cand: Session
     tier_overrides: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    #: Draw figures of divergence signatures (for an HTML report; matplotlib costs time).
+    figures: bool = False
     _values: dict = field(default_factory=dict)
 
     # -- identity shortcuts used by reports and tests
@@ -334,7 +336,7 @@ def _attach_diagnosis(record: dict, stage: Stage, run: Run, feed: Any) -> None:
     record["diagnosis"] = [s.to_dict() for s in sigs]
     record["details"]["diagnosis_phrase"] = dg.summary_phrase(sigs)
     best = next((s for s in sigs if s.explains), None)
-    if best is not None and run.timings.setdefault("figures_left", DIAGNOSIS_FIGURES) > 0:
+    if best is not None and run.figures and run.timings.setdefault("figures_left", DIAGNOSIS_FIGURES) > 0:
         uri = dg.figure(best, e, a)
         if uri:
             run.timings["figures_left"] -= 1

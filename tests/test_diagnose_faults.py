@@ -5,7 +5,6 @@ registry's axes, views and subsets (docs/diagnosis.md), exactly as a failing run
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from parity import runner
