@@ -19,6 +19,9 @@ from parity.runner import make_context, run_parity  # noqa: F401  (re-exported f
 from parity.stages import _np, get_stage
 from parity.tiers import resolve_tier
 
+__all__ = ["make_context", "run_parity", "context", "n_terms_of", "stage_tier", "stage_comparison",
+           "candidate_value"]
+
 #: Cells of the supercell summed into K(k) (ALGORITHM.md section 6).
 N_CELL = 27
 #: Terms of one entry of D = Linv K Linv^T beyond K's: Linv is block-diagonal with

@@ -97,15 +97,18 @@ def _pattern_line(details: dict) -> str:
 # --------------------------------------------------------------------------
 
 
+def _whole_failure(kind: str, expected: np.ndarray, message: str, details: dict) -> Comparison:
+    """A failure of the whole array (every element counts as mismatched, none compared)."""
+    return Comparison(kind=kind, passed=False, n_mismatch=int(expected.size), n_total=int(expected.size),
+                      message=message, details=details, n_compared=0)
+
+
 def _shape_failure(kind: str, name: str, actual: np.ndarray, expected: np.ndarray,
                    what: str = "shape") -> Comparison:
-    return Comparison(
-        kind=kind, passed=False, n_mismatch=int(expected.size), n_total=int(expected.size),
-        message=(f"{_label(name, 'array')}: {what} mismatch: actual {tuple(actual.shape)} "
-                 f"vs expected {tuple(expected.shape)}"),
-        details={"shape": {"actual": list(actual.shape), "expected": list(expected.shape)}},
-        n_compared=0,
-    )
+    return _whole_failure(kind, expected,
+                          f"{_label(name, 'array')}: {what} mismatch: actual {tuple(actual.shape)} "
+                          f"vs expected {tuple(expected.shape)}",
+                          {"shape": {"actual": list(actual.shape), "expected": list(expected.shape)}})
 
 
 def _class_failure(kind: str, name: str, actual: np.ndarray, expected: np.ndarray) -> Comparison | None:
@@ -116,13 +119,10 @@ def _class_failure(kind: str, name: str, actual: np.ndarray, expected: np.ndarra
     if fam_a == fam_e and numeric:
         return None
     reason = "dtype class mismatch" if numeric else "non-numeric dtype"
-    return Comparison(
-        kind=kind, passed=False, n_mismatch=int(expected.size), n_total=int(expected.size),
-        message=(f"{_label(name, 'array')}: {reason}: actual {actual.dtype} ({fam_a}) "
-                 f"vs expected {expected.dtype} ({fam_e})"),
-        details={"dtype": {"actual": str(actual.dtype), "expected": str(expected.dtype)}},
-        n_compared=0,
-    )
+    return _whole_failure(kind, expected,
+                          f"{_label(name, 'array')}: {reason}: actual {actual.dtype} ({fam_a}) "
+                          f"vs expected {expected.dtype} ({fam_e})",
+                          {"dtype": {"actual": str(actual.dtype), "expected": str(expected.dtype)}})
 
 
 # --------------------------------------------------------------------------
