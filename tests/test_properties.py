@@ -66,14 +66,14 @@ def _all_bragg(grid) -> bool:
 
 
 def _assert_passed_or_nothing_to_compare(result, grid, *context):
-    """Passed; on an all-Bragg grid the maps compare nothing: not comparable, never a pass."""
-    if not _all_bragg(grid):
-        assert result["passed"], (*context, _failures(result))
-        return
-    assert not result["passed"], context
+    """Passed, or every stage that did not pass compared nothing: maps NaN everywhere on both
+    sides (Bragg points; k-points where a sparse network has extra zero modes) are not
+    comparable, never a pass. On an all-Bragg grid that is always the case."""
     odd = [(s["name"], s["message"]) for s in result["stages"]
-           if s["status"] != "pass" and ": not comparable: " not in s["message"]]
+           if s["status"] != "pass" and ": not comparable: no element to compare numerically" not in s["message"]]
     assert not odd, (*context, odd)
+    if _all_bragg(grid):
+        assert not result["passed"], context
 
 
 def _failures(result):
