@@ -125,6 +125,11 @@ def classify(run: Run, records: list[dict]) -> BisectResult:
             fed_rec = {"status": "error", "message": f"cross-feed raised {type(exc).__name__}: {exc}"}
         else:
             fed_rec = run_stage(stage, run, feed=fed)
+        if fed_rec["status"] == "not_comparable":  # the cross-fed value compared nothing: no evidence
+            result.verdicts.append(Verdict(stage.name, stage.phase, PRESUMED if result.root_causes else UNDETERMINED,
+                                           direct, f"cross-fed value not comparable: {fed_rec.get('message')}",
+                                           diagnosis))
+            continue
         verdict = INHERITED if fed_rec["status"] == "pass" else ROOT
         result.verdicts.append(Verdict(stage.name, stage.phase, verdict, direct,
                                        _first_line(fed_rec.get("message")), diagnosis))

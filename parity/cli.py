@@ -179,22 +179,14 @@ def _model_params(args) -> dict:
     return params
 
 
-def _tier_overrides(texts: Sequence[str]) -> dict:
-    from .tiers import TIERS, load_overrides, parse_tier_override
+def _tier_overrides(texts: Sequence[str]):
+    """The tier overrides in force: pyproject.toml's, then --tier on top (with their sources)."""
+    from .tiers import gather_overrides
 
     try:
-        overrides = load_overrides()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    for text in texts:
-        try:
-            name, values = parse_tier_override(text)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        if name not in TIERS:
-            raise UsageError(f"unknown tier {name!r} in --tier; known tiers: {', '.join(TIERS)}")
-        overrides[name] = {**overrides.get(name, {}), **values}
-    return overrides
+        return gather_overrides(list(texts))
+    except (KeyError, ValueError) as exc:
+        raise UsageError(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)) from None
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -452,8 +444,9 @@ def cmd_compare(args) -> int:
     except DumpError as exc:
         raise UsageError(str(exc)) from None
     spec = type(spec)(**{**spec.__dict__, "dtype": cand.spec.dtype, "device": cand.spec.device})
+    active = _tier_overrides(args.tier)
     run = Run(spec=spec, reference=ref, candidate=cand, ref=ref.open(spec), cand=cand.open(spec),
-              tier_overrides=_tier_overrides(args.tier), figures=bool(args.html))
+              tier_overrides=active.values, overrides=active, figures=bool(args.html))
     build_sessions(run)
     result = execute(run, stages, progress=False if args.no_progress else None)
     print(format_table(result))

@@ -29,13 +29,11 @@ def _eps(x: np.ndarray) -> float:
 def invariant(passed: bool, value: float, limit: float, message: str, n_compared: int = 1,
               details: dict | None = None, comparable: bool = True, reason: str = "") -> Comparison:
     """An invariant's outcome as a Comparison (one unit; ``value`` its measured figure)."""
-    c = Comparison(kind="invariant", passed=bool(passed) and comparable, max_abs=float(value),
-                   max_rel=float(value), n_mismatch=0 if passed else 1, n_total=1, worst=None,
-                   message=message, details={"limit": limit, **(details or {})})
-    c.n_compared = int(n_compared) if comparable else 0
-    if not comparable:
-        c.comparable, c.reason = False, reason or message
-    return c
+    return Comparison(kind="invariant", passed=bool(passed) and comparable, max_abs=float(value),
+                      max_rel=float(value), n_mismatch=0 if passed else 1, n_total=1, worst=None,
+                      message=message, details={"limit": limit, **(details or {})},
+                      n_compared=int(n_compared) if comparable else 0, comparable=comparable,
+                      reason="" if comparable else (reason or message))
 
 
 def not_applicable(message: str) -> Comparison:
@@ -175,7 +173,7 @@ def check_qvectors_sample(run: "Run") -> Comparison:
     """The arbitrary-q path equals the grid path of the same backend at sampled grid points."""
     got = run.candidate_value("Id_q_sample")
     want = run.candidate_value("Id")[run.spec.q_sample]
-    cmp = compare_arrays(got, want, resolve_tier("end_to_end", run.spec.dtype, run.tier_overrides),
-                         name="Id_q_sample vs Id")
+    tier = resolve_tier("end_to_end", run.spec.dtype, run.tier_overrides, stage="qvectors_sample")
+    cmp = compare_arrays(got, want, tier, name="Id_q_sample vs Id", require_nonzero=True)
     cmp.kind = "invariant"
     return cmp

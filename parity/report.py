@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .compare import ELEMENTWISE, NORMWISE, format_ulp
 from .io import write_text_atomic
 
 __all__ = [
@@ -324,14 +325,24 @@ def first_divergence(result: Mapping[str, Any]) -> tuple[int, dict] | None:
     return None
 
 
-def _worst_rel(stage: Mapping[str, Any]) -> float | None:
-    """Relative error of the worst element (falls back to ``max_rel``)."""
-    worst = stage.get("worst") or {}
-    e, a = worst.get("expected"), worst.get("actual")
-    if _is_num(e) and _is_num(a) and e != 0:
-        return abs(a - e) / abs(e)
-    rel = stage.get("max_rel")
-    return float(rel) if _is_num(rel) else None
+def _rel_errors(stage: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(normwise, element-wise) relative error of a stage record, as :mod:`parity.compare` defines them.
+
+    ``max_rel`` is normwise (``max|a-e|/max|e|``); ``max_rel_elementwise``
+    (``max |a-e|/|e|``) is a top-level field, or under ``details`` in results
+    written before it was one.
+    """
+    details = stage.get("details") if isinstance(stage.get("details"), Mapping) else {}
+    elementwise = stage.get("max_rel_elementwise", details.get("max_rel_elementwise"))
+    return stage.get("max_rel"), elementwise
+
+
+def _effective_tier(stage: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """(rtol, atol, n_terms) the stage was judged by: the comparison's own (size-scaled) tier if recorded."""
+    details = stage.get("details") if isinstance(stage.get("details"), Mapping) else {}
+    tier = details.get("tier") if isinstance(details.get("tier"), Mapping) else {}
+    return (tier.get("rtol", stage.get("rtol")), tier.get("atol", stage.get("atol")),
+            tier.get("n_terms") if _is_num(tier.get("n_terms")) and tier.get("n_terms") > 1 else None)
 
 
 def _headline(message: Any) -> str:
@@ -353,7 +364,7 @@ def _divergence_clause(stage: Mapping[str, Any]) -> str:
     if status == "error":
         return f"error: {first_line or 'the stage raised'}"
     if status == "not_comparable":
-        return f"not comparable: {first_line or 'no reason given'}"
+        return f"not comparable: {stage.get('reason') or first_line or 'no reason given'}"
     n_mis, n_tot = stage.get("n_mismatch"), stage.get("n_total")
     if not _is_num(n_mis) or not _is_num(n_tot):
         return first_line or "comparison failed"
@@ -366,9 +377,9 @@ def _divergence_clause(stage: Mapping[str, Any]) -> str:
         where = worst.get("location") or _fmt_index(worst.get("index")) or "?"
         text += (f"; worst at {where}: expected {_fmt(worst.get('expected'), 2, 'NaN')}, "
                  f"got {_fmt(worst.get('actual'), 2, 'NaN')}")
-        rel = _worst_rel(stage)
-        if rel is not None:
-            text += f" (rel {_fmt_rel(rel)})"
+    normwise, _ = _rel_errors(stage)
+    if _is_num(normwise):
+        text += f"; {NORMWISE} {_fmt_rel(normwise)}"
     return text
 
 
@@ -377,7 +388,7 @@ def divergence_summary(result: Mapping[str, Any]) -> str | None:
 
     Example: ``First divergence: phase 3, stage `Winv` — 12 of 192 elements
     outside tier `decomposition` (rtol 1e-9); worst at BZ (dh,dk,dl)=(1,0,1):
-    expected 0.032, got 0.035 (rel 9.38%)``.
+    expected 0.032, got 0.035; normwise rel err (max|a-e|/max|e|) 0.42%``.
 
     Parameters
     ----------
@@ -655,19 +666,23 @@ def _row(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[str,
     worst = stage.get("worst") or {}
     n_mis, n_tot = stage.get("n_mismatch"), stage.get("n_total")
     note = None
-    if status in ("not_comparable", "error"):
-        note = ("Reason: " if status == "not_comparable" else "Error: ") + (
-            _headline(stage.get("message")) or "no message")
+    if status == "not_comparable":
+        note = "Reason: " + (stage.get("reason") or _headline(stage.get("message")) or "no message")
+    elif status == "error":
+        note = "Error: " + (_headline(stage.get("message")) or "no message")
+    rtol, atol, n_terms = _effective_tier(stage)
+    normwise, elementwise = _rel_errors(stage)
     return {
         "anchor": _slug(stage.get("name", ""), i),
         "name": str(stage.get("name")),
         "tier": str(stage.get("tier") or "\u2014"),
-        "rtol": _fmt_tol(stage.get("rtol")),
-        "atol": _fmt_tol(stage.get("atol")),
+        "rtol": _fmt_tol(rtol),
+        "atol": _fmt_tol(atol) + (f" ({n_terms} terms)" if n_terms else ""),
         "status_label": label,
         "status_class": css,
         "max_abs": _fmt(stage.get("max_abs")),
-        "max_rel": _fmt(stage.get("max_rel")),
+        "max_rel": _fmt(normwise),
+        "max_rel_elementwise": _fmt(elementwise),
         "mismatch": (f"{n_mis} / {n_tot}" if _is_num(n_mis) and _is_num(n_tot) else "\u2014"),
         "location": str(worst.get("location") or _fmt_index(worst.get("index")) or "\u2014"),
         "time": _fmt_duration(stage.get("duration_s")),
@@ -736,7 +751,8 @@ def _eigen_rows(table: Iterable[Mapping[str, Any]], rtol: Any) -> tuple[list[dic
             "projector": _fmt(err, none="NaN"),
             "residual": _fmt(row.get("residual"), none="NaN"),
             "orthonormality": _fmt(row.get("orthonormality"), none="NaN"),
-            "bad": (not _is_num(err)) or (_is_num(rtol) and err > rtol),
+            "bad": (not row["passed"]) if isinstance(row.get("passed"), bool)
+            else ((not _is_num(err)) or (_is_num(rtol) and err > rtol)),
         })
     return out, len(rows)
 
@@ -766,6 +782,9 @@ def _detail(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[s
     eigen = details.get("eigen_table")
     eigen_rows, eigen_total = (_eigen_rows(eigen, stage.get("rtol"))
                                if isinstance(eigen, list) and eigen else ([], 0))
+    rtol, atol, n_terms = _effective_tier(stage)
+    normwise, elementwise = _rel_errors(stage)
+    n_compared = stage.get("n_compared", details.get("n_compared"))
     return {
         "anchor": _slug(stage.get("name", ""), i),
         "name": str(stage.get("name")),
@@ -773,12 +792,16 @@ def _detail(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[s
         "status_label": label,
         "status_class": css,
         "tier": str(stage.get("tier") or "\u2014"),
-        "rtol": _fmt_tol(stage.get("rtol")),
-        "atol": _fmt_tol(stage.get("atol")),
+        "rtol": _fmt_tol(rtol),
+        "atol": _fmt_tol(atol),
+        "n_terms": n_terms,
         "mismatch": (f"{stage['n_mismatch']} of {stage['n_total']}"
                      if _is_num(stage.get("n_mismatch")) and _is_num(stage.get("n_total")) else None),
+        "n_compared": (f"{n_compared} of {stage['n_total']}" if _is_num(n_compared)
+                       and _is_num(stage.get("n_total")) else None),
         "max_abs": _fmt(stage.get("max_abs")),
-        "max_rel": _fmt(stage.get("max_rel")),
+        "max_rel": _fmt(normwise),
+        "max_rel_elementwise": _fmt(elementwise),
         "first": i == first_index,
         "downstream": first_index is not None and i > first_index,
         "message": str(stage.get("message") or "").strip(),
@@ -792,13 +815,35 @@ def _detail(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[s
                  "bad": bool(nan.get("mismatched"))}
                 if isinstance(nan, Mapping) else None),
         # complex data nest per-part stats: {"median", "p99", "max", "parts": {"re": {...}, "im": {...}}}
-        "ulp": ([(k, _fmt(v)) for k, v in ulp.items() if not isinstance(v, Mapping)]
-                + [(f"{part} {k}", _fmt(v)) for part, stats in (ulp.get("parts") or {}).items()
-                   if isinstance(stats, Mapping) for k, v in stats.items()]
-                if isinstance(ulp, Mapping) else None),
+        "ulp": _ulp_rows(ulp) if isinstance(ulp, Mapping) else None,
         "eigen_rows": eigen_rows,
         "eigen_total": eigen_total,
     }
+
+
+def _ulp_rows(ulp: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+    """``[("ULP distance", "median 1 ulp, ..."), ("real part", ...), ...]`` (complex data has parts)."""
+    rows = [("ULP distance", format_ulp(ulp))]
+    names = {"re": "real part", "im": "imaginary part"}
+    for part, stats in (ulp.get("parts") or {}).items():
+        if isinstance(stats, Mapping):
+            rows.append((f"ULP distance, {names.get(part, part)}", format_ulp(stats)))
+    rows = [(k, v) for k, v in rows if v]
+    return rows or None
+
+
+def _overrides(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run's tier overrides (rows of ``result["tier_overrides"]``); None when not recorded."""
+    rows = result.get("tier_overrides")
+    if not isinstance(rows, list):
+        return None
+    out = []
+    for row in rows:
+        if isinstance(row, Mapping):
+            out.append({"tier": str(row.get("tier")), "key": str(row.get("key")),
+                        "value": _fmt_tol(row.get("value")), "table": _fmt_tol(row.get("table_value")),
+                        "source": str(row.get("source") or "not recorded")})
+    return {"rows": out}
 
 
 def _tiers_used(stages: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -819,9 +864,12 @@ def _context(result: Mapping[str, Any]) -> dict[str, Any]:
     for stage in stages:
         counts[str(stage.get("status"))] = counts.get(str(stage.get("status")), 0) + 1
     passed = bool(result.get("passed"))
+    diverged = any(stage.get("status") in _DIVERGING for stage in stages)
     verdict: dict[str, Any] = {
         "passed": passed,
-        "label": "PASSED" if passed else "DIVERGED",
+        # A run that failed only because something could not be compared did not diverge.
+        "label": "PASSED" if passed else ("DIVERGED" if diverged or not counts.get("not_comparable")
+                                          else "NOT COMPARABLE"),
         "counts": f"{len(stages)} stage(s): " + ", ".join(
             f"{n} {s.replace('_', ' ')}" for s, n in counts.items()),
         "first": None,
@@ -848,6 +896,8 @@ def _context(result: Mapping[str, Any]) -> dict[str, Any]:
         "verdict": verdict,
         "summary_text": divergence_summary(result),
         "tiers": _tiers_used(stages),
+        "overrides": _overrides(result),
+        "labels": {"normwise": NORMWISE, "elementwise": ELEMENTWISE},
         "phases": _phases(result, first_index),
         "details": details,
     }

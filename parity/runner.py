@@ -69,6 +69,8 @@ class Run:
     timings: dict = field(default_factory=dict)
     #: Draw figures of divergence signatures (for an HTML report; matplotlib costs time).
     figures: bool = False
+    #: The overrides in force and their sources (parity.tiers.ActiveOverrides), for the result.
+    overrides: Any = None
     _values: dict = field(default_factory=dict)
 
     # -- identity shortcuts used by reports and tests
@@ -151,11 +153,16 @@ def make_run(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None, 
     """
     spec = spec or make_spec(fixture, samplings=samplings, params=params, device=device, dtype=dtype,
                              fixtures_dir=fixtures_dir)
-    for name in tier_overrides or {}:  # fail here, not in the middle of the run
-        try:
-            resolve_tier(name, "float64", tier_overrides)
-        except (KeyError, ValueError) as exc:
-            raise EryxInputError(f"tier_overrides: {exc.args[0] if exc.args else exc}") from None
+    from .tiers import ActiveOverrides, validate_overrides
+
+    active = tier_overrides if isinstance(tier_overrides, ActiveOverrides) else None
+    try:  # fail here, not in the middle of the run
+        values = validate_overrides(active.values if active else (tier_overrides or {}))
+    except (KeyError, ValueError) as exc:
+        raise EryxInputError(f"tier_overrides: {exc.args[0] if exc.args else exc}") from None
+    if active is None:
+        active = ActiveOverrides(values, {name: {k: "the caller (tier_overrides)" for k in v}
+                                          for name, v in values.items()})
     cand_opts = dict(candidate_options or {})
     if fault is not None:
         cand_opts["fault"] = fault
@@ -167,7 +174,7 @@ def make_run(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None, 
         except (EryxInputError, ValueError) as exc:
             raise EryxInputError(str(exc)) from None
     run = Run(spec=spec, reference=ref_b, candidate=cand_b, ref=ref_b.open(spec), cand=cand_b.open(spec),
-              tier_overrides=dict(tier_overrides or {}))
+              tier_overrides=values, overrides=active)
     if build:
         build_sessions(run)
     return run
@@ -196,9 +203,23 @@ def build_sessions(run: Run) -> None:
 
 
 # -------------------------------------------------------------- one stage
+def stage_tier(stage: Stage, run: Run):
+    """The tier ``stage`` is judged by in this run (per stage in float32; overrides applied)."""
+    return resolve_tier(stage.tier, run.dtype, run.tier_overrides, stage=stage.name)
+
+
+def _n_terms(stage: Stage, run: Run) -> int | None:
+    if stage.terms is None:
+        return None
+    try:
+        return stage.terms(run)
+    except (NotProvided, SideError):
+        return None
+
+
 def _comparison(stage: Stage, run: Run, feed: Any = None) -> cmp.Comparison:
     """Compare one stage (``feed``: the candidate's value recomputed on reference inputs)."""
-    tier = resolve_tier(stage.tier, run.dtype, run.tier_overrides)
+    tier = stage_tier(stage, run)
     locate = run.locator(stage.locate)
     reason = stage.vacuous(run) if stage.vacuous else None
     if reason:
@@ -213,7 +234,8 @@ def _comparison(stage: Stage, run: Run, feed: Any = None) -> cmp.Comparison:
         return _eigenspaces(stage, run, tier, locate, feed)
     actual = run.stage_value(stage, "candidate", feed)
     expected = run.stage_value(stage, "reference")
-    return cmp.compare_arrays(actual, expected, tier, name=stage.name, locate=locate)
+    return cmp.compare_arrays(actual, expected, tier, name=stage.name, locate=locate,
+                              require_nonzero=stage.require_nonzero, n_terms=_n_terms(stage, run))
 
 
 class _Dtype:
@@ -240,7 +262,7 @@ def _eigenspaces(stage: Stage, run: Run, tier, locate, feed: Mapping[str, Any] |
     rel_gap = 1e-6 if run.dtype == "float64" else 1e-3
     return cmp.compare_eigenspaces(av.reshape(-1, n), aV.reshape(-1, n, n), ev.reshape(-1, n),
                                    eV.reshape(-1, n, n), tier, locate=locate, name=stage.name,
-                                   rel_gap=rel_gap, **extra)
+                                   rel_gap=rel_gap, n_terms=_n_terms(stage, run), **extra)
 
 
 def _slice_details(run: Run, actual: np.ndarray, expected: np.ndarray, worst: dict | None) -> dict | None:
@@ -331,7 +353,7 @@ def diagnose_stage(stage: Stage, run: Run, tier, feed: Any = None) -> tuple[list
 def _attach_diagnosis(record: dict, stage: Stage, run: Run, feed: Any) -> None:
     from . import diagnose as dg
 
-    tier = resolve_tier(stage.tier, run.dtype, run.tier_overrides)
+    tier = stage_tier(stage, run)
     sigs, e, a = diagnose_stage(stage, run, tier, feed)
     record["diagnosis"] = [s.to_dict() for s in sigs]
     record["details"]["diagnosis_phrase"] = dg.summary_phrase(sigs)
@@ -344,11 +366,11 @@ def _attach_diagnosis(record: dict, stage: Stage, run: Run, feed: Any) -> None:
 
 
 def _base_record(stage: Stage, run: Run) -> dict:
-    tier = resolve_tier(stage.tier, run.dtype, run.tier_overrides)
+    tier = stage_tier(stage, run)
     return {"name": stage.name, "phase": stage.phase, "tier": tier.name, "kind": stage.kind,
             "rtol": tier.rtol, "atol": tier.atol, "description": stage.description,
-            "max_abs": None, "max_rel": None, "n_mismatch": 0, "n_total": 0, "n_compared": 0, "worst": None,
-            "message": "", "details": {}, "diagnosis": []}
+            "max_abs": None, "max_rel": None, "max_rel_elementwise": None, "n_mismatch": 0, "n_total": 0,
+            "n_compared": 0, "worst": None, "message": "", "details": {}, "diagnosis": []}
 
 
 def side_error_record(exc: SideError) -> tuple[str, str, dict]:
@@ -371,19 +393,15 @@ def run_stage(stage: Stage, run: Run, feed: Any = None) -> dict:
     try:
         result = _comparison(stage, run, feed)
         fields = result.to_dict()
-        record.update({k: fields[k] for k in ("max_abs", "max_rel", "n_mismatch", "n_total", "worst",
-                                              "message", "details") if k in fields})
-        record["n_compared"] = int(getattr(result, "n_compared", result.n_total) or 0)
-        comparable = bool(getattr(result, "comparable", True))
-        record["status"] = "pass" if result.passed and comparable else ("not_comparable" if not comparable
-                                                                         else "fail")
-        if not comparable:
-            record["message"] = getattr(result, "reason", "") or record["message"]
-        scale = record["details"].get("scale") if isinstance(record["details"], dict) else None
-        if "max_rel_elementwise" not in fields and record["max_abs"] is not None and scale:
-            # The error relative to the array's magnitude (the tiers' own yardstick).
-            record["details"]["max_rel_elementwise"] = record["max_rel"]
-            record["max_rel"] = record["max_abs"] / scale
+        record.update({k: fields[k] for k in ("max_abs", "max_rel", "max_rel_elementwise", "n_mismatch", "n_total",
+                                              "worst", "message", "details") if k in fields})
+        record["n_compared"] = int(fields.get("n_compared") or 0)
+        record["status"] = fields.get("status") or ("pass" if result.passed else "fail")
+        if record["status"] == "not_comparable":
+            record["message"] = fields.get("reason") or record["message"]
+        tier_used = record["details"].get("tier") if isinstance(record["details"], dict) else None
+        if isinstance(tier_used, dict):  # the scaled values the stage was judged by
+            record["rtol"], record["atol"] = tier_used.get("rtol", record["rtol"]), tier_used.get("atol", record["atol"])
         if record["status"] == "fail" and stage.locate == "grid" and stage.kind in ("array", "exact"):
             sl = _slice_details(run, run.stage_value(stage, "candidate", feed), run.stage_value(stage, "reference"),
                                 result.worst)
@@ -540,7 +558,7 @@ def assemble_result(run: Run, stages: list[dict], *, started_at: str, duration_s
         "n_compared": int(sum(r.get("n_compared") or 0 for r in stages)),
         "notes": summary_notes(spec),
         "fault": run.candidate.opts.get("fault"),
-        "tier_overrides": run.tier_overrides,
+        "tier_overrides": run.overrides.rows() if run.overrides is not None else [],
         "started_at": started_at,
         "duration_s": duration_s,
         "environment": environment(),

@@ -56,6 +56,12 @@ class Stage:
         diagnosis (``parity.diagnose``); a grid map (n_q,) is analysed as (h, k, l).
     matrix_axes : tuple, optional
         The axes a transpose acts on (``()``: none; default: the last two when square).
+    terms : callable (run) -> int or None, optional
+        Terms of the longest floating-point sum behind one element (its round-off grows
+        with it): the tier is scaled for it (``parity.tiers.Tier.scaled``).
+    require_nonzero : bool
+        A pair that is zero everywhere on both sides compared nothing (a map that must not
+        vanish): not comparable.
     view : tuple of int, optional
         Reshape both sides to this before diagnosing (-1 allowed): e.g. Amat's atom rows
         as (n_asu, n_at, 3, 6), so a fault reads "along atom", not "along atom row".
@@ -76,6 +82,8 @@ class Stage:
     axes: tuple[str, ...] | None = None
     matrix_axes: Any = None
     view: tuple[int, ...] | None = None
+    terms: Callable[["Run"], int | None] | None = None
+    require_nonzero: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -157,6 +165,55 @@ def _no_gradient_sample(run: "Run") -> str | None:
     return None
 
 
+# ------------------------------------------------------- size scaling of tiers
+#: Cells of the supercell summed into K(k) (ALGORITHM.md section 6).
+N_CELL = 27
+#: Terms of one entry of D = Linv K Linv^T beyond K's: two products with Linv's 6 x 6 blocks.
+D_EXTRA = 2 * 6
+
+
+def _contacts(run: "Run") -> dict | None:
+    """The contact network of the reference's structure (computed once per run), or None."""
+    key = ("harness", "contacts")
+    if key not in run._values:
+        from eryx.stages_torch import find_contacts
+
+        try:
+            run._values[key] = find_contacts(run.reference_value("asu_xyz"), run.reference_value("cell_origin"),
+                                             run.spec.params["gnm_cutoff"])
+        except Exception:
+            run._values[key] = None
+    return run._values[key]
+
+
+def _per_atom(run: "Run") -> int | None:
+    """Most contacts of one atom: the terms of a diagonal entry of the all-atom Hessian."""
+    c = _contacts(run)
+    if c is None:
+        return None
+    n_at = run.reference_value("asu_xyz").shape[1]
+    return int(np.bincount(c["i"] * n_at + c["a"]).max()) if c["i"].size else 1
+
+
+def _per_asu(run: "Run") -> int | None:
+    """Most contacts of one ASU: each adds a term to its diagonal block of the projected Hessian."""
+    c = _contacts(run)
+    if c is None:
+        return None
+    return int(np.bincount(c["i"]).max()) if c["i"].size else 1
+
+
+def _terms(extra: int):
+    def terms(run: "Run") -> int | None:
+        n = _per_asu(run)
+        return None if n is None else n + extra
+    return terms
+
+
+def _atoms_per_asu(run: "Run") -> int | None:
+    return int(run.reference_value("asu_xyz").shape[1])
+
+
 _BZ_MATRIX = ("BZ point", "dof row", "dof column")
 _MAP_INPUTS = ("ADP", "Amat", "xyz", "adp", "q_grid", "res_mask", "bz_index", "K", "Winv", "V")
 
@@ -196,49 +253,53 @@ STAGES: tuple[Stage, ...] = (
     Stage("form_factors", 2, "tight", "array", "IT92 form factors at the q sample",
           inputs=("q_grid", "ff_a", "ff_b", "ff_c"), axes=("q sample", "atom"), matrix_axes=()),
     Stage("structure_factors", 2, "tight", "array", "projected F (n_q_sample, n_dof) at the q sample, file B factors",
-          inputs=("q_grid", "xyz", "ff_a", "ff_b", "ff_c", "adp", "Amat"), axes=("q sample", "dof"), matrix_axes=()),
+          inputs=("q_grid", "xyz", "ff_a", "ff_b", "ff_c", "adp", "Amat"), axes=("q sample", "dof"), matrix_axes=(),
+          terms=_atoms_per_asu),
     Stage("gemmi_oracle", 2, "oracle_gemmi", "oracle",
           "reference structure factors at integer hkl (B = 0) vs gemmi's StructureFactorCalculatorX",
           quantity="F_hkl", check=oracles.check_gemmi_sf),
     # ---- phase 3: phonons and covariance
     # tight, not exact: the diagonal sums the gammas in another order than the reference.
     Stage("hessian_allatoms", 3, "tight", "array", "dense all-atom GNM Hessian",
-          axes=("ASU", "atom", "cell", "ASU", "atom")),
+          axes=("ASU", "atom", "cell", "ASU", "atom"), terms=_per_atom),
     Stage("hessian", 3, "tight", "array", "projected Hessian (contacts vs dense)", inputs=("Amat",),
-          axes=("ASU", "dof", "cell", "ASU", "dof")),
+          axes=("ASU", "dof", "cell", "ASU", "dof"), terms=_per_asu),
     Stage("K", 3, "tight", "array", "K(k) per BZ point", locate="bz_flat", inputs=("hessian", "kvec", "cell_origin"),
-          axes=_BZ_MATRIX),
+          axes=_BZ_MATRIX, terms=_terms(N_CELL)),
     Stage("D", 3, "tight", "array", "dynamical matrix Linv K Linv^T", locate="bz_flat", inputs=("K", "Linv"),
-          axes=_BZ_MATRIX),
+          axes=_BZ_MATRIX, terms=_terms(N_CELL + D_EXTRA)),
     Stage("Winv", 3, "decomposition", "array", "1/w^2 per mode (NaN for zero modes)", locate="bz",
-          inputs=("K", "Linv"), axes=("dh", "dk", "dl", "mode"), matrix_axes=()),
+          inputs=("K", "Linv"), axes=("dh", "dk", "dl", "mode"), matrix_axes=(), terms=_terms(N_CELL + D_EXTRA)),
     Stage("eigenspaces", 3, "decomposition", "eigenspace", "spectral projectors per eigenvalue cluster",
-          quantity="V", locate="bz_flat", inputs=("K", "Linv"), axes=("BZ point", "mode")),
+          quantity="V", locate="bz_flat", inputs=("K", "Linv"), axes=("BZ point", "mode"),
+          terms=_terms(N_CELL + D_EXTRA)),
     Stage("Kinv", 3, "decomposition", "array", "pseudo-inverse of K(k)", locate="bz_flat", inputs=("K",),
-          axes=_BZ_MATRIX),
+          axes=_BZ_MATRIX, terms=_terms(N_CELL)),
     Stage("covar", 3, "decomposition", "array", "scaled rigid-body covariance",
-          inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp"), axes=("ASU", "dof", "cell", "ASU", "dof")),
+          inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp"), axes=("ASU", "dof", "cell", "ASU", "dof"),
+          terms=_terms(N_CELL)),
     Stage("ADP", 3, "decomposition", "array", "scaled atomic displacement parameters",
-          inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp"), axes=("atom",)),
+          inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp"), axes=("atom",), terms=_terms(N_CELL)),
     Stage("K_hermitian", 3, "exact", "invariant", "K(k) is Hermitian", check=inv.check_K_hermitian),
     Stage("zero_modes", 3, "exact", "invariant", "exactly the zero modes the contact network predicts "
           "(three at k = 0)", check=inv.check_zero_modes),
     # ---- phase 4: intensity
-    Stage("Id", 4, "end_to_end", "array", "diffuse intensity, all modes", locate="grid", inputs=_MAP_INPUTS),
+    Stage("Id", 4, "end_to_end", "array", "diffuse intensity, all modes", locate="grid", inputs=_MAP_INPUTS,
+          require_nonzero=True),
     Stage("Id_cluster0", 4, "end_to_end", "array", "rank-0 map summed over its eigenvalue cluster",
-          quantity="mode_maps", locate="grid", inputs=_MAP_INPUTS, derive=_cluster(lambda n: 0)),
+          quantity="mode_maps", locate="grid", inputs=_MAP_INPUTS, derive=_cluster(lambda n: 0), require_nonzero=True),
     Stage("Id_cluster_last", 4, "end_to_end", "array", "rank-7 map summed over its eigenvalue cluster",
-          quantity="mode_maps", locate="grid", inputs=_MAP_INPUTS, derive=_cluster(_rank_last)),
+          quantity="mode_maps", locate="grid", inputs=_MAP_INPUTS, derive=_cluster(_rank_last), require_nonzero=True),
     Stage("Id_data_adp", 4, "end_to_end", "array", "intensity with the file's B factors", locate="grid",
-          inputs=_MAP_INPUTS),
+          inputs=_MAP_INPUTS, require_nonzero=True),
     Stage("Id_qvectors", 4, "end_to_end", "array", "arbitrary-q mode at the grid's q vs the grid map",
-          reference_quantity="Id", locate="grid"),
+          reference_quantity="Id", locate="grid", require_nonzero=True),
     Stage("grad_gamma_inter", 4, "gradient", "gradient", "d sum(Id)/d gamma_inter (autograd or FD, per backend)",
-          vacuous=_no_finite_map),
+          vacuous=_no_finite_map, require_nonzero=True),
     Stage("grad_gamma_intra", 4, "gradient", "gradient", "d sum(Id)/d gamma_intra (autograd or FD, per backend)",
-          vacuous=_no_finite_map),
+          vacuous=_no_finite_map, require_nonzero=True),
     Stage("grad_q", 4, "gradient", "gradient", "d Id(q)/d q at sampled grid points (autograd or FD, per backend)",
-          vacuous=_no_gradient_sample),
+          vacuous=_no_gradient_sample, require_nonzero=True),
     Stage("Id_nonnegative", 4, "exact", "invariant", "Id >= 0 off the Bragg points", check=inv.check_nonnegative),
     Stage("friedel", 4, "exact", "invariant", "Friedel symmetry Id(q) = Id(-q) on a symmetric grid",
           check=inv.check_friedel),

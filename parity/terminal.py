@@ -28,16 +28,22 @@ def format_header(result: dict) -> list[str]:
     if result.get("reference") or result.get("candidate"):
         lines.append(f"reference {_backend_line(result.get('reference'))}  vs  candidate "
                      f"{_backend_line(result.get('candidate'))}")
-    overrides = result.get("tier_overrides") or {}
-    if overrides:
-        lines.append("tier overrides: " + "; ".join(f"{k} {v}" for k, v in overrides.items()))
+    for row in result.get("tier_overrides") or []:
+        if isinstance(row, dict):
+            table = f" (table {row['table_value']:.3g})" if row.get("table_value") is not None else ""
+            lines.append(f"tier override: {row['tier']}.{row['key']} = {row['value']:.3g}{table} from {row['source']}")
     return lines
 
 
 def format_table(result: dict) -> str:
-    """The phase-by-phase table printed by ``parity run`` and ``parity compare``."""
+    """The phase-by-phase table printed by ``parity run`` and ``parity compare``.
+
+    Columns: the greatest absolute difference, the normwise relative error
+    max|a - e| / max|e| (what the tiers judge) and the element-wise one max |a - e| / |e|.
+    """
     lines = format_header(result)
-    header = f"  {'stage':<18} {'tier':<15} {'status':<15} {'max abs':>9} {'max rel':>9}  worst location / diagnosis"
+    header = (f"  {'stage':<18} {'tier':<15} {'status':<15} {'max abs':>9} {'normwise':>9} {'elemwise':>9}  "
+              "worst location / diagnosis")
     builds = [s for s in result["stages"] if s.get("kind") == "construction"]
     if builds:
         lines += ["", "Construction"]
@@ -58,7 +64,7 @@ def format_table(result: dict) -> str:
         if s["status"] in ("not_comparable", "error"):
             where = (s.get("message") or "").splitlines()[0][:90] if s.get("message") else ""
         lines.append(f"  {s['name']:<18} {s['tier']:<15} {status:<15} {_fmt(s['max_abs']):>9} "
-                     f"{_fmt(s['max_rel']):>9}  {where}")
+                     f"{_fmt(s['max_rel']):>9} {_fmt(s.get('max_rel_elementwise')):>9}  {where}")
     lines.append("")
     lines.append(format_summary(result))
     return "\n".join(lines)

@@ -17,7 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from parity.compare import (
+    ELEMENTWISE,
     HIST_EDGES,
+    NORMWISE,
+    STATUSES,
     Comparison,
     audit_dtypes,
     check_dtype,
@@ -26,6 +29,9 @@ from parity.compare import (
     compare_eigenspaces,
     compare_full_product,
     compare_nan_pattern,
+    format_errors,
+    format_ulp,
+    invariant_result,
     spectral_projectors,
     ulp_distance,
 )
@@ -111,7 +117,7 @@ def test_arrays_one_element_off_by_10x_tolerance_is_caught_and_located():
     lines = result.message.splitlines()
     assert lines[1] == "Mismatched elements: 1 / 27 (3.7%)"
     assert lines[2].startswith("Greatest absolute difference: ") and "at (h,k,l)=(1,-1,0)" in lines[2]
-    assert "allowed" in lines[2] and lines[3].startswith("Greatest relative difference: ")
+    assert "allowed" in lines[2] and lines[3].startswith("Greatest relative difference (element-wise")
     assert result.details["worst_elements"][0]["index"] == [2, 0, 1]
 
 
@@ -181,7 +187,9 @@ def test_relative_difference_against_zero_is_inf_and_reported_as_null():
     e = np.array([0.0, 1.0])
     result = compare_arrays(np.array([1e-20, 1.0]), e, TIGHT)
     assert result.passed  # 1e-20 <= 1e-14 * max|e|
-    assert result.max_rel == np.inf and result.to_dict()["max_rel"] is None
+    # element-wise: 1e-20 / 0 is inf (null in JSON); normwise: 1e-20 / max|e| = 1e-20
+    assert result.max_rel_elementwise == np.inf and result.to_dict()["max_rel_elementwise"] is None
+    assert result.max_rel == 1e-20 and result.to_dict()["max_rel"] == 1e-20
 
 
 def test_histogram_and_ulp_details():
@@ -199,7 +207,8 @@ def test_histogram_and_ulp_details():
 
 
 def test_empty_and_integer_arrays():
-    assert compare_arrays(np.zeros((0, 3)), np.zeros((0, 3)), TIGHT).passed
+    empty = compare_arrays(np.zeros((0, 3)), np.zeros((0, 3)), TIGHT)
+    assert empty.status == "not_comparable" and not empty.passed and empty.n_compared == 0
     ints = np.arange(6).reshape(2, 3)
     assert compare_arrays(ints, ints.copy(), EXACT).passed
     changed = ints.copy()
@@ -266,7 +275,10 @@ def test_property_nan_patterns(e, data):
     mask = data.draw(hnp.arrays(np.bool_, e.shape))
     e = np.where(mask, np.nan, e)
     a = e.copy()
-    assert compare_arrays(a, e, TIGHT).passed
+    same = compare_arrays(a, e, TIGHT)
+    # Identical patterns pass, unless no element is left to compare numerically.
+    assert same.status == ("not_comparable" if mask.all() else "pass")
+    assert same.n_compared == (~mask).sum()
     assert compare_nan_pattern(a, e).passed
     assume(mask.any() and not mask.all())
     nan_at = tuple(np.argwhere(mask)[data.draw(st.integers(0, mask.sum() - 1))])
@@ -634,3 +646,313 @@ def test_projector_allowance_grows_only_for_near_degenerate_clusters():
         Q, R = _pair_rotated(values, angle)
         result = compare_eigenspaces(values, R, values, Q, tier)
         assert result.passed is ok, (values, angle, result.message)
+
+
+# --------------------------------------------------------------------------
+# No vacuous passes: a comparison passes only when it compared something
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("actual, expected, why", [
+    (np.full((3, 4), np.nan), np.full((3, 4), np.nan), "NaN/inf in both"),
+    (np.array(np.nan), np.array(np.nan), "NaN/inf in both"),  # 0-d
+    (np.zeros((0, 3)), np.zeros((0, 3)), "empty"),
+    (np.full(5, np.inf), np.full(5, np.inf), "NaN/inf in both"),
+    (np.full(2, np.nan + 1j * np.nan), np.full(2, np.nan + 1j * np.nan), "NaN/inf in both"),
+])
+@pytest.mark.parametrize("tier", [TIGHT, EXACT], ids=["tight", "exact"])
+def test_nothing_finite_to_compare_is_not_comparable(actual, expected, why, tier):
+    result = compare_arrays(actual, expected, tier, name="Id")
+    assert result.status == "not_comparable" and not result.passed and not result.comparable
+    assert result.n_compared == 0 and why in result.reason
+    assert result.message.startswith("Id: not comparable: ")
+    safe = result.to_dict()
+    assert safe["status"] == "not_comparable" and safe["passed"] is False and safe["n_compared"] == 0
+    assert_json_safe(result)
+
+
+def test_a_nan_where_a_number_is_expected_still_fails_even_with_nothing_finite():
+    e = np.array([np.nan, 1.0])
+    a = np.array([np.nan, np.nan])
+    result = compare_arrays(a, e, TIGHT)
+    assert result.status == "fail" and result.n_compared == 0
+
+
+def test_n_compared_counts_the_elements_finite_in_both():
+    e = np.array([1.0, np.nan, 3.0, np.inf, 5.0])
+    result = compare_arrays(e.copy(), e, TIGHT)
+    assert result.status == "pass" and result.n_compared == 3 and result.n_total == 5
+    assert result.details["n_compared"] == 3 and "3 of 5 elements compared" in result.message
+
+
+def test_require_nonzero_makes_a_vanished_quantity_not_comparable():
+    zeros = np.zeros((2, 3))
+    assert compare_arrays(zeros, zeros, TIGHT).status == "pass"  # by default zero == zero
+    result = compare_arrays(zeros, zeros.copy(), TIGHT, name="Id_cluster_last", require_nonzero=True)
+    assert result.status == "not_comparable" and "exactly zero in both" in result.reason
+    with_nan = np.array([0.0, np.nan, 0.0])
+    assert compare_arrays(with_nan, with_nan.copy(), TIGHT, require_nonzero=True).status == "not_comparable"
+    # A real difference is still a failure, and a non-zero pair is compared.
+    assert compare_arrays(np.array([0.0, 1e-3]), zeros[0, :2], TIGHT, require_nonzero=True).status == "fail"
+    assert compare_arrays(zeros[0, :2], np.array([0.0, 1.0]), TIGHT, require_nonzero=True).status == "fail"
+    assert compare_arrays(np.array([0.0, 1.0]), np.array([0.0, 1.0]), TIGHT,
+                          require_nonzero=True).status == "pass"
+
+
+def test_comparison_outcome_is_consistent():
+    with pytest.raises(ValueError, match="reason"):
+        Comparison(kind="array", passed=True, comparable=False)
+    forced = Comparison(kind="array", passed=True, comparable=False, reason="nothing")
+    assert forced.passed is False and forced.status == "not_comparable"
+    assert Comparison(kind="array", passed=True).status == "pass"
+    assert Comparison(kind="array", passed=False).status == "fail"
+    assert set(STATUSES) == {"pass", "fail", "not_comparable"}
+
+
+def test_nan_pattern_of_empty_arrays_is_not_comparable():
+    assert compare_nan_pattern(np.zeros(0), np.zeros(0)).status == "not_comparable"
+    assert compare_nan_pattern(np.full(3, np.nan), np.full(3, np.nan)).n_compared == 3
+
+
+def test_dtype_audit_of_nothing_is_not_comparable():
+    result = audit_dtypes({"n": 3, "idx": torch.arange(3)}, "float64", "complex128")
+    assert result.status == "not_comparable" and "no floating tensor" in result.reason
+    assert audit_dtypes(model_tensors(), "float64", "complex128").n_compared == 4
+
+
+def test_invariant_result_needs_something_checked():
+    assert invariant_result("friedel", 1e-12, 1e-9, n_compared=10, message="m").status == "pass"
+    assert invariant_result("friedel", 1e-6, 1e-9, n_compared=10, message="m").status == "fail"
+    assert invariant_result("friedel", float("nan"), 1e-9, n_compared=10, message="m").status == "fail"
+    empty = invariant_result("Id_nonnegative", 0.0, 1e-13, n_compared=0,
+                             message="no finite Id off the Bragg points")
+    assert empty.status == "not_comparable" and empty.reason == "no finite Id off the Bragg points"
+
+
+def test_eigenspaces_with_only_nan_eigenvalues_are_not_comparable():
+    rng = np.random.default_rng(11)
+    q = random_unitary(rng, 3)
+    nan = np.full(3, np.nan)  # every mode a zero mode: only the blind projector onto all modes
+    result = compare_eigenspaces(nan, q, nan, mix_within_clusters(rng, q, [3]), DECOMP)
+    assert result.status == "not_comparable" and result.n_compared == 0
+    assert "no finite eigenvalue cluster" in result.reason
+    batch = compare_eigenspaces(np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros((0, 3)),
+                                np.zeros((0, 3, 3)), DECOMP)
+    assert batch.status == "not_comparable"
+    values = spectrum(rng, [1, 2], nan_first=True)  # one zero mode, one finite 2-fold cluster
+    ok = compare_eigenspaces(values, q, values, q, DECOMP)
+    assert ok.status == "pass" and ok.n_compared == 1
+
+
+# --------------------------------------------------------------------------
+# NaN/inf hiding in the eigenspace check
+# --------------------------------------------------------------------------
+
+
+def _corrupt(values, vectors, variant):
+    """Actual eigen-data with one kind of non-finite value outside the zero-mode pattern."""
+    w, v = values.copy(), vectors.copy()
+    if variant == "vectors_all_nan":
+        v[...] = np.nan
+    elif variant == "vector_one_nan":
+        v[1, 0, 1][2, 3] = np.nan
+    elif variant == "vector_one_inf":
+        v[1, 0, 1][0, 3] = np.inf
+    elif variant == "value_nan_outside_pattern":
+        w[1, 0, 1][3] = np.nan
+    elif variant == "value_inf":
+        w[1, 0, 1][3] = np.inf
+    return w, v
+
+
+NONFINITE_VARIANTS = ["vectors_all_nan", "vector_one_nan", "vector_one_inf", "value_nan_outside_pattern",
+                      "value_inf"]
+
+
+@pytest.mark.parametrize("with_matrix", [False, True], ids=["crossfeed_path", "with_matrix"])
+@pytest.mark.parametrize("variant", NONFINITE_VARIANTS)
+@pytest.mark.parametrize("side", ["actual", "expected"])
+def test_eigenspaces_nonfinite_outside_the_zero_mode_pattern_fails(variant, with_matrix, side):
+    rng = np.random.default_rng(12)
+    sizes = [1, 2, 1]
+    batch = (2, 1, 2)
+    values = np.stack([spectrum(rng, sizes, nan_first=True) for _ in range(4)]).reshape(*batch, 4)
+    q = np.stack([random_unitary(rng, 4) for _ in range(4)]).reshape(*batch, 4, 4)
+    finite = np.where(np.isnan(values), 1.0, values)  # D's eigenvalues (zero modes: any finite value)
+    matrix = np.einsum("...ij,...j,...kj->...ik", q, finite, q.conj())
+    bad_w, bad_q = _corrupt(values, q, variant)
+    locate = lambda b: "BZ (dh,dk,dl)=(%d,%d,%d)" % b  # noqa: E731
+    if side == "actual":
+        args = (bad_w, bad_q, values, q)
+    else:
+        args = (values, q, bad_w, bad_q)
+    kwargs = dict(matrix=matrix, unitary=args[1]) if with_matrix else {}
+    with np.errstate(invalid="ignore", over="ignore"):
+        result = compare_eigenspaces(*args, DECOMP, locate=locate, **kwargs)
+    assert result.status == "fail", result.message
+    assert "BZ (dh,dk,dl)=(" in result.message
+    if variant != "vectors_all_nan":  # one bad batch item, named
+        assert result.n_mismatch == 1 and result.worst["location"] == "BZ (dh,dk,dl)=(1,0,1)"
+        assert "BZ (dh,dk,dl)=(1,0,1)" in result.message and "mode 3" in result.message
+    word = "inf" if "inf" in variant else "NaN"
+    assert word in result.message
+    assert_json_safe(result)
+
+
+@pytest.mark.parametrize("with_matrix", [False, True], ids=["crossfeed_path", "with_matrix"])
+def test_eigenspaces_inf_eigenvalue_on_both_sides_fails(with_matrix):
+    """An identical non-finite pattern is not enough: only NaN marks a zero mode."""
+    rng = np.random.default_rng(14)
+    values = spectrum(rng, [1, 1, 2])
+    q = random_unitary(rng, 4)
+    kwargs = dict(matrix=(q * values) @ q.conj().T, unitary=q) if with_matrix else {}
+    values[1] = np.inf
+    result = compare_eigenspaces(values, q, values.copy(), q, DECOMP, locate=lambda b: "BZ 0", **kwargs)
+    assert result.status == "fail"
+    assert "eigenvalue inf at BZ 0 mode 1" in result.message and "only NaN" in result.message
+
+
+def test_eigenspaces_zero_mode_pattern_itself_passes():
+    """NaN eigenvalue at the same place on both sides, with finite vectors: a zero mode, fine."""
+    rng = np.random.default_rng(13)
+    values = spectrum(rng, [2, 1, 1], nan_first=True)
+    q = random_unitary(rng, 4)
+    result = compare_eigenspaces(values, mix_within_clusters(rng, q, [2, 1, 1]), values, q, DECOMP)
+    assert result.status == "pass", result.message
+    assert result.details["eigen_table"][0]["nonfinite"] == []
+
+
+# --------------------------------------------------------------------------
+# One way to say "relative error"; ties; ULPs
+# --------------------------------------------------------------------------
+
+
+def test_normwise_and_elementwise_relative_errors_are_both_reported_and_labelled():
+    e = np.array([1.0, 1e-3, -2.0])
+    a = np.array([1.0 + 1e-3, 2e-3, -2.0])
+    result = compare_arrays(a, e, TIGHT, name="Id")
+    assert result.max_abs == pytest.approx(1e-3)
+    assert result.max_rel == pytest.approx(1e-3 / 2.0)  # max|a-e| / max|e|
+    assert result.max_rel_elementwise == pytest.approx(1.0)  # max |a-e| / |e|, at index 1
+    assert result.details["scale"] == 2.0
+    text = result.message
+    assert "Greatest relative difference (element-wise, |a-e|/|e|): 1 at index (1)" in text
+    assert "Normwise relative difference (max|a-e|/max|e|): 0.0005 (max|e| = 2)" in text
+    ok = compare_arrays(e.copy(), e, TIGHT)
+    assert NORMWISE in ok.message and ELEMENTWISE in ok.message
+    safe = result.to_dict()
+    assert safe["max_rel"] == pytest.approx(5e-4) and safe["max_rel_elementwise"] == pytest.approx(1.0)
+
+
+def test_ties_go_to_the_first_index_in_c_order_everywhere():
+    e = np.ones((4, 5))
+    a = e + 1e-3  # every element off by the same amount: all tied
+    result = compare_arrays(a, e, TIGHT, n_worst=3)
+    assert result.worst["index"] == [0, 0]
+    assert [w["index"] for w in result.details["worst_elements"]] == [[0, 0], [0, 1], [0, 2]]
+    assert "at index (0, 0)" in result.message.splitlines()[2]
+    assert "Worst element" not in result.message  # it is the greatest-difference element
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_ties_among_many_elements_keep_c_order(seed):
+    rng = np.random.default_rng(seed)
+    e = np.ones(300)
+    a = e + rng.choice([1e-3, 2e-3, 3e-3], size=e.size)  # many exact ties in |a - e|
+    result = compare_arrays(a, e, TIGHT, n_worst=4)
+    diff = np.abs(a - e)
+    want = np.argsort(-diff, kind="stable")[:4]  # largest first, ties by index
+    assert [w["index"][0] for w in result.details["worst_elements"]] == want.tolist()
+    assert result.worst["index"] == [int(want[0])] == [int(np.argmax(diff))]
+
+
+def test_tied_nan_mismatches_name_the_same_element_in_worst_and_message():
+    e = grid(shape=(6, 6))
+    a = e.copy()
+    for idx in [(5, 5), (4, 1), (0, 3), (2, 2), (3, 0), (1, 4), (0, 5)]:  # all tied at excess +inf
+        a[idx] = np.nan
+    result = compare_arrays(a, e, TIGHT, n_worst=2, locate=hkl)
+    first = result.details["nan_pattern"]["first"][0]
+    assert result.worst["index"] == first["index"] == [0, 3]
+    assert result.worst["location"] in result.message.splitlines()[2]
+    assert [w["index"] for w in result.details["worst_elements"]] == [[0, 3], [0, 5]]
+
+
+def test_worst_element_line_when_it_is_not_the_greatest_difference():
+    e = np.array([1000.0, 1.0])
+    # The large element is off by more but within its allowance (rtol * 1000); the small one fails.
+    a = np.array([1000.0 + 5e-4, 1.0 + 1e-5])
+    result = compare_arrays(a, e, Tier("t", 1e-6, 1e-15))
+    assert not result.passed and result.n_mismatch == 1 and result.worst["index"] == [1]
+    assert "Greatest absolute difference: 0.0005 at index (0)" in result.message
+    assert "Worst element (largest excess over its allowance): index (1)" in result.message
+
+
+def test_ulp_counts_are_printed_readably():
+    assert format_ulp({"median": 1.0, "p99": 3.0, "max": 1234}) == \
+        "median 1 ulp, 99th percentile 3 ulp, max 1.2e3 ulp"
+    assert format_ulp({"median": 0.5, "p99": 2.4, "max": 45_000_000_000_000, "dtype": "float32"}) == \
+        "median 0.5 ulp, 99th percentile 2.4 ulp, max 4.5e13 ulp (ulps of float32)"
+    assert format_ulp(None) == "" and format_ulp({}) == ""
+    e = grid()
+    a = e.copy()
+    a[0, 0, 0] = np.nextafter(np.nextafter(a[0, 0, 0], np.inf), np.inf)
+    result = compare_arrays(a, e, EXACT)
+    assert "ULP distance over the compared elements: median 0 ulp, 99th percentile" in result.message
+    assert "max 2 ulp (ulps of float64)" in result.message
+
+
+def test_format_errors_labels_each_figure():
+    text = format_errors(1e-3, 5e-4, 1.0)
+    assert text == f"max abs err 0.001, {NORMWISE} 0.0005, {ELEMENTWISE} 1"
+
+
+# --------------------------------------------------------------------------
+# Size scaling: n_terms
+# --------------------------------------------------------------------------
+
+
+def test_n_terms_scales_atol_by_the_summation_bound():
+    e = grid(shape=(10, 10))
+    eps = np.finfo(np.float64).eps
+    n = 84_644
+    off = e.copy()
+    off[3, 3] += 0.5 * n * eps * np.abs(e).max()  # within n eps max|e|, far outside the tight tier
+    assert not compare_arrays(off, e, TIGHT).passed
+    scaled = compare_arrays(off, e, TIGHT, n_terms=n)
+    assert scaled.passed and scaled.details["tier"]["n_terms"] == n
+    assert scaled.details["tier"]["atol"] == pytest.approx(n * eps)
+    assert f"scaled for {n} summed terms" in scaled.message
+    real = e * (1 + 1e-10)  # a genuine 1e-10 relative error is far above the bound
+    assert not compare_arrays(real, e, TIGHT, n_terms=n).passed
+    # Small sums keep the measured tier; the exact tier stays bitwise.
+    assert compare_arrays(off, e, TIGHT, n_terms=10).details["tier"]["atol"] == TIGHT.atol
+    assert not compare_arrays(off, e, EXACT, n_terms=n).passed
+
+
+def test_n_terms_uses_the_working_precision():
+    e = grid(shape=(10, 10))
+    a = (e * (1 + 3e-6)).astype(np.float32)
+    tier = Tier("f", 0.0, 1e-6)
+    assert not compare_arrays(a, e, tier).passed
+    assert compare_arrays(a, e, tier, n_terms=100).passed  # 100 * eps32 = 1.2e-5
+    assert compare_arrays(a, e, tier, n_terms=100).details["tier"]["atol"] == pytest.approx(
+        100 * np.finfo(np.float32).eps)
+
+
+def test_n_terms_bound_above_one_is_not_comparable():
+    e = grid(shape=(3,)).astype(np.float32)
+    result = compare_arrays(e, e, TIGHT, n_terms=10**8)
+    assert result.status == "not_comparable" and "lose every digit" in result.reason
+    eig = compare_eigenspaces(np.array([1.0, 2.0]), np.eye(2), np.array([1.0, 2.0]), np.eye(2),
+                              DECOMP, n_terms=10**17)
+    assert eig.status == "not_comparable"
+
+
+def test_eigenspaces_take_n_terms():
+    values = np.array([1.0, 2.0, 3.0])
+    q, r = _pair_rotated(values, 1e-9, seed=4)  # projector error ~1e-9: above DECOMP's 1e-10
+    assert not compare_eigenspaces(values, r, values, q, DECOMP).passed
+    result = compare_eigenspaces(values, r, values, q, DECOMP, n_terms=10**8)  # 2.2e-8
+    assert result.passed, result.message
+    assert result.details["tier"]["n_terms"] == 10**8

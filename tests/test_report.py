@@ -234,7 +234,7 @@ def test_failing_report_content() -> None:
     summary = divergence_summary(result)
     assert summary == ("First divergence: phase 3, stage `V` \u2014 2 of 192 elements outside "
                        "tier `decomposition` (rtol 1e-9); worst at BZ (dh,dk,dl)=(1,0,1): "
-                       "expected 0.032, got 0.035 (rel 9.38%)")
+                       "expected 0.032, got 0.035; normwise rel err (max|a-e|/max|e|) 0.0042")
     assert "First divergence: phase 3, stage <code>V</code>" in html
     # the first diverging row (only) is highlighted; status is text, not colour only
     assert "first-divergence" in _row_html(html, "V")
@@ -261,7 +261,8 @@ def test_failing_report_first_divergence_in_phase_4() -> None:
     assert "first-divergence" not in _row_html(html, "V")
     assert divergence_summary(result).startswith(
         "First divergence: phase 4, stage `Id` \u2014 12 of 729 elements outside tier "
-        "`end_to_end` (rtol 1e-9); worst at (h,k,l)=(0.5,-1.5,0): expected 292, got 318 (rel 9%)")
+        "`end_to_end` (rtol 1e-9); worst at (h,k,l)=(0.5,-1.5,0): expected 292, got 318; "
+        "normwise rel err (max|a-e|/max|e|) 9%")
     assert html.count("data:image/png;base64,") == 2  # Id hist + slice
 
 
@@ -458,3 +459,87 @@ def test_bisect_section_names_root_cause_and_inherited(tmp_path):
     # A run without bisection has no such section.
     del result["bisect"]
     assert 'id="bisect"' not in render_report(result)
+
+
+# --------------------------------------------------------------------------- #
+# One way to say "relative error"; overrides; not comparable
+# --------------------------------------------------------------------------- #
+def test_both_relative_errors_are_shown_and_labelled() -> None:
+    result = failing_result(eigen_fails=False)
+    stage = next(s for s in result["stages"] if s["name"] == "Id")
+    stage.update(max_rel=0.0187, max_rel_elementwise=94.9)
+    html = _body(render_report(result))
+    row = _row_html(html, "Id")
+    assert ">0.0187<" in row and ">94.9<" in row
+    assert "normwise rel err<br><span class=\"mono\">max|a&minus;e|/max|e|</span>" in html
+    assert "element-wise rel err<br><span class=\"mono\">max |a&minus;e|/|e|</span>" in html
+    detail = html[html.index('id="stage-'):]
+    assert "normwise rel err (max|a-e|/max|e|) 0.0187" in detail
+    assert "element-wise rel err (max |a-e|/|e|) 94.9" in detail
+    assert "|a &minus; e| / |e| (element-wise)" in html
+    # The verdict sentence quotes the normwise figure, labelled, not a third one.
+    assert divergence_summary(result).endswith("normwise rel err (max|a-e|/max|e|) 1.87%")
+
+
+def test_elementwise_error_of_older_results_is_read_from_details() -> None:
+    result = failing_result(eigen_fails=False)
+    stage = next(s for s in result["stages"] if s["name"] == "Id")
+    stage["details"]["max_rel_elementwise"] = 94.9
+    assert ">94.9<" in _row_html(_body(render_report(result)), "Id")
+
+
+def test_ulp_distance_is_readable() -> None:
+    html = _body(render_report(failing_result(eigen_fails=False)))
+    assert "median 3 ulp, 99th percentile 1.2e5 ulp, max 4.5e13 ulp" in html
+
+
+def test_overrides_are_shown_with_their_source() -> None:
+    result = failing_result()
+    result["tier_overrides"] = [{"tier": "tight", "key": "rtol", "value": 1e-9, "table_value": 1e-13,
+                                 "source": "/repo/pyproject.toml"}]
+    html = _body(render_report(result))
+    section = html[html.index('id="overrides"'):]
+    section = section[:section.index("</table>")]
+    assert "Tier overrides in force" in section and "<code>tight</code>" in section
+    assert ">1e-9<" in section and ">1e-13<" in section and "/repo/pyproject.toml" in section
+    result["tier_overrides"] = []
+    assert "Tier overrides: none" in render_report(result)
+    del result["tier_overrides"]
+    assert 'id="overrides"' not in render_report(result)
+
+
+def test_scaled_tier_is_shown() -> None:
+    result = failing_result(eigen_fails=False)
+    stage = next(s for s in result["stages"] if s["name"] == "Id")
+    stage["details"]["tier"] = {"name": "end_to_end", "rtol": 1e-9, "atol": 1.9e-11, "n_terms": 84644}
+    html = _body(render_report(result))
+    assert "1.9e-11 (84644 terms)" in _row_html(html, "Id")
+    assert "scaled for 84644 summed terms" in html
+
+
+def test_a_run_that_only_failed_to_compare_is_labelled_not_comparable() -> None:
+    result = passing_result()
+    result["passed"] = False
+    adp = next(s for s in result["stages"] if s["name"] == "ADP")
+    adp["reason"] = "no element to compare numerically: all 8 element(s) are NaN/inf in both arrays"
+    html = _body(render_report(result))
+    assert "NOT COMPARABLE" in html and "DIVERGED" not in html
+    assert "Reason: no element to compare numerically" in html
+    assert divergence_summary(result).endswith("not comparable: no element to compare numerically: "
+                                               "all 8 element(s) are NaN/inf in both arrays")
+
+
+def test_report_of_a_real_comparison_uses_its_fields() -> None:
+    """A stage record built from a Comparison (as the runner copies it) renders both figures."""
+    from parity.compare import compare_arrays
+    from parity.tiers import TIERS
+
+    e = np.array([1.0, 1e-3, -2.0])
+    comparison = compare_arrays(np.array([1.0 + 1e-3, 2e-3, -2.0]), e, TIERS["tight"], name="Id")
+    record = _stage("Id", 4, "end_to_end", status=comparison.status, passed=comparison.passed,
+                    **{k: v for k, v in comparison.to_dict().items()
+                       if k in ("max_abs", "max_rel", "max_rel_elementwise", "n_mismatch", "n_total",
+                                "n_compared", "worst", "message", "details")})
+    result = _base([_stage("hkl_grid", 1, "exact"), record], passed=False, first_failure="Id")
+    row = _row_html(_body(render_report(result)), "Id")
+    assert ">0.0005<" in row and ">1<" in row

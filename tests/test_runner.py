@@ -354,6 +354,8 @@ def test_all_bragg_grid_compares_nothing_and_is_not_a_pass():
         assert stages[name]["n_compared"] == 0
     assert "vacuously 0" in stages["grad_gamma_inter"]["message"]
     assert "no sample point" in stages["grad_q"]["message"]
+    for name in ("Id", "Id_data_adp", "Id_qvectors"):
+        assert "not comparable: no element to compare numerically" in stages[name]["message"], name
 
 
 def test_bad_run_options_are_input_errors():
