@@ -125,11 +125,11 @@ def expect_shape(x: Any, shape: tuple, what: str, layout: str) -> np.ndarray:
 
 def attribute(obj: Any, path: str, owner: str = "their OnePhonon") -> Any:
     """``obj.a.b`` with an error naming the missing attribute."""
-    value = obj
+    value, walked = obj, owner
     for part in path.split("."):
         if not hasattr(value, part):
-            raise AttributeError(f"{owner} has no attribute {path!r} (another version of their code?)")
-        value = getattr(value, part)
+            raise AttributeError(f"{walked} has no attribute {part!r} (another version of their code?)")
+        value, walked = getattr(value, part), f"{walked}.{part}"
     return value
 
 
