@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -115,9 +114,10 @@ def upstream_fake(tmp_path: Path, mode: str) -> Path:
     return fake_checkout(tmp_path, FAKE_UPSTREAM.format(mode=mode))
 
 
-def run_fake(path: Path, stages, candidate: str = "upstream-eryx", **options) -> tuple[dict, object]:
+def run_fake(path: Path, stages, candidate: str = "upstream-eryx", python: str | None = None,
+             **options) -> tuple[dict, object]:
     run = make_run("synthetic", samplings=TINY, candidate=candidate, candidate_path=str(path),
-                   candidate_options=options)
+                   candidate_python=python, candidate_options=options)
     try:
         return execute(run, select(names=stages), progress=False), run
     finally:
@@ -167,6 +167,12 @@ def test_missing_path_unknown_backend_bad_python_bad_timeout_are_exit_2(tmp_path
         rc, stdout, err = cli(base + extra, capsys)
         assert rc == 2, (extra, err)
         assert expected in err and len(err.strip().splitlines()) == 1, (extra, err)
+    not_python = tmp_path / "not-python"
+    not_python.write_text("#!/bin/sh\necho 'no numpy here' >&2\nexit 1\n")
+    not_python.chmod(0o755)
+    rc, _, err = cli(base + ["--candidate", "upstream-eryx", "--candidate-path", str(fake), "--candidate-python",
+                             str(not_python)], capsys)
+    assert rc == 2 and "not a Python 3.8+ with numpy (no numpy here)" in err
     monkeypatch.setenv("PARITY_EXTERNAL_TIMEOUT", "-3")
     rc, _, err = cli(base + ["--candidate", "upstream-eryx", "--candidate-path", str(fake)], capsys)
     assert rc == 2 and "timeout must be a positive number of seconds" in err
@@ -223,13 +229,13 @@ def test_truncated_or_foreign_snapshot_is_exit_2_and_extracts_nothing(tmp_path, 
 # ------------------------------------------------- misbehaviour: per-stage statuses
 def test_fake_that_works_imports_their_eryx_not_ours(tmp_path):
     fake = upstream_fake(tmp_path, "ok")
-    result, run = run_fake(fake, ["hkl_grid", "map_shape", "Id"])
+    result, run = run_fake(fake, ["hkl_grid", "map_shape", "Id"], python=sys.executable)
     st = by_name(result)
     assert st["hkl_grid"]["status"] == "pass" and st["map_shape"]["status"] == "pass"
     assert st["Id"]["status"] == "fail"  # zeros against the real map: compared, and different
     imported = result["candidate"]["imported_from"]
     assert imported and all(Path(p).resolve().is_relative_to(fake.resolve()) for p in imported)
-    assert result["candidate"]["shims"]
+    assert result["candidate"]["shims"] and result["candidate"]["python"] == sys.executable
 
 
 def test_their_code_cannot_reach_this_projects_modules(tmp_path):
@@ -509,8 +515,8 @@ def test_port_single_precision_supercell_and_regularised_cholesky(port_run):
     np.testing.assert_array_equal(run.candidate_value("asu_xyz"),
                                   run.reference_value("asu_xyz").astype(np.float32).astype(np.float64))
     M = run.reference_value("Mmat").reshape(6 * run.reference_value("n_asu"), -1)
-    np.testing.assert_allclose(run.candidate_value("Linv"), np.linalg.inv(np.linalg.cholesky(M + 1e-6 * np.eye(len(M)))),
-                               rtol=0, atol=1e-14)
+    regularised = np.linalg.inv(np.linalg.cholesky(M + 1e-6 * np.eye(len(M))))
+    np.testing.assert_allclose(run.candidate_value("Linv"), regularised, rtol=0, atol=1e-14)
 
 
 def test_port_every_provided_stage_is_compared_and_gradients_raise(port_run):

@@ -426,7 +426,7 @@ class ExternalSession(Session):
         weakref.finalize(self, _cleanup, self.proc, self.outdir)
         try:
             ev = self._wait(lambda e: e.get("event") in ("built", "build_failed"), self.backend.build_timeout,
-                            f"constructing their OnePhonon")
+                            "constructing their OnePhonon")
         except ExternalError as exc:
             raise BuildFailure("construct", 1, exc, f"{exc}\n{exc.__cause__}") from None
         self.worker_info = dict(ev.get("info") or {})
@@ -525,6 +525,12 @@ class ExternalBackend(Backend):
 
     def open(self, spec: RunSpec) -> ExternalSession:
         return ExternalSession(self, spec)
+
+    def check_spec(self, spec: RunSpec) -> None:
+        """Refuse a precision their code cannot run (neither implementation has a precision option)."""
+        if spec.dtype != "float64":
+            raise ValueError(f"{self.name} computes in float64 only (their code has no precision option); "
+                             f"use --dtype float64")
 
     def info(self) -> dict:
         w = self.worker_info

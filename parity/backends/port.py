@@ -34,9 +34,7 @@ class TorchPortBackend(ExternalBackend):
     shims: ClassVar[dict[str, str]] = {}
 
     def check_spec(self, spec: RunSpec) -> None:
-        if spec.dtype != "float64":
-            raise ValueError(f"{self.name} computes in float64 only (their OnePhonon fixes float64/complex128); "
-                             f"use --dtype float64")
+        super().check_spec(spec)
         if spec.device.startswith("cuda"):
             import torch
 

@@ -47,8 +47,6 @@ class UpstreamEryxBackend(ExternalBackend):
     }
 
     def check_spec(self, spec: RunSpec) -> None:
-        if spec.dtype != "float64":
-            raise ValueError(f"{self.name} computes in float64 only (their NumPy code has no precision option); "
-                             f"use --dtype float64")
+        super().check_spec(spec)
         if spec.device != "cpu":
             raise ValueError(f"{self.name} is NumPy code and runs on the CPU only; use --device cpu")

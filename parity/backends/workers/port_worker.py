@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from worker_common import (STEPS, Recorder, attribute, expect_shape, real_checked, serve,  # noqa: E402
-                           to_numpy)
+from worker_common import (SHARED_GETTERS, STEPS, Recorder, attribute, expect_shape, n_dof,  # noqa: E402
+                           real_checked, serve, to_numpy)
 
 #: Their k-vectors are rounded to 1e-10 before torch.unique; a match within this is the same point.
 K_MATCH_ATOL = 1e-9
@@ -81,10 +81,6 @@ def L_of(request: dict) -> tuple:
     return tuple(int(s[2]) for s in request["samplings"])
 
 
-def dof(m) -> int:
-    return int(attribute(m, "n_asu")) * int(attribute(m, "n_dof_per_asu"))
-
-
 def per_bz(m, request: dict, what: str, layout: str, array, tail: tuple) -> np.ndarray:
     """Their flat-BZ array (n_bz, *tail) as the contract's (L_h, L_k, L_l, *tail)."""
     L = L_of(request)
@@ -106,10 +102,10 @@ def bz_rows(m, kvecs: np.ndarray, what: str) -> np.ndarray:
 
 def square(c: np.ndarray, n_asu: int, what: str) -> np.ndarray:
     """Their per-k matrices (n, n_asu, 6, n_asu, 6) or (n, n_dof, n_dof) as (n, n_dof, n_dof)."""
-    n_dof = 6 * n_asu
+    size = 6 * n_asu
     if c.ndim == 5 and c.shape[1:] == (n_asu, 6, n_asu, 6):
-        return c.reshape(c.shape[0], n_dof, n_dof)
-    return expect_shape(c, (c.shape[0], n_dof, n_dof), what, "(n_k, n_dof, n_dof)")
+        return c.reshape(c.shape[0], size, size)
+    return expect_shape(c, (c.shape[0], size, size), what, "(n_k, n_dof, n_dof)")
 
 
 def recorded_K(m, request: dict, rec: Recorder, key: str, what: str) -> np.ndarray:
@@ -184,13 +180,6 @@ def form_factors(m, request: dict):
     return compute_form_factors(q, _t(m, model.ff_a[0]), _t(m, model.ff_b[0]), _t(m, model.ff_c[0]))
 
 
-def masses(m) -> np.ndarray:
-    """The diagonal of their all-atom mass matrix at each atom's x row."""
-    M = _np(m._build_M_allatoms())
-    n = M.shape[0] * M.shape[1]
-    return np.diagonal(M.reshape(n, n))[::3].copy()
-
-
 _CACHE: dict = {}
 
 
@@ -263,55 +252,25 @@ def id_q_sample(m, request):
 
 
 GETTERS = {
-    "cell": lambda m, r, rec: attribute(m, "model.cell"),
-    "A_inv": lambda m, r, rec: attribute(m, "model.A_inv"),
-    "unit_cell_axes": lambda m, r, rec: attribute(m, "model.unit_cell_axes"),
-    "n_asu": lambda m, r, rec: np.int64(attribute(m, "n_asu")),
-    "xyz": lambda m, r, rec: attribute(m, "model.xyz"),
-    "asu_xyz": lambda m, r, rec: np.stack([_np(m.crystal.get_asu_xyz(i)) for i in range(attribute(m, "n_asu"))]),
-    "adp": lambda m, r, rec: attribute(m, "model.adp"),
-    "masses": lambda m, r, rec: masses(m),
-    "ff_a": lambda m, r, rec: attribute(m, "model.ff_a"),
-    "ff_b": lambda m, r, rec: attribute(m, "model.ff_b"),
-    "ff_c": lambda m, r, rec: attribute(m, "model.ff_c"),
-    "cell_origin": lambda m, r, rec: np.array([_np(m.crystal.get_unitcell_origin(m.crystal.id_to_hkl(c)))
-                                               for c in range(attribute(m, "n_cell"))]),
-    "hkl_grid": lambda m, r, rec: attribute(m, "hkl_grid"),
-    "map_shape": lambda m, r, rec: np.array(attribute(m, "map_shape"), dtype=np.int64),
-    "q_grid": lambda m, r, rec: attribute(m, "q_grid"),
-    "res_mask": lambda m, r, rec: attribute(m, "res_mask"),
+    **SHARED_GETTERS,
     "kvec": lambda m, r, rec: per_bz(m, r, "kvec", "(n_bz, 3)", attribute(m, "kvec"), (3,)),
     "kvec_norm": lambda m, r, rec: per_bz(m, r, "kvec_norm", "(n_bz, 1)", attribute(m, "kvec_norm"), (1,)),
     "bz_index": lambda m, r, rec: bz_index(m, r),
-    "Amat": lambda m, r, rec: attribute(m, "Amat"),
-    "M_allatoms": lambda m, r, rec: m._build_M_allatoms(),
-    "Mmat": lambda m, r, rec: m._project_M(m._build_M_allatoms()),
-    "Linv": lambda m, r, rec: attribute(m, "Linv"),
     "form_factors": lambda m, r, rec: form_factors(m, r),
     "structure_factors": lambda m, r, rec: structure_factors_sample(m, r),
     "F_hkl": lambda m, r, rec: F_hkl(m, r),
-    "hessian_allatoms": lambda m, r, rec: real_checked(rec.get("hessian_allatoms", "their all-atom Hessian")[0],
-                                                       "all-atom Hessian"),
-    "hessian": lambda m, r, rec: real_checked(rec.get("hessian", "their projected Hessian")[0], "projected Hessian"),
     "K": lambda m, r, rec: recorded_K(m, r, rec, "K", "K(k)"),
     "Kinv": lambda m, r, rec: recorded_K(m, r, rec, "Kinv", "Kinv(k)"),
     "D": lambda m, r, rec: recorded_eigh(m, r, rec, 0),
     "U": lambda m, r, rec: recorded_eigh(m, r, rec, 1),
     "Winv": lambda m, r, rec: per_bz(m, r, "Winv", "(n_bz, n_dof)", real_checked(attribute(m, "Winv"), "Winv"),
-                                     (dof(m),)),
-    "V": lambda m, r, rec: per_bz(m, r, "V", "(n_bz, n_dof, n_dof)", attribute(m, "V"), (dof(m), dof(m))),
-    "covar": lambda m, r, rec: attribute(m, "covar"),
-    "ADP": lambda m, r, rec: attribute(m, "ADP"),
-    "Id": lambda m, r, rec: m.apply_disorder(),
-    "mode_maps": lambda m, r, rec: np.stack([_np(m.apply_disorder(rank=i)) for i in range(dof(m))], axis=1),
-    "Id_data_adp": lambda m, r, rec: m.apply_disorder(use_data_adp=True),
+                                     (n_dof(m),)),
+    "V": lambda m, r, rec: per_bz(m, r, "V", "(n_bz, n_dof, n_dof)", attribute(m, "V"), (n_dof(m), n_dof(m))),
     "Id_qvectors": lambda m, r, rec: q_mode(m, r)["Id"][:q_mode(m, r)["n_q"]],
     "Id_q_sample": lambda m, r, rec: id_q_sample(m, r),
     "grad_gamma_inter": gamma_gradient("grad_gamma_inter"),
     "grad_gamma_intra": gamma_gradient("grad_gamma_intra"),
     "grad_q": lambda m, r, rec: grad_q(m, r),
-    "dtypes": lambda m, r, rec: {k: str(v.dtype).replace("torch.", "") for k, v in vars(m).items()
-                                 if hasattr(v, "dtype") and hasattr(v, "shape")},
 }
 
 if __name__ == "__main__":

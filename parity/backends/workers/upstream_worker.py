@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from worker_common import STEPS, Recorder, attribute, expect_shape, real_checked, serve  # noqa: E402
+from worker_common import (SHARED_GETTERS, STEPS, Recorder, attribute, expect_shape, n_dof,  # noqa: E402
+                           real_checked, serve)
 
 def setup(request: dict, rec: Recorder) -> dict:
     """Apply the shims and install the recorders (after their package is pinned)."""
@@ -72,10 +73,10 @@ def n_bz(request: dict) -> int:
 def square(c, n_asu: int, what: str) -> np.ndarray:
     """One of their per-BZ-point matrices as (n_dof, n_dof): from (n_asu, 6, n_asu, 6) as their own code reshapes."""
     c = np.asarray(c)
-    n_dof = 6 * n_asu
+    size = 6 * n_asu
     if c.shape == (n_asu, 6, n_asu, 6):
-        return c.reshape(n_dof, n_dof)
-    return expect_shape(c, (n_dof, n_dof), what, "(n_dof, n_dof)")
+        return c.reshape(size, size)
+    return expect_shape(c, (size, size), what, "(n_dof, n_dof)")
 
 
 def per_bz(rec: Recorder, key: str, what: str, request: dict, m) -> np.ndarray:
@@ -86,10 +87,6 @@ def per_bz(rec: Recorder, key: str, what: str, request: dict, m) -> np.ndarray:
         raise ValueError(f"their code computed {what} {len(calls)} times during construction; the grid has "
                          f"{n} BZ points")
     return np.stack([square(c, int(attribute(m, "n_asu")), what) for c in calls])
-
-
-def dof(m) -> int:
-    return int(attribute(m, "n_asu")) * int(attribute(m, "n_dof_per_asu"))
 
 
 def bz_index(m, request: dict) -> np.ndarray:
@@ -133,68 +130,32 @@ def form_factors(m, request: dict) -> np.ndarray:
     return compute_form_factors(q, model.ff_a[0], model.ff_b[0], model.ff_c[0])
 
 
-def masses(m) -> np.ndarray:
-    """The diagonal of their all-atom mass matrix at each atom's x row."""
-    M = np.asarray(m._build_M_allatoms())
-    n = M.shape[0] * M.shape[1]
-    return np.diagonal(M.reshape(n, n))[::3].copy()
-
-
 def svd_part(index: int):
     def getter(m, request, rec):
         calls = rec.get("svd", "their SVD of D")
-        n, n_dof = n_bz(request), dof(m)
+        n, size = n_bz(request), n_dof(m)
         if len(calls) != n:
             raise ValueError(f"their phonon loop took {len(calls)} SVDs; the grid has {n} BZ points")
         # U: their singular vectors in the order their code uses them (reversed: w ascending).
-        return np.stack([expect_shape(c[0], (n_dof, n_dof), "D", "(n_dof, n_dof)") if index == 0
-                         else expect_shape(c[1], (n_dof, n_dof), "U", "(n_dof, n_dof)")[:, ::-1] for c in calls])
+        return np.stack([expect_shape(c[0], (size, size), "D", "(n_dof, n_dof)") if index == 0
+                         else expect_shape(c[1], (size, size), "U", "(n_dof, n_dof)")[:, ::-1] for c in calls])
     return getter
 
 
 GETTERS = {
-    "cell": lambda m, r, rec: attribute(m, "model.cell"),
-    "A_inv": lambda m, r, rec: attribute(m, "model.A_inv"),
-    "unit_cell_axes": lambda m, r, rec: attribute(m, "model.unit_cell_axes"),
-    "n_asu": lambda m, r, rec: np.int64(attribute(m, "n_asu")),
-    "xyz": lambda m, r, rec: attribute(m, "model.xyz"),
-    "asu_xyz": lambda m, r, rec: np.stack([m.crystal.get_asu_xyz(i) for i in range(attribute(m, "n_asu"))]),
-    "adp": lambda m, r, rec: attribute(m, "model.adp"),
-    "masses": lambda m, r, rec: masses(m),
-    "ff_a": lambda m, r, rec: attribute(m, "model.ff_a"),
-    "ff_b": lambda m, r, rec: attribute(m, "model.ff_b"),
-    "ff_c": lambda m, r, rec: attribute(m, "model.ff_c"),
-    "cell_origin": lambda m, r, rec: np.array([m.crystal.get_unitcell_origin(m.crystal.id_to_hkl(c))
-                                               for c in range(attribute(m, "n_cell"))]),
-    "hkl_grid": lambda m, r, rec: attribute(m, "hkl_grid"),
-    "map_shape": lambda m, r, rec: np.array(attribute(m, "map_shape"), dtype=np.int64),
-    "q_grid": lambda m, r, rec: attribute(m, "q_grid"),
-    "res_mask": lambda m, r, rec: attribute(m, "res_mask"),
+    **SHARED_GETTERS,
     "kvec": lambda m, r, rec: attribute(m, "kvec"),
     "kvec_norm": lambda m, r, rec: attribute(m, "kvec_norm"),
     "bz_index": lambda m, r, rec: bz_index(m, r),
-    "Amat": lambda m, r, rec: attribute(m, "Amat"),
-    "M_allatoms": lambda m, r, rec: m._build_M_allatoms(),
-    "Mmat": lambda m, r, rec: m._project_M(m._build_M_allatoms()),
-    "Linv": lambda m, r, rec: attribute(m, "Linv"),
     "form_factors": lambda m, r, rec: form_factors(m, r),
     "structure_factors": lambda m, r, rec: structure_factors_sample(m, r),
     "F_hkl": lambda m, r, rec: F_hkl(m, r),
-    "hessian_allatoms": lambda m, r, rec: real_checked(rec.get("hessian_allatoms", "their all-atom Hessian")[0],
-                                                       "all-atom Hessian"),
-    "hessian": lambda m, r, rec: real_checked(rec.get("hessian", "their projected Hessian")[0], "projected Hessian"),
     "K": lambda m, r, rec: per_bz(rec, "K", "K(k)", r, m),
     "Kinv": lambda m, r, rec: per_bz(rec, "Kinv", "Kinv(k)", r, m),
     "D": svd_part(0),
     "U": svd_part(1),
     "Winv": lambda m, r, rec: real_checked(attribute(m, "Winv"), "Winv"),
     "V": lambda m, r, rec: attribute(m, "V"),
-    "covar": lambda m, r, rec: attribute(m, "covar"),
-    "ADP": lambda m, r, rec: attribute(m, "ADP"),
-    "Id": lambda m, r, rec: m.apply_disorder(),
-    "mode_maps": lambda m, r, rec: np.stack([m.apply_disorder(rank=i) for i in range(dof(m))], axis=1),
-    "Id_data_adp": lambda m, r, rec: m.apply_disorder(use_data_adp=True),
-    "dtypes": lambda m, r, rec: {k: str(v.dtype) for k, v in vars(m).items() if isinstance(v, np.ndarray)},
 }
 
 if __name__ == "__main__":

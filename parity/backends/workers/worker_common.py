@@ -133,6 +133,51 @@ def attribute(obj: Any, path: str, owner: str = "their OnePhonon") -> Any:
     return value
 
 
+# ------------------------------------------------------- shared mapping
+def masses(m: Any) -> np.ndarray:
+    """The diagonal of their all-atom mass matrix (``_build_M_allatoms``) at each atom's x row."""
+    M = to_numpy(m._build_M_allatoms())
+    n = M.shape[0] * M.shape[1]
+    return np.diagonal(M.reshape(n, n))[::3].copy()
+
+
+def n_dof(m: Any) -> int:
+    """Rigid-body degrees of freedom per cell of their model."""
+    return int(attribute(m, "n_asu")) * int(attribute(m, "n_dof_per_asu"))
+
+
+def _recorded_real(key: str, what: str) -> Callable:
+    def getter(m, request, rec):
+        return real_checked(rec.get(key, f"their {what}")[0], what)
+    return getter
+
+
+#: Quantities both implementations expose the same way (their OnePhonon keeps the
+#: original's attribute names): contract name -> (model, request, recorder) -> value.
+SHARED_GETTERS: dict[str, Callable[[Any, dict, "Recorder"], Any]] = {
+    **{name: (lambda name: lambda m, r, rec: attribute(m, f"model.{name}"))(name)
+       for name in ("cell", "A_inv", "unit_cell_axes", "xyz", "adp", "ff_a", "ff_b", "ff_c")},
+    **{name: (lambda name: lambda m, r, rec: attribute(m, name))(name)
+       for name in ("hkl_grid", "q_grid", "res_mask", "Amat", "Linv", "covar", "ADP")},
+    "n_asu": lambda m, r, rec: np.int64(attribute(m, "n_asu")),
+    "asu_xyz": lambda m, r, rec: np.stack([to_numpy(m.crystal.get_asu_xyz(i)) for i in range(attribute(m, "n_asu"))]),
+    "masses": lambda m, r, rec: masses(m),
+    "cell_origin": lambda m, r, rec: np.array([to_numpy(m.crystal.get_unitcell_origin(m.crystal.id_to_hkl(c)))
+                                               for c in range(attribute(m, "n_cell"))]),
+    "map_shape": lambda m, r, rec: np.array(attribute(m, "map_shape"), dtype=np.int64),
+    "M_allatoms": lambda m, r, rec: m._build_M_allatoms(),
+    "Mmat": lambda m, r, rec: m._project_M(m._build_M_allatoms()),
+    "hessian_allatoms": _recorded_real("hessian_allatoms", "all-atom Hessian"),
+    "hessian": _recorded_real("hessian", "projected Hessian"),
+    "Id": lambda m, r, rec: m.apply_disorder(),
+    "mode_maps": lambda m, r, rec: np.stack([to_numpy(m.apply_disorder(rank=i)) for i in range(n_dof(m))], axis=1),
+    "Id_data_adp": lambda m, r, rec: m.apply_disorder(use_data_adp=True),
+    # The dtype audit: every array or tensor their model holds.
+    "dtypes": lambda m, r, rec: {k: str(v.dtype).replace("torch.", "") for k, v in vars(m).items()
+                                 if hasattr(v, "dtype") and hasattr(v, "shape")},
+}
+
+
 # ------------------------------------------------------------ import pinning
 class PinnedFinder:
     """First on ``sys.meta_path``: ``NAME.*`` is found in the pinned package's own folders or nowhere.
