@@ -151,8 +151,13 @@ def test_path_that_is_not_a_checkout_is_exit_2_and_writes_nothing(tmp_path, caps
 
 def test_missing_path_unknown_backend_bad_python_bad_timeout_are_exit_2(tmp_path, capsys, monkeypatch):
     fake = upstream_fake(tmp_path, "ok")
+    other = tmp_path / "other" / "eryx"
+    other.mkdir(parents=True)
+    (other / "models.py").write_text("class SomethingElse:\n    pass\n")
     base = ["run", "--fixture", "synthetic", TINY_ARG, "--no-progress"]
     cases = [
+        (["--candidate", "upstream-eryx", "--candidate-path", str(other.parent)],
+         "is not a checkout of apeck12/eryx: eryx/models.py has no line matching '^class OnePhonon\\\\b'"),
         (["--candidate", "upstream-eryx"], "needs the path of a checkout of apeck12/eryx"),
         (["--candidate", "upstream-eryx", "--candidate-path", str(tmp_path / "nope")], "no such file or folder"),
         (["--candidate", "no-such-backend"], "unknown backend 'no-such-backend'"),

@@ -124,7 +124,7 @@ def _marker_problem(root: Path, marker: str, pattern: str) -> str | None:
     except OSError as exc:
         return f"{marker} unreadable ({exc})"
     if not re.search(pattern, text, flags=re.MULTILINE):
-        return f"{marker} has no {pattern.strip('^').replace(chr(92) + 'b', '')}"
+        return f"{marker} has no line matching {pattern!r}"
     return None
 
 

@@ -205,7 +205,7 @@ def gamma_gradient(which: str):
     def getter(m, request, rec):
         g = gamma_gradients(m, request)[which]
         if g is None:
-            raise ValueError(f"their intensity does not depend on {which.removeprefix('grad_')} through autograd "
+            raise ValueError(f"their intensity does not depend on {which[len('grad_'):]} through autograd "
                              f"(torch.autograd.grad returned None)")
         return _np(g).reshape(1)
     return getter
