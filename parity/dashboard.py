@@ -251,7 +251,7 @@ def _format_time_axis(ax) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _png_data_uri(fig) -> str:
+def png_data_uri(fig) -> str:
     buffer = io.BytesIO()
     # Software=None drops matplotlib's PNG text chunk (it carries a URL).
     fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": None})
@@ -292,7 +292,7 @@ def error_figure(title: str, series: Mapping[str, Sequence[Mapping[str, Any]]], 
     ax.set_title(_mpl_text(f"{title}: max_rel per stage (0 drawn at {_LOG_FLOOR:g})"), fontsize=9)
     _format_time_axis(ax)
     _legend(ax, len(names))
-    return _png_data_uri(fig)
+    return png_data_uri(fig)
 
 
 def timing_figure(title: str, runs: Sequence[Mapping[str, Any]]) -> str:
@@ -313,7 +313,7 @@ def timing_figure(title: str, runs: Sequence[Mapping[str, Any]]) -> str:
     ax.set_title(_mpl_text(f"{title}: time per phase"), fontsize=9)
     _format_time_axis(ax)
     _legend(ax, len(phases) + 1)
-    return _png_data_uri(fig)
+    return png_data_uri(fig)
 
 
 def _nan_if_none(value: float | None) -> float:

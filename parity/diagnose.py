@@ -46,7 +46,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .compare import GAP_REFERENCE, _cluster_gaps, _nonfinite_code, as_numpy, cluster_eigenvalues
+from .comparators.arrays import nonfinite_code
+from .comparators.eigenspaces import GAP_REFERENCE, cluster_eigenvalues, cluster_gaps
+from .compare import as_numpy
 from .io import json_safe
 from .tiers import F32_SUFFIX, Tier
 
@@ -425,7 +427,7 @@ def _sample(badness: np.ndarray, size: int, n_worst: int) -> np.ndarray:
 
 
 def _prepare(e: np.ndarray, a: np.ndarray, names: tuple[str, ...], tier: Tier, groups: list) -> _Pair:
-    code_e, code_a = _nonfinite_code(e), _nonfinite_code(a)
+    code_e, code_a = nonfinite_code(e), nonfinite_code(a)
     finite = (code_e == 0) & (code_a == 0)
     ez, az = np.where(finite, e, 0), np.where(finite, a, 0)
     diff = np.abs(az - ez)
@@ -638,7 +640,7 @@ def _judge(p: _Pair, t: np.ndarray, covered: np.ndarray | None, positions: Any, 
     n_covered = int(np.size(a))
     fin_a, fin_t = np.isfinite(a), np.isfinite(t)
     if not (fin_a.all() and fin_t.all()):
-        if not p.ignore_pattern and np.any(_nonfinite_code(a) != _nonfinite_code(t)):
+        if not p.ignore_pattern and np.any(nonfinite_code(a) != nonfinite_code(t)):
             return None
         both = fin_a & fin_t
         a, t = a[both], t[both]
@@ -1099,7 +1101,7 @@ def _accumulated(p: _Pair, ax: int, g: int) -> Signature | None:
         return None
     t = np.where(np.expand_dims(accumulated, ax), c, e)
     residual, ok = _within(a[fin].reshape(-1), t[fin].reshape(-1), p.tier)
-    if not ok or not np.array_equal(_nonfinite_code(t), _nonfinite_code(a)):
+    if not ok or not np.array_equal(nonfinite_code(t), nonfinite_code(a)):
         return None
     fibre_names = p.names[:ax] + (f"entry within a {p.names[ax]} item",) + p.names[ax + 1:]
     where, _, per_axis = _where_text(accumulated, fibre_names)
@@ -1594,7 +1596,7 @@ def _mixings(ev: np.ndarray, eV: np.ndarray, aV: np.ndarray, rel_gap: float, tol
         for g in np.flatnonzero(errors > tol):
             cols = np.flatnonzero(merged[b] == g)
             errors[g] = _projector_error(eV[b], aV[b], cols)
-            gap = _cluster_gaps(ev[b], [cols])[0]
+            gap = cluster_gaps(ev[b], [cols])[0]
             if not errors[g] <= tol * max(1.0, GAP_REFERENCE / gap):
                 explained = False
                 break  # one cluster left unexplained decides the item
@@ -1768,13 +1770,13 @@ def figure(signature: Signature, expected: Any, actual: Any) -> str | None:
             return None
         from matplotlib.figure import Figure
 
-        from .report import _png_data_uri
+        from .report import png_data_uri
 
         size = (4.2, 3.2) if signature.name == "eigen_rotation" else (6.0, 2.6)
         fig = Figure(figsize=size, layout="constrained")
         if not drawer(fig, signature, expected, actual):
             return None
-        return _png_data_uri(fig)
+        return png_data_uri(fig)
     except Exception:  # a figure is optional: never fail the report for one
         return None
 
@@ -1878,7 +1880,7 @@ def _draw_nan(fig, sig: Signature, expected, actual) -> bool:
     e, a = _analysed(sig, expected), _analysed(sig, actual)
     if e.shape != a.shape:
         return False
-    mm = _nonfinite_code(e) != _nonfinite_code(a)
+    mm = nonfinite_code(e) != nonfinite_code(a)
     names = sig.params.get("analysed_axes") or [f"axis {i}" for i in range(e.ndim)]
     shown = [ax for ax in range(e.ndim) if 1 < e.shape[ax]][-4:]
     if not shown or not mm.any():

@@ -411,7 +411,7 @@ def divergence_summary(result: Mapping[str, Any]) -> str | None:
 # --------------------------------------------------------------------------- #
 # Figures (matplotlib, object API: never touches the global pyplot backend)
 # --------------------------------------------------------------------------- #
-def _png_data_uri(fig: Any, dpi: int = 100) -> str:
+def png_data_uri(fig: Any, dpi: int = 100) -> str:
     """Render a matplotlib figure to a ``data:image/png;base64,`` URI."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -471,7 +471,7 @@ def _hist_figure(hist: Mapping[str, Any], rtol: Any, tier: str) -> str | None:
                  fontsize=10)
     ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
     ax.grid(axis="y", alpha=0.3)
-    return _png_data_uri(fig)
+    return png_data_uri(fig)
 
 
 def _pixel_edges(extent: Sequence[float] | None, nx: int, ny: int) -> tuple[list[float], bool]:
@@ -591,7 +591,7 @@ def _slice_figure(sl: Mapping[str, Any]) -> str | None:
                               linestyle="none", label="worst point"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles),
                fontsize=9, frameon=False)
-    return _png_data_uri(fig)
+    return png_data_uri(fig)
 
 
 # --------------------------------------------------------------------------- #
@@ -629,6 +629,8 @@ def _identity(result: Mapping[str, Any]) -> dict[str, Any]:
         device = f"{device or '?'} \u2014 {result['device_name']}"
     started = result.get("started_at")
     rows = [
+        ("Reference", _backend_text(result.get("reference"))),
+        ("Candidate", _backend_text(result.get("candidate"))),
         ("Fixture", _fmt_plain(result.get("fixture"))),
         ("PDB file", _fmt_plain(result.get("pdb_path"))),
         ("Device", _fmt_plain(device)),
@@ -646,6 +648,39 @@ def _identity(result: Mapping[str, Any]) -> dict[str, Any]:
         "environment": [(str(k), _fmt_plain(v)) for k, v in env.items()]
         if isinstance(env, Mapping) else [],
     }
+
+
+def _backend_text(info: Any) -> str:
+    """``torch 0.1.0 (commit abc123) from eryx.models_torch (...)`` for the identity table."""
+    if not isinstance(info, Mapping) or not info.get("name"):
+        return "\u2014"
+    parts = [str(info["name"])]
+    if info.get("version"):
+        parts.append(str(info["version"]))
+    if info.get("commit"):
+        parts.append(f"(commit {str(info['commit'])[:12]})")
+    if info.get("origin"):
+        parts.append(f"from {info['origin']}")
+    return " ".join(parts)
+
+
+def _side_name(result: Mapping[str, Any], side: str, default: str) -> str:
+    info = result.get(side)
+    return str(info.get("name")) if isinstance(info, Mapping) and info.get("name") else default
+
+
+def _diagnosis_rows(stage: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The stage's divergence signatures for the report: explaining ones first, at most three."""
+    rows = []
+    for sig in stage.get("diagnosis") or []:
+        if not isinstance(sig, Mapping):
+            continue
+        rows.append({"phrase": str(sig.get("phrase") or sig.get("signature") or ""),
+                     "sentence": str(sig.get("sentence") or ""),
+                     "residual": _fmt(sig.get("residual")),
+                     "explains": bool(sig.get("explains"))})
+    rows.sort(key=lambda r: not r["explains"])
+    return rows[:3]
 
 
 def _fault_text(fault: Any) -> str | None:
@@ -818,6 +853,10 @@ def _detail(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[s
         "ulp": _ulp_rows(ulp) if isinstance(ulp, Mapping) else None,
         "eigen_rows": eigen_rows,
         "eigen_total": eigen_total,
+        "diagnosis": _diagnosis_rows(stage),
+        "diagnosed": "diagnosis" in stage and stage.get("status") == "fail",
+        "diagnosis_png": details.get("diagnosis_figure") if str(details.get("diagnosis_figure", "")).startswith(
+            "data:image/png;base64,") else None,
     }
 
 
@@ -898,6 +937,8 @@ def _context(result: Mapping[str, Any]) -> dict[str, Any]:
         "tiers": _tiers_used(stages),
         "overrides": _overrides(result),
         "labels": {"normwise": NORMWISE, "elementwise": ELEMENTWISE},
+        "reference_name": _side_name(result, "reference", "reference"),
+        "candidate_name": _side_name(result, "candidate", "candidate"),
         "phases": _phases(result, first_index),
         "details": details,
     }

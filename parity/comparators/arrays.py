@@ -61,7 +61,7 @@ def _real_code(x: np.ndarray) -> np.ndarray:
     return code
 
 
-def _nonfinite_code(x: np.ndarray) -> np.ndarray:
+def nonfinite_code(x: np.ndarray) -> np.ndarray:
     """Per-element non-finite code; complex combines the real and imaginary codes."""
     if np.iscomplexobj(x):
         return _real_code(x.real) * 4 + _real_code(x.imag)
@@ -160,7 +160,7 @@ def _argmax_masked(values: np.ndarray, mask: np.ndarray) -> tuple[int, ...] | No
 
 def _elementwise(actual: np.ndarray, expected: np.ndarray, tier: Tier) -> _Diff:
     """Apply the tier to every element (arrays already checked for shape and class)."""
-    code_a, code_e = _nonfinite_code(actual), _nonfinite_code(expected)
+    code_a, code_e = nonfinite_code(actual), nonfinite_code(expected)
     pattern_mismatch = code_a != code_e
     finite = (code_a == 0) & (code_e == 0)
     work = np.complex128 if np.iscomplexobj(expected) else np.float64
@@ -413,7 +413,7 @@ def compare_nan_pattern(actual: Any, expected: Any, *, locate: Locate | None = N
         return _shape_failure("nan_pattern", name, a, e)
     if e.size == 0:
         return not_comparable("nan_pattern", name, _nothing_compared(e))
-    mismatch = _nonfinite_code(a) != _nonfinite_code(e)
+    mismatch = nonfinite_code(a) != nonfinite_code(e)
     pattern = _pattern_details(a, e, mismatch, locate)
     n = pattern["mismatched"]
     label = _label(name, "array")

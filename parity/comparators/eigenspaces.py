@@ -146,7 +146,7 @@ class _ItemResult:
         return (not self.passed, not self.row["clustering_match"], self.proj_excess)
 
 
-def _cluster_gaps(values: np.ndarray, clusters: list[np.ndarray]) -> list[float]:
+def cluster_gaps(values: np.ndarray, clusters: list[np.ndarray]) -> list[float]:
     """Relative gap of each cluster to the nearest eigenvalue outside it (inf if none).
 
     Non-finite clusters (zero modes) get inf: their projector (the null space) does
@@ -263,7 +263,7 @@ def _compare_item(b: tuple[int, ...], av: np.ndarray, aV: np.ndarray, ev: np.nda
     max_abs, max_err, max_norm, excess, worst, proj_ok = 0.0, 0.0, 0.0, -math.inf, {}, True
     n_compared = 0
     tol = max(tier.rtol, tier.atol)
-    gaps = _cluster_gaps(ev, clusters_e)
+    gaps = cluster_gaps(ev, clusters_e)
     finite_gaps = [g for g, c in zip(gaps, clusters_e) if np.isfinite(ev[c]).all()]
     for k, (pa, pe) in enumerate(zip(spectral_projectors(av, aV, clusters_e),
                                      spectral_projectors(ev, eV, clusters_e))):
