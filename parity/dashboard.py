@@ -367,7 +367,7 @@ def series_figure(title: str, errors: Mapping[str, Sequence[Mapping[str, Any]]],
         ``{stage: phase}``.
     timings
         :func:`parity.history.judged_timings` of the series: the numbers the
-        slowdown rule judges (calibrated when the runs were probed).
+        slowdown rule judges.
     tolerances
         ``{stage: (tier, rtol + atol)}`` (:func:`stage_tolerances`).
     verdicts
@@ -445,13 +445,12 @@ def series_figure(title: str, errors: Mapping[str, Sequence[Mapping[str, Any]]],
                  fontsize=10, x=0.6 / _FIG_WIDTH_IN, ha="left")
     legend = [h.get_label() for h in handles]
     dropped = int(timings.get("dropped") or 0)
-    note = f"{dropped} earlier run(s) timed another way (clock or probe) are not drawn" if dropped else ""
+    note = f"{dropped} earlier run(s) timed with another clock are not drawn" if dropped else ""
     return FigureImage(_png_data_uri(fig), highlights, legend, note)
 
 
 def _clock_label(timings: Mapping[str, Any]) -> str:
-    label = {"cpu": "CPU s, 1 thread", "wall": "wall s"}.get(timings.get("clock"), str(timings.get("clock")))
-    return label + (", load-corrected" if timings.get("calibrated") else "")
+    return {"cpu": "CPU s, 1 thread", "wall": "wall s"}.get(timings.get("clock"), str(timings.get("clock")))
 
 
 def _error_panel(ax, names, errors, index_of, moved, tolerances, colour_for) -> None:

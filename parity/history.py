@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from .io import json_safe
-from .regressions import SlowdownRule, TimingVerdict, calibrate, judge_slowdown
+from .regressions import SlowdownRule, TimingVerdict, judge_slowdown
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -253,13 +253,6 @@ def _validate_timing(timing: Any) -> None:
     for target, values in samples.items():
         if not isinstance(values, list) or not all(_is_number(v) for v in values):
             raise HistoryError(f"malformed result: timing.samples[{target!r}] must be a list of numbers")
-    probes = timing.get("calibration")
-    if probes is not None:
-        if not isinstance(probes, list) or not all(_is_number(v) and v > 0 for v in probes):
-            raise HistoryError("malformed result: timing.calibration must be a list of positive numbers")
-        if any(len(values) != len(probes) for values in samples.values()):
-            raise HistoryError("malformed result: timing.calibration needs one probe per repeat")
-        _check_str(timing.get("calibration_kernel"), "timing.calibration_kernel")
 
 
 def validate_result(result: Any) -> None:
@@ -700,32 +693,27 @@ class HistoryStore:
         Returns
         -------
         list of dict
-            One dict per run: ``run_id, started_at, clock``, ``samples``
-            (``{target: [seconds, ...]}``, targets ``"1"``..``"4"`` and ``"total"``),
-            ``calibration`` (the machine-speed probe of each repeat, or None) and
-            ``kernel`` (the probe's name, or None).  Runs with a ``timing`` block
-            (``parity nightly``) give its raw repeats and clock; others give their own
-            wall-clock ``phase_timings`` and ``duration_s`` as one sample each (clock
-            ``"wall"``, no probe).
+            One dict per run: ``run_id, started_at, clock`` and ``samples``
+            (``{target: [seconds, ...]}``, targets ``"1"``..``"4"`` and ``"total"``).
+            Runs with a ``timing`` block (``parity nightly``) give its repeats and
+            clock; others give their own wall-clock ``phase_timings`` and
+            ``duration_s`` as one sample each (clock ``"wall"``).
         """
         runs = self.phase_time_series(fixture, device, dtype)
         blocks = self._timing_blocks(fixture, device, dtype)
         series = []
         for run in runs:
             block = blocks.get(run["run_id"])
-            probes = kernel = None
             if block is not None:
                 samples = {str(k): [float(v) for v in values] for k, values in block["samples"].items()}
                 clock = block["clock"]
-                if block.get("calibration") and block.get("calibration_kernel"):
-                    probes, kernel = [float(v) for v in block["calibration"]], str(block["calibration_kernel"])
             else:
                 samples = {phase: [seconds] for phase, seconds in run["phases"].items() if seconds is not None}
                 if run["duration_s"] is not None:
                     samples["total"] = [run["duration_s"]]
                 clock = "wall"
             series.append({"run_id": run["run_id"], "started_at": run["started_at"], "clock": clock,
-                           "samples": samples, "calibration": probes, "kernel": kernel})
+                           "samples": samples})
         return series
 
     def _timing_blocks(self, fixture: str, device: str, dtype: str) -> dict[int, dict[str, Any]]:
@@ -970,32 +958,23 @@ def _stage_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
 
 
 def judged_timings(store: HistoryStore, fixture: str, device: str, dtype: str) -> dict[str, Any]:
-    """The timings slowdowns are judged on: one series, oldest first, as one kind of number.
+    """The timings slowdowns are judged on: one series, oldest first, one clock.
 
-    Only runs measured like the latest run are kept (same clock -- process CPU time and
-    wall time are different quantities -- and same machine-speed probe); when they were
-    probed, their samples are calibrated (:func:`parity.regressions.calibrate`).
+    Only runs timed with the latest run's clock are kept: process CPU time and wall
+    time are different quantities.
 
     Returns
     -------
     dict
-        ``clock`` (``"cpu"``/``"wall"``), ``calibrated`` (bool), ``dropped`` (runs
-        measured otherwise) and ``runs``: ``[{run_id, started_at, samples}]``.
+        ``clock`` (``"cpu"``/``"wall"``), ``dropped`` (runs timed with another clock)
+        and ``runs``: ``[{run_id, started_at, samples}]``.
     """
     series = store.timing_series(fixture, device, dtype)
     if not series:
-        return {"clock": "wall", "calibrated": False, "dropped": 0, "runs": []}
-    key = (series[-1]["clock"], series[-1]["kernel"])
-    same = [run for run in series if (run["clock"], run["kernel"]) == key]
-    runs = [{"run_id": run["run_id"], "started_at": run["started_at"], "samples": dict(run["samples"])} for run in same]
-    calibrated = key[1] is not None
-    if calibrated:
-        for target in {t for run in same for t in run["samples"]}:
-            have = [(i, run) for i, run in enumerate(same) if target in run["samples"]]
-            fixed = calibrate([run["samples"][target] for _, run in have], [run["calibration"] for _, run in have])
-            for (i, _), values in zip(have, fixed):
-                runs[i]["samples"][target] = values
-    return {"clock": key[0], "calibrated": calibrated, "dropped": len(series) - len(same), "runs": runs}
+        return {"clock": "wall", "dropped": 0, "runs": []}
+    clock = series[-1]["clock"]
+    runs = [{key: run[key] for key in ("run_id", "started_at", "samples")} for run in series if run["clock"] == clock]
+    return {"clock": clock, "dropped": len(series) - len(runs), "runs": runs}
 
 
 def timing_verdicts(store: HistoryStore, fixture: str, device: str, dtype: str,

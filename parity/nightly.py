@@ -352,35 +352,6 @@ SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_N
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
-#: Name of the machine-speed probe (a change of the probe must change the name: runs probed
-#: differently are not compared).
-CALIBRATION_KERNEL = "gather-64MiB-v1"
-
-
-class _Calibration:
-    """A fixed, code-independent probe of how fast this machine is right now.
-
-    Random reads from a 64 MiB array: cache- and memory-latency bound, the resource that
-    other jobs on a shared machine take away (measured on the project's 2-core machine:
-    the probe's CPU time and phase 4's correlate with r = 0.85 across repeats, and the
-    probe tracks the slow processes -- x1.6 for x1.4).  Dividing by it removes most of
-    the machine's load from a timing; see :func:`parity.regressions.calibrate`.
-    """
-
-    def __init__(self) -> None:
-        import numpy as np
-
-        rng = np.random.default_rng(12345)
-        self._data = rng.standard_normal(8 * 1024 * 1024)  # float64: 64 MiB
-        self._index = rng.integers(0, self._data.size, 2_000_000)
-
-    def __call__(self) -> float:
-        """CPU seconds of one probe (about 40 ms)."""
-        start = time.process_time()
-        float(self._data[self._index].sum())
-        return time.process_time() - start
-
-
 class TimingError(RuntimeError):
     """The timing worker failed; the run is recorded without repeat timings."""
 
@@ -414,17 +385,12 @@ def measure_timing(combination: "Combination", *, grid=None, phases: Sequence[in
     land in random stages (measured: the gradient stages' CPU time varied x2 between
     repeats with the collector on, +-10 % with it paused).
 
-    Each repeat is bracketed by two machine-speed probes (:class:`_Calibration`);
-    their mean is the repeat's ``calibration`` sample, so that a judge can remove the
-    machine's load from the timings (:func:`parity.regressions.calibrate`).
-
     Returns
     -------
     dict
         ``{"clock": "cpu"|"wall", "threads": int, "repeats": int, "warmup": int,
         "statistic": "min", "samples": {phase: [seconds] * repeats, "total": [...]},
-        "min": {...}, "spread": {target: max - min}, "calibration": [seconds] * repeats,
-        "calibration_kernel": str}`` (seconds; the samples are the raw measurements).
+        "min": {...}, "spread": {target: max - min}}`` (seconds).
     """
     import torch
 
@@ -432,9 +398,7 @@ def measure_timing(combination: "Combination", *, grid=None, phases: Sequence[in
 
     clock_name = timing_clock(combination.device)
     clock = time.process_time if clock_name == "cpu" else time.perf_counter
-    probe = _Calibration()
     samples: dict[str, list[float]] = {}
-    calibration: list[float] = []
     for index in range(warmup + repeats):
         per_phase: dict[str, float] = {}
         mark = [0.0]
@@ -448,25 +412,21 @@ def measure_timing(combination: "Combination", *, grid=None, phases: Sequence[in
         gc.collect()
         gc.disable()
         try:
-            before = probe()
             mark[0] = start = clock()
             run_parity(combination.fixture, phases=phases, progress=False, samplings=grid,
                        fixtures_dir=fixtures_dir, on_result=on_result, **combination.run_options())
             total = clock() - start
-            after = probe()
         finally:
             gc.enable()
         if index < warmup:
             continue
-        calibration.append(0.5 * (before + after))
         for key, seconds in per_phase.items():
             samples.setdefault(key, []).append(seconds)
         samples.setdefault("total", []).append(total)
     return {"clock": clock_name, "threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup,
             "statistic": "min", "samples": samples,
             "min": {key: min(values) for key, values in samples.items()},
-            "spread": {key: max(values) - min(values) for key, values in samples.items()},
-            "calibration": calibration, "calibration_kernel": CALIBRATION_KERNEL}
+            "spread": {key: max(values) - min(values) for key, values in samples.items()}}
 
 
 def time_in_worker(combination: "Combination", *, grid=None, phases: Sequence[int] | None = None,

@@ -19,10 +19,6 @@ adds time.  The rule below follows what the benchmark tools of the field do:
   pyperf's ``compare_to`` refuse to call a difference that the spread of the samples
   explains): one-sided Mann-Whitney U of the last ``confirm`` runs' samples against
   the baseline runs' samples, ``p < alpha``;
-* **timings corrected for the machine's speed**: each repeat is bracketed by a
-  fixed, code-independent probe (``parity.nightly``), and :func:`calibrate`
-  divides it out -- a shared machine's load shifts by x1.5 within half an hour,
-  more than any usable threshold, and the probe follows it;
 * **a floor in absolute seconds and a relative threshold**: a change must be at
   least ``abs_floor_s`` and at least ``rel_threshold`` of the baseline, so that
   short phases (timer jitter is a large fraction of them) never flag and a small
@@ -30,8 +26,11 @@ adds time.  The rule below follows what the benchmark tools of the field do:
 
 The defaults were chosen on the noise measured on the project's 2-core machine
 (see ``tests/test_history.py``): over simulated histories with that noise a night
-of unchanged code is flagged with a probability of about 0.3 %, and a twofold
-slowdown is missed by its third night with about 0.6 %.
+of unchanged code is flagged with a probability of about 0.14 %, and a twofold
+slowdown is flagged by its third night in about 98.8 % of the cases.  What no
+threshold can separate: a machine that is 1.5x busier for three nights in a row
+looks like a slowdown, and one that gets 1.5x faster just when the code gets 2x
+slower hides it.
 
 Everything here is a pure function of numbers.
 """
@@ -41,7 +40,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-__all__ = ["SlowdownRule", "TimingVerdict", "calibrate", "clean_samples", "judge_slowdown", "quantile"]
+__all__ = ["SlowdownRule", "TimingVerdict", "clean_samples", "judge_slowdown", "quantile"]
 
 
 @dataclass(frozen=True)
@@ -164,38 +163,6 @@ def clean_samples(samples: Iterable[float | None] | float | None) -> tuple[float
         if math.isfinite(value) and value >= 0:
             out.append(value)
     return tuple(out)
-
-
-def calibrate(runs: Sequence[Sequence[float]], probes: Sequence[Sequence[float]]) -> list[list[float]]:
-    """Divide the machine's speed out of timings.
-
-    Parameters
-    ----------
-    runs
-        Per run, the repeats' timings of one target (seconds).
-    probes
-        Per run, the machine-speed probe of each repeat (seconds of a fixed piece of
-        work, measured next to it), same shape as ``runs``.
-
-    Returns
-    -------
-    list of list of float
-        ``t * reference / probe`` for every sample, ``reference`` the median of all
-        probes: seconds "at the series' typical machine speed", comparable across
-        nights whatever else the machine was doing.
-
-    Raises
-    ------
-    ValueError
-        When the shapes differ or a probe is not a positive finite number.
-    """
-    if len(runs) != len(probes) or any(len(r) != len(p) for r, p in zip(runs, probes)):
-        raise ValueError("calibrate: every timing needs its own probe (shapes differ)")
-    flat = [float(c) for p in probes for c in p]
-    if not flat or not all(math.isfinite(c) and c > 0 for c in flat):
-        raise ValueError("calibrate: probes must be positive finite seconds")
-    reference = quantile(flat, 0.5)
-    return [[float(t) * reference / float(c) for t, c in zip(r, p)] for r, p in zip(runs, probes)]
 
 
 def quantile(values: Sequence[float], q: float) -> float:
