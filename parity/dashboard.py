@@ -28,7 +28,7 @@ import os
 import urllib.parse
 from base64 import b64encode
 from datetime import datetime, timezone
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -267,11 +267,13 @@ class Highlight:
 
 @dataclass(frozen=True)
 class FigureImage:
-    """A rendered figure: the PNG data URI, what it highlights, its legend texts, a note."""
+    """A rendered figure: the PNG data URI, what it highlights, its legend texts, the tier
+    lines drawn (``(phase, tier, rtol + atol)``), a note."""
 
     uri: str
     highlights: list[Highlight]
     legend: list[str]
+    tiers: list[tuple[str, str, float]] = field(default_factory=list)
     note: str = ""
 
 
@@ -396,6 +398,7 @@ def series_figure(title: str, errors: Mapping[str, Sequence[Mapping[str, Any]]],
     columns = sorted(set(stages_in) | {t for t in targets if t.isdigit()}, key=_phase_sort_key)
     fig, grid = _new_figure(len(columns) + 1)
     highlights: list[Highlight] = []
+    tiers: list[tuple[str, str, float]] = []
     colour_of: dict[str, str] = {}
 
     def colour_for(name: str, kinds: Sequence[str]) -> str:
@@ -409,10 +412,11 @@ def series_figure(title: str, errors: Mapping[str, Sequence[Mapping[str, Any]]],
         ax = fig.add_subplot(grid[0, col], sharex=first_error_ax)
         first_error_ax = first_error_ax or ax
         names = stages_in.get(phase, [])
-        _error_panel(ax, names, errors, index_of, moved, tolerances, colour_for)
+        tiers.extend((phase, tier, tol) for tier, tol in _error_panel(ax, names, errors, index_of, moved,
+                                                                      tolerances, colour_for))
         n_moved = sum(name in moved for name in names)
         ax.set_title(_mpl_text(f"phase {phase}: {len(names)} stages" + (f", {n_moved} moved" if n_moved else "")),
-                     fontsize=9, loc="left", color=HIGHLIGHT_COLOURS[0] if n_moved else "black")
+                     fontsize=9, loc="left", fontweight="bold" if n_moved else "normal")
         ax = fig.add_subplot(grid[1, col], sharex=first_error_ax)
         first_time_ax = first_time_ax or ax
         _time_panel(ax, phase, timed, index_of, verdicts.get(phase), phase in slow, colour_for)
@@ -446,14 +450,14 @@ def series_figure(title: str, errors: Mapping[str, Sequence[Mapping[str, Any]]],
     legend = [h.get_label() for h in handles]
     dropped = int(timings.get("dropped") or 0)
     note = f"{dropped} earlier run(s) timed with another clock are not drawn" if dropped else ""
-    return FigureImage(_png_data_uri(fig), highlights, legend, note)
+    return FigureImage(_png_data_uri(fig), highlights, legend, tiers, note)
 
 
 def _clock_label(timings: Mapping[str, Any]) -> str:
     return {"cpu": "CPU s, 1 thread", "wall": "wall s"}.get(timings.get("clock"), str(timings.get("clock")))
 
 
-def _error_panel(ax, names, errors, index_of, moved, tolerances, colour_for) -> None:
+def _error_panel(ax, names, errors, index_of, moved, tolerances, colour_for) -> list[tuple[str, float]]:
     for name in sorted(names, key=lambda n: n in moved):  # coloured lines on top
         rows = errors[name]
         x = [index_of[row["run_id"]] for row in rows]
@@ -474,6 +478,7 @@ def _error_panel(ax, names, errors, index_of, moved, tolerances, colour_for) -> 
         ax.axhline(tol, color="black", linestyle=(0, (4, 3)), linewidth=0.9, zorder=1)
         ax.annotate(_mpl_text(f"{tier} {tol:.0e}"), (0, tol), xycoords=("axes fraction", "data"),
                     xytext=(2, 1.5), textcoords="offset points", fontsize=6.5, va="bottom", color="black")
+    return tiers
 
 
 def _time_panel(ax, target, timed, index_of, verdict, is_slow, colour_for) -> None:
@@ -501,4 +506,4 @@ def _time_panel(ax, target, timed, index_of, verdict, is_slow, colour_for) -> No
                         xycoords="axes fraction", ha="right", va="top", fontsize=6.5, color=_DARK)
     ax.set_ylim(bottom=0, top=top * 1.15 if top > 0 else 1.0)
     ax.set_title(_mpl_text(f"{name} time" + (": SLOWDOWN" if is_slow else "")), fontsize=9, loc="left",
-                 color=colour if is_slow else "black")
+                 fontweight="bold" if is_slow else "normal")

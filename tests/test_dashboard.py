@@ -233,20 +233,29 @@ def test_only_what_moved_is_coloured_and_named_in_the_legend(store: HistoryStore
     assert "Kinv (status flip, error growth)" in moved.legend and "phase 4 (slowdown)" in moved.legend
     assert figures["synthetic"].highlights == []
     assert not any("(" in label and "rtol" not in label for label in figures["synthetic"].legend)
-    # Tier tolerances are drawn: one dashed line per tier of each phase.
+    # Tier tolerances are drawn: one dashed line per tier of each phase, at rtol + atol.
+    from parity.stages import STAGES as REGISTRY
+    from parity.tiers import resolve_tier
+
+    expected = {(str(s.phase), resolve_tier(s.tier).name, resolve_tier(s.tier).rtol + resolve_tier(s.tier).atol)
+                for s in REGISTRY if resolve_tier(s.tier).rtol + resolve_tier(s.tier).atol > 0}
+    assert set(moved.tiers) == expected and len(moved.tiers) == len(expected)
     assert "tier tolerance (rtol+atol)" in moved.legend
 
 
-def _saturated(pixels, box) -> int:
-    """Number of clearly coloured (not grey) pixels of an RGB(A) array inside box=(x, y, w, h)."""
+def _pixels_near(pixels, box, colour: str | None = None, tolerance: float = 45.0) -> int:
+    """Pixels of an RGB(A) screenshot inside box=(x, y, w, h) close to ``colour`` (a hex
+    string), or, with ``colour`` None, all clearly coloured (not grey) pixels."""
     import numpy as np
 
     x, y, w, h = (int(round(v)) for v in box)
     rgb = pixels[y:y + h, x:x + w, :3].astype(float)
     if rgb.max() <= 1.0:
         rgb = rgb * 255
-    spread = rgb.max(axis=2) - rgb.min(axis=2)
-    return int(np.count_nonzero(spread > 60))
+    if colour is None:
+        return int(np.count_nonzero(rgb.max(axis=2) - rgb.min(axis=2) > 60))
+    target = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    return int(np.count_nonzero(np.linalg.norm(rgb - target, axis=2) < tolerance))
 
 
 _LAYOUT_JS = """JSON.stringify({
@@ -287,7 +296,12 @@ def test_dashboard_in_a_real_browser(store: HistoryStore, reports: Path) -> None
     assert "Nothing moved" in quiet
     shot = imread(check.screenshot_path)
     by_alt = {("5zck_p1" in img["alt"]): img for img in images}
-    coloured = _saturated(shot, (by_alt[True]["x"], by_alt[True]["y"], by_alt[True]["w"], by_alt[True]["h"]))
-    grey = _saturated(shot, (by_alt[False]["x"], by_alt[False]["y"], by_alt[False]["w"], by_alt[False]["h"]))
-    assert coloured > 500, "the moved stage and the slow phase are drawn in colour"
-    assert grey == 0, "nothing moved in the quiet series: it is drawn in greys only"
+    moved_img, quiet_img = by_alt[True], by_alt[False]
+    top = (moved_img["x"], moved_img["y"], moved_img["w"], moved_img["h"] / 2)  # the error row
+    bottom = (moved_img["x"], moved_img["y"] + moved_img["h"] / 2, moved_img["w"], moved_img["h"] / 2)
+    kinv, phase4 = HIGHLIGHT_COLOURS[0], HIGHLIGHT_COLOURS[1]
+    assert _pixels_near(shot, top, kinv) > 150, "Kinv's line is drawn in its colour"
+    assert _pixels_near(shot, bottom, phase4) > 150, "phase 4's slow times are drawn in their colour"
+    assert _pixels_near(shot, bottom, kinv) < 10, "the error colour stays in the error row"
+    box = (quiet_img["x"], quiet_img["y"], quiet_img["w"], quiet_img["h"])
+    assert _pixels_near(shot, box) == 0, "nothing moved in the quiet series: it is drawn in greys only"
