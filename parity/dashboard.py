@@ -473,12 +473,14 @@ def _error_panel(ax, names, errors, index_of, moved, tolerances, colour_for) -> 
             ax.plot(*zip(*bad), linestyle="none", marker="x", markersize=7, markeredgewidth=1.6,
                     color=colour if name in moved else "black", zorder=4)
     ax.set_yscale("log")
-    tiers = sorted({tolerances[n] for n in names if n in tolerances and tolerances[n][1] > 0}, key=lambda t: t[1])
-    for tier, tol in tiers:
+    drawn = []
+    for tier, tol in sorted({tolerances[n] for n in names if n in tolerances and tolerances[n][1] > 0},
+                            key=lambda t: t[1]):
         ax.axhline(tol, color="black", linestyle=(0, (4, 3)), linewidth=0.9, zorder=1)
         ax.annotate(_mpl_text(f"{tier} {tol:.0e}"), (0, tol), xycoords=("axes fraction", "data"),
                     xytext=(2, 1.5), textcoords="offset points", fontsize=6.5, va="bottom", color="black")
-    return tiers
+        drawn.append((tier, tol))
+    return drawn
 
 
 def _time_panel(ax, target, timed, index_of, verdict, is_slow, colour_for) -> None:
