@@ -108,8 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "warm-up (default: %(default)s; 0: judge slowdowns on the run's own wall-clock times)")
     p.add_argument("--fail-on-slowdown", action="store_true",
                    help=f"exit 1 when a slowdown is flagged ({SlowdownRule().describe().replace('%', '%%')}); "
-                        "off by default: "
-                        "a slowdown alone is printed and exits 0")
+                        "off by default: a slowdown alone is printed and exits 0")
     p.add_argument("--fixtures-dir", default=None, help="directory of NAME.pdb fixtures (default: $ERYX_FIXTURES_DIR)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one is drawn only on a terminal)")
 

@@ -558,3 +558,10 @@ def test_five_real_nightlies_flag_no_slowdown_then_a_real_twofold_one_is_flagged
     assert "REGRESSION synthetic/cpu/float64 slowdown: phase 4" in out, \
         f"a twofold slowdown of phase 4 was not flagged on its third night:\n{out}"
     assert code == 1 and "1 of 1 run(s) passed; 0 numerical regression(s)" in out, out
+
+
+def test_negative_repeats_exit_2(tmp_path, capsys):
+    matrix = write_matrix(tmp_path, SMALL)
+    assert nightly(tmp_path, matrix, "--repeats", "-1", quick=False) == 2
+    assert "--repeats" in one_line_error(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["matrix.json"]
