@@ -149,18 +149,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixtures-dir", default=None, help="directory of NAME.pdb fixtures (default: $ERYX_FIXTURES_DIR)")
     p.add_argument("--device", action="append", default=None, help="devices (default: cpu and cuda if present)")
 
-    p = sub.add_parser("nightly", help="run a fixtures x dtypes x devices matrix into the history store")
+    from .nightly import DEFAULT_DB, DEFAULT_REPEATS
+    from .regressions import SlowdownRule
+
+    p = sub.add_parser("nightly", help="run a fixtures x dtypes x devices matrix into the history store",
+                       description="Run the matrix, time every run again in a single-threaded worker, record "
+                                   "it in the history store and print the regressions. Exit 0 when every run "
+                                   "passed and no numerical regression (status flip, error growth) was flagged, "
+                                   "1 otherwise; a slowdown alone exits 0 unless --fail-on-slowdown. Reports and "
+                                   "the dashboard go next to the --db file unless told otherwise.")
     p.add_argument("--matrix", default=None, metavar="FILE",
-                   help="JSON or TOML with 'fixtures', 'dtypes', 'devices' (and optional 'grid', 'phases')")
-    p.add_argument("--db", default="reports/history.sqlite", help="SQLite history store")
-    p.add_argument("--reports-dir", default="reports/runs", help="where each run's HTML report goes")
+                   help="JSON or TOML with 'fixtures', 'dtypes', 'devices' (and optional 'grid', 'phases'); "
+                        "default: synthetic (+ 5zck_p1, 7n2h when present) x float64, float32 x cpu (+ cuda)")
+    p.add_argument("--db", default=str(DEFAULT_DB), metavar="FILE",
+                   help="SQLite history store (default: %(default)s, relative to the current folder)")
+    p.add_argument("--reports-dir", default=None, metavar="DIR",
+                   help="where each run's HTML report goes (default: runs/ in the --db file's folder)")
+    p.add_argument("--dashboard", default=None, metavar="FILE",
+                   help="where the dashboard is rendered (default: dashboard.html in the --db file's folder)")
+    p.add_argument("--no-dashboard", action="store_true", help="do not render the dashboard")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, metavar="N",
+                   help="timing repeats per run, single-threaded CPU time in a worker process, after one "
+                        "warm-up (default: %(default)s; 0: judge slowdowns on the run's own wall-clock times)")
+    p.add_argument("--fail-on-slowdown", action="store_true",
+                   help=f"exit 1 when a slowdown is flagged ({SlowdownRule().describe().replace('%', '%%')}); "
+                        "off by default: a slowdown alone is printed and exits 0")
     p.add_argument("--fixtures-dir", default=None, help="directory of NAME.pdb fixtures (default: $ERYX_FIXTURES_DIR)")
-    p.add_argument("--dashboard", default=None, metavar="FILE", help="also render the dashboard here")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one is drawn only on a terminal)")
 
     p = sub.add_parser("dashboard", help="render the history as one self-contained HTML page")
-    p.add_argument("--db", default="reports/history.sqlite", help="SQLite history store written by 'parity nightly'")
-    p.add_argument("--out", default="reports/dashboard.html", help="HTML file to write")
+    p.add_argument("--db", default=str(DEFAULT_DB), metavar="FILE",
+                   help="SQLite history store written by 'parity nightly' (default: %(default)s)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="HTML file to write (default: dashboard.html in the --db file's folder)")
 
     sub.add_parser("stages", help="list the stage registry in phase order")
     sub.add_parser("faults", help="list the named fault injections")
@@ -504,18 +525,22 @@ def cmd_nightly(args) -> int:
 
     return run_nightly(matrix_path=args.matrix, db=args.db, reports_dir=args.reports_dir,
                        fixtures_dir=args.fixtures_dir, dashboard=args.dashboard,
-                       progress=not args.no_progress)
+                       write_dashboard=not args.no_dashboard, progress=not args.no_progress,
+                       repeats=args.repeats, fail_on_slowdown=args.fail_on_slowdown)
 
 
 def cmd_dashboard(args) -> int:
     from .dashboard import render_dashboard
     from .history import HistoryStore, find_regressions
+    from .nightly import default_outputs, refuse_same_file
 
+    out = Path(args.out) if args.out else default_outputs(args.db)[1]
+    refuse_same_file({"--out": out}, {"--db": args.db})
     if not Path(args.db).exists():
         raise UsageError(f"no history store at {args.db}: run 'parity nightly' first")
     with HistoryStore(args.db) as store:
         regressions = find_regressions(store)
-        out = render_dashboard(store, Path(args.out), regressions=regressions)
+        out = render_dashboard(store, out, regressions=regressions)
     print(f"dashboard: {out} ({len(regressions)} regression(s) flagged)")
     return EXIT_OK
 

@@ -10,8 +10,13 @@ Sections, in order of urgency:
 2. flagged regressions (:func:`parity.history.find_regressions`), each linking
    to its run's divergence report;
 3. latest status matrix: stages (phase order) x ``fixture/device/dtype``;
-4. per fixture and series: max_rel per stage over runs (log y) and phase
-   times over runs;
+4. per fixture and series, small multiples (one panel per phase): max_rel per
+   stage over runs (log y) with each tier's tolerance as a dashed line, and the
+   phase times (minimum of the timing repeats, their spread as a band, the
+   slowdown baseline dashed).  Stages and phases that moved in the latest run
+   (status flip, error growth, slowdown) are drawn in colour, named in the legend
+   and under the figure; everything else is grey, so what changed stands out;
+5. recent runs.
 5. recent runs.
 """
 
@@ -23,6 +28,7 @@ import os
 import urllib.parse
 from base64 import b64encode
 from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,6 +37,7 @@ import jinja2
 
 from parity.io import write_text_atomic
 from parity.history import HistoryStore, Regression, find_regressions, parse_timestamp
+from parity.regressions import SlowdownRule
 
 __all__ = ["render_dashboard"]
 
@@ -40,14 +47,21 @@ _TEMPLATE_NAME = "dashboard.html.j2"
 _LOG_FLOOR = 1e-18
 _STATUS_LABEL = {"pass": "pass", "fail": "fail", "not_comparable": "n-c", "error": "error"}
 _KIND_LABEL = {"status_flip": "status flip", "error_growth": "error growth", "slowdown": "slowdown"}
-_LINESTYLES = ("-", "--", ":", "-.")
+#: Colours of what moved (matplotlib's tab10 without its grey and olive); the rest is grey.
+HIGHLIGHT_COLOURS = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+_GREY = "#b4bac1"
+_DARK = "#3d444d"
+#: Figure width in inches at _DPI: wider than the page's content, so CSS only ever scales it down.
+_FIG_WIDTH_IN, _DPI = 15.0, 100
+#: Heights of the error row and the time row (inches).
+_ERROR_ROW_IN, _TIME_ROW_IN = 2.6, 1.9
 
 
 # --------------------------------------------------------------------------- entry point
 
 
 def render_dashboard(store: HistoryStore, out: Path, *, regressions: Sequence[Regression] | None = None,
-                     recent: int = 50) -> Path:
+                     recent: int = 50, rule: SlowdownRule | None = None) -> Path:
     """Write the dashboard of ``store`` to ``out`` (atomically) and return ``out``.
 
     Parameters
@@ -71,7 +85,7 @@ def render_dashboard(store: HistoryStore, out: Path, *, regressions: Sequence[Re
         "header": _header(store),
         "regressions": _regression_rows(store, regressions, out_dir),
         "matrix": _status_matrix(store, out_dir),
-        "fixtures": _fixture_sections(store),
+        "fixtures": _fixture_sections(store, regressions, rule or SlowdownRule()),
         "recent": _recent_rows(store, out_dir, recent),
         "recent_limit": recent,
     }
@@ -192,18 +206,27 @@ def _matrix_cell(store: HistoryStore, entry: Mapping[str, Any] | None, out_dir: 
     }
 
 
-def _fixture_sections(store: HistoryStore) -> list[dict[str, Any]]:
-    order = [name for name, _ in store.stage_order()]
+def _fixture_sections(store: HistoryStore, regressions: Sequence[Regression],
+                      rule: SlowdownRule) -> list[dict[str, Any]]:
+    from .history import judged_timings, timing_verdicts
+
+    phase_of = dict(store.stage_order())
     sections: dict[str, list[dict[str, Any]]] = {}
-    for fixture, device, dtype in store.series_keys():
-        errors = store.stage_error_series(fixture, device, dtype)
-        timings = store.phase_time_series(fixture, device, dtype)
-        title = _series_label(fixture, device, dtype)
-        sections.setdefault(fixture, []).append({
+    for key in store.series_keys():
+        mine = [r for r in regressions if (r.fixture, r.device, r.dtype) == key]
+        moved = moved_stages(mine)
+        title = _series_label(*key)
+        latest = store.runs(*key, limit=1, include_faults=False)[0]
+        slow = slow_targets(mine)
+        figure = series_figure(title, store.stage_error_series(*key), phase_of, judged_timings(store, *key),
+                               moved=moved, tolerances=stage_tolerances(store.result(latest["id"])),
+                               verdicts=timing_verdicts(store, *key, rule=rule), slow=slow)
+        sections.setdefault(key[0], []).append({
             "label": title,
-            "n_runs": len(timings),
-            "error_png": error_figure(title, errors, order),
-            "time_png": timing_figure(title, timings),
+            "n_runs": len(store.runs(*key, include_faults=False)),
+            "png": figure.uri,
+            "moved": [{"name": h.name, "why": ", ".join(h.kinds), "colour": h.colour} for h in figure.highlights],
+            "timing_note": figure.note,
         })
     return [{"fixture": fixture, "series": series} for fixture, series in sections.items()]
 
@@ -233,88 +256,256 @@ def _mpl_text(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _new_axes(figsize: tuple[float, float]):
+@dataclass(frozen=True)
+class Highlight:
+    """A stage (or timed phase) drawn in colour: ``name``, why (``kinds``), ``colour``."""
+
+    name: str
+    kinds: tuple[str, ...]
+    colour: str
+
+
+@dataclass(frozen=True)
+class FigureImage:
+    """A rendered figure: the PNG data URI, what it highlights, its legend texts, the tier
+    lines drawn (``(phase, tier, rtol + atol)``), a note."""
+
+    uri: str
+    highlights: list[Highlight]
+    legend: list[str]
+    tiers: list[tuple[str, str, float]] = field(default_factory=list)
+    note: str = ""
+
+
+def moved_stages(regressions: Sequence[Regression]) -> dict[str, tuple[str, ...]]:
+    """``{stage: (kind labels, ...)}`` for the stage regressions (slowdowns are per phase, not here)."""
+    moved: dict[str, list[str]] = {}
+    for r in regressions:
+        if r.kind != "slowdown":
+            moved.setdefault(r.target, []).append(_KIND_LABEL.get(r.kind, r.kind))
+    return {name: tuple(kinds) for name, kinds in moved.items()}
+
+
+def slow_targets(regressions: Sequence[Regression]) -> set[str]:
+    """The timing targets (``"4"``, ``"total"``) of the slowdowns among ``regressions``."""
+    return {r.target.removeprefix("phase ") for r in regressions if r.kind == "slowdown"}
+
+
+def stage_tolerances(result: Mapping[str, Any]) -> dict[str, tuple[str, float]]:
+    """``{stage: (tier, rtol + atol)}`` from a result: the largest error relative to
+    ``max|expected|`` an element can have and still pass its tier."""
+    out = {}
+    for stage in result.get("stages") or []:
+        rtol, atol = stage.get("rtol"), stage.get("atol")
+        if isinstance(rtol, (int, float)) and isinstance(atol, (int, float)):
+            out[stage["name"]] = (str(stage.get("tier")), float(rtol) + float(atol))
+    return out
+
+
+def _new_figure(n_columns: int):
     import matplotlib
     matplotlib.use("Agg")  # never open a window, work on headless CI
     from matplotlib.figure import Figure  # a bare Figure keeps no pyplot global state
 
-    fig = Figure(figsize=figsize, dpi=96)
-    return fig, fig.add_subplot()
+    height = _ERROR_ROW_IN + _TIME_ROW_IN + 1.3
+    fig = Figure(figsize=(_FIG_WIDTH_IN, height), dpi=_DPI)
+    # Fixed margins in inches: a constrained layout costs twice the drawing time.
+    fig.subplots_adjust(left=0.6 / _FIG_WIDTH_IN, right=1 - 0.12 / _FIG_WIDTH_IN, top=1 - 0.62 / height,
+                        bottom=0.45 / height, wspace=0.2, hspace=0.42)
+    grid = fig.add_gridspec(2, n_columns, height_ratios=(_ERROR_ROW_IN, _TIME_ROW_IN))
+    return fig, grid
 
 
-def _format_time_axis(ax) -> None:
-    from matplotlib import dates as mdates
+def _run_axis(ax, stamps: Sequence[str]) -> None:
+    """x = run number (evenly spaced nights); a few ticks labelled with the run's date."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    ax.grid(True, which="major", alpha=0.3)
+    labels = [parse_timestamp(stamp).strftime("%m-%d\n%H:%M") for stamp in stamps]
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        lambda x, _pos: labels[int(x)] if 0 <= int(x) < len(labels) and x == int(x) else ""))
+    ax.tick_params(labelsize=7)
+    ax.set_xlim(-0.5, max(len(stamps) - 0.5, 0.5))
+    ax.grid(True, which="major", alpha=0.25)
 
 
 def png_data_uri(fig) -> str:
     buffer = io.BytesIO()
     # Software=None drops matplotlib's PNG text chunk (it carries a URL).
-    fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buffer, format="png", metadata={"Software": None})
     return "data:image/png;base64," + b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _legend(ax, n_entries: int) -> None:
-    if n_entries:
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False,
-                  ncol=1 + (n_entries - 1) // 20)
+def _phase_sort_key(phase: Any) -> tuple[bool, float]:
+    try:
+        return (False, float(phase))
+    except (TypeError, ValueError):
+        return (True, 0.0)
 
 
-def error_figure(title: str, series: Mapping[str, Sequence[Mapping[str, Any]]], order: Sequence[str]) -> str:
-    """PNG data URI: max_rel per stage over runs, log y, one line per stage.
+def series_figure(title: str, errors: Mapping[str, Sequence[Mapping[str, Any]]],
+                  phase_of: Mapping[str, int | None], timings: Mapping[str, Any], *,
+                  moved: Mapping[str, Sequence[str]] | None = None,
+                  tolerances: Mapping[str, tuple[str, float]] | None = None,
+                  verdicts: Mapping[str, Any] | None = None,
+                  slow: set[str] | frozenset = frozenset()) -> FigureImage:
+    """One series at a glance: small multiples, one column per phase.
 
-    Zeros are drawn at ``1e-18`` (log axes cannot show 0); null (NaN/inf)
-    values leave gaps; runs where the stage did not pass get a large ``x``.
+    Top row: max_rel of each stage of the phase over the runs (log y; zeros drawn
+    at 1e-18, null values leave gaps, an ``x`` marks a run where the stage did not
+    pass), each tier's tolerance ``rtol + atol`` as a dashed line labelled with the
+    tier.  Bottom row: the phase's time per run -- the minimum of the run's
+    repeats, their spread as a band, the slowdown baseline (dashed) and threshold
+    (dotted).  The last column holds the legend above the total time.
+
+    Stages in ``moved`` (``{stage: kinds}``) and phases in ``slow`` are drawn in
+    colour and named in the legend; everything else is grey.
+
+    Parameters
+    ----------
+    errors
+        :meth:`HistoryStore.stage_error_series` (``{stage: rows}``, oldest first).
+    phase_of
+        ``{stage: phase}``.
+    timings
+        :func:`parity.history.judged_timings` of the series: the numbers the
+        slowdown rule judges.
+    tolerances
+        ``{stage: (tier, rtol + atol)}`` (:func:`stage_tolerances`).
+    verdicts
+        ``{target: TimingVerdict}`` (:func:`parity.history.timing_verdicts`).
     """
-    fig, ax = _new_axes((9.0, 3.6))
-    names = [name for name in order if name in series] + sorted(set(series) - set(order))
-    any_failure = False
-    for index, name in enumerate(names):
-        rows = series[name]
-        color = f"C{index % 10}"
-        x = [parse_timestamp(row["started_at"]) for row in rows]
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    moved, tolerances, verdicts = dict(moved or {}), dict(tolerances or {}), dict(verdicts or {})
+    timed = list(timings.get("runs") or [])
+    run_ids = [run["run_id"] for run in timed]
+    for rows in errors.values():
+        run_ids.extend(row["run_id"] for row in rows if row["run_id"] not in run_ids)
+    stamp_of = {run["run_id"]: run["started_at"] for run in timed}
+    stamp_of.update({row["run_id"]: row["started_at"] for rows in errors.values() for row in rows})
+    run_ids.sort(key=lambda rid: (stamp_of[rid], rid))
+    index_of = {rid: i for i, rid in enumerate(run_ids)}
+    stamps = [stamp_of[rid] for rid in run_ids]
+
+    stages_in: dict[str, list[str]] = {}
+    for name in errors:
+        phase = phase_of.get(name)
+        stages_in.setdefault("—" if phase is None else str(phase), []).append(name)
+    clock = _clock_label(timings)
+    targets = {t for run in timed for t in run["samples"]}
+    columns = sorted(set(stages_in) | {t for t in targets if t.isdigit()}, key=_phase_sort_key)
+    fig, grid = _new_figure(len(columns) + 1)
+    highlights: list[Highlight] = []
+    tiers: list[tuple[str, str, float]] = []
+    colour_of: dict[str, str] = {}
+
+    def colour_for(name: str, kinds: Sequence[str]) -> str:
+        if name not in colour_of:
+            colour_of[name] = HIGHLIGHT_COLOURS[len(colour_of) % len(HIGHLIGHT_COLOURS)]
+            highlights.append(Highlight(name, tuple(kinds), colour_of[name]))
+        return colour_of[name]
+
+    first_error_ax = first_time_ax = None
+    for col, phase in enumerate(columns):
+        ax = fig.add_subplot(grid[0, col], sharex=first_error_ax)
+        first_error_ax = first_error_ax or ax
+        names = stages_in.get(phase, [])
+        tiers.extend((phase, tier, tol) for tier, tol in _error_panel(ax, names, errors, index_of, moved,
+                                                                      tolerances, colour_for))
+        n_moved = sum(name in moved for name in names)
+        ax.set_title(_mpl_text(f"phase {phase}: {len(names)} stages" + (f", {n_moved} moved" if n_moved else "")),
+                     fontsize=9, loc="left", fontweight="bold" if n_moved else "normal")
+        ax = fig.add_subplot(grid[1, col], sharex=first_error_ax)
+        first_time_ax = first_time_ax or ax
+        _time_panel(ax, phase, timed, index_of, verdicts.get(phase), phase in slow, colour_for)
+    ax = fig.add_subplot(grid[1, len(columns)], sharex=first_error_ax)
+    _time_panel(ax, "total", timed, index_of, verdicts.get("total"), "total" in slow, colour_for)
+    for ax in fig.axes:
+        _run_axis(ax, stamps)
+    if first_error_ax is not None:
+        first_error_ax.set_ylabel("max relative error", fontsize=8)
+    if first_time_ax is not None:
+        first_time_ax.set_ylabel(clock, fontsize=8)
+
+    handles = [Line2D([], [], color=h.colour, linewidth=2.2, marker="o", markersize=4,
+                      label=_mpl_text(f"{h.name} ({', '.join(h.kinds)})")) for h in highlights]
+    handles += [
+        Line2D([], [], color=_GREY, linewidth=1.0, label="unchanged stage"),
+        Line2D([], [], color="black", linestyle=(0, (4, 3)), linewidth=0.9, label="tier tolerance (rtol+atol)"),
+        Line2D([], [], linestyle="none", marker="x", color="black", markersize=6, label="not passed"),
+        Line2D([], [], color=_DARK, linewidth=1.2, marker="o", markersize=3, label="time: min of repeats"),
+        Patch(color=_GREY, alpha=0.45, label="time: spread of repeats"),
+        Line2D([], [], color=_DARK, linestyle=(0, (4, 3)), linewidth=0.9, label="slowdown baseline"),
+        Line2D([], [], color=_DARK, linestyle=":", linewidth=1.1, label="slowdown threshold"),
+    ]
+    legend_ax = fig.add_subplot(grid[0, len(columns)])
+    legend_ax.axis("off")
+    legend_ax.legend(handles=handles, loc="upper left", fontsize=7.5, frameon=False, borderaxespad=0,
+                     title="moved in the latest run" if highlights else "nothing moved in the latest run",
+                     title_fontsize=8, alignment="left")
+    fig.suptitle(_mpl_text(f"{title}  ·  {len(stamps)} run{'s' if len(stamps) != 1 else ''}  ·  time: {clock}"),
+                 fontsize=10, x=0.6 / _FIG_WIDTH_IN, ha="left")
+    legend = [h.get_label() for h in handles]
+    dropped = int(timings.get("dropped") or 0)
+    note = f"{dropped} earlier run(s) timed with another clock are not drawn" if dropped else ""
+    return FigureImage(png_data_uri(fig), highlights, legend, tiers, note)
+
+
+def _clock_label(timings: Mapping[str, Any]) -> str:
+    return {"cpu": "CPU s, 1 thread", "wall": "wall s"}.get(timings.get("clock"), str(timings.get("clock")))
+
+
+def _error_panel(ax, names, errors, index_of, moved, tolerances, colour_for) -> list[tuple[str, float]]:
+    for name in sorted(names, key=lambda n: n in moved):  # coloured lines on top
+        rows = errors[name]
+        x = [index_of[row["run_id"]] for row in rows]
         y = [math.nan if row["max_rel"] is None else max(row["max_rel"], _LOG_FLOOR) for row in rows]
-        ax.plot(x, y, marker="o", markersize=3, linewidth=1.2, label=_mpl_text(name),
-                color=color, linestyle=_LINESTYLES[(index // 10) % len(_LINESTYLES)])
+        if name in moved:
+            colour = colour_for(name, moved[name])
+            ax.plot(x, y, color=colour, linewidth=2.2, marker="o", markersize=4, zorder=3)
+        else:
+            colour = _GREY
+            ax.plot(x, y, color=colour, linewidth=0.9, marker="o", markersize=1.8, zorder=2)
         bad = [(xi, yi) for xi, yi, row in zip(x, y, rows) if row["status"] != "pass" and not math.isnan(yi)]
         if bad:
-            any_failure = True
-            ax.plot(*zip(*bad), linestyle="none", marker="x", markersize=9, markeredgewidth=2, color=color)
-    if any_failure:
-        ax.plot([], [], linestyle="none", marker="x", markersize=7, color="black", label="not passed")
-        names.append("not passed")
+            ax.plot(*zip(*bad), linestyle="none", marker="x", markersize=7, markeredgewidth=1.6,
+                    color=colour if name in moved else "black", zorder=4)
     ax.set_yscale("log")
-    ax.set_ylabel("max relative error")
-    ax.set_title(_mpl_text(f"{title}: max_rel per stage (0 drawn at {_LOG_FLOOR:g})"), fontsize=9)
-    _format_time_axis(ax)
-    _legend(ax, len(names))
-    return png_data_uri(fig)
+    drawn = []
+    for tier, tol in sorted({tolerances[n] for n in names if n in tolerances and tolerances[n][1] > 0},
+                            key=lambda t: t[1]):
+        ax.axhline(tol, color="black", linestyle=(0, (4, 3)), linewidth=0.9, zorder=1)
+        ax.annotate(_mpl_text(f"{tier} {tol:.0e}"), (0, tol), xycoords=("axes fraction", "data"),
+                    xytext=(2, 1.5), textcoords="offset points", fontsize=6.5, va="bottom", color="black")
+        drawn.append((tier, tol))
+    return drawn
 
 
-def timing_figure(title: str, runs: Sequence[Mapping[str, Any]]) -> str:
-    """PNG data URI: seconds per phase (and total, dashed) over runs."""
-    fig, ax = _new_axes((9.0, 3.0))
-    x = [parse_timestamp(run["started_at"]) for run in runs]
-    phases: list[str] = []
-    for run in runs:
-        phases.extend(phase for phase in run["phases"] if phase not in phases)
-    for index, phase in enumerate(phases):
-        y = [_nan_if_none(run["phases"].get(phase)) for run in runs]
-        ax.plot(x, y, marker="o", markersize=3, linewidth=1.2, color=f"C{index % 10}",
-                label=_mpl_text(f"phase {phase}"))
-    ax.plot(x, [_nan_if_none(run["duration_s"]) for run in runs], marker="s", markersize=3,
-            linewidth=1.2, linestyle="--", color="black", label="total")
-    ax.set_ylabel("seconds")
-    ax.set_ylim(bottom=0)
-    ax.set_title(_mpl_text(f"{title}: time per phase"), fontsize=9)
-    _format_time_axis(ax)
-    _legend(ax, len(phases) + 1)
-    return png_data_uri(fig)
-
-
-def _nan_if_none(value: float | None) -> float:
-    return math.nan if value is None else float(value)
+def _time_panel(ax, target, timed, index_of, verdict, is_slow, colour_for) -> None:
+    x, lo, hi = [], [], []
+    for run in timed:
+        values = [v for v in run["samples"].get(target, []) if v is not None and math.isfinite(v)]
+        if values:
+            x.append(index_of[run["run_id"]])
+            lo.append(min(values))
+            hi.append(max(values))
+    name = "total" if target == "total" else f"phase {target}"
+    colour = colour_for(name, ("slowdown",)) if is_slow else _DARK
+    ax.fill_between(x, lo, hi, color=colour if is_slow else _GREY, alpha=0.35, linewidth=0)
+    ax.plot(x, lo, color=colour, linewidth=2.2 if is_slow else 1.2, marker="o", markersize=3, zorder=3)
+    top = max(hi, default=0.0)
+    if verdict is not None and verdict.baseline_s is not None:
+        ax.axhline(verdict.baseline_s, color=_DARK, linestyle=(0, (4, 3)), linewidth=0.9)
+        # A threshold far above the data (the absolute floor of a short phase) would squash
+        # the curve to the bottom: then it is named in the corner instead of drawn.
+        if verdict.threshold_s <= 2.0 * top:
+            ax.axhline(verdict.threshold_s, color=_DARK, linestyle=":", linewidth=1.1)
+            top = max(top, verdict.threshold_s)
+        else:
+            ax.annotate(f"slowdown threshold {verdict.threshold_s:.2g} s (off scale)", (0.98, 0.95),
+                        xycoords="axes fraction", ha="right", va="top", fontsize=6.5, color=_DARK)
+    ax.set_ylim(bottom=0, top=top * 1.15 if top > 0 else 1.0)
+    ax.set_title(_mpl_text(f"{name} time" + (": SLOWDOWN" if is_slow else "")), fontsize=9, loc="left",
+                 fontweight="bold" if is_slow else "normal")

@@ -41,6 +41,10 @@ Tables (normalised; one row per run, per stage of a run, per phase of a run)::
       run_id -> runs.id, phase (TEXT, the key in result["phase_timings"]), seconds
       PRIMARY KEY (run_id, phase)
 
+Timing repeats (``result["timing"]``, written by ``parity nightly``) stay in
+``result_json`` and are read back with SQLite's ``json_extract``, so stores
+written before repeats existed need no migration (:meth:`HistoryStore.timing_series`).
+
 A *series* is the runs of one ``(fixture, device, dtype)``; runs made with a
 fault injection (``result["fault"]`` not null) deliberately break the port, so
 they are kept out of the series, the latest-status matrix and regression
@@ -69,7 +73,6 @@ import math
 import numbers
 import os
 import sqlite3
-import statistics
 import time
 import uuid
 from dataclasses import dataclass
@@ -78,6 +81,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from .io import json_safe
+from .regressions import SlowdownRule, TimingVerdict, judge_slowdown
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -86,7 +90,8 @@ __all__ = [
     "HistoryStore",
     "Regression",
     "find_regressions",
-    "is_slowdown",
+    "timing_verdicts",
+    "judged_timings",
     "error_grew",
 ]
 
@@ -108,8 +113,10 @@ _RUN_NAMESPACE = uuid.UUID("6f1c7c2e-3b0e-4d55-9a55-2f1d4c6b8e01")
 _DTYPE_EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float16": 9.765625e-04,
               "complex128": 2.220446049250313e-16, "complex64": 1.1920929e-07}
 _DEFAULT_ERROR_FLOOR = 1e-16
-# 1.4826 * MAD estimates the standard deviation of normally distributed noise.
-_MAD_TO_SIGMA = 1.4826
+#: A stage missing from the previous run is compared with the last of this many runs that has it.
+_STAGE_LOOKBACK = 10
+#: Clocks a timing block may name (see parity.nightly.measure_timing).
+TIMING_CLOCKS = ("cpu", "wall")
 
 _SCHEMA_V1 = """
 CREATE TABLE runs (
@@ -234,6 +241,20 @@ def _validate_stage(stage: Any, index: int, seen: set[str]) -> None:
         _check_optional_number(stage.get(key), f"{where}.{key}")
 
 
+def _validate_timing(timing: Any) -> None:
+    if not isinstance(timing, Mapping):
+        raise HistoryError("malformed result: timing must be an object")
+    if timing.get("clock") not in TIMING_CLOCKS:
+        raise HistoryError(f"malformed result: timing.clock must be one of {TIMING_CLOCKS}, "
+                           f"got {timing.get('clock')!r}")
+    samples = timing.get("samples")
+    if not isinstance(samples, Mapping):
+        raise HistoryError("malformed result: timing.samples must be an object {target: [seconds]}")
+    for target, values in samples.items():
+        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+            raise HistoryError(f"malformed result: timing.samples[{target!r}] must be a list of numbers")
+
+
 def validate_result(result: Any) -> None:
     """Check that ``result`` has what the history needs (schema_version 1).
 
@@ -241,7 +262,9 @@ def validate_result(result: Any) -> None:
     ``passed`` (bool), ``started_at`` (ISO 8601), ``duration_s``,
     ``phase_timings`` (object of numbers) and ``stages`` (list; each with
     ``name``, ``status`` and an integer or null ``phase``).  ``environment``,
-    ``params`` and ``grid`` must be objects when present.
+    ``params`` and ``grid`` must be objects when present; ``timing`` (optional)
+    must have a ``clock`` in :data:`TIMING_CLOCKS` and ``samples``
+    ``{target: [seconds]}``.
 
     Raises
     ------
@@ -276,6 +299,8 @@ def validate_result(result: Any) -> None:
         raise HistoryError("malformed result: phase_timings must be an object")
     for phase, seconds in timings.items():
         _check_optional_number(seconds, f"phase_timings[{phase!r}]")
+    if result.get("timing") is not None:
+        _validate_timing(result["timing"])
     stages = result["stages"]
     if not isinstance(stages, list):
         raise HistoryError("malformed result: stages must be a list")
@@ -662,6 +687,53 @@ class HistoryStore:
             run["phases"] = dict(sorted(by_run.get(run["run_id"], {}).items(), key=lambda kv: _phase_key(kv[0])))
         return runs
 
+    def timing_series(self, fixture: str, device: str, dtype: str) -> list[dict[str, Any]]:
+        """Timing samples of one series, oldest first, for slowdown detection and plots.
+
+        Returns
+        -------
+        list of dict
+            One dict per run: ``run_id, started_at, clock`` and ``samples``
+            (``{target: [seconds, ...]}``, targets ``"1"``..``"4"`` and ``"total"``).
+            Runs with a ``timing`` block (``parity nightly``) give its repeats and
+            clock; others give their own wall-clock ``phase_timings`` and
+            ``duration_s`` as one sample each (clock ``"wall"``).
+        """
+        runs = self.phase_time_series(fixture, device, dtype)
+        blocks = self._timing_blocks(fixture, device, dtype)
+        series = []
+        for run in runs:
+            block = blocks.get(run["run_id"])
+            if block is not None:
+                samples = {str(k): [float(v) for v in values] for k, values in block["samples"].items()}
+                clock = block["clock"]
+            else:
+                samples = {phase: [seconds] for phase, seconds in run["phases"].items() if seconds is not None}
+                if run["duration_s"] is not None:
+                    samples["total"] = [run["duration_s"]]
+                clock = "wall"
+            series.append({"run_id": run["run_id"], "started_at": run["started_at"], "clock": clock,
+                           "samples": samples})
+        return series
+
+    def _timing_blocks(self, fixture: str, device: str, dtype: str) -> dict[int, dict[str, Any]]:
+        where = "WHERE fixture = ? AND device = ? AND dtype = ? AND fault IS NULL"
+        params = (fixture, device, dtype)
+        try:
+            rows = self._conn.execute(
+                f"SELECT id, json_extract(result_json, '$.timing') FROM runs {where}", params).fetchall()
+        except sqlite3.OperationalError:  # an SQLite built without JSON functions: parse in Python
+            rows = [(row[0], json.dumps(json.loads(row[1]).get("timing")))
+                    for row in self._conn.execute(f"SELECT id, result_json FROM runs {where}", params)]
+        except sqlite3.Error as exc:
+            raise HistoryError(f"history store {self.path}: query failed: {exc}") from exc
+        blocks = {}
+        for run_id, text in rows:
+            block = json.loads(text) if text else None
+            if isinstance(block, dict) and block.get("clock") in TIMING_CLOCKS and isinstance(block.get("samples"), dict):
+                blocks[int(run_id)] = block
+        return blocks
+
     def stage_order(self) -> list[tuple[str, int | None]]:
         """Stage names with their phase, in phase order then order of first appearance.
 
@@ -825,7 +897,8 @@ class Regression:
         The latest run, the one that shows the regression.
     previous, current
         Before/after: a status string, a max_rel, or seconds (for a slowdown,
-        ``previous`` is the rolling median).
+        ``previous`` is the baseline -- the median of earlier runs' minima -- and
+        ``current`` the latest run's minimum).
     message
         One human line.
     report_path
@@ -857,31 +930,6 @@ def error_grew(previous: float | None, current: float | None, *, factor: float =
     return max(current, floor) > factor * max(previous, floor)
 
 
-def is_slowdown(history: Sequence[float], current: float, *, rel_threshold: float = 0.5,
-                mad_k: float = 5.0, abs_floor_s: float = 1e-3) -> bool:
-    """Noise-aware "is ``current`` slower than ``history``" test.
-
-    Timings on shared CI machines are noisy (other jobs, turbo/thermal states,
-    cold caches), so one slow night must not page anyone.  ``current`` is a
-    slowdown only when it is BOTH
-
-    * relatively large: ``current > median * (1 + rel_threshold)``, and
-    * large against the observed noise: ``current - median > mad_k * sigma``,
-      where ``sigma = 1.4826 * MAD`` (a robust standard deviation), floored at
-      ``max(abs_floor_s, 1% of the median)`` so perfectly stable history
-      (MAD = 0) or millisecond phases do not flag on timer jitter.
-
-    Returns False with fewer than 2 history points (no notion of noise yet).
-    """
-    values = [float(v) for v in history if v is not None and math.isfinite(v)]
-    if len(values) < 2 or current is None or not math.isfinite(current):
-        return False
-    median = statistics.median(values)
-    mad = statistics.median(abs(v - median) for v in values)
-    sigma = max(_MAD_TO_SIGMA * mad, abs_floor_s, 0.01 * median)
-    return current > median * (1.0 + rel_threshold) and current - median > mad_k * sigma
-
-
 def _error_floor_for(dtype: str, floor: float | None) -> float:
     if floor is not None:
         return floor
@@ -909,32 +957,64 @@ def _stage_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
                                       f"(more than x{error_factor:g})"), **common)
 
 
-def _timing_regressions(key: tuple[str, str, str], timings: Sequence[Mapping[str, Any]], *,
-                        time_window: int, rel_threshold: float, mad_k: float,
-                        abs_floor_s: float, report_path: str | None) -> Iterator[Regression]:
+def judged_timings(store: HistoryStore, fixture: str, device: str, dtype: str) -> dict[str, Any]:
+    """The timings slowdowns are judged on: one series, oldest first, one clock.
+
+    Only runs timed with the latest run's clock are kept: process CPU time and wall
+    time are different quantities.
+
+    Returns
+    -------
+    dict
+        ``clock`` (``"cpu"``/``"wall"``), ``dropped`` (runs timed with another clock)
+        and ``runs``: ``[{run_id, started_at, samples}]``.
+    """
+    series = store.timing_series(fixture, device, dtype)
+    if not series:
+        return {"clock": "wall", "dropped": 0, "runs": []}
+    clock = series[-1]["clock"]
+    runs = [{key: run[key] for key in ("run_id", "started_at", "samples")} for run in series if run["clock"] == clock]
+    return {"clock": clock, "dropped": len(series) - len(runs), "runs": runs}
+
+
+def timing_verdicts(store: HistoryStore, fixture: str, device: str, dtype: str,
+                    rule: SlowdownRule | None = None) -> dict[str, TimingVerdict]:
+    """The slowdown verdict of every timed target of a series' latest run.
+
+    Judged on :func:`judged_timings`; targets are the phases (``"1"``..) and
+    ``"total"``; see :func:`parity.regressions.judge_slowdown`.
+
+    Returns
+    -------
+    dict
+        ``{target: TimingVerdict}`` (empty for a series without runs).
+    """
+    rule = rule or SlowdownRule()
+    runs = judged_timings(store, fixture, device, dtype)["runs"]
+    if not runs:
+        return {}
+    targets = sorted(runs[-1]["samples"], key=lambda t: (t == "total", _phase_key(t)))
+    return {target: judge_slowdown([run["samples"].get(target) for run in runs], rule) for target in targets}
+
+
+def _target_label(target: str) -> str:
+    return "total" if target == "total" else f"phase {target}"
+
+
+def _timing_regressions(store: HistoryStore, key: tuple[str, str, str], latest: Mapping[str, Any], *,
+                        rule: SlowdownRule) -> Iterator[Regression]:
     fixture, device, dtype = key
-    latest, window = timings[-1], timings[-1 - time_window:-1]
-    targets: dict[str, tuple[float | None, list[float | None]]] = {
-        f"phase {phase}": (seconds, [run["phases"].get(phase) for run in window])
-        for phase, seconds in latest["phases"].items()}
-    targets["total"] = (latest["duration_s"], [run["duration_s"] for run in window])
-    for target, (current, history) in targets.items():
-        clean = [v for v in history if v is not None]
-        if current is None or not is_slowdown(clean, current, rel_threshold=rel_threshold,
-                                              mad_k=mad_k, abs_floor_s=abs_floor_s):
+    for target, verdict in timing_verdicts(store, *key, rule=rule).items():
+        if not verdict.flagged:
             continue
-        median = statistics.median(clean)
-        yield Regression(
-            fixture=fixture, device=device, dtype=dtype, target=target, kind="slowdown",
-            run_id=latest["run_id"], previous=median, current=current, report_path=report_path,
-            message=(f"{target}: {current:.3g} s vs median {median:.3g} s of the previous "
-                     f"{len(clean)} runs (x{current / median:.2f})" if median > 0 else
-                     f"{target}: {current:.3g} s vs median 0 s"))
+        yield Regression(fixture=fixture, device=device, dtype=dtype, target=_target_label(target),
+                         kind="slowdown", run_id=latest["id"], previous=verdict.baseline_s,
+                         current=verdict.current_s, report_path=latest["report_path"],
+                         message=f"{_target_label(target)}: {verdict.reason}")
 
 
-def find_regressions(store: HistoryStore, *, error_factor: float = 10.0, time_window: int = 5,
-                     time_threshold: float = 0.5, time_mad_k: float = 5.0,
-                     time_abs_floor_s: float = 1e-3, error_floor: float | None = None) -> list[Regression]:
+def find_regressions(store: HistoryStore, *, error_factor: float = 10.0, rule: SlowdownRule | None = None,
+                     error_floor: float | None = None) -> list[Regression]:
     """Compare the latest run of every series with the runs before it.
 
     Rules (per ``(fixture, device, dtype)``, fault runs ignored):
@@ -945,27 +1025,24 @@ def find_regressions(store: HistoryStore, *, error_factor: float = 10.0, time_wi
       against its previous run (see :func:`error_grew`).  The floor defaults to
       the dtype's machine epsilon (2.2e-16 for float64, 1.2e-7 for float32):
       changes below rounding level are not signal.
-    * ``slowdown``: a phase, or the total, is slower than the median of the
-      previous ``time_window`` runs per :func:`is_slowdown` (relative threshold
-      ``time_threshold``, ``time_mad_k`` robust sigmas).  Needs >= 2 previous runs.
+    * ``slowdown``: a phase, or the total, shows a sustained, significant step
+      up per :func:`parity.regressions.judge_slowdown` with ``rule`` (default
+      :class:`~parity.regressions.SlowdownRule`), on the runs' timing repeats.
 
     Returns
     -------
     list of Regression
         Sorted by series, then kind, then target.
     """
+    rule = rule or SlowdownRule()
     found: list[Regression] = []
     for key in store.series_keys():
-        runs = store.runs(*key, limit=max(time_window, 1) + 1, include_faults=False)
-        if len(runs) < 2:
-            continue
+        runs = store.runs(*key, limit=_STAGE_LOOKBACK + 1, include_faults=False)
         latest, previous_runs = runs[0], runs[1:]  # newest first
-        stages_of = {run["id"]: {row["name"]: row for row in store.stages(run["id"])} for run in runs}
-        found.extend(_stage_regressions(key, latest, previous_runs, stages_of, error_factor=error_factor,
-                                        floor=_error_floor_for(key[2], error_floor)))
-        timings = store.phase_time_series(*key)[-(time_window + 1):]
-        found.extend(_timing_regressions(key, timings, time_window=time_window,
-                                         rel_threshold=time_threshold, mad_k=time_mad_k,
-                                         abs_floor_s=time_abs_floor_s, report_path=latest["report_path"]))
+        if previous_runs:
+            stages_of = {run["id"]: {row["name"]: row for row in store.stages(run["id"])} for run in runs}
+            found.extend(_stage_regressions(key, latest, previous_runs, stages_of, error_factor=error_factor,
+                                            floor=_error_floor_for(key[2], error_floor)))
+        found.extend(_timing_regressions(store, key, latest, rule=rule))
     kinds = ("status_flip", "error_growth", "slowdown")
     return sorted(found, key=lambda r: (r.fixture, r.device, r.dtype, kinds.index(r.kind), r.target))

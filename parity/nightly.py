@@ -4,8 +4,12 @@ For every combination of the matrix (fixture-major, then dtype, then device) the
 nightly
 
 1. runs the harness (:func:`parity.runner.run_parity`);
-2. writes that run's HTML report to ``REPORTS_DIR/<run_uuid>.html``;
-3. records the result in the :class:`~parity.history.HistoryStore` with the
+2. times it again ``repeats`` times (after a discarded warm-up) in a fresh
+   single-threaded worker process (:func:`time_in_worker`) and adds the samples to
+   the result as ``result["timing"]`` (see :func:`measure_timing`); the run's own
+   ``phase_timings`` stay its wall-clock times;
+3. writes that run's HTML report to ``REPORTS_DIR/<run_uuid>.html``;
+4. records the result in the :class:`~parity.history.HistoryStore` with the
    report's path and the invocation's shared ``nightly_id`` (one transaction per
    run, so a nightly killed half-way keeps every run it finished).
 
@@ -14,12 +18,25 @@ the harness) is still recorded: as a result whose stages all say ``error`` with
 the exception, so the history shows the night and the other combinations go on.
 
 Then the regressions of this nightly's runs (:func:`parity.history.find_regressions`)
-are printed, and the dashboard is rendered when asked.
+are printed and the dashboard is rendered (by default next to the store).
 
-Exit status: 0 when every run passed and nothing was flagged, 1 otherwise. Bad
-matrix content raises :class:`MatrixError` (a ``UsageError`` and a ``ValueError``:
-``parity`` prints one line and exits 2); an unusable history store raises
-:class:`~parity.history.HistoryError` before anything runs (also exit 2).
+Outputs live next to the history store: reports in ``<db folder>/runs/``, the
+dashboard in ``<db folder>/dashboard.html`` unless told otherwise; an output that
+names the same file as an input (``--db``, ``--matrix``) is refused before
+anything is opened.
+
+Cost: the timing repeats cost ``warmup + repeats`` single-threaded runs per
+combination plus one interpreter start.  Measured on the project's 2-core machine
+(load average 3-5), matrix synthetic + 5zck_p1 x float64 + float32: the default
+(1 + 3) took 24-49 s of nightlies of 36-72 s, i.e. 6-12 s per combination, about
+3x the parity run itself.  ``--repeats 0`` turns it off.
+
+Exit status: 0 when every run passed and no numerical regression (status flip,
+error growth) was flagged, 1 otherwise; a slowdown alone exits 0 unless
+``fail_on_slowdown``.  Bad matrix content raises :class:`MatrixError` (a
+``UsageError`` and a ``ValueError``: ``parity`` prints one line and exits 2); an
+unusable history store raises :class:`~parity.history.HistoryError` before
+anything runs (also exit 2).
 
 The matrix (``--matrix FILE``, JSON or TOML)::
 
@@ -38,27 +55,53 @@ Defaults (no file): the built-in ``synthetic`` fixture plus ``5zck_p1`` and
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import itertools
 import json
+import os
+import subprocess
 import sys
 import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence, TextIO
 
+from .history import DEFAULT_PATH
 from .options import UsageError
+from .regressions import SlowdownRule
 
-__all__ = ["Matrix", "MatrixError", "default_matrix", "load_matrix", "run_nightly", "crash_result"]
+__all__ = ["Combination", "Matrix", "MatrixError", "TimingError", "default_matrix", "load_matrix",
+           "run_nightly", "crash_result", "default_outputs", "refuse_same_file", "measure_timing",
+           "time_in_worker", "timing_clock", "DEFAULT_DB", "DEFAULT_REPEATS", "DEFAULT_WARMUP"]
 
 DEFAULT_FIXTURES = ("synthetic", "5zck_p1", "7n2h")
 DTYPES = ("float64", "float32")
 MATRIX_KEYS = ("fixtures", "dtypes", "devices", "grid", "phases")
+#: The history store unless told otherwise (relative to the current folder).
+DEFAULT_DB = DEFAULT_PATH
 
 
 class MatrixError(UsageError, ValueError):
     """The matrix file is missing, unreadable or malformed (one line, exit 2)."""
+
+
+class Combination(NamedTuple):
+    """One cell of the matrix.  Adding an axis (e.g. a backend) is one field here,
+    one key in :data:`MATRIX_KEYS`, one list in :class:`Matrix` and one entry in
+    :meth:`run_options`."""
+
+    fixture: str
+    dtype: str
+    device: str
+
+    def run_options(self) -> dict[str, str]:
+        """Keyword arguments of :func:`parity.runner.run_parity` besides the fixture."""
+        return {"dtype": self.dtype, "device": self.device}
+
+    def label(self) -> str:
+        return f"{self.fixture} {self.device} {self.dtype}"
 
 
 @dataclass
@@ -69,8 +112,13 @@ class Matrix:
     grid: dict[str, tuple[tuple[int, int, int], ...]] = field(default_factory=dict)
     phases: list[int] | None = None
 
-    def combinations(self) -> list[tuple[str, str, str]]:
-        return list(itertools.product(self.fixtures, self.dtypes, self.devices))
+    def combinations(self) -> list[Combination]:
+        """Fixture-major, then dtype, then device."""
+        return [Combination(*values) for values in itertools.product(self.fixtures, self.dtypes, self.devices)]
+
+    def describe(self) -> str:
+        return (f"fixtures {', '.join(self.fixtures)}; dtypes {', '.join(self.dtypes)}; "
+                f"devices {', '.join(self.devices)}")
 
 
 # ------------------------------------------------------------------ the matrix
@@ -261,18 +309,223 @@ def crash_result(fixture: str, dtype: str, device: str, exc: BaseException, *, g
     }
 
 
+# ------------------------------------------------------------------ outputs
+def default_outputs(db: str | Path) -> tuple[Path, Path]:
+    """``(reports_dir, dashboard)`` next to the history store: ``<db folder>/runs``, ``<db folder>/dashboard.html``."""
+    folder = Path(db).parent
+    return folder / "runs", folder / "dashboard.html"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_same_file(outputs: Mapping[str, str | Path | None], inputs: Mapping[str, str | Path | None]) -> None:
+    """Raise :class:`UsageError` when an output names the same file as an input.
+
+    ``outputs``/``inputs`` map option names (``"--dashboard"``) to paths (None:
+    not given).  Checked before anything is opened, so nothing is written.
+    """
+    for out_name, out_path in outputs.items():
+        for in_name, in_path in inputs.items():
+            if out_path is None or in_path is None or out_name == in_name:
+                continue
+            if _same_file(Path(out_path), Path(in_path)):
+                raise UsageError(f"{out_name} and {in_name} both name {in_path}: the output would overwrite "
+                                 f"the input; give {out_name} another path")
+
+
+# ------------------------------------------------------------------ timing repeats
+#: Timing repeats per run (after the warm-up) unless told otherwise.
+DEFAULT_REPEATS = 3
+#: Discarded runs before the repeats (first calls pay imports, allocator and kernel set-up).
+DEFAULT_WARMUP = 1
+#: A timing worker that takes longer than this is stopped (its run keeps no timing).
+TIMING_TIMEOUT_S = 3600.0
+#: The worker's environment: one thread for every math library, set before they load.
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                     "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+class TimingError(RuntimeError):
+    """The timing worker failed; the run is recorded without repeat timings."""
+
+
+def timing_clock(device: str) -> str:
+    """``"cpu"`` (process CPU time) on CPU devices, ``"wall"`` on accelerators.
+
+    On a CPU shared with other jobs, wall time measures the machine's load as much
+    as the code: single-threaded process CPU time does not count the time the
+    process waits for a core (measured on the project's 2-core machine: wall time of
+    phase 4 varied x12 between runs of unchanged code, single-threaded CPU time
+    +-25 %).  Accelerator kernels run outside the process's CPU time, so there wall
+    time is the measure.
+    """
+    import torch
+
+    return "cpu" if torch.device(device).type == "cpu" else "wall"
+
+
+def measure_timing(combination: "Combination", *, grid=None, phases: Sequence[int] | None = None,
+                   fixtures_dir: str | None = None, repeats: int = DEFAULT_REPEATS,
+                   warmup: int = DEFAULT_WARMUP) -> dict[str, Any]:
+    """Time one combination ``warmup + repeats`` times in this process.
+
+    Each repeat is a full :func:`parity.runner.run_parity` on a fresh context (the
+    same work as the recorded run); a phase's time is the clock's advance between
+    the end of the stage before it and the end of its last stage, so the lazy model
+    builds land in the phase that triggers them, as in the run's own timings.
+    As ``timeit`` does, the cyclic garbage collector is run before each repeat and
+    paused during it: collections triggered by earlier repeats' garbage otherwise
+    land in random stages (measured: the gradient stages' CPU time varied x2 between
+    repeats with the collector on, +-10 % with it paused).
+
+    Returns
+    -------
+    dict
+        ``{"clock": "cpu"|"wall", "threads": int, "repeats": int, "warmup": int,
+        "statistic": "min", "samples": {phase: [seconds] * repeats, "total": [...]},
+        "min": {...}, "spread": {target: max - min}}`` (seconds).
+    """
+    import torch
+
+    from .runner import run_parity
+
+    clock_name = timing_clock(combination.device)
+    clock = time.process_time if clock_name == "cpu" else time.perf_counter
+    samples: dict[str, list[float]] = {}
+    for index in range(warmup + repeats):
+        per_phase: dict[str, float] = {}
+        mark = [0.0]
+
+        def on_result(record: dict) -> None:
+            now = clock()
+            key = str(record["phase"])
+            per_phase[key] = per_phase.get(key, 0.0) + now - mark[0]
+            mark[0] = now
+
+        gc.collect()
+        gc.disable()
+        try:
+            mark[0] = start = clock()
+            run_parity(combination.fixture, phases=phases, progress=False, samplings=grid,
+                       fixtures_dir=fixtures_dir, on_result=on_result, **combination.run_options())
+            total = clock() - start
+        finally:
+            gc.enable()
+        if index < warmup:
+            continue
+        for key, seconds in per_phase.items():
+            samples.setdefault(key, []).append(seconds)
+        samples.setdefault("total", []).append(total)
+    return {"clock": clock_name, "threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup,
+            "statistic": "min", "samples": samples,
+            "min": {key: min(values) for key, values in samples.items()},
+            "spread": {key: max(values) - min(values) for key, values in samples.items()}}
+
+
+def time_in_worker(combination: "Combination", *, grid=None, phases: Sequence[int] | None = None,
+                   fixtures_dir: str | None = None, repeats: int = DEFAULT_REPEATS,
+                   warmup: int = DEFAULT_WARMUP, timeout_s: float = TIMING_TIMEOUT_S) -> dict[str, Any]:
+    """:func:`measure_timing` in a fresh single-threaded Python process (pyperf's worker model).
+
+    A separate process gives every night the same start (imports, allocator, kernel
+    caches) and lets the thread counts be set before NumPy and torch load.
+
+    Raises
+    ------
+    TimingError
+        The worker exited non-zero, timed out or answered nonsense.
+    """
+    spec = {"combination": combination._asdict(), "grid": [list(s) for s in grid] if grid else None,
+            "phases": list(phases) if phases else None, "fixtures_dir": fixtures_dir,
+            "repeats": repeats, "warmup": warmup}
+    env = {**os.environ, **SINGLE_THREAD_ENV}
+    code = (f"import sys; sys.path.insert(0, {str(_PACKAGE_ROOT)!r}); "
+            "from parity.nightly import _timing_worker_main; sys.exit(_timing_worker_main())")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(spec), capture_output=True,
+                              text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        raise TimingError(f"timing worker did not finish within {timeout_s:g} s") from None
+    if proc.returncode != 0:
+        tail = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or ["no output"]
+        raise TimingError(f"timing worker exited with status {proc.returncode}: {tail[0]}")
+    try:
+        timing = json.loads(proc.stdout.strip().splitlines()[-1])
+        if not isinstance(timing, dict) or not isinstance(timing.get("samples"), dict):
+            raise ValueError("no samples")
+    except (IndexError, ValueError) as exc:
+        raise TimingError(f"timing worker answered no timing ({exc})") from None
+    return timing
+
+
+def _timing_worker_main() -> int:
+    """Entry point of the worker process: a JSON spec on stdin, the timing as one JSON line on stdout."""
+    spec = json.loads(sys.stdin.read())
+    reply, sys.stdout = sys.stdout, sys.stderr  # whatever the run prints must not corrupt the reply
+    import torch
+
+    torch.set_num_threads(1)
+    grid = tuple(tuple(s) for s in spec["grid"]) if spec["grid"] else None
+    timing = measure_timing(Combination(**spec["combination"]), grid=grid, phases=spec["phases"],
+                            fixtures_dir=spec["fixtures_dir"], repeats=spec["repeats"], warmup=spec["warmup"])
+    reply.write(json.dumps(timing) + "\n")
+    reply.flush()
+    return 0
+
+
 # ------------------------------------------------------------------ the nightly
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def run_nightly(matrix_path: str | Path | None = None, db: str | Path = "reports/history.sqlite",
-                reports_dir: str | Path = "reports/runs", fixtures_dir: str | None = None,
-                dashboard: str | Path | None = None, progress: bool = True) -> int:
+def _progress_enabled(progress: bool, stream: TextIO | None = None) -> bool:
+    """Bars only on a terminal: on a pipe or a log file tqdm's carriage-return frames are noise."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(progress and callable(isatty) and isatty())
+
+
+def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_DB,
+                reports_dir: str | Path | None = None, fixtures_dir: str | None = None,
+                dashboard: str | Path | None = None, *, write_dashboard: bool = True, progress: bool = True,
+                repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP, fail_on_slowdown: bool = False,
+                rule: SlowdownRule | None = None) -> int:
     """Run the matrix, record every run, report regressions. Returns the exit status.
+
+    Parameters
+    ----------
+    matrix_path
+        JSON/TOML matrix (None: :func:`default_matrix`).
+    db
+        The history store.
+    reports_dir, dashboard
+        Where the runs' HTML reports and the dashboard go; None: next to ``db``
+        (:func:`default_outputs`).  ``write_dashboard=False`` skips the dashboard.
+    progress
+        Draw a progress bar -- only ever on a terminal (``sys.stderr.isatty()``).
+    repeats, warmup
+        Timing repeats per run (0: no repeats; slowdowns are then judged on the
+        run's own wall-clock phase times), after ``warmup`` discarded runs, in a
+        single-threaded worker process (:func:`time_in_worker`).
+    fail_on_slowdown
+        Exit 1 when a slowdown is flagged; otherwise a slowdown alone is printed
+        and the exit status stays 0.  Numerical regressions (status flips, error
+        growth) and failed runs always exit 1.
+    rule
+        The slowdown thresholds (default :class:`~parity.regressions.SlowdownRule`).
 
     Raises
     ------
+    UsageError
+        An output names the same file as an input, or ``repeats``/``warmup`` < 0.
     MatrixError
         Bad matrix file (before anything runs or is opened).
     parity.history.HistoryError
@@ -285,36 +538,53 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = "reports
     from .report import render_report
     from .runner import run_parity
 
+    if not isinstance(repeats, int) or repeats < 0 or not isinstance(warmup, int) or warmup < 0:
+        raise UsageError(f"--repeats and --warmup must be integers >= 0, got {repeats!r} and {warmup!r}")
+    default_reports, default_dashboard = default_outputs(db)
+    reports_dir = Path(reports_dir) if reports_dir is not None else default_reports
+    dashboard = (Path(dashboard) if dashboard is not None else default_dashboard) if write_dashboard else None
+    refuse_same_file({"--dashboard": dashboard, "--reports-dir": reports_dir},
+                     {"--db": db, "--matrix": matrix_path})
     matrix = load_matrix(matrix_path, fixtures_dir)
-    reports_dir = Path(reports_dir)
+    rule = rule or SlowdownRule()
     nightly_id = f"nightly-{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     combos = matrix.combinations()
     out = lambda s: tqdm.write(s, file=sys.stdout)  # noqa: E731  (prints above the bar)
+    t_start = time.perf_counter()
+    timing_s = 0.0
 
     with HistoryStore(db) as store:  # HistoryError here: nothing has run, the file is untouched
-        print(f"{nightly_id}: {len(combos)} run(s): fixtures {', '.join(matrix.fixtures)}; dtypes "
-              f"{', '.join(matrix.dtypes)}; devices {', '.join(matrix.devices)}; store {db}", flush=True)
+        print(f"{nightly_id}: {len(combos)} run(s): {matrix.describe()}; store {db}; reports {reports_dir}",
+              flush=True)
         run_ids: list[int] = []
         n_passed = n_crashed = 0
-        bar = tqdm(combos, desc="parity nightly", unit="run", disable=not progress)
-        for fixture, dtype, device in bar:
-            bar.set_postfix_str(f"{fixture} {device} {dtype}")
+        bar = tqdm(combos, desc="parity nightly", unit="run", disable=not _progress_enabled(progress))
+        for combo in bar:
+            bar.set_postfix_str(combo.label())
+            grid = matrix.grid.get(combo.fixture)
             started, t0 = _now(), time.perf_counter()
             crashed = False
             try:
-                result = run_parity(fixture, phases=matrix.phases, progress=False,
-                                    samplings=matrix.grid.get(fixture), device=device, dtype=dtype,
-                                    fixtures_dir=fixtures_dir)
+                result = run_parity(combo.fixture, phases=matrix.phases, progress=False, samplings=grid,
+                                    fixtures_dir=fixtures_dir, **combo.run_options())
             except Exception as exc:  # recorded as an all-error run; the others go on
                 crashed = True
-                result = crash_result(fixture, dtype, device, exc, grid=matrix.grid.get(fixture),
+                result = crash_result(combo.fixture, combo.dtype, combo.device, exc, grid=grid,
                                       phases=matrix.phases, fixtures_dir=fixtures_dir, started_at=started,
                                       duration_s=time.perf_counter() - t0)
+            if repeats and not crashed:
+                t1 = time.perf_counter()
+                try:
+                    result["timing"] = time_in_worker(combo, grid=grid, phases=matrix.phases,
+                                                      fixtures_dir=fixtures_dir, repeats=repeats, warmup=warmup)
+                except TimingError as exc:  # the numbers still count; only this night's timing is lost
+                    out(f"  warning: no timing repeats for {combo.label()}: {exc}")
+                timing_s += time.perf_counter() - t1
             report_path: Path | None = reports_dir / f"{result['run_uuid']}.html"
             try:
                 render_report(result, report_path)
             except Exception as exc:  # a report that cannot be drawn must not lose the run
-                out(f"  warning: no HTML report for {fixture} {device} {dtype}: {type(exc).__name__}: {exc}")
+                out(f"  warning: no HTML report for {combo.label()}: {type(exc).__name__}: {exc}")
                 report_path = None
             run_ids.append(store.record_run(result, report_path=report_path, nightly_id=nightly_id))
             n_passed += bool(result["passed"])
@@ -323,20 +593,29 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = "reports
         bar.close()
 
         mine = set(run_ids)
-        regressions = [r for r in find_regressions(store) if r.run_id in mine]
+        all_regressions = find_regressions(store, rule=rule)
+        regressions = [r for r in all_regressions if r.run_id in mine]
+        numerical = [r for r in regressions if r.kind != "slowdown"]
+        slowdowns = [r for r in regressions if r.kind == "slowdown"]
         n = len(combos)
         print(f"{nightly_id}: {n_passed} of {n} run(s) passed"
               + (f", {n_crashed} crashed" if n_crashed else "")
-              + f"; {len(regressions)} regression(s) flagged")
+              + f"; {len(numerical)} numerical regression(s), {len(slowdowns)} slowdown(s) flagged")
         for r in regressions:
             link = f"  report: {store.resolve_report(r.report_path)}" if r.report_path else ""
             print(f"  REGRESSION {r.fixture}/{r.device}/{r.dtype} {r.kind}: {r.message}{link}")
-        if dashboard:
+        if slowdowns and not fail_on_slowdown:
+            print("  (slowdowns are reported, not failed: pass --fail-on-slowdown to exit 1 on them)")
+        if repeats:
+            print(f"timing: {repeats} repeat(s) + {warmup} warm-up per run, single-threaded worker, "
+                  f"{timing_s:.0f} s of the nightly's {time.perf_counter() - t_start:.0f} s")
+        if dashboard is not None:
             from .dashboard import render_dashboard
 
-            path = render_dashboard(store, Path(dashboard), regressions=find_regressions(store))
+            path = render_dashboard(store, dashboard, regressions=all_regressions, rule=rule)
             print(f"dashboard: {path}")
-    return 0 if n_passed == n and not regressions else 1
+    failed = n_passed < n or bool(numerical) or (fail_on_slowdown and bool(slowdowns))
+    return 1 if failed else 0
 
 
 def _run_line(result: dict, crashed: bool, report_path: Path | None) -> str:
@@ -352,3 +631,4 @@ def _run_line(result: dict, crashed: bool, report_path: Path | None) -> str:
     dur = result.get("duration_s")
     return f"{what} {verdict}" + (f" {dur:.1f} s" if isinstance(dur, (int, float)) else "") + (
         f"; report {report_path}" if report_path else "")
+

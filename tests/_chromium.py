@@ -332,11 +332,15 @@ class PageCheck:
         ``Log`` entries of level ``error`` (e.g. failed resource loads).
     screenshot_path : Path or None
         Full-page PNG screenshot.
+    values : dict
+        ``{expression: value}`` of the JavaScript expressions given to
+        :func:`check_page` as ``evaluate`` (JSON-serialisable results).
     """
 
     requests: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     screenshot_path: Path | None = None
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 def _start_browser(binary: str, profile: str,
@@ -406,7 +410,7 @@ def _console_text(params: dict) -> str:
 
 def check_page(html_path: Path, binary: str, screenshot_path: Path | None = None,
                timeout: float = 60.0, settle_s: float = 0.5,
-               max_height: int = 20000) -> PageCheck:
+               max_height: int = 20000, evaluate: tuple[str, ...] | list[str] = ()) -> PageCheck:
     """Load ``html_path`` in headless Chromium and collect what happened.
 
     Parameters
@@ -424,6 +428,11 @@ def check_page(html_path: Path, binary: str, screenshot_path: Path | None = None
         Seconds to keep listening for late events after ``load``.
     max_height : int
         Cap on the screenshot height in CSS pixels.
+    evaluate : sequence of str
+        JavaScript expressions evaluated in the loaded page (after ``load``,
+        before the screenshot), e.g. layout measurements; their values land in
+        :attr:`PageCheck.values`.  A page without scripts still runs these: they
+        are the browser's, not the page's.
 
     Returns
     -------
@@ -482,6 +491,12 @@ def check_page(html_path: Path, binary: str, screenshot_path: Path | None = None
             if not cdp.pump(lambda: state["loaded"], timeout):
                 raise TimeoutError(f"{page_url}: no load event within {timeout} s")
             cdp.pump(lambda: False, settle_s)
+            for expression in evaluate:
+                answer = cdp.call("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                                  session=session, timeout=timeout)
+                if "exceptionDetails" in answer:
+                    raise RuntimeError(f"evaluating {expression!r} failed: {answer['exceptionDetails']}")
+                result.values[expression] = answer.get("result", {}).get("value")
             metrics = cdp.call("Page.getLayoutMetrics", session=session)
             size = metrics.get("cssContentSize") or metrics.get("contentSize") or {}
             width = max(int(size.get("width", 1360)), 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import re
@@ -36,9 +37,13 @@ def write_matrix(folder: Path, data, name: str = "matrix.json") -> Path:
     return path
 
 
-def nightly(folder: Path, matrix: Path | None, *extra: str, db: Path | None = None) -> int:
+#: What the tests that are not about timing or the dashboard pass: no timing worker, no dashboard.
+QUICK = ("--repeats", "0", "--no-dashboard")
+
+
+def nightly(folder: Path, matrix: Path | None, *extra: str, db: Path | None = None, quick: bool = True) -> int:
     args = ["nightly", "--db", str(db or folder / "history.sqlite"), "--reports-dir", str(folder / "runs"),
-            "--no-progress", *extra]
+            "--no-progress", *(QUICK if quick else ()), *extra]
     if matrix is not None:
         args += ["--matrix", str(matrix)]
     return cli.main(args)
@@ -56,11 +61,17 @@ def fingerprint(path: Path) -> tuple[str, int]:
     return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
 
 
-def seed_copy(store: HistoryStore, base_id: int, *, seconds: int = 1, degrade: str | None = None) -> int:
-    """Record a copy of run ``base_id`` as a new, later run (optionally one stage degraded)."""
+def seed_copy(store: HistoryStore, base_id: int, *, seconds: int = 1, degrade: str | None = None,
+              time_scale: float | None = None) -> int:
+    """Record a copy of run ``base_id`` as a new run ``seconds`` later (optionally one stage
+    degraded, or every wall-clock time scaled by ``time_scale`` and the repeats dropped)."""
     result = copy.deepcopy(store.result(base_id))
     result["run_uuid"] = str(uuid.uuid4())
     result["started_at"] = (parse_timestamp(result["started_at"]) + dt.timedelta(seconds=seconds)).isoformat()
+    if time_scale is not None:
+        result.pop("timing", None)
+        result["phase_timings"] = {k: v * time_scale for k, v in result["phase_timings"].items()}
+        result["duration_s"] *= time_scale
     if degrade:
         stage = next(s for s in result["stages"] if s["name"] == degrade)
         stage["max_rel"] *= 1e4
@@ -134,7 +145,7 @@ def test_nightly_renders_dashboard_and_defaults(tmp_path, monkeypatch, capsys):
     assert nightly_mod.default_matrix(str(tmp_path / "fx")).fixtures == ["synthetic", "7n2h"]
     # A dashboard is rendered when asked.
     matrix = write_matrix(tmp_path, SMALL)
-    assert nightly(tmp_path, matrix, "--dashboard", str(tmp_path / "d.html")) == 0
+    assert nightly(tmp_path, matrix, "--repeats", "0", "--dashboard", str(tmp_path / "d.html"), quick=False) == 0
     assert (tmp_path / "d.html").is_file()
     assert "dashboard:" in capsys.readouterr().out
 
@@ -344,7 +355,7 @@ def test_sigkill_mid_nightly_keeps_the_earlier_runs(tmp_path, capsys):
     with open(err_path, "w") as err, open(tmp_path / "stdout.txt", "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "parity.cli", "nightly", "--matrix", str(matrix), "--db", str(db),
-             "--reports-dir", str(tmp_path / "runs"), "--no-progress"],
+             "--reports-dir", str(tmp_path / "runs"), "--no-progress", *QUICK],
             cwd=REPO, env=env, stdout=out, stderr=err)
         try:
             _wait_for(lambda: _committed_runs(db) >= 1, 180, proc, "the first run was committed")
@@ -380,3 +391,177 @@ def test_sigkill_mid_nightly_keeps_the_earlier_runs(tmp_path, capsys):
     assert nightly(tmp_path, write_matrix(tmp_path, SMALL, "again.json"), db=db) == 0
     with HistoryStore(db) as store:
         assert store.count_runs() == 2
+
+
+# ----------------------------------------------------------------------------- timing and slowdowns
+def test_nightly_times_each_run_in_a_single_threaded_worker(tmp_path):
+    matrix = write_matrix(tmp_path, {**SMALL, "phases": [1, 2]})
+    assert nightly(tmp_path, matrix, "--repeats", "2", "--no-dashboard", quick=False) == 0
+    with HistoryStore(tmp_path / "history.sqlite") as store:
+        (run,) = store.runs()
+        result = store.result(run["id"])
+        series = store.timing_series("synthetic", "cpu", "float64")
+    timing = result["timing"]
+    assert (timing["clock"], timing["threads"], timing["repeats"], timing["warmup"]) == ("cpu", 1, 2, 1)
+    assert set(timing["samples"]) == {"1", "2", "total"}
+    assert all(len(v) == 2 and all(x > 0 for x in v) for v in timing["samples"].values())
+    assert timing["min"] == {k: min(v) for k, v in timing["samples"].items()}
+    assert set(result["phase_timings"]) >= {"1", "2"}  # the run's own wall-clock times stay
+    assert series == [{"run_id": run["id"], "started_at": run["started_at"], "clock": "cpu",
+                       "samples": timing["samples"]}]
+
+
+def test_a_slowdown_alone_exits_0_unless_fail_on_slowdown(tmp_path, capsys):
+    """Seven much faster nights and two as slow as a real run (seeded copies of it), then a
+    real run: a sustained slowdown (the third slow night).  It is printed and exits 0; the
+    same night with --fail-on-slowdown exits 1."""
+    db = tmp_path / "history.sqlite"
+    matrix = write_matrix(tmp_path, SMALL)
+    assert nightly(tmp_path, matrix) == 0
+    with HistoryStore(db) as store:
+        real = store.runs()[0]["id"]
+        for k in range(7):  # older nights, every time / 100 (single wall-clock samples: 7 needed)
+            seed_copy(store, real, seconds=-86400 * (9 - k), time_scale=0.01)
+        seed_copy(store, real, seconds=-86400, time_scale=1.0)  # the first slow night
+    twin = tmp_path / "twin.sqlite"
+    shutil.copy(db, twin)  # the same history for the --fail-on-slowdown night
+    capsys.readouterr()
+    assert nightly(tmp_path, matrix) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 run(s) passed; 0 numerical regression(s)" in out
+    assert "REGRESSION synthetic/cpu/float64 slowdown: phase 4" in out and "--fail-on-slowdown" in out
+    assert nightly(tmp_path, matrix, "--fail-on-slowdown", db=twin) == 1
+    out = capsys.readouterr().out
+    assert "1 of 1 run(s) passed; 0 numerical regression(s)" in out
+    assert "REGRESSION synthetic/cpu/float64 slowdown: phase 4" in out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_is_drawn_only_on_a_terminal(tmp_path, capsys, monkeypatch):
+    matrix = write_matrix(tmp_path, {**SMALL, "phases": [1]})
+    argv = ["nightly", "--matrix", str(matrix), "--db", str(tmp_path / "h.sqlite"), *QUICK]  # no --no-progress
+    assert cli.main(argv) == 0  # stderr is pytest's capture: not a terminal, like a log file
+    out, err = capsys.readouterr()
+    assert "\r" not in out and "\r" not in err and "run/s" not in err and "parity nightly:" not in err
+    # The same command on a terminal does draw the bar (so the check above can fail).
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert cli.main(argv) == 0
+    assert "\r" in terminal.getvalue() and "parity nightly" in terminal.getvalue()
+
+
+# ----------------------------------------------------------------------------- defaults and outputs
+def test_help_shows_the_defaults(capsys):
+    for argv in (["nightly", "--help"], ["dashboard", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    nightly_help, dashboard_help = text.split("usage: parity dashboard")
+    assert "--db FILE SQLite history store (default: reports/history.sqlite, relative to the current folder)" \
+        in nightly_help
+    assert "(default: runs/ in the --db file's folder)" in nightly_help
+    assert "(default: dashboard.html in the --db file's folder)" in nightly_help
+    assert "(default: 3;" in nightly_help and "--no-dashboard" in nightly_help
+    assert re.search(r"--fail-on-slowdown exit 1 when a slowdown is flagged \(.*>= 0.2 s.*\); off by default: "
+                     r"a slowdown alone is printed and exits 0", nightly_help)
+    assert "(default: reports/history.sqlite)" in dashboard_help
+    assert "(default: dashboard.html in the --db file's folder)" in dashboard_help
+
+
+def test_reports_and_dashboard_go_next_to_the_store(tmp_path, monkeypatch):
+    cwd = tmp_path / "somewhere_else"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    db = tmp_path / "store" / "history.sqlite"
+    matrix = write_matrix(tmp_path, {**SMALL, "phases": [1]})
+    assert cli.main(["nightly", "--matrix", str(matrix), "--db", str(db), "--repeats", "0", "--no-progress"]) == 0
+    assert list(cwd.iterdir()) == [], "nothing may be written into the current folder"
+    with HistoryStore(db) as store:
+        report = store.resolve_report(store.runs()[0]["report_path"])
+    assert report.parent == (db.parent / "runs").resolve() and report.is_file()
+    dashboard = db.parent / "dashboard.html"
+    assert dashboard.is_file()
+    dashboard.unlink()
+    assert cli.main(["dashboard", "--db", str(db)]) == 0
+    assert dashboard.is_file() and list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-store", "existing-store"])
+def test_an_output_that_is_an_input_is_refused(tmp_path, capsys, existing, two_nightlies):
+    db = tmp_path / "h.sqlite"
+    if existing:
+        shutil.copy(two_nightlies[0] / "history.sqlite", db)
+    matrix = write_matrix(tmp_path, SMALL)
+    before = {p.name: fingerprint(p) for p in tmp_path.iterdir()}
+    same_db = str(tmp_path / "sub" / ".." / "h.sqlite")  # the same file, spelled differently
+    cases = [
+        (["nightly", "--matrix", str(matrix), "--db", str(db), "--dashboard", same_db], "--dashboard", "--db"),
+        (["nightly", "--matrix", str(matrix), "--db", str(db), "--dashboard", str(matrix)], "--dashboard", "--matrix"),
+        (["nightly", "--matrix", str(matrix), "--db", str(db), "--reports-dir", str(db)], "--reports-dir", "--db"),
+        (["dashboard", "--db", str(db), "--out", same_db], "--out", "--db"),
+    ]
+    for argv, output, source in cases:
+        assert cli.main(argv + (["--no-progress"] if argv[0] == "nightly" else [])) == 2, argv
+        line = one_line_error(capsys.readouterr().err)
+        assert f"{output} and {source}" in line and "overwrite" in line, line
+        assert {p.name: fingerprint(p) for p in tmp_path.iterdir()} == before, f"{argv} wrote something"
+
+
+# ----------------------------------------------------------------------------- real nights
+#: A grid on which the synthetic crystal's phase 4 does about twice the work of the default
+#: grid's (oversampling 3 instead of 2: 27 instead of 8 k-points): a real slowdown of the
+#: same series (the series is fixture/device/dtype; the grid is not part of it).
+TWICE_THE_WORK = "-2,2,3"
+
+
+def _real_nightly(folder: Path, matrix: Path, *extra: str) -> tuple[int, str]:
+    """``python -m parity nightly`` as cron would run it: stderr into a log file, no
+    --no-progress (the bar must not be drawn there)."""
+    log = folder / "nightly.log"
+    with open(log, "a") as err:
+        proc = subprocess.run([sys.executable, "-m", "parity", "nightly", "--matrix", str(matrix),
+                               "--db", str(folder / "store" / "history.sqlite"), "--no-dashboard", *extra],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, timeout=900)
+    return proc.returncode, proc.stdout
+
+
+@pytest.mark.slow
+def test_five_real_nightlies_flag_no_slowdown_then_a_real_twofold_one_is_flagged(tmp_path):
+    """Five real nightlies in a row on an unchanged tree (synthetic, float64, cpu, default
+    repeats): no timing flag, although the rule is armed on the fifth (2 earlier runs + 3).
+    Then the work of phase 4 doubles (a denser grid): flagged on the third slow night, exit
+    0 before and 1 with --fail-on-slowdown."""
+    from parity.history import timing_verdicts
+
+    matrix = write_matrix(tmp_path, SMALL)
+    for night in range(5):
+        code, out = _real_nightly(tmp_path, matrix)
+        assert code == 0 and "0 numerical regression(s), 0 slowdown(s) flagged" in out, out
+    with HistoryStore(tmp_path / "store" / "history.sqlite") as store:
+        verdicts = timing_verdicts(store, "synthetic", "cpu", "float64")
+        assert set(verdicts) == {"1", "2", "3", "4", "total"}
+        assert {v.status for v in verdicts.values()} == {"ok"}, verdicts  # judged, not flagged
+        assert all(run["clock"] == "cpu" for run in store.timing_series("synthetic", "cpu", "float64"))
+    log = (tmp_path / "nightly.log").read_text()
+    assert "\r" not in log, "no progress-bar frames in a log file"
+
+    slower = write_matrix(tmp_path, {**SMALL, "grid": {"synthetic": TWICE_THE_WORK}}, "slower.json")
+    for night in range(2):
+        code, out = _real_nightly(tmp_path, slower)
+        assert code == 0 and "slowdown: phase 4" not in out, "one or two slow nights are not yet a regression"
+    code, out = _real_nightly(tmp_path, slower, "--fail-on-slowdown")
+    assert "REGRESSION synthetic/cpu/float64 slowdown: phase 4" in out, \
+        f"a twofold slowdown of phase 4 was not flagged on its third night:\n{out}"
+    assert code == 1 and "1 of 1 run(s) passed; 0 numerical regression(s)" in out, out
+
+
+def test_negative_repeats_exit_2(tmp_path, capsys):
+    matrix = write_matrix(tmp_path, SMALL)
+    assert nightly(tmp_path, matrix, "--repeats", "-1", quick=False) == 2
+    assert "--repeats" in one_line_error(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["matrix.json"]
