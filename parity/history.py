@@ -330,6 +330,23 @@ def _int_or_none(value: Any) -> int | None:
 # --------------------------------------------------------------------------- row builders
 
 
+def series_fixture(result: Mapping[str, Any]) -> str:
+    """The fixture label a run's series is kept under.
+
+    Runs of the default pair of backends (reference ``numpy``, candidate ``torch``) are
+    kept under the fixture's name; any other pair (a third opinion such as reference
+    ``upstream-eryx``) under ``"<fixture> [<reference> vs <candidate>]"``, so that series of
+    different pairs never mix.
+    """
+    names = []
+    for side, default in (("reference", "numpy"), ("candidate", "torch")):
+        info = result.get(side)
+        names.append(str(info.get("name")) if isinstance(info, Mapping) and info.get("name") else default)
+    if names == ["numpy", "torch"]:
+        return str(result["fixture"])
+    return f"{result['fixture']} [{names[0]} vs {names[1]}]"
+
+
 def _run_row(result: Mapping[str, Any], result_json: str, run_uuid: str, report_path: str | None,
              nightly_id: str | None) -> dict[str, Any]:
     environment = dict(result.get("environment") or {})
@@ -339,7 +356,7 @@ def _run_row(result: Mapping[str, Any], result_json: str, run_uuid: str, report_
     return {
         "run_uuid": run_uuid,
         "started_at": _utc_text(parse_timestamp(result["started_at"])),
-        "fixture": result["fixture"],
+        "fixture": series_fixture(result),
         "device": result["device"],
         "device_name": result.get("device_name"),
         "dtype": result["dtype"],

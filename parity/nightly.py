@@ -46,6 +46,14 @@ The matrix (``--matrix FILE``, JSON or TOML)::
     phases   = [1, 2, 3, 4]                    # optional, default all
     [grid]                                     # optional, per fixture
     5zck_p1 = "-2,2,2"                         # 'min,max,L' or 'h;k;l' triples
+    references = ["upstream-eryx"]             # optional: third opinions (or a table name = "path")
+
+Third opinions: with ``$ERYX_PEERS_DIR`` holding the original eryx's snapshot, the default
+matrix adds, per fixture, a float64 CPU run with reference ``upstream-eryx`` (the public
+NumPy implementation) against the same candidate. It is kept in its own series
+(``"<fixture> [upstream-eryx vs torch]"``) and judged by its changes only: its known
+divergence (the shared Amat buffer) does not fail the nightly, a status flip or an error
+that grows does.
 
 Defaults (no file): the built-in ``synthetic`` fixture plus ``5zck_p1`` and
 ``7n2h`` when the fixtures directory has them; float64 and float32; ``cpu`` plus
@@ -78,7 +86,12 @@ __all__ = ["Combination", "Matrix", "MatrixError", "TimingError", "default_matri
 
 DEFAULT_FIXTURES = ("synthetic", "5zck_p1", "7n2h")
 DTYPES = ("float64", "float32")
-MATRIX_KEYS = ("fixtures", "dtypes", "devices", "grid", "phases")
+MATRIX_KEYS = ("fixtures", "dtypes", "devices", "grid", "phases", "references")
+#: The project's own reference; any other reference is a third opinion (see :class:`Combination`).
+OWN_REFERENCE = "numpy"
+#: The public implementation the nightly asks for a third opinion when its snapshot is found
+#: (``$ERYX_PEERS_DIR/apeck12-eryx-*.tar.gz``).
+THIRD_OPINION = "upstream-eryx"
 #: The history store unless told otherwise (relative to the current folder).
 DEFAULT_DB = DEFAULT_PATH
 
@@ -95,13 +108,28 @@ class Combination(NamedTuple):
     fixture: str
     dtype: str
     device: str
+    reference: str = OWN_REFERENCE
+    reference_path: str | None = None
+
+    @property
+    def opinion(self) -> bool:
+        """A third opinion (another reference): judged by its changes, not by agreeing.
+
+        A public implementation with a known bug never agrees with the candidate; what the
+        nightly watches there is whether the way they disagree changes (status flips, error
+        growth), which are regressions like any other.
+        """
+        return self.reference != OWN_REFERENCE
 
     def run_options(self) -> dict[str, str]:
         """Keyword arguments of :func:`parity.runner.run_parity` besides the fixture."""
-        return {"dtype": self.dtype, "device": self.device}
+        options = {"dtype": self.dtype, "device": self.device}
+        if self.opinion:
+            options.update(reference=self.reference, reference_path=self.reference_path)
+        return options
 
     def label(self) -> str:
-        return f"{self.fixture} {self.device} {self.dtype}"
+        return f"{self.fixture} {self.device} {self.dtype}" + (f" vs {self.reference}" if self.opinion else "")
 
 
 @dataclass
@@ -111,14 +139,20 @@ class Matrix:
     devices: list[str]
     grid: dict[str, tuple[tuple[int, int, int], ...]] = field(default_factory=dict)
     phases: list[int] | None = None
+    #: Other references as third opinions: (backend name, its checkout or snapshot path).
+    opinions: list[tuple[str, str | None]] = field(default_factory=list)
 
     def combinations(self) -> list[Combination]:
-        """Fixture-major, then dtype, then device."""
-        return [Combination(*values) for values in itertools.product(self.fixtures, self.dtypes, self.devices)]
+        """Fixture-major, then dtype, then device; then one float64 CPU run per fixture and third opinion
+        (the public implementations compute in float64 on the CPU only)."""
+        own = [Combination(*values) for values in itertools.product(self.fixtures, self.dtypes, self.devices)]
+        return own + [Combination(f, "float64", "cpu", name, path) for name, path in self.opinions
+                      for f in self.fixtures]
 
     def describe(self) -> str:
         return (f"fixtures {', '.join(self.fixtures)}; dtypes {', '.join(self.dtypes)}; "
-                f"devices {', '.join(self.devices)}")
+                f"devices {', '.join(self.devices)}"
+                + (f"; third opinion(s): reference {', '.join(n for n, _ in self.opinions)}" if self.opinions else ""))
 
 
 # ------------------------------------------------------------------ the matrix
@@ -129,7 +163,20 @@ def default_matrix(fixtures_dir: str | None = None) -> Matrix:
 
     fixtures = [f for f in DEFAULT_FIXTURES if f == "synthetic" or fixture_available(f, fixtures_dir)]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    return Matrix(fixtures=fixtures, dtypes=list(DTYPES), devices=devices)
+    snapshot = upstream_snapshot()
+    opinions = [(THIRD_OPINION, snapshot)] if snapshot else []
+    return Matrix(fixtures=fixtures, dtypes=list(DTYPES), devices=devices, opinions=opinions)
+
+
+def upstream_snapshot() -> str | None:
+    """The original eryx's snapshot in ``$ERYX_PEERS_DIR`` (the third opinion), or None."""
+    import os
+
+    root = os.environ.get("ERYX_PEERS_DIR")
+    if not root:
+        return None
+    found = sorted(Path(root).glob("apeck12-eryx-*.tar.gz"))
+    return str(found[0]) if found else None
 
 
 def _read_matrix_file(path: Path) -> Any:
@@ -264,7 +311,28 @@ def load_matrix(path: str | Path | None, fixtures_dir: str | None = None) -> Mat
         bad_phases = [p for p in phases if p not in (1, 2, 3, 4)]
         if bad_phases:
             raise MatrixError(f"{where}: unknown phase(s) {bad_phases} in 'phases'; phases are 1, 2, 3, 4")
-    return Matrix(fixtures=fixtures, dtypes=dtypes, devices=devices, grid=grid, phases=phases)
+    # A matrix file asks for third opinions explicitly; only the default matrix adds one on its own.
+    opinions = _references(data["references"], where) if "references" in data else []
+    return Matrix(fixtures=fixtures, dtypes=dtypes, devices=devices, grid=grid, phases=phases, opinions=opinions)
+
+
+def _references(value: Any, where: str) -> list[tuple[str, str | None]]:
+    """``references``: a list of backend names or a table {name: checkout path}; numpy is implied."""
+    from .backends import registered_backends
+
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        pairs = [(v, upstream_snapshot() if v == THIRD_OPINION else None) for v in value]
+    elif isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (str, type(None)))
+                                         for k, v in value.items()):
+        pairs = list(value.items())
+    else:
+        raise MatrixError(f"{where}: 'references' must be a list of backend names or a table "
+                          f"{{name = \"checkout path\"}}, got {value!r}")
+    known = registered_backends()
+    for name, _ in pairs:
+        if name not in known and ":" not in name:
+            raise MatrixError(f"{where}: unknown backend {name!r} in 'references'; known: {', '.join(sorted(known))}")
+    return [(n, p) for n, p in pairs if n != OWN_REFERENCE]
 
 
 # ------------------------------------------------------------------ crashes
@@ -557,7 +625,7 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
         print(f"{nightly_id}: {len(combos)} run(s): {matrix.describe()}; store {db}; reports {reports_dir}",
               flush=True)
         run_ids: list[int] = []
-        n_passed = n_crashed = 0
+        n_passed = n_crashed = n_opinions = n_opinions_crashed = 0
         bar = tqdm(combos, desc="parity nightly", unit="run", disable=not _progress_enabled(progress))
         for combo in bar:
             bar.set_postfix_str(combo.label())
@@ -572,7 +640,7 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
                 result = crash_result(combo.fixture, combo.dtype, combo.device, exc, grid=grid,
                                       phases=matrix.phases, fixtures_dir=fixtures_dir, started_at=started,
                                       duration_s=time.perf_counter() - t0)
-            if repeats and not crashed:
+            if repeats and not crashed and not combo.opinion:
                 t1 = time.perf_counter()
                 try:
                     result["timing"] = time_in_worker(combo, grid=grid, phases=matrix.phases,
@@ -587,7 +655,11 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
                 out(f"  warning: no HTML report for {combo.label()}: {type(exc).__name__}: {exc}")
                 report_path = None
             run_ids.append(store.record_run(result, report_path=report_path, nightly_id=nightly_id))
-            n_passed += bool(result["passed"])
+            if combo.opinion:
+                n_opinions += 1
+                n_opinions_crashed += crashed
+            else:
+                n_passed += bool(result["passed"])
             n_crashed += crashed
             out(_run_line(result, crashed, report_path))
         bar.close()
@@ -597,9 +669,10 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
         regressions = [r for r in all_regressions if r.run_id in mine]
         numerical = [r for r in regressions if r.kind != "slowdown"]
         slowdowns = [r for r in regressions if r.kind == "slowdown"]
-        n = len(combos)
+        n = len(combos) - n_opinions
         print(f"{nightly_id}: {n_passed} of {n} run(s) passed"
               + (f", {n_crashed} crashed" if n_crashed else "")
+              + (f"; {n_opinions} third-opinion run(s), judged by their changes" if n_opinions else "")
               + f"; {len(numerical)} numerical regression(s), {len(slowdowns)} slowdown(s) flagged")
         for r in regressions:
             link = f"  report: {store.resolve_report(r.report_path)}" if r.report_path else ""
@@ -614,12 +687,15 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
 
             path = render_dashboard(store, dashboard, regressions=all_regressions, rule=rule)
             print(f"dashboard: {path}")
-    failed = n_passed < n or bool(numerical) or (fail_on_slowdown and bool(slowdowns))
+    failed = (n_passed < n or n_opinions_crashed > 0 or bool(numerical)
+              or (fail_on_slowdown and bool(slowdowns)))
     return 1 if failed else 0
 
 
 def _run_line(result: dict, crashed: bool, report_path: Path | None) -> str:
-    what = f"  {result['fixture']} {result['device']} {result['dtype']}:"
+    from .history import series_fixture
+
+    what = f"  {series_fixture(result)} {result['device']} {result['dtype']}:"
     stages = result["stages"]
     if crashed:
         verdict = f"CRASHED ({result['crash']['type']}: {result['crash']['message']})"

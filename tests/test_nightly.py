@@ -565,3 +565,48 @@ def test_negative_repeats_exit_2(tmp_path, capsys):
     assert nightly(tmp_path, matrix, "--repeats", "-1", quick=False) == 2
     assert "--repeats" in one_line_error(capsys.readouterr().err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["matrix.json"]
+
+
+# ----------------------------------------------------------------------------- a third opinion
+def _upstream_snapshot() -> str:
+    from parity.nightly import upstream_snapshot
+
+    found = upstream_snapshot()
+    if not found:
+        pytest.skip("no snapshot of the original eryx (set ERYX_PEERS_DIR to ../shared/peers)")
+    return found
+
+
+def test_the_default_matrix_asks_upstream_eryx_for_a_third_opinion(monkeypatch):
+    from parity.nightly import THIRD_OPINION, default_matrix
+
+    snapshot = _upstream_snapshot()
+    combos = default_matrix().combinations()
+    opinions = [c for c in combos if c.opinion]
+    assert opinions and all(c.reference == THIRD_OPINION and c.reference_path == snapshot for c in opinions)
+    assert {c.fixture for c in opinions} == {c.fixture for c in combos}
+    assert all(c.dtype == "float64" and c.device == "cpu" for c in opinions)
+    monkeypatch.delenv("ERYX_PEERS_DIR")
+    assert not any(c.opinion for c in default_matrix().combinations())
+
+
+def test_a_third_opinion_is_its_own_series_and_judged_by_its_changes(tmp_path, capsys):
+    """upstream-eryx diverges at Amat (its shared-buffer bug): that alone does not fail the
+    nightly; its runs go to their own series, next to the project's own."""
+    snapshot = _upstream_snapshot()
+    matrix = write_matrix(tmp_path, {**SMALL, "phases": [1, 2], "grid": {"synthetic": "-1,1,3"},
+                                     "references": {"upstream-eryx": snapshot}})
+    code = nightly(tmp_path, matrix)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "1 third-opinion run(s), judged by their changes" in out
+    assert "synthetic [upstream-eryx vs torch] cpu float64: DIVERGED at Amat" in out
+    with HistoryStore(tmp_path / "history.sqlite") as store:
+        keys = store.series_keys()
+    assert ("synthetic", "cpu", "float64") in keys and ("synthetic [upstream-eryx vs torch]", "cpu", "float64") in keys
+
+
+def test_unknown_reference_in_the_matrix_exits_2(tmp_path, capsys):
+    matrix = write_matrix(tmp_path, {**SMALL, "references": ["nosuch"]})
+    assert nightly(tmp_path, matrix) == 2
+    assert "unknown backend 'nosuch' in 'references'" in one_line_error(capsys.readouterr().err)
