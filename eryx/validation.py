@@ -439,6 +439,9 @@ def check_q_vectors(q: Any) -> np.ndarray:
         raise EryxInputError(f"q_vectors must be real numbers, got dtype {arr.dtype}")
     if arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] == 0:
         raise EryxInputError(f"q_vectors must have shape (N, 3) with N >= 1, got {tuple(arr.shape)}")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        raise EryxInputError(f"q_vectors is {arr.dtype}, wider than float64: convert explicitly "
+                             "(no silent down-cast)")
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
         raise EryxInputError("q_vectors contains NaN or infinite values")
