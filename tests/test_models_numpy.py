@@ -368,7 +368,9 @@ def test_q_vector_points_conventions(fixture_pdb):
         [0.5 + 1e-11, 0.0, 0.0],    # within 1e-9 of the lattice: snapped, BZ (1, 0, 0)
         [0.25, 0.0, 0.0],           # off the lattice: k = B (0.25, 0, 0)
         [1.25, 0.0, 0.0],           # the same k, one reciprocal lattice vector away
-        [0.0, 0.5, 0.0],            # off (L_k = 1): k from frac = 0.5 - floor(1.0) = -0.5
+        [0.0, 0.5, 0.0],            # off (L_k = 1): k = B (0, -1/2, 0), the nearest lattice point
+                                    # (0, 1, 0) removed (solved hkl 0.5 + round-off; K is periodic,
+                                    # so the tie rule of exact halves changes no map value)
     ])
     where = m.q_vector_points(hkl @ B.T)
     assert np.allclose(where["hkl"], hkl, rtol=0, atol=1e-12)
