@@ -392,9 +392,9 @@ class OnePhonon:
         """Refuse spring constants outside the model's range (validation.check_spectrum),
         from |eigenvalues| of D and K at the grid's BZ points (no gradient; one sync)."""
         with torch.no_grad():
-            D_abs = torch.linalg.eigvalsh(self.D).abs().cpu().double().numpy()
             K_herm = 0.5 * (self.K + self.K.conj().transpose(-1, -2))
-            K_abs = torch.linalg.eigvalsh(K_herm).abs().cpu().double().numpy()
+            both = torch.linalg.eigvalsh(torch.cat([self.D.to(K_herm.dtype), K_herm])).abs()  # one call
+            D_abs, K_abs = both.cpu().double().numpy().reshape(2, len(self.K), -1)
         check_spectrum(D_abs, K_abs, list(np.ndindex(*self.L)),
                        self._gamma_values(), torch.finfo(self.real_dtype).eps)
 

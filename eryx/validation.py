@@ -414,21 +414,22 @@ def contact_upper_bound(asu_xyz: np.ndarray, cell_origin: np.ndarray, cutoff: fl
         return (k[:, 0] * nb[1] + k[:, 1]) * nb[2] + k[:, 2]
 
     near = []
-    for origin in np.asarray(cell_origin, dtype=np.float64):
-        other = ref + origin
+    origins = np.asarray(cell_origin, dtype=np.float64)
+    per_block = max(1, 2**20 // len(ref))  # cells per vectorised block (bounded memory)
+    for c0 in range(0, len(origins), per_block):
+        other = (ref[None] + origins[c0:c0 + per_block, None, :]).reshape(-1, 3)
         inside = np.all((other >= lo) & (other <= hi), axis=1)
-        if inside.any():
-            near.append(keys(other[inside]))
+        near.append(keys(other[inside]))
     other_keys, other_counts = np.unique(np.concatenate(near), return_counts=True)
     ref_keys, ref_counts = np.unique(keys(ref), return_counts=True)
+    d = np.array([-1, 0, 1])
+    offsets = ((d[:, None, None] * nb[1] + d[None, :, None]) * nb[2] + d[None, None, :]).reshape(-1)
     total = 0
-    for dx in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            for dz in (-1, 0, 1):
-                target = ref_keys + (dx * nb[1] + dy) * nb[2] + dz
-                pos = np.clip(np.searchsorted(other_keys, target), 0, len(other_keys) - 1)
-                hit = other_keys[pos] == target
-                total += int(np.sum(ref_counts[hit] * other_counts[pos[hit]]))
+    for r0 in range(0, len(ref_keys), 2**16):  # (bins x 27) targets per block
+        target = ref_keys[r0:r0 + 2**16, None] + offsets[None, :]
+        pos = np.clip(np.searchsorted(other_keys, target), 0, len(other_keys) - 1)
+        hits = np.where(other_keys[pos] == target, other_counts[pos], 0).sum(axis=1)
+        total += int(np.dot(ref_counts[r0:r0 + 2**16], hits))
     return max(total - len(ref), 0)
 
 
