@@ -19,6 +19,43 @@ class FixtureNotFoundError(EryxInputError, FileNotFoundError):
     """A fixture name that resolves to no PDB file."""
 
 
+class InputTypeError(EryxInputError, TypeError):
+    """An argument of the wrong type (e.g. a PDB path that is neither ``str`` nor
+    ``os.PathLike``); also a :class:`TypeError`, so ``except TypeError`` still works."""
+
+
+class SpringConstantError(EryxInputError):
+    """Spring constants outside the range where the model is defined (docs/model-edges.md).
+
+    Attributes
+    ----------
+    kind : str
+        ``'overflow'`` (the projected Hessian is not finite), ``'too_stiff'`` (round-off
+        of D's eigenvalues reaches the zero-mode cutoff), ``'too_soft'`` (a resolved
+        eigenvalue of D below the zero-mode cutoff) or ``'ill_conditioned'`` (an
+        eigenvalue of D or K within a factor ``SPECTRUM_SEPARATION`` of its round-off).
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+class UndefinedADPError(EryxInputError):
+    """A map that needs the model's ADP scale, where that scale is undefined.
+
+    Attributes
+    ----------
+    reason : str
+        What made it undefined (no contacts, no contacts between ASUs, only k = 0
+        sampled with one ASU, springs between ASUs too weak), with the remedy.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the ADP scale is undefined: {reason}")
+
+
 class MemoryBudgetError(EryxInputError, MemoryError):
     """A computation whose estimated memory exceeds the stated limit."""
 

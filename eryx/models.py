@@ -18,11 +18,12 @@ import numpy as np
 from scipy.spatial import KDTree
 
 from . import structure
-from .errors import EryxInputError
+from .build import run_build_steps
+from .errors import EryxInputError, SpringConstantError, UndefinedADPError
 from .structure import ID_CELL_REF, N_CELL, Crystal
 from .validation import (
-    UNDEFINED_ADP_MESSAGE, adp_scale_defined,
-    Sampling, check_common, check_memory, estimate_numpy_memory, resolve_memory_limit,
+    Sampling, adp_scale_defined, check_common, check_memory, check_q_vectors, check_spectrum,
+    estimate_numpy_memory, resolve_memory_limit, undefined_adp_reason,
 )
 
 #: Frequencies below this become NaN (zero modes), ALGORITHM.md section 7.
@@ -163,6 +164,22 @@ def find_neighbours(asu_xyz: np.ndarray, cell_origin: np.ndarray, cutoff: float)
     return out
 
 
+def count_neighbours(neighbours: list) -> tuple[int, int]:
+    """(contacts, contacts between different ASUs or cells) in the lists of
+    :func:`find_neighbours`, self pairs excluded."""
+    total = inter = 0
+    for i, per_cell in enumerate(neighbours):
+        for c, per_asu in enumerate(per_cell):
+            for j, lists in enumerate(per_asu):
+                n = sum(len(bs) for bs in lists)
+                if c == ID_CELL_REF and i == j:
+                    total += n - len(lists)  # every atom lists itself
+                else:
+                    total += n
+                    inter += n
+    return total, inter
+
+
 def build_hessian_allatoms(neighbours: list, n_asu: int, n_at: int, gamma: np.ndarray) -> np.ndarray:
     """Dense all-atom GNM Hessian, (n_asu, n_at, 27, n_asu, n_at), real."""
     H = np.zeros((n_asu, n_at, N_CELL, n_asu, n_at))
@@ -288,16 +305,19 @@ class OnePhonon:
         self.gamma_intra = float(gamma_intra)
         self.gamma_inter = float(gamma_inter)
         self.memory_limit = resolve_memory_limit(memory_limit)
+        self.expand_p1 = bool(expand_p1)
+        self.pdb_input = structure.check_pdb_path(pdb_path)
+        run_build_steps(self, self.BUILD_STEPS)
 
-        self.crystal: Crystal = structure.load_crystal(pdb_path, expand_p1)
-        n_q = int(np.prod([s.n_points for s in samplings]))
-        self.memory_estimate = check_memory(
-            estimate_numpy_memory(self.crystal.n_asu, self.crystal.n_at, n_q, int(np.prod(self.L))),
-            self.memory_limit, "the NumPy reference model",
-        )
-        self._setup_grid()
-        self._setup_matrices()
-        self._setup_phonons()
+    #: Construction, in order: (step name, phase, method). See :mod:`eryx.build`.
+    BUILD_STEPS = (
+        ("structure", 2, "_load_structure"),
+        ("memory", 2, "_check_memory"),
+        ("grid", 1, "_setup_grid"),
+        ("matrices", 2, "_setup_matrices"),
+        ("hessian", 3, "_setup_hessian"),
+        ("phonons", 3, "_setup_phonons"),
+    )
 
     # -- convenient views of the crystal
     @property
@@ -320,6 +340,17 @@ class OnePhonon:
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
     # -- stages
+    def _load_structure(self) -> None:
+        self.crystal: Crystal = structure.load_crystal(self.pdb_input, self.expand_p1)
+
+    def _check_memory(self) -> None:
+        """The one memory decision, from sizes only, before anything grid- or n_at^2-sized."""
+        n_q = int(np.prod([s.n_points for s in self.samplings]))
+        self.memory_estimate = check_memory(
+            estimate_numpy_memory(self.crystal.n_asu, self.crystal.n_at, n_q, int(np.prod(self.L))),
+            self.memory_limit, "the NumPy reference model",
+        )
+
     def _setup_grid(self) -> None:
         self.hkl_grid, self.map_shape = generate_grid(self.samplings)
         self.q_grid = q_from_hkl(self.hkl_grid, self.crystal.A_inv)
@@ -334,9 +365,18 @@ class OnePhonon:
         self.M_allatoms = build_M_allatoms(c.masses, c.n_asu)
         self.Mmat = build_Mmat(self.Amat, self.M_allatoms)
         self.Linv = build_Linv(self.Mmat)
+
+    def _setup_hessian(self) -> None:
+        c = self.crystal
         self.gamma = gamma_matrix(c.n_asu, self.gamma_intra, self.gamma_inter)
         self.neighbours = find_neighbours(c.asu_xyz, c.cell_origin, self.gnm_cutoff)
+        self.n_contacts, self.n_inter_contacts = count_neighbours(self.neighbours)
         self.hessian = project_hessian(self.compute_hessian_allatoms(), self.Amat)
+        if not np.isfinite(self.hessian).all():
+            raise SpringConstantError(
+                f"spring constants too large (gamma_intra={self.gamma_intra:g}, gamma_inter="
+                f"{self.gamma_inter:g}): the projected Hessian overflows float64 (docs/model-edges.md)",
+                "overflow")
 
     def compute_hessian_allatoms(self) -> np.ndarray:
         """Dense all-atom Hessian, (n_asu, n_at, 27, n_asu, n_at) (kept out of memory)."""
@@ -364,12 +404,17 @@ class OnePhonon:
 
     def _setup_phonons(self) -> None:
         n_dof = self.n_dof
+        bzs = self.bz_points()
+        Ks = [self.K(bz) for bz in bzs]
+        # Refuse spring constants outside the model's range before decomposing anything.
+        check_spectrum(
+            [np.linalg.svd(self.Linv @ K @ self.Linv.T, compute_uv=False) for K in Ks],
+            [np.linalg.svd(K, compute_uv=False) for K in Ks], bzs, (self.gamma_intra, self.gamma_inter))
         self.Winv = np.zeros(self.L + (n_dof,), dtype=complex)
         self.V = np.zeros(self.L + (n_dof, n_dof), dtype=complex)
         covar = np.zeros((n_dof, N_CELL, n_dof), dtype=complex)
         origins = self.crystal.cell_origin
-        for bz in self.bz_points():
-            K = self.K(bz)
+        for bz, K in zip(bzs, Ks):
             self.Winv[bz], self.V[bz] = phonons(K, self.Linv)
             Kinv = np.linalg.pinv(K)
             for c in range(N_CELL):
@@ -378,26 +423,54 @@ class OnePhonon:
         ADP_rb = np.real(np.diag(covar[:, ID_CELL_REF, :]))
         A_side = np.transpose(self.Amat, (1, 0, 2)).reshape(3 * self.n_at, n_dof)
         ADP = np.sum((A_side @ ADP_rb).reshape(-1, 3), axis=1)
-        scale = np.mean(self.crystal.adp) / (8 * np.pi * np.pi * np.mean(ADP) / 3)
-        if not adp_scale_defined(float(np.mean(ADP)), float(np.max(np.abs(ADP))), np.finfo(float).eps):
+        self.adp_undefined_reason = None
+        if adp_scale_defined(ADP_rb, A_side):
+            scale = np.mean(self.crystal.adp) / (8 * np.pi * np.pi * np.mean(ADP) / 3)
+        else:  # NaN, like ADP and covar; a map that needs them is refused with the reason
             scale = np.nan
+            self.adp_undefined_reason = undefined_adp_reason(
+                self.n_asu, self.L, self.n_contacts, self.n_inter_contacts, self.gnm_cutoff,
+                self.gamma_intra, self.gamma_inter)
         self.ADP = ADP * scale
         self.covar = np.real(covar * scale).reshape(self.n_asu, 6, N_CELL, self.n_asu, 6)
 
     # -- intensity
-    def structure_factors_at(self, q_indices: np.ndarray, use_data_adp: bool = False) -> np.ndarray:
-        """F at the given grid points, (n, n_dof) complex: all ASUs side by side."""
+    def debye_waller_U(self, use_data_adp: bool = False) -> np.ndarray:
+        """Per-atom U (A^2) of one ASU: the scaled model ADP, or the file's B / 8 pi^2.
+
+        Raises UndefinedADPError (with the reason) when the model's ADP scale is undefined.
+        """
+        if use_data_adp:
+            return self.crystal.adp[0] / (8 * np.pi * np.pi)
+        if self.adp_undefined_reason is not None or np.isnan(self.ADP).any():
+            raise UndefinedADPError(self.adp_undefined_reason or "the scaled ADPs are NaN")
+        return self.ADP
+
+    def structure_factors_q(self, q: np.ndarray, use_data_adp: bool = False) -> np.ndarray:
+        """F at arbitrary q-vectors (n, 3) in 1/A, (n, n_dof) complex: all ASUs side by side."""
         c = self.crystal
-        if not use_data_adp and np.isnan(self.ADP).any():
-            raise EryxInputError(UNDEFINED_ADP_MESSAGE)
-        U = c.adp[0] / (8 * np.pi * np.pi) if use_data_adp else self.ADP
-        q = self.q_grid[q_indices]
-        F = np.zeros((len(q_indices), self.n_dof), dtype=complex)
+        U = self.debye_waller_U(use_data_adp)
+        F = np.zeros((len(q), self.n_dof), dtype=complex)
         for i in range(self.n_asu):
             F[:, 6 * i:6 * i + 6] = structure_factors(
                 q, c.xyz[i], c.ff_a[i], c.ff_b[i], c.ff_c[i], U=U, project_on=self.Amat[i]
             )
         return F
+
+    def structure_factors_at(self, q_indices: np.ndarray, use_data_adp: bool = False) -> np.ndarray:
+        """F at the given grid points, (n, n_dof) complex: all ASUs side by side."""
+        return self.structure_factors_q(self.q_grid[q_indices], use_data_adp)
+
+    def _check_rank(self, rank) -> None:
+        if rank != -1 and not (isinstance(rank, (int, np.integer)) and 0 <= rank < self.n_dof):
+            raise EryxInputError(f"rank must be -1 or in [0, {self.n_dof}), got {rank!r}")
+
+    @staticmethod
+    def _intensity(F: np.ndarray, V: np.ndarray, Winv: np.ndarray, rank: int) -> np.ndarray:
+        """Section 10 for points sharing one k: sum_m |(F V)_m|^2 Winv_m, or mode ``rank``'s term."""
+        if rank == -1:
+            return np.real(np.dot(np.square(np.abs(F @ V)), Winv))
+        return np.real(np.square(np.abs(F @ V[:, rank])) * Winv[rank])
 
     def apply_disorder(self, rank: int = -1, use_data_adp: bool = False) -> np.ndarray:
         """Diffuse intensity, (n_q,) real, NaN outside res_mask and at Bragg BZ points.
@@ -409,22 +482,20 @@ class OnePhonon:
         use_data_adp : bool
             Debye-Waller factor from the file's B factors instead of the model's ADPs.
         """
-        if rank != -1 and not (0 <= rank < self.n_dof):
-            raise EryxInputError(f"rank must be -1 or in [0, {self.n_dof}), got {rank}")
-        Id = np.zeros(self.q_grid.shape[0], dtype=complex)
+        self._check_rank(rank)
+        self.debye_waller_U(use_data_adp)  # refuses an undefined ADP scale, whatever is sampled
+        Id = np.zeros(self.q_grid.shape[0])
         for bz in self.bz_points():
             idx = grid_indices_of_bz(bz, self.L, self.map_shape)
             idx = idx[self.res_mask[idx]]
             F = self.structure_factors_at(idx, use_data_adp)
-            if rank == -1:
-                Id[idx] += np.dot(np.square(np.abs(F @ self.V[bz])), self.Winv[bz])
-            else:
-                Id[idx] += np.square(np.abs(F @ self.V[bz][:, rank])) * self.Winv[bz][rank]
+            Id[idx] += self._intensity(F, self.V[bz], self.Winv[bz], rank)
         Id[~self.res_mask] = np.nan
-        return np.real(Id)
+        return Id
 
     def mode_maps(self, use_data_adp: bool = False) -> np.ndarray:
         """Every single-mode map at once, (n_q, n_dof) real: column r = apply_disorder(rank=r)."""
+        self.debye_waller_U(use_data_adp)
         out = np.zeros((self.q_grid.shape[0], self.n_dof))
         for bz in self.bz_points():
             idx = grid_indices_of_bz(bz, self.L, self.map_shape)
@@ -433,3 +504,77 @@ class OnePhonon:
             out[idx] = np.real(np.square(np.abs(F @ self.V[bz])) * self.Winv[bz][None, :])
         out[~self.res_mask] = np.nan
         return out
+
+    # -- arbitrary q-vectors
+    def q_vector_points(self, q: np.ndarray) -> dict[str, np.ndarray]:
+        """Where arbitrary q-vectors sit, with the torch backend's q-vector-mode conventions.
+
+        (``eryx.models_torch.OnePhonon._setup_q_vectors``.) Fractional Miller indices
+        hkl = (2 pi A_inv^T)^-1 q. A q whose indices times L are integers (to 1e-9
+        relative) is on the oversampled lattice: it takes the grid's BZ point
+        (L hkl mod L on each axis), so exactly the grid's k. Any other q gets
+        k = 2 pi A_inv^T (hkl - floor(hkl + 1/2)) (the nearest reciprocal lattice point
+        removed, ties to -1/2 as the grid's convention), one extra k-slot per distinct k
+        after the grid's prod(L) BZ points. Resolution from the fractional hkl.
+
+        Returns
+        -------
+        dict with ``hkl`` (n, 3), ``slot`` (n,) int (flat BZ index, or prod(L) + j for
+        extra k-point j), ``extra_kvec`` (n_extra, 3) in 1/A, ``res_mask`` (n,) bool.
+        """
+        c = self.crystal
+        q = check_q_vectors(q)
+        hkl = np.linalg.solve(c.A_inv.T, q.T / (2 * np.pi)).T
+        L = np.array(self.L)
+        scaled = hkl * L
+        nearest = np.round(scaled)  # half to even, as torch.round
+        on_lattice = np.all(np.abs(scaled - nearest) <= 1e-9 * np.maximum(np.abs(scaled), 1.0), axis=1)
+        idx = np.mod(nearest.astype(np.int64), L)
+        slot = (idx[:, 0] * L[1] + idx[:, 1]) * L[2] + idx[:, 2]
+        frac = hkl - np.floor(hkl + 0.5)
+        k_off = 2 * np.pi * (frac @ c.A_inv)
+        off = ~on_lattice
+        extra = np.zeros((0, 3))
+        if off.any():
+            extra, inverse = np.unique(k_off[off], axis=0, return_inverse=True)
+            slot[off] = int(np.prod(self.L)) + inverse.reshape(-1)
+        return dict(hkl=hkl, slot=slot, extra_kvec=extra, res_mask=resolution(hkl, c.cell) > self.res_limit)
+
+    def phonons_at(self, kvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Winv, V) at an arbitrary k (1/A), as at the grid's BZ points (sections 6-7)."""
+        return phonons(build_K(self.hessian, kvec, self.crystal.cell_origin), self.Linv)
+
+    def apply_disorder_at(self, q_vectors, rank: int = -1, use_data_adp: bool = False) -> np.ndarray:
+        """Diffuse intensity at arbitrary q-vectors, (n_q,) real, in their order.
+
+        The NumPy counterpart of the torch backend's q-vector mode
+        (``eryx.models_torch.OnePhonon(..., q_vectors=q).apply_disorder(rank, use_data_adp)``),
+        point for point the same semantics: k from :meth:`q_vector_points`; the model's
+        ADPs come from the grid's BZ sampling; phonons at an extra k are computed like the
+        grid's (SVD of D, zero modes NaN); NaN outside the resolution limit and, for the
+        full map, wherever the point's k has a zero mode (every Bragg position), for
+        rank r where mode r is one. The map itself is section 10's sum over modes, one
+        k-point at a time. At the grid's own q it is the grid map.
+
+        Parameters
+        ----------
+        q_vectors : array-like, (n_q, 3)
+            q in inverse Angstrom (2 pi convention), finite.
+        rank, use_data_adp : as :meth:`apply_disorder`.
+        """
+        self._check_rank(rank)
+        self.debye_waller_U(use_data_adp)
+        q = check_q_vectors(q_vectors)
+        where = self.q_vector_points(q)
+        slot, mask = where["slot"], where["res_mask"]
+        n_bz = int(np.prod(self.L))
+        Id = np.full(len(q), np.nan)
+        for s in np.unique(slot[mask]):
+            pts = np.flatnonzero(mask & (slot == s))
+            if s < n_bz:
+                bz = np.unravel_index(s, self.L)
+                Winv, V = self.Winv[bz], self.V[bz]
+            else:
+                Winv, V = self.phonons_at(where["extra_kvec"][s - n_bz])
+            Id[pts] = self._intensity(self.structure_factors_q(q[pts], use_data_adp), V, Winv, rank)
+        return Id

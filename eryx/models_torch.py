@@ -27,10 +27,12 @@ import torch
 
 from . import stages_torch as st
 from . import structure
-from .errors import EryxInputError
+from .build import run_build_steps
+from .errors import EryxInputError, SpringConstantError, UndefinedADPError
+from .structure import ID_CELL_REF
 from .validation import (
-    UNDEFINED_ADP_MESSAGE,
-    check_common, check_memory, estimate_torch_memory, resolve_memory_limit,
+    check_common, check_memory, check_spectrum, contact_upper_bound, estimate_torch_memory,
+    resolve_memory_limit, undefined_adp_reason,
 )
 
 SUPPORTED_DTYPES = {torch.float64: torch.complex128, torch.float32: torch.complex64}
@@ -53,6 +55,12 @@ GRID_CHUNK_MIN_POINTS = 64
 DIRECT_CHUNK_BYTES = 16 * 2**20
 
 
+#: Sentinel: take the q-vectors given to the constructor.
+_FROM_INPUT = object()
+#: Device kinds the backend runs on (float64 and complex128 linear algebra everywhere).
+SUPPORTED_DEVICE_TYPES = ("cpu", "cuda")
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """A torch device that exists here, or a clear error."""
     if device is None:
@@ -61,12 +69,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise EryxInputError(f"unknown device {device!r}: {exc}") from exc
+    if dev.type not in SUPPORTED_DEVICE_TYPES:
+        # 'meta' holds no data, 'mps' has no float64; others lack the linear algebra used.
+        raise EryxInputError(
+            f"device {device!r}: device type {dev.type!r} is not supported by the torch backend "
+            f"(supported: {', '.join(SUPPORTED_DEVICE_TYPES)})")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EryxInputError(f"device {device!r} requested but no CUDA device is present")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise EryxInputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise EryxInputError(f"device {device!r} requested but MPS is not available")
     return dev
 
 
@@ -172,34 +183,27 @@ class OnePhonon:
         self.gamma_intra = self._parameter(gamma_intra, "gamma_intra")
         self.gamma_inter = self._parameter(gamma_inter, "gamma_inter")
         self.memory_limit = resolve_memory_limit(memory_limit)
-        q_vectors = self._check_q_vectors(q_vectors)
-
-        self.crystal = structure.load_crystal(pdb_path, expand_p1)
-        self.n_asu, self.n_at = self.crystal.n_asu, self.crystal.n_at
-        self.n_dof = 6 * self.n_asu
-        self.map_shape = tuple(s.n_points for s in samplings)
-        n_q = int(np.prod(self.map_shape)) if q_vectors is None else len(q_vectors)
-        self._contacts_np = st.find_contacts(self.crystal.asu_xyz, self.crystal.cell_origin, self.gnm_cutoff)
-        n_contacts = len(self._contacts_np["i"])
-        if q_vectors is None:
-            sf_chunk, axis_points, group = self._grid_chunk_points(), sum(self.map_shape), GRID_GROUP_BYTES
-            workers = torch.get_num_threads() if (GRID_WORKERS and self.device.type == "cpu") else 1
-        else:
-            sf_chunk, axis_points, group, workers = self._direct_chunk_points(), 0, 0, 1
-        self.memory_estimate = check_memory(
-            estimate_torch_memory(self.n_asu, self.n_at, n_q, int(np.prod(self.L)), n_contacts,
-                                  min(sf_chunk, n_q), self.real_dtype.itemsize,
-                                  axis_points=axis_points, group_bytes=group, workers=workers),
-            self.memory_limit, "the torch model",
-        )
+        self.expand_p1 = bool(expand_p1)
+        self._q_input = self._check_q_vectors(q_vectors)
+        self.pdb_input = structure.check_pdb_path(pdb_path)
         # Construction is many small operations (the largest are n_q-element passes):
         # on the CPU they run single-threaded, which costs a few ms on an idle machine
         # and avoids an OpenMP stall per operation on a busy one (docs/performance.md).
         with torch_threads(1 if (SINGLE_THREAD_SETUP and self.device.type == "cpu") else None):
-            self._tensors_from_crystal()
-            self._setup_grid(q_vectors)
-            self._setup_matrices()
-            self._setup_phonons()
+            run_build_steps(self, self.BUILD_STEPS)
+
+    #: Construction, in order: (step name, phase, method). See :mod:`eryx.build`: a step
+    #: that raises re-raises with ``build_step``, ``build_phase`` and ``partial_model``.
+    BUILD_STEPS = (
+        ("structure", 2, "_load_structure"),
+        ("memory", 2, "_check_memory"),
+        ("tensors", 2, "_tensors_from_crystal"),
+        ("grid", 1, "_setup_grid"),
+        ("contacts", 3, "_find_contacts"),
+        ("matrices", 2, "_setup_matrices"),
+        ("hessian", 3, "_setup_hessian"),
+        ("phonons", 3, "_setup_phonons"),
+    )
 
     # ------------------------------------------------------------------ helpers
     def _parameter(self, value, name: str) -> torch.Tensor:
@@ -209,6 +213,10 @@ class OnePhonon:
                 raise EryxInputError(f"{name}: spring constants must be real scalars, got {value!r}")
             return value.reshape(()).to(device=self.device, dtype=self.real_dtype)
         return torch.tensor(float(value), dtype=self.real_dtype, device=self.device)
+
+    def _gamma_values(self) -> tuple[float, float]:
+        """(gamma_intra, gamma_inter) as floats, for checks and messages."""
+        return float(self.gamma_intra.detach()), float(self.gamma_inter.detach())
 
     def _check_q_vectors(self, q):
         if q is None:
@@ -234,6 +242,34 @@ class OnePhonon:
     def _t(self, array, dtype=None) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array), dtype=dtype or self.real_dtype, device=self.device)
 
+    def _load_structure(self) -> None:
+        self.crystal = structure.load_crystal(self.pdb_input, self.expand_p1)
+        self.n_asu, self.n_at = self.crystal.n_asu, self.crystal.n_at
+        self.n_dof = 6 * self.n_asu
+        self.map_shape = tuple(s.n_points for s in self.samplings)
+
+    def _check_memory(self) -> None:
+        """The one memory decision, before the neighbour search and anything grid-sized.
+
+        The contacts enter as a cheap upper bound (cell lists, linear in the atoms even
+        where thousands of atoms coincide and a k-d tree would take quadratic time).
+        """
+        q = self._q_input
+        n_q = int(np.prod(self.map_shape)) if q is None else len(q)
+        self.n_contacts_bound = contact_upper_bound(self.crystal.asu_xyz, self.crystal.cell_origin,
+                                                    self.gnm_cutoff)
+        if q is None:
+            sf_chunk, axis_points, group = self._grid_chunk_points(), sum(self.map_shape), GRID_GROUP_BYTES
+            workers = torch.get_num_threads() if (GRID_WORKERS and self.device.type == "cpu") else 1
+        else:
+            sf_chunk, axis_points, group, workers = self._direct_chunk_points(), 0, 0, 1
+        self.memory_estimate = check_memory(
+            estimate_torch_memory(self.n_asu, self.n_at, n_q, int(np.prod(self.L)), self.n_contacts_bound,
+                                  min(sf_chunk, n_q), self.real_dtype.itemsize,
+                                  axis_points=axis_points, group_bytes=group, workers=workers),
+            self.memory_limit, "the torch model",
+        )
+
     def _tensors_from_crystal(self) -> None:
         c = self.crystal
         self.cell, self.A_inv = self._t(c.cell), self._t(c.A_inv)
@@ -242,10 +278,18 @@ class OnePhonon:
         self.adp, self.ff_a, self.ff_b, self.ff_c = self._t(c.adp), self._t(c.ff_a), self._t(c.ff_b), self._t(c.ff_c)
         self.masses = self._t(c.masses)
         self.cell_hkl, self.cell_origin = self._t(c.cell_hkl), self._t(c.cell_origin)
+
+    def _find_contacts(self) -> None:
+        self._contacts_np = st.find_contacts(self.crystal.asu_xyz, self.crystal.cell_origin, self.gnm_cutoff)
         self.contacts = {k: torch.as_tensor(v, device=self.device) for k, v in self._contacts_np.items()}
+        c = self._contacts_np
+        self.n_contacts = len(c["i"])
+        self.n_inter_contacts = int(np.count_nonzero((c["c"] != ID_CELL_REF) | (c["i"] != c["j"])))
 
     # ------------------------------------------------------------------- stages
-    def _setup_grid(self, q_vectors) -> None:
+    def _setup_grid(self, q_vectors=_FROM_INPUT) -> None:
+        if q_vectors is _FROM_INPUT:
+            q_vectors = self._q_input
         dt, dev = self.real_dtype, self.device
         self.kvec = st.build_kvec(self.A_inv, self.L)
         self.kvec_norm = st.kvec_norm(self.kvec)
@@ -293,8 +337,15 @@ class OnePhonon:
         self.Amat = st.build_A(self.asu_xyz)
         self.Mmat = st.build_Mmat(self.Amat, self.masses)
         self.Linv = st.build_Linv(self.Mmat)
+
+    def _setup_hessian(self) -> None:
         self.H_intra, self.H_inter = st.hessian_unit_blocks(self.contacts, self.Amat, self.n_asu)
         self.hessian = st.combine_hessian(self.H_intra, self.H_inter, self.gamma_intra, self.gamma_inter)
+        if not bool(torch.isfinite(self.hessian.detach()).all()):
+            raise SpringConstantError(
+                "spring constants too large (gamma_intra={:g}, gamma_inter={:g}): ".format(*self._gamma_values())
+                + f"the projected Hessian overflows {self.real_dtype} "
+                "(docs/model-edges.md)", "overflow")
 
     @property
     def M_allatoms(self) -> torch.Tensor:
@@ -313,6 +364,7 @@ class OnePhonon:
         kflat = self.kvec.reshape(-1, 3)
         self.K = st.build_K(self.hessian, kflat, self.cell_origin)  # (n_bz, n_dof, n_dof)
         self.D = st.dynamical_matrix(self.K, self.Linv)
+        self._check_spectrum()
         Winv, U = st.phonons(self.D)
         self.U = U
         self.Winv = Winv.reshape(self.L + (self.n_dof,))
@@ -320,6 +372,9 @@ class OnePhonon:
         self.Kinv = st.pinv_hermitian(self.K)
         covar = st.covariance(self.Kinv, kflat, self.cell_origin)
         self.ADP, self.covar = st.adp_scaled(covar, self.Amat, self.adp)
+        self.adp_undefined_reason = None if not bool(torch.isnan(self.ADP.detach()).any()) else \
+            undefined_adp_reason(self.n_asu, self.L, self.n_contacts, self.n_inter_contacts, self.gnm_cutoff,
+                                 *self._gamma_values())
         # Bragg BZ points (any zero mode) give NaN everywhere in the full map.
         self.bz_has_zero_mode = torch.isnan(Winv).any(dim=1)
         if self.q_vectors is not None and len(self.extra_kvec):
@@ -333,13 +388,26 @@ class OnePhonon:
             self._K_all, self._Winv_all = self.K, Winv
             self._V_all = self.V.reshape(-1, self.n_dof, self.n_dof)
 
+    def _check_spectrum(self) -> None:
+        """Refuse spring constants outside the model's range (validation.check_spectrum),
+        from |eigenvalues| of D and K at the grid's BZ points (no gradient; one sync)."""
+        with torch.no_grad():
+            K_herm = 0.5 * (self.K + self.K.conj().transpose(-1, -2))
+            both = torch.linalg.eigvalsh(torch.cat([self.D.to(K_herm.dtype), K_herm])).abs()  # one call
+            D_abs, K_abs = both.cpu().double().numpy().reshape(2, len(self.K), -1)
+        check_spectrum(D_abs, K_abs, list(np.ndindex(*self.L)),
+                       self._gamma_values(), torch.finfo(self.real_dtype).eps)
+
     # ---------------------------------------------------------------- intensity
     def debye_waller_U(self, use_data_adp: bool = False) -> torch.Tensor:
-        """Per-atom U (A^2) of one ASU: the scaled model ADP, or the file's B / 8 pi^2."""
+        """Per-atom U (A^2) of one ASU: the scaled model ADP, or the file's B / 8 pi^2.
+
+        Raises UndefinedADPError (with the reason) when the model's ADP scale is undefined.
+        """
         if use_data_adp:
             return self.adp[0] / (8 * math.pi**2)
-        if torch.isnan(self.ADP.detach()).any():
-            raise EryxInputError(UNDEFINED_ADP_MESSAGE)
+        if self.adp_undefined_reason is not None or torch.isnan(self.ADP.detach()).any():
+            raise UndefinedADPError(self.adp_undefined_reason or "the scaled ADPs are NaN")
         return self.ADP
 
     def structure_factors(self, q: torch.Tensor, use_data_adp: bool = False) -> torch.Tensor:
@@ -591,6 +659,7 @@ class OnePhonon:
         """
         if rank != -1 and not (isinstance(rank, int) and 0 <= rank < self.n_dof):
             raise EryxInputError(f"rank must be -1 or in [0, {self.n_dof}), got {rank!r}")
+        self.debye_waller_U(use_data_adp)  # refuses an undefined ADP scale, whatever is sampled
         if rank == -1 and self.q_vectors is not None and self.q_vectors.requires_grad:
             return self._full_map_per_q(use_data_adp)
         if rank == -1:
@@ -607,6 +676,7 @@ class OnePhonon:
 
     def mode_maps(self, use_data_adp: bool = False) -> torch.Tensor:
         """Every single-mode map, (n_q, n_dof): column r = apply_disorder(rank=r)."""
+        self.debye_waller_U(use_data_adp)
         return self._map(lambda F, ks: st.mode_intensity_blocks(F, self._V_all[ks], self._Winv_all[ks]),
                          self.n_dof, use_data_adp)
 

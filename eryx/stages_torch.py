@@ -550,7 +550,7 @@ def adp_scaled(covar: torch.Tensor, Amat: torch.Tensor, b_iso: torch.Tensor) -> 
 
     scale = torch.mean(b_iso) / (8 * math.pi**2 * torch.mean(ADP) / 3)
     with torch.no_grad():
-        defined = adp_scale_defined(float(torch.mean(ADP)), float(ADP.abs().max()), torch.finfo(ADP.dtype).eps)
+        defined = adp_scale_defined(ADP_rb.cpu().double().numpy(), A_side.cpu().double().numpy())
     if not defined:  # NaN, like the reference; the map refuses to use it
         scale = scale * math.nan
     covar_real = torch.real(covar) * scale

@@ -11,13 +11,15 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import gemmi
 import numpy as np
 
-from .errors import StructureError
+from .errors import InputTypeError, StructureError
 
 #: Index of the reference cell [0, 0, 0] in the 27-cell supercell.
 ID_CELL_REF = 13
@@ -100,19 +102,72 @@ class Crystal:
 
 
 # --------------------------------------------------------------------------- reading
-def read_structure(pdb_path: str | os.PathLike) -> gemmi.Structure:
-    """Read a PDB file with gemmi and clean it (section 1.1).
+#: Shortest unit-cell edge accepted (Angstrom): shorter is not a crystal of atoms.
+MIN_CELL_EDGE = 1.0
+
+
+def check_pdb_path(pdb_path: object) -> Path:
+    """The PDB path as a :class:`Path`, after checking it names a readable regular file.
+
+    Parameters
+    ----------
+    pdb_path : str or os.PathLike
+        Anything else (bytes, numbers, None) is refused, naming its type.
 
     Raises
     ------
+    InputTypeError
+        Not a ``str`` or ``os.PathLike`` (or a path-like that is not text).
     StructureError
-        Missing or unreadable file, no usable unit cell, or no atoms left.
+        Missing, or a directory, FIFO, device or socket, or unreadable. Nothing is
+        opened: a FIFO would block the reader.
     """
-    path = Path(pdb_path)
-    if not path.exists():
-        raise StructureError(f"PDB file not found: {path}")
-    if not path.is_file() or not os.access(path, os.R_OK):
-        raise StructureError(f"PDB file is not a readable file: {path}")
+    if not isinstance(pdb_path, (str, os.PathLike)):
+        raise InputTypeError(
+            f"pdb_path must be a str or os.PathLike, got {type(pdb_path).__name__} ({pdb_path!r})")
+    text = os.fspath(pdb_path)
+    if not isinstance(text, str):
+        raise InputTypeError(f"pdb_path must be a text path, got {type(text).__name__} ({text!r})")
+    if not text:
+        raise StructureError("pdb_path is empty")
+    path = Path(text)
+    try:
+        mode = os.stat(path).st_mode  # follows symbolic links, like open() would
+    except (FileNotFoundError, NotADirectoryError):
+        raise StructureError(f"PDB file not found: {path}") from None
+    except OSError as exc:  # e.g. a directory on the way that may not be searched
+        raise StructureError(f"PDB file is not a readable file: {path} ({exc.strerror})") from None
+    kind = _non_regular_kind(mode)
+    if kind is not None:
+        raise StructureError(f"PDB path {path} is {kind}, not a PDB file")
+    if not os.access(path, os.R_OK):
+        raise StructureError(f"PDB file is not a readable file: {path} (permission denied)")
+    return path
+
+
+def _non_regular_kind(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def read_structure(pdb_path: str | os.PathLike) -> gemmi.Structure:
+    """Read a PDB file with gemmi and check its unit cell (section 1.1, 1.2).
+
+    The structure is returned as read: cleaning (section 1.1) happens while the atoms
+    are collected (:func:`clean_atoms`), in one linear pass.
+
+    Raises
+    ------
+    InputTypeError, StructureError
+        A bad path (:func:`check_pdb_path`), an unreadable file, no atom records, or
+        no usable unit cell (missing CRYST1, zero volume, an edge under 1 A).
+    """
+    path = check_pdb_path(pdb_path)
     try:
         st = gemmi.read_pdb(str(path))
     except Exception as exc:  # gemmi raises RuntimeError/ValueError with its own text
@@ -123,13 +178,49 @@ def read_structure(pdb_path: str | os.PathLike) -> gemmi.Structure:
         raise StructureError(
             f"PDB file {path} has no usable unit cell (missing CRYST1 record or zero volume)"
         )
-    st.remove_alternative_conformations()
-    st.remove_hydrogens()
-    st.remove_waters()
-    st.remove_empty_chains()
-    if len(st) == 0 or st[0].count_atom_sites() == 0:
-        raise StructureError(f"no atoms left in {path} after removing hydrogens and waters")
+    for axis, edge in zip("abc", (st.cell.a, st.cell.b, st.cell.c)):
+        if edge < MIN_CELL_EDGE:
+            raise StructureError(
+                f"PDB file {path}: unit cell edge {axis} = {edge:g} A is under {MIN_CELL_EDGE:g} A (CRYST1)")
     return st
+
+
+def iter_clean_atoms(st: gemmi.Structure) -> Iterator[tuple[gemmi.Chain, gemmi.Residue, gemmi.Atom]]:
+    """The atoms of model 0 that section 1.1's cleaning keeps, in file order.
+
+    Same result as gemmi's ``remove_alternative_conformations`` (keep the first residue
+    of each sequence id in a chain, then the first atom of each name in a residue),
+    ``remove_hydrogens`` (H and D), ``remove_waters`` and ``remove_empty_chains``, in
+    that order; but in one pass with hash sets. gemmi erases from vectors one element
+    at a time, quadratic in the atoms of a residue (a 50 MB file of one repeated residue
+    took hours).
+
+    Yields
+    ------
+    (chain, residue, atom)
+    """
+    for chain in st[0]:
+        seen_seqids = set()
+        for residue in chain:
+            seqid = (residue.seqid.num, residue.seqid.icode)
+            if seqid in seen_seqids:  # microheterogeneity: the first residue wins
+                continue
+            seen_seqids.add(seqid)
+            if residue.is_water():
+                continue
+            seen_names = set()
+            for atom in residue:
+                name = atom.name
+                if name in seen_names:  # alternative conformations: the first atom wins
+                    continue
+                seen_names.add(name)
+                if not atom.is_hydrogen():
+                    yield chain, residue, atom
+
+
+def clean_atoms(st: gemmi.Structure) -> list[tuple[gemmi.Chain, gemmi.Residue, gemmi.Atom]]:
+    """:func:`iter_clean_atoms` as a list."""
+    return list(iter_clean_atoms(st))
 
 
 def unit_cell_axes(cell: np.ndarray) -> np.ndarray:
@@ -224,30 +315,82 @@ def symmetry_from_space_group(hm: str, cell: gemmi.UnitCell) -> tuple[np.ndarray
     return np.array(sym_ops), np.array(transformations)
 
 
-def atom_arrays(st: gemmi.Structure) -> dict[str, np.ndarray]:
-    """Per-atom data of model 0 in file order (section 1.4)."""
-    pos, b_iso, ff_a, ff_b, ff_c, mass, elements = [], [], [], [], [], [], []
-    for chain in st[0]:
-        for residue in chain:
-            for atom in residue:
-                el = atom.element
-                if el.it92 is None:
-                    raise StructureError(f"no IT92 form factor for element {el.name!r}")
-                pos.append(atom.pos.tolist())
-                b_iso.append(atom.b_iso)
-                ff_a.append(list(el.it92.a))
-                ff_b.append(list(el.it92.b))
-                ff_c.append(el.it92.c)
-                mass.append(el.weight)
-                elements.append(el.name)
+def _atom_label(chain: gemmi.Chain, residue: gemmi.Residue, atom: gemmi.Atom) -> str:
+    """``atom 'CA' of ALA A 12 (serial 7)``: where to look in the file."""
+    return (f"atom {atom.name!r} of {residue.name} {chain.name} {residue.seqid.num}"
+            f"{residue.seqid.icode.strip()} (serial {atom.serial})")
+
+
+def _refuse_atoms(st: gemmi.Structure, path: str, bad: np.ndarray, what: str, values=None) -> None:
+    """Raise StructureError naming up to three offending atoms (indices into the cleaned
+    atoms) and their count. The labels come from a second pass, on failure only."""
+    wanted = {int(i): k for k, i in enumerate(bad[:3])}
+    labels = [""] * len(wanted)
+    for n, cra in enumerate(iter_clean_atoms(st)):
+        if n in wanted:
+            extra = f" = {values[n]:g}" if values is not None else ""
+            labels[wanted[n]] = _atom_label(*cra) + extra
+            if n >= max(wanted):
+                break
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    raise StructureError(f"{path}: {what} for {len(bad)} atom(s): {'; '.join(labels)}{more}")
+
+
+def atom_arrays(st: gemmi.Structure, path: str = "") -> dict[str, np.ndarray]:
+    """Per-atom data of model 0 after cleaning, in file order (section 1.4).
+
+    One pass over the atoms, linear in their number; per-element data are looked up
+    once per element.
+
+    Raises
+    ------
+    StructureError
+        No atoms left; an element gemmi does not know (it reads ``Xx`` as the dummy
+        element X of mass 1 with an oxygen-like form factor); an element without IT92
+        coefficients; a non-finite coordinate; a negative or non-finite B factor.
+    """
+    per_element: dict[str, tuple] = {}
+    pos, b_iso, names = [], [], []
+    for chain, residue, atom in iter_clean_atoms(st):
+        el = atom.element
+        name = el.name
+        if name not in per_element:
+            if el.atomic_number != 0 and el.it92 is None:
+                raise StructureError(f"no IT92 form factor for element {name!r} "
+                                     f"({_atom_label(chain, residue, atom)})")
+            per_element[name] = (el.atomic_number, el.it92)
+        p = atom.pos
+        pos.append((p.x, p.y, p.z))
+        b_iso.append(atom.b_iso)
+        names.append(name)
+    if not names:
+        raise StructureError(f"no atoms left in {path} after removing hydrogens and waters")
+    names = np.array(names)
+    xyz = np.array(pos, dtype=np.float64)
+    adp = np.array(b_iso, dtype=np.float64)
+    unknown = [n for n, (z, _) in per_element.items() if z == 0]
+    if unknown:
+        _refuse_atoms(st, path, np.flatnonzero(np.isin(names, unknown)),
+                      "unknown element symbol (columns 77-78 of the ATOM/HETATM record; gemmi "
+                      "reads it as the dummy element X, mass 1)")
+    bad_xyz = np.flatnonzero(~np.isfinite(xyz).all(axis=1))
+    if len(bad_xyz):
+        _refuse_atoms(st, path, bad_xyz, "non-finite (NaN or infinite) coordinates")
+    bad_b = np.flatnonzero(~np.isfinite(adp) | (adp < 0))
+    if len(bad_b):
+        _refuse_atoms(st, path, bad_b, "negative or non-finite B factor", values=adp)
+    # Per-element tables, gathered per atom.
+    kinds, inverse = np.unique(names, return_inverse=True)
+    it92 = [per_element[k][1] for k in kinds]
+    weight = np.array([gemmi.Element(k).weight for k in kinds], dtype=np.float64)
     return {
-        "xyz": np.array(pos, dtype=np.float64),
-        "adp": np.array(b_iso, dtype=np.float64),
-        "ff_a": np.array(ff_a, dtype=np.float64),
-        "ff_b": np.array(ff_b, dtype=np.float64),
-        "ff_c": np.array(ff_c, dtype=np.float64),
-        "masses": np.array(mass, dtype=np.float64),
-        "elements": np.array(elements),
+        "xyz": xyz,
+        "adp": adp,
+        "ff_a": np.array([list(t.a) for t in it92], dtype=np.float64)[inverse],
+        "ff_b": np.array([list(t.b) for t in it92], dtype=np.float64)[inverse],
+        "ff_c": np.array([t.c for t in it92], dtype=np.float64)[inverse],
+        "masses": weight[inverse],
+        "elements": names,
     }
 
 
@@ -302,7 +445,8 @@ def load_crystal(pdb_path: str | os.PathLike, expand_p1_: bool = True) -> Crysta
     With ``expand_p1_=False`` the file is taken as the whole cell content: one ASU and
     the identity operator only.
     """
-    st = read_structure(pdb_path)
+    path = check_pdb_path(pdb_path)
+    st = read_structure(path)
     cell = np.array(
         [st.cell.a, st.cell.b, st.cell.c, st.cell.alpha, st.cell.beta, st.cell.gamma]
     )
@@ -315,14 +459,14 @@ def load_crystal(pdb_path: str | os.PathLike, expand_p1_: bool = True) -> Crysta
     if not expand_p1_:
         sym_ops = np.eye(3)[None]
         transformations = np.hstack([np.eye(3), np.zeros((3, 1))])[None]
-    atoms = atom_arrays(st)
+    atoms = atom_arrays(st, str(path))
     # A rigid body needs atoms spanning at least a plane: one atom, or atoms on a line,
     # give a singular rigid-body mass matrix (section 4) and a bare LinAlgError later.
     centred = atoms["xyz"] - atoms["xyz"].mean(axis=0)
     sv = np.linalg.svd(centred, compute_uv=False) if len(centred) > 1 else np.zeros(1)
     if len(sv) < 2 or sv[1] <= 1e-8 * max(sv[0], 1.0):
         raise StructureError(
-            f"{pdb_path}: the {len(centred)} atom(s) of the asymmetric unit are a single point "
+            f"{path}: the {len(centred)} atom(s) of the asymmetric unit are a single point "
             "or lie on a line, so its rigid-body mass matrix is singular"
         )
     n_asu = len(transformations)
@@ -331,7 +475,7 @@ def load_crystal(pdb_path: str | os.PathLike, expand_p1_: bool = True) -> Crysta
     asu_xyz = expand_p1(xyz[0], transformations, sym_ops, cell, axes)
     cell_hkl, cell_origin = supercell(axes)
     return Crystal(
-        pdb_path=str(Path(pdb_path).resolve()),
+        pdb_path=str(path.resolve()),
         title=" ".join(st.info["_struct.title"].split()) if "_struct.title" in st.info else "",
         space_group=st.spacegroup_hm,
         cell=cell,

@@ -11,7 +11,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import EryxInputError, MemoryBudgetError
+import numpy as np
+
+from .errors import EryxInputError, MemoryBudgetError, SpringConstantError
 
 SUPPORTED_GROUP_BY = ("asu",)
 SUPPORTED_MODELS = ("gnm",)
@@ -85,6 +87,22 @@ def check_nonnegative(value: Any, name: str, *, strictly_positive: bool = False)
     return number
 
 
+def check_spring_constant(value: Any, name: str) -> float:
+    """A spring constant: a finite real > 0 (docs/model-edges.md).
+
+    Zero is refused too: gamma_inter = 0 leaves the ASUs' translations free at every k
+    (every map point a zero mode), gamma_intra = 0 removes a term the model defines;
+    both backends then disagreed on what to return. Values so small or so large that
+    the zero-mode cutoff stops telling modes apart are refused once the spectrum is
+    known (:func:`check_spectrum`).
+    """
+    number = check_nonnegative(value, name)
+    if number <= 0:
+        raise EryxInputError(
+            f"{name} must be a positive finite spring constant (ALGORITHM.md section 6), got {number:g}")
+    return number
+
+
 def check_model_options(group_by: str, model: str) -> None:
     """Only rigid ASUs coupled by a Gaussian network are implemented."""
     if group_by not in SUPPORTED_GROUP_BY:
@@ -102,8 +120,8 @@ def check_common(
     samplings = tuple(check_sampling(s, axis) for s, axis in zip((hsampling, ksampling, lsampling), "hkl"))
     check_nonnegative(res_limit, "res_limit")
     check_nonnegative(gnm_cutoff, "gnm_cutoff", strictly_positive=True)
-    check_nonnegative(gamma_intra, "gamma_intra")
-    check_nonnegative(gamma_inter, "gamma_inter")
+    check_spring_constant(gamma_intra, "gamma_intra")
+    check_spring_constant(gamma_inter, "gamma_inter")
     return samplings  # type: ignore[return-value]
 
 
@@ -212,20 +230,220 @@ def check_memory(parts: dict[str, float], limit: int, what: str) -> float:
 
 
 
-#: Why a map cannot be computed when the ADP scale is undefined (see adp_scale_defined).
-UNDEFINED_ADP_MESSAGE = (
-    "the ADP scale is undefined: the raw ADPs average to zero (round-off) because the sampled "
-    "Brillouin zone has no mode that translates the ASUs (only k = 0 with one ASU); sample more "
-    "k-points (oversampling >= 2) or use use_data_adp=True"
-)
+# ------------------------------------------------------------- edges of the model
+#: Zero-mode cutoff on w^2 = |eigenvalue of D| (ALGORITHM.md section 7: w < 1e-6).
+ZERO_MODE_CUTOFF2 = 1e-12
+#: An eigenvalue of D or K must be numerically zero (at most its round-off
+#: n eps max|lambda|, NumPy's matrix-rank tolerance and the pseudo-inverse cutoff of
+#: section 6) or this many times above it. Measured on every fixture and synthetic
+#: crystal (cutoffs 3.5-4.5 A, gammas 0.5-2, oversampling 1-3): the numerical zeros sit
+#: below 0.27 of the round-off and the smallest mode 7.7e10 above it.
+SPECTRUM_SEPARATION = 1e6
+#: The ADP scale is defined when the translational part of the raw ADPs (their
+#: mean, section 8) is at least this fraction of their size (see adp_scale_defined).
+ADP_TRANSLATION_RTOL = 1e-6
 
 
-def adp_scale_defined(mean_adp: float, max_abs_adp: float, eps: float) -> bool:
+def _spectrum_message(kind: str, what: str, gammas: tuple[float, float], advice: str) -> SpringConstantError:
+    gi, ge = gammas
+    return SpringConstantError(
+        f"spring constants {kind} (gamma_intra={gi:g}, gamma_inter={ge:g}): {what}; {advice} "
+        "(docs/model-edges.md)", kind.replace(" ", "_"))
+
+
+def check_spectrum(
+    D_abs: np.ndarray, K_abs: np.ndarray, bz_labels: Sequence, gammas: tuple[float, float],
+    eps: float = float(np.finfo(np.float64).eps),
+) -> None:
+    """Refuse spring constants for which the model's two zero-mode rules disagree.
+
+    Section 7 calls a mode a zero mode when w^2 = |lambda(D)| < 1e-12 (an absolute
+    cutoff); section 6's pseudo-inverse drops singular values of K below
+    n eps max (NumPy's default). Both are meaningful only while every eigenvalue is
+    either round-off (<= tau = n eps max|lambda| at its BZ point) or clearly resolved
+    (>= SPECTRUM_SEPARATION tau), and while tau itself is below the absolute cutoff.
+
+    Parameters
+    ----------
+    D_abs, K_abs : ndarray, (n_k, n_dof)
+        |eigenvalues| (or singular values) of D(k) and K(k) at the grid's BZ points.
+    bz_labels : sequence of n_k labels (e.g. (dh, dk, dl)) for the messages.
+    gammas : (gamma_intra, gamma_inter)
+    eps : float
+        Machine epsilon of the computation. float32 resolves less: its own round-off
+        is the lower end of the bands, the float64 rules decide "too stiff".
+
+    Raises
+    ------
+    SpringConstantError
+        ``too_stiff``: tau(D) >= 1e-12, zero modes (Bragg points) could not be told
+        from modes. ``too_soft``: a resolved eigenvalue of D below 1e-12, counted as a
+        zero mode. ``ill_conditioned``: an eigenvalue of D or K within the
+        separation factor of its round-off (a ratio gamma_intra / gamma_inter too
+        extreme): Winv, Kinv, the ADPs would be round-off.
+    """
+    D_abs, K_abs = np.asarray(D_abs, dtype=np.float64), np.asarray(K_abs, dtype=np.float64)
+    n = D_abs.shape[1]
+    eps64 = float(np.finfo(np.float64).eps)
+    if not (np.isfinite(D_abs).all() and np.isfinite(K_abs).all()):
+        raise _spectrum_message("overflow", "K(k) or D(k) is not finite", gammas,
+                                "use smaller spring constants")
+    lam_D, lam_K = D_abs.max(axis=1), K_abs.max(axis=1)
+    tau64_D = n * eps64 * lam_D
+    worst = int(np.argmax(tau64_D))
+    if tau64_D[worst] >= ZERO_MODE_CUTOFF2:
+        raise _spectrum_message(
+            "too stiff",
+            f"at BZ point {bz_labels[worst]} the largest eigenvalue of D is {lam_D[worst]:.3g}, so its "
+            f"round-off ({n} eps x {lam_D[worst]:.3g} = {tau64_D[worst]:.3g}) reaches the zero-mode cutoff "
+            f"w^2 = {ZERO_MODE_CUTOFF2:g} (ALGORITHM.md section 7) and zero modes (Bragg points) could not "
+            "be told from modes", gammas,
+            f"scale both spring constants down by a factor of at least {tau64_D[worst] / ZERO_MODE_CUTOFF2:.3g} "
+            "(the map scales as 1 / gamma, the ADPs do not change)")
+    tau_D, tau_K = n * eps * lam_D, n * eps * lam_K
+    hi_D = np.maximum(ZERO_MODE_CUTOFF2, SPECTRUM_SEPARATION * tau64_D)
+    band_D = (D_abs > tau_D[:, None]) & (D_abs < hi_D[:, None])
+    if band_D.any():
+        k, m = np.argwhere(band_D)[0]
+        lam = D_abs[k, m]
+        if lam < ZERO_MODE_CUTOFF2 and ZERO_MODE_CUTOFF2 >= SPECTRUM_SEPARATION * tau64_D[k]:
+            raise _spectrum_message(
+                "too soft",
+                f"at BZ point {bz_labels[k]} D has the eigenvalue {lam:.3g}, resolved (its round-off is "
+                f"{tau_D[k]:.3g}) but below the zero-mode cutoff w^2 = {ZERO_MODE_CUTOFF2:g} (ALGORITHM.md "
+                "section 7), so a real mode would count as a zero mode", gammas,
+                f"scale both spring constants up by a factor of at least {ZERO_MODE_CUTOFF2 / lam:.3g} "
+                "(the map scales as 1 / gamma, the ADPs do not change)")
+        raise _spectrum_message(
+            "ill conditioned",
+            f"at BZ point {bz_labels[k]} D has the eigenvalue {lam:.3g}, within a factor "
+            f"{SPECTRUM_SEPARATION:g} of its round-off {tau64_D[k]:.3g}: it is neither a clear zero mode nor "
+            "an accurate mode", gammas, "make the ratio gamma_intra / gamma_inter less extreme")
+    band_K = (K_abs > tau_K[:, None]) & (K_abs < SPECTRUM_SEPARATION * n * eps64 * lam_K[:, None])
+    if band_K.any():
+        k, m = np.argwhere(band_K)[0]
+        raise _spectrum_message(
+            "ill conditioned",
+            f"at BZ point {bz_labels[k]} K has the singular value {K_abs[k, m]:.3g}, within a factor "
+            f"{SPECTRUM_SEPARATION:g} of the pseudo-inverse cutoff {n * eps64 * lam_K[k]:.3g} (ALGORITHM.md "
+            "section 6): Kinv, the covariance and the ADPs would be round-off", gammas,
+            "make the ratio gamma_intra / gamma_inter less extreme")
+
+
+def adp_scale_defined(ADP_rb: np.ndarray, A_side: np.ndarray) -> bool:
     """Whether the ADP scale mean(B) / (8 pi^2 mean(ADP) / 3) is defined (section 8).
 
-    The rotational part of the raw ADPs is linear in the centred coordinates and
-    averages to zero, so when only k = 0 is sampled with one ASU (every translation
-    removed by the pseudo-inverse) mean(ADP) is pure round-off. The models then set the
-    scale to NaN (ADP and covar NaN) and refuse to compute a map that needs it.
+    mean(ADP) equals the translational part of the raw rigid-body ADPs exactly (the
+    rotational part is linear in the centred coordinates and averages to zero), so it is
+    read from ``ADP_rb`` directly, free of that cancellation. It vanishes when every
+    ASU's translation is in the null space of K at every sampled k (the pseudo-inverse
+    removes it); then only round-off is left. It is judged against the size the ADPs
+    would have without cancellation, max over atoms of sum |A| |ADP_rb| (the ADPs
+    themselves can vanish by symmetry: in P 2_1 2_1 2_1 the ASUs' rotational terms
+    cancel atom by atom). Measured: round-off ~1e-13 of that size or less, a defined
+    scale 0.1 - 1.
+
+    Parameters
+    ----------
+    ADP_rb : ndarray, (n_dof,)
+        Real diagonal of covar[:, ref, :] before scaling, (translation x, y, z,
+        rotation x, y, z) per ASU.
+    A_side : ndarray, (3 n_at, n_dof)
+        The ASUs' projections side by side (section 8).
     """
-    return bool(mean_adp > 1e3 * eps * max(max_abs_adp, 1e-300))
+    ADP_rb, A_side = np.asarray(ADP_rb, dtype=np.float64), np.asarray(A_side, dtype=np.float64)
+    translational = float(ADP_rb.reshape(-1, 6)[:, :3].sum())
+    size = float(np.max((np.abs(A_side) @ np.abs(ADP_rb)).reshape(-1, 3).sum(axis=1)))
+    return bool(np.isfinite(translational) and np.isfinite(size) and translational > ADP_TRANSLATION_RTOL * size)
+
+
+def undefined_adp_reason(
+    n_asu: int, L: Sequence[int], n_contacts: int, n_inter_contacts: int, gnm_cutoff: float,
+    gamma_intra: float, gamma_inter: float,
+) -> str:
+    """Why the ADP scale is undefined, and what to do, in one sentence (checked in order).
+
+    Parameters
+    ----------
+    n_contacts, n_inter_contacts : int
+        Atom contacts within gnm_cutoff (self pairs excluded), and those of them between
+        different ASUs or cells (the gamma_inter springs).
+    """
+    tail = "; or pass use_data_adp=True (Debye-Waller factors from the file's B factors)"
+    if n_contacts == 0:
+        return (f"gnm_cutoff = {gnm_cutoff:g} A leaves no atom contacts, so there are no springs and "
+                f"K(k) = 0 at every k; use a larger gnm_cutoff{tail}")
+    if n_inter_contacts == 0:
+        return (f"gnm_cutoff = {gnm_cutoff:g} A leaves no contacts between ASUs (only within them), so "
+                f"nothing holds the ASUs' translations at any k; use a larger gnm_cutoff{tail}")
+    if n_asu == 1 and all(int(x) == 1 for x in L):
+        return ("only k = 0 is sampled (oversampling 1 on every axis) and the cell holds one ASU: its "
+                "translations are the three zero modes at k = 0, which the pseudo-inverse removes, so the "
+                f"raw ADPs average to zero; sample more k-points (oversampling >= 2 on an axis){tail}")
+    return ("the ASUs' translations are zero modes (below the pseudo-inverse cutoff) at every sampled k: "
+            f"the springs between ASUs (gamma_inter = {gamma_inter:g}) are too weak next to those within "
+            f"them (gamma_intra = {gamma_intra:g}); use a larger gamma_inter / gamma_intra{tail}")
+
+
+# ----------------------------------------------------------- cheap memory inputs
+def contact_upper_bound(asu_xyz: np.ndarray, cell_origin: np.ndarray, cutoff: float) -> int:
+    """An upper bound on the atom contacts within ``cutoff`` (self pairs excluded), O(n).
+
+    Cell lists: every supercell atom within the reference atoms' box (+ cutoff) is put in
+    a cube of side ``cutoff``; a reference atom's contacts are at most the atoms of the
+    27 cubes around it. Cheap for any input, also for pathological ones (thousands of
+    atoms at one position, where a k-d tree takes quadratic time): it decides the
+    memory budget before the neighbour search runs. About 3-6x the exact count for
+    protein-like densities.
+
+    Parameters
+    ----------
+    asu_xyz : ndarray, (n_asu, n_at, 3), Angstrom
+    cell_origin : ndarray, (27, 3), Angstrom
+    """
+    ref = np.asarray(asu_xyz, dtype=np.float64).reshape(-1, 3)
+    if len(ref) == 0 or cutoff <= 0:
+        return 0
+    lo, hi = ref.min(axis=0) - cutoff, ref.max(axis=0) + cutoff
+    # Cubes of side >= cutoff, and few enough that a 64-bit key cannot overflow.
+    side = max(float(cutoff), float((hi - lo).max()) / 2**19)
+    nb = np.floor((hi - lo) / side).astype(np.int64) + 3  # one empty layer on each side
+
+    def keys(x: np.ndarray) -> np.ndarray:
+        k = np.floor((x - lo) / side).astype(np.int64) + 1
+        return (k[:, 0] * nb[1] + k[:, 1]) * nb[2] + k[:, 2]
+
+    near = []
+    origins = np.asarray(cell_origin, dtype=np.float64)
+    per_block = max(1, 2**20 // len(ref))  # cells per vectorised block (bounded memory)
+    for c0 in range(0, len(origins), per_block):
+        other = (ref[None] + origins[c0:c0 + per_block, None, :]).reshape(-1, 3)
+        inside = np.all((other >= lo) & (other <= hi), axis=1)
+        near.append(keys(other[inside]))
+    other_keys, other_counts = np.unique(np.concatenate(near), return_counts=True)
+    ref_keys, ref_counts = np.unique(keys(ref), return_counts=True)
+    d = np.array([-1, 0, 1])
+    offsets = ((d[:, None, None] * nb[1] + d[None, :, None]) * nb[2] + d[None, None, :]).reshape(-1)
+    total = 0
+    for r0 in range(0, len(ref_keys), 2**16):  # (bins x 27) targets per block
+        target = ref_keys[r0:r0 + 2**16, None] + offsets[None, :]
+        pos = np.clip(np.searchsorted(other_keys, target), 0, len(other_keys) - 1)
+        hits = np.where(other_keys[pos] == target, other_counts[pos], 0).sum(axis=1)
+        total += int(np.dot(ref_counts[r0:r0 + 2**16], hits))
+    return max(total - len(ref), 0)
+
+
+def check_q_vectors(q: Any) -> np.ndarray:
+    """Arbitrary q-vectors for the NumPy reference: a finite real (N, 3) array, N >= 1."""
+    arr = np.asarray(q.detach().cpu().numpy() if hasattr(q, "detach") else q)
+    if arr.dtype.kind not in "fiu":
+        raise EryxInputError(f"q_vectors must be real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] == 0:
+        raise EryxInputError(f"q_vectors must have shape (N, 3) with N >= 1, got {tuple(arr.shape)}")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        raise EryxInputError(f"q_vectors is {arr.dtype}, wider than float64: convert explicitly "
+                             "(no silent down-cast)")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise EryxInputError("q_vectors contains NaN or infinite values")
+    return arr

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import os
 
+import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
 from eryx import structure
@@ -25,20 +26,51 @@ CRYSTAL_SYSTEMS = ("synthetic", "synth_triclinic", "synth_monoclinic", "synth_or
 INVARIANTS = [s.name for s in STAGES if s.kind == "invariant"]
 
 _EXPLORE = os.environ.get("PARITY_PROPERTY_EXAMPLES")
-PROPERTY_SETTINGS = settings(max_examples=int(_EXPLORE) if _EXPLORE else 3, derandomize=not _EXPLORE,
-                             deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def property_settings(default_examples: int) -> settings:
+    return settings(max_examples=int(_EXPLORE) if _EXPLORE else default_examples, derandomize=not _EXPLORE,
+                    deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+#: Examples per crystal system by default: a full parity run (both backends, gradients
+#: by finite differences of the NumPy model) costs ~0.5-1 s, an invariants-only run
+#: (torch only) ~0.1-0.2 s. 6 systems: 24 + 48 runs, ~30 s on an idle 2-core machine.
+PARITY_EXAMPLES = 4
+INVARIANT_EXAMPLES = 8
+#: Largest drawn grid: points and BZ points (keeps one run below ~1 s).
+MAX_GRID_POINTS = 125
+MAX_BZ_POINTS = 8
 
 
 @hst.composite
-def small_grids(draw):
-    """Three (lo, hi, L) triples: integer bounds in [-2, 2], oversampling 1, 2 or 3."""
+def small_grids(draw, symmetric: bool = False):
+    """Three (lo, hi, L) triples: integer bounds in [-2, 2], oversampling 1, 2 or 3.
+
+    One axis, drawn, has oversampling >= 2 and two or more integers, so every grid holds
+    points off the Bragg positions (a fractional index there), where the map is finite,
+    and samples k != 0 (so the ADP scale is defined). ``symmetric``: lo = -hi on every
+    axis, so that the Friedel check applies.
+    """
+    rich = draw(hst.integers(0, 2))
     axes = []
-    for _ in range(3):
-        lo = draw(hst.integers(-2, 2))
-        hi = draw(hst.integers(lo, 2))
-        axes.append((lo, hi, draw(hst.sampled_from((1, 2, 3)))))
+    for axis in range(3):
+        if symmetric:
+            m = draw(hst.integers(1 if axis == rich else 0, 2))
+            lo, hi = -m, m
+        else:
+            lo = draw(hst.integers(-2, 1 if axis == rich else 2))
+            hi = draw(hst.integers(lo + 1 if axis == rich else lo, 2))
+        axes.append((lo, hi, draw(hst.sampled_from((2, 3) if axis == rich else (1, 2, 3)))))
     return tuple(axes)
 
+
+def grid_points(grid) -> int:
+    return int(np.prod([L * (hi - lo) + 1 for lo, hi, L in grid]))
+
+
+grids = hst.one_of(small_grids(), small_grids(symmetric=True)).filter(
+    lambda g: grid_points(g) <= MAX_GRID_POINTS and int(np.prod([L for _, _, L in g])) <= MAX_BZ_POINTS)
 
 model_params = hst.fixed_dictionaries({
     "gamma_intra": hst.floats(0.5, 2.0),
@@ -47,33 +79,18 @@ model_params = hst.fixed_dictionaries({
 })
 
 
+def has_non_bragg_points(grid) -> bool:
+    """Some grid point has a fractional Miller index (is off every Bragg position)."""
+    return any(L >= 2 and hi > lo for lo, hi, L in grid)
+
+
+def is_symmetric(grid) -> bool:
+    return all(lo == -hi for lo, hi, _ in grid)
+
+
 @functools.lru_cache(maxsize=None)
 def _n_asu(fixture: str) -> int:
     return structure.load_crystal(resolve_fixture(fixture), True).n_asu
-
-
-def _adp_scale_undefined(fixture, grid) -> bool:
-    """One ASU and oversampling 1 everywhere: only k = 0 is sampled, where the pseudo-inverse
-    removes the rigid translations, so mean(raw ADP) is 0 and the ADP scale b / mean(ADP) is
-    undefined (both backends return round-off / round-off). See the xfail test below."""
-    return _n_asu(fixture) == 1 and all(L == 1 for _, _, L in grid)
-
-
-def _all_bragg(grid) -> bool:
-    """Every grid point is a Bragg point (Id NaN everywhere): along every axis only integers
-    are sampled (oversampling 1, or a single value)."""
-    return all(L == 1 or lo == hi for lo, hi, L in grid)
-
-
-def _assert_passed_or_nothing_to_compare(result, grid, *context):
-    """Passed, or every stage that did not pass compared nothing: maps NaN everywhere on both
-    sides (Bragg points; k-points where a sparse network has extra zero modes) are not
-    comparable, never a pass. On an all-Bragg grid that is always the case."""
-    odd = [(s["name"], s["message"]) for s in result["stages"]
-           if s["status"] != "pass" and ": not comparable: no element to compare numerically" not in s["message"]]
-    assert not odd, (*context, odd)
-    if _all_bragg(grid):
-        assert not result["passed"], context
 
 
 def _failures(result):
@@ -85,38 +102,55 @@ def test_every_synthetic_crystal_system_is_covered():
     assert INVARIANTS == ["K_hermitian", "zero_modes", "Id_nonnegative", "friedel", "qvectors_sample"]
 
 
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(grid=grids)
+def test_drawn_grids_have_data(grid):
+    """Every drawn grid holds non-Bragg points (the strategy's guarantee the tests rely on)."""
+    assert has_non_bragg_points(grid)
+    assert all(-2 <= lo <= hi <= 2 and L in (1, 2, 3) for lo, hi, L in grid)
+    assert grid_points(grid) <= MAX_GRID_POINTS
+
+
+def test_drawn_grids_include_symmetric_ones():
+    seen = []
+
+    @settings(max_examples=INVARIANT_EXAMPLES, derandomize=True, deadline=None, database=None)
+    @given(grid=grids)
+    def collect(grid):
+        seen.append(grid)
+
+    collect()
+    assert any(is_symmetric(g) for g in seen) and any(not is_symmetric(g) for g in seen)
+    assert not any(grid_points(g) == 1 for g in seen)
+
+
 @pytest.mark.parametrize("fixture", CRYSTAL_SYSTEMS)
-@PROPERTY_SETTINGS
-@given(grid=small_grids(), params=model_params)
+@property_settings(PARITY_EXAMPLES)
+@given(grid=grids, params=model_params)
 def test_float64_parity_on_random_grids_and_parameters(fixture, grid, params):
-    assume(not _adp_scale_undefined(fixture, grid))
     result = run_parity(fixture, samplings=grid, params=params, progress=False)
     assert len(result["stages"]) == len(STAGES)
-    _assert_passed_or_nothing_to_compare(result, grid, fixture, grid, params)
+    assert result["passed"], (fixture, grid, params, _failures(result))
 
 
 @pytest.mark.parametrize("fixture", CRYSTAL_SYSTEMS)
-@PROPERTY_SETTINGS
-@given(grid=small_grids(), params=model_params, dtype=hst.sampled_from(("float64", "float32")))
+@property_settings(INVARIANT_EXAMPLES)
+@given(grid=grids, params=model_params, dtype=hst.sampled_from(("float64", "float32")))
 def test_invariants_hold_on_every_crystal_system(fixture, grid, params, dtype):
-    if _adp_scale_undefined(fixture, grid):  # the map needs the ADP scale: the run is refused
-        with pytest.raises(EryxInputError, match="ADP scale is undefined"):
-            run_parity(fixture, samplings=grid, params=params, dtype=dtype, stage_names=INVARIANTS, progress=False)
-        return
     result = run_parity(fixture, samplings=grid, params=params, dtype=dtype, stage_names=INVARIANTS, progress=False)
     assert [s["name"] for s in result["stages"]] == INVARIANTS
-    _assert_passed_or_nothing_to_compare(result, grid, fixture, grid, params, dtype)
+    assert result["passed"], (fixture, grid, params, dtype, _failures(result))
+    friedel = next(s for s in result["stages"] if s["name"] == "friedel")
+    # On a symmetric grid the Friedel check ran on data (the grid has finite points).
+    assert ("not applicable" in friedel["message"]) == (not is_symmetric(grid)), friedel["message"]
 
 
 def test_adp_scale_defined_or_refused_when_only_k0_is_sampled():
     grid = ((0, 0, 1),) * 3
-    assert _adp_scale_undefined("synth_triclinic", grid)
-    # covar and ADP are NaN in both backends (undefined, identical NaN patterns): nothing to
-    # compare, so not comparable (never a pass) ...
+    assert _n_asu("synth_triclinic") == 1 and not has_non_bragg_points(grid)
+    # covar and ADP are NaN in both backends (undefined, identical NaN patterns) ...
     result = run_parity("synth_triclinic", samplings=grid, stage_names=["covar", "ADP"], progress=False)
-    assert not result["passed"]
-    for s in result["stages"]:
-        assert s["message"].startswith(f"{s['name']}: not comparable: no element to compare numerically"), s
+    assert result["passed"], _failures(result)
     # ... and a map that would need them is refused with the reason.
     with pytest.raises(EryxInputError, match="ADP scale is undefined"):
         run_parity("synth_triclinic", samplings=grid, stage_names=["Id"], progress=False)
@@ -133,14 +167,41 @@ def test_eigenspaces_near_degenerate_pair_found_by_exploration():
     assert result["passed"], _failures(result)
 
 
-@pytest.mark.xfail(strict=True, reason="harness limitation: a map that vanishes by symmetry at every sampled "
-                   "point (here one point, ~1e-28) is judged against its own max (round-off), not against "
-                   "the intensity scale of the full map")
 def test_cluster_map_that_vanishes_on_a_one_point_grid_found_by_exploration():
+    """Found by exploration. The grid is one point, hkl (0, 0, 1): a Bragg position, so the
+    full map is NaN there; the rank-7 map summed over its (1-mode) cluster vanishes by
+    symmetry: ~1e-28 in both backends, against 59 for the strongest mode at that point.
+
+    The harness's Id_cluster_last stage judges the two round-off values against their own
+    max and fails: a limitation of that stage's yardstick (parity/stages.py should take the
+    scale of the whole mode-map family, as here), not a divergence of the backends. So the
+    backends are compared here directly, at the end-to-end tier of that scale: a real check
+    that passes, and fails if either backend's rank-7 map stops vanishing or the two differ.
+    """
+    from eryx import models as npm
+    from eryx import models_torch as tm
+    from parity.tiers import TIERS
+
+    try:
+        from tests._helpers import cluster_of
+    except ImportError:
+        from _helpers import cluster_of
+
     grid = ((0, 0, 3), (0, 0, 3), (1, 1, 2))
     params = {"gamma_intra": 1.349040341783426, "gamma_inter": 1.163201067681506, "gnm_cutoff": 4.358284384288212}
-    result = run_parity("synth_tetragonal", samplings=grid, params=params, stage_names=["Id", "Id_cluster_last"],
+    result = run_parity("synth_tetragonal", samplings=grid, params=params, stage_names=["Id", "Id_cluster0"],
                         progress=False)
-    stages = {s["name"]: s for s in result["stages"]}
-    assert stages["Id"]["status"] == "pass"
     assert result["passed"], _failures(result)
+    pdb = resolve_fixture("synth_tetragonal")
+    n, t = npm.OnePhonon(pdb, *grid, **params), tm.OnePhonon(pdb, *grid, **params)
+    assert n.hkl_grid.tolist() == [[0.0, 0.0, 1.0]] and np.isnan(n.apply_disorder()).all()
+    modes_n, modes_t = n.mode_maps(), t.mode_maps().numpy()
+    assert np.array_equal(np.isnan(modes_n), np.isnan(modes_t))
+    scale = np.nanmax(np.abs(modes_n))  # the intensity scale of the mode maps at the point
+    members = cluster_of(np.real(n.Winv[0, 0, 0]), 7)
+    cluster_n, cluster_t = modes_n[:, members].sum(axis=1), modes_t[:, members].sum(axis=1)
+    assert np.abs(cluster_n).max() <= 1e-20 * scale  # vanishes by symmetry
+    tier = TIERS["end_to_end"]
+    assert np.abs(cluster_t - cluster_n).max() <= tier.atol * scale
+    finite = np.isfinite(modes_n)
+    assert np.all(np.abs(modes_t - modes_n)[finite] <= tier.atol * scale + tier.rtol * np.abs(modes_n[finite]))
