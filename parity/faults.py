@@ -104,6 +104,14 @@ def _adp_scale(orig):
     return {"adp_scaled": adp_scaled}
 
 
+def _q_gradient_sign(orig):
+    def build_K(Hrb, kvec, cell_origin):
+        # 2 k.detach() - k has k's value and the opposite derivative: the maps are unchanged,
+        # only d Id / d q (through k(q) = q - G) flips its k-part.
+        return orig["build_K"](Hrb, 2 * kvec.detach() - kvec, cell_origin)
+    return {"build_K": build_K}
+
+
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("grid_float32", "q_grid", 1, "q grid computed in float32 and cast back", _grid_float32),
     Fault("amat_shared_buffer", "Amat", 2, "A's skew block built in a buffer reused across atoms", _amat_shared_buffer),
@@ -114,6 +122,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("bz_off_by_one", "bz_index", 1, "grid-to-BZ index mapping off by one along h", _bz_off_by_one),
     Fault("zero_modes_clamped", "Winv", 3, "zero modes clamped instead of NaN", _zero_modes_clamped),
     Fault("adp_scale", "ADP", 3, "ADP scale with a wrong factor (8 pi^2 instead of 8 pi^2 / 3)", _adp_scale),
+    Fault("q_gradient_sign", "grad_q", 4, "d k/d q with the wrong sign (values unchanged, only d Id/d q differs)",
+          _q_gradient_sign),
 )}
 
 

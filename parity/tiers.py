@@ -200,6 +200,9 @@ TIERS: dict[str, Tier] = {
              "q-vector mode): worst measured 4.7e-13 (Id_cluster0), margin 20x"),
         Tier("gradient", 1e-7, 1e-7, "autograd vs central finite differences of the NumPy model "
              "(h = 1e-4): worst measured 9.4e-9, the FD truncation error; margin 10x"),
+        Tier("gradient_q", 1e-8, 1e-8, "d Id/d q, autograd vs central finite differences of the NumPy "
+             "q-vector mode (h = 1e-6 1/A): worst measured 9.1e-10 of max|grad| (5zck_p1; 7n2h 3.7e-10), "
+             "the FD truncation and round-off; margin 11x"),
         Tier("oracle_gemmi", 0.0, 2.5e-7, "NumPy F vs gemmi's StructureFactorCalculatorX at integer "
              "hkl (gemmi computes form factors in single precision): worst measured 1.16e-7 "
              "relative to max|F|, margin 2x; normwise only (systematic absences are ~0)"),

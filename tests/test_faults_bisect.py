@@ -42,6 +42,7 @@ EXPECTED_ROOTS = {
     "bz_off_by_one": {"bz_index"},
     "zero_modes_clamped": {"Winv", "eigenspaces"},
     "adp_scale": {"ADP", "covar"},
+    "q_gradient_sign": {"grad_q"},
 }
 
 
