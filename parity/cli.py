@@ -137,7 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
                                    "tiers as 'parity run'. Refuses dumps made from other inputs.")
     p.add_argument("REF", help="the reference dump (.npz)")
     p.add_argument("CAND", help="the candidate dump (.npz)")
-    p.add_argument("--fixtures-dir", default=None, help=argparse.SUPPRESS)
     _add_selection_options(p), _add_output_options(p)
 
     p = sub.add_parser("backends", help="list the registered backends and what each provides")

@@ -1409,14 +1409,18 @@ def _diagnose_same_shape(e, a, tier, axes, grid_shape, matrix_axes, subsets, clo
 # --------------------------------------------------------------------------- #
 # Public: gradients
 # --------------------------------------------------------------------------- #
-def diagnose_gradient(expected: Any, actual: Any, tier: Tier) -> list[Signature]:
+def diagnose_gradient(expected: Any, actual: Any, tier: Tier,
+                      axes: Sequence[str] | None = None) -> list[Signature]:
     """Signatures of a failing gradient (autograd against finite differences).
 
     Parameters
     ----------
     expected, actual : array_like, shape (n_params,) or scalar
-        Reference (e.g. central differences) and candidate (autograd) derivatives.
+        Reference (e.g. central differences) and candidate (autograd) derivatives;
+        any shape when ``axes`` names its axes (d Id/d q: (n_points, 3)).
     tier : Tier
+    axes : sequence of str, optional
+        Axis names; default ``("parameter",)`` for a 1-d gradient.
 
     Returns
     -------
@@ -1426,7 +1430,9 @@ def diagnose_gradient(expected: Any, actual: Any, tier: Tier) -> list[Signature]
         ``x 1/(2 pi)``, ``zero``), never an arbitrary ratio; plus NaN patterns.
     """
     e, a = np.atleast_1d(as_numpy(expected)), np.atleast_1d(as_numpy(actual))
-    return diagnose_arrays(e, a, tier, axes=("parameter",) if e.ndim == 1 else None, matrix_axes=())
+    if axes is None and e.ndim == 1:
+        axes = ("parameter",)
+    return diagnose_arrays(e, a, tier, axes=tuple(axes) if axes else None, matrix_axes=())
 
 
 # --------------------------------------------------------------------------- #

@@ -104,12 +104,20 @@ def _adp_scale(orig):
     return {"adp_scaled": adp_scaled}
 
 
+def _reflected(x):
+    # 2 x.detach() - x has x's value and the opposite derivative.
+    return 2 * x.detach() - x
+
+
 def _q_gradient_sign(orig):
+    # q enters the map through k(q) = q - G (in K) and through F(q): reflecting both keeps
+    # every value and flips d Id / d q as a whole (a sign error only the q-gradient sees).
     def build_K(Hrb, kvec, cell_origin):
-        # 2 k.detach() - k has k's value and the opposite derivative: the maps are unchanged,
-        # only d Id / d q (through k(q) = q - G) flips its k-part.
-        return orig["build_K"](Hrb, 2 * kvec.detach() - kvec, cell_origin)
-    return {"build_K": build_K}
+        return orig["build_K"](Hrb, _reflected(kvec), cell_origin)
+
+    def structure_factors_T(q, *args):
+        return orig["structure_factors_T"](_reflected(q), *args)
+    return {"build_K": build_K, "structure_factors_T": structure_factors_T}
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
@@ -122,7 +130,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("bz_off_by_one", "bz_index", 1, "grid-to-BZ index mapping off by one along h", _bz_off_by_one),
     Fault("zero_modes_clamped", "Winv", 3, "zero modes clamped instead of NaN", _zero_modes_clamped),
     Fault("adp_scale", "ADP", 3, "ADP scale with a wrong factor (8 pi^2 instead of 8 pi^2 / 3)", _adp_scale),
-    Fault("q_gradient_sign", "grad_q", 4, "d k/d q with the wrong sign (values unchanged, only d Id/d q differs)",
+    Fault("q_gradient_sign", "grad_q", 4, "d Id/d q with the wrong sign (values unchanged, only the q-gradient differs)",
           _q_gradient_sign),
 )}
 

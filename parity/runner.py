@@ -329,7 +329,7 @@ def diagnose_stage(stage: Stage, run: Run, tier, feed: Any = None) -> tuple[list
     expected = run.stage_value(stage, "reference")
     actual = run.stage_value(stage, "candidate", feed)
     if stage.kind == "gradient":
-        return dg.diagnose_gradient(expected, actual, tier), expected, actual
+        return dg.diagnose_gradient(expected, actual, tier, axes=stage.axes), expected, actual
     e, a = _view(expected, stage.view), _view(actual, stage.view)
     options: dict[str, Any] = {"axes": stage.axes, "matrix_axes": stage.matrix_axes}
     subsets: dict[str, np.ndarray] = {}

@@ -299,11 +299,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("grad_gamma_intra", 4, "gradient", "gradient", "d sum(Id)/d gamma_intra (autograd or FD, per backend)",
           vacuous=_no_finite_map, require_nonzero=True),
     Stage("grad_q", 4, "gradient_q", "gradient", "d Id(q)/d q at sampled grid points (autograd or FD, per backend)",
+          inputs=("q_grid", "hessian", "Amat", "xyz", "ADP"), axes=("q point", "q component"),
           vacuous=_no_gradient_sample, require_nonzero=True),
     Stage("Id_nonnegative", 4, "exact", "invariant", "Id >= 0 off the Bragg points", check=inv.check_nonnegative),
     Stage("friedel", 4, "exact", "invariant", "Friedel symmetry Id(q) = Id(-q) on a symmetric grid",
           check=inv.check_friedel),
-    Stage("qvectors_sample", 4, "exact", "invariant", "arbitrary-q path equals the grid path at sampled points",
+    Stage("qvectors_sample", 4, "end_to_end", "invariant", "arbitrary-q path equals the grid path at sampled points",
           check=inv.check_qvectors_sample),
 )
 

@@ -260,6 +260,7 @@ F32_MEASURED: dict[str, tuple[str, float, str]] = {
     "grad_gamma_inter": ("gradient", 1.52e-06, "2ol9 os3"),
     "grad_gamma_intra": ("gradient", 1.98e-06, "2ol9 os3"),
     "qvectors_sample": ("end_to_end", 1.63e-06, "histidine os3"),
+    "grad_q": ("gradient_q", 1.1e-05, "7n2h_p1 default"),
 }
 
 
@@ -284,7 +285,7 @@ F32_STAGE_TIERS: dict[str, Tier] = {
 }
 
 # Kind tiers for stages without a measurement of their own: the largest of their stages'.
-for _kind in ("tight", "decomposition", "end_to_end", "gradient"):
+for _kind in ("tight", "decomposition", "end_to_end", "gradient", "gradient_q"):
     _members = [(w, f"{st} {where}") for st, (k, w, where) in F32_MEASURED.items() if k == _kind]
     _worst, _where = max(_members)
     TIERS[_kind + F32_SUFFIX] = replace(

@@ -532,8 +532,8 @@ def test_port_every_provided_stage_is_compared_and_gradients_raise(port_run):
             assert rec["status"] == "error"
             assert "svd_backward" in rec["message"] and "ill-defined" in rec["message"]
             assert "torch/autograd" in rec["details"]["traceback"]
-        elif rec["name"] == "grad_q":  # the NumPy reference has no arbitrary-q mode yet
-            assert rec["status"] == "not_comparable" and "reference" in rec["message"]
+        elif rec["name"] == "grad_q":  # compared at every sample point; inherits their k without 2 pi
+            assert rec["status"] == "fail" and rec["n_compared"] == rec["n_total"] > 0, rec["message"]
         else:
             assert rec["status"] in ("pass", "fail"), (rec["name"], rec["message"])
     # The arbitrary-q mode maps back with A_inv where their grid uses A_inv^T: on a

@@ -53,6 +53,12 @@ def test_every_fault_is_covered(diagnosed):
         assert summary_phrase(sigs) != "no simple signature", name
 
 
+def test_q_gradient_sign_is_a_factor_of_minus_one(diagnosed):
+    s = _head(diagnosed["q_gradient_sign"])
+    assert (s.name, s.params["expression"]) == ("constant_factor", "-1")
+    assert s.params["analysed_axes"] == ["q point", "q component"]
+
+
 def test_grid_float32_is_float32_round_off(diagnosed):
     s = _head(diagnosed["grid_float32"])
     assert (s.name, s.params["format"], s.params["evidence"]) == ("precision", "float32", "cast")

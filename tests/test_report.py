@@ -446,10 +446,10 @@ def test_render_accepts_numpy_values() -> None:
 
 def test_bisect_section_names_root_cause_and_inherited(tmp_path):
     from parity.bisect import classify
-    from parity.runner import execute, make_context
+    from parity.runner import execute, make_run
     from parity.stages import select
 
-    ctx = make_context("synthetic", samplings=((-2, 2, 3),) * 3, fault="amat_shared_buffer")
+    ctx = make_run("synthetic", samplings=((-2, 2, 3),) * 3, fault="amat_shared_buffer")
     result = execute(ctx, select([1, 2]), progress=False)
     result["bisect"] = classify(ctx, result["stages"]).to_dict()
     html = render_report(result, tmp_path / "bisect.html")

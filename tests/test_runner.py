@@ -88,7 +88,10 @@ def _check_schema(result):
         assert s["status"] in STATUSES
         assert s["passed"] == (s["status"] == "pass")
         assert s["phase"] == get_stage(s["name"]).phase and s["kind"] == get_stage(s["name"]).kind
-        assert s["tier"] in TIERS and (s["rtol"], s["atol"]) == (TIERS[s["tier"]].rtol, TIERS[s["tier"]].atol)
+        tier = resolve_tier(get_stage(s["name"]).tier, result["dtype"], stage=s["name"])
+        assert s["tier"] == tier.name and s["rtol"] == tier.rtol, (s["name"], s["tier"], tier)
+        # size-scaled stages (Tier.scaled) may only widen atol, to their round-off bound
+        assert s["atol"] == tier.atol or ("summed terms" in s["message"] and s["atol"] > tier.atol), s["name"]
         assert isinstance(s["message"], str) and s["message"]
         assert isinstance(s["details"], dict)
         assert isinstance(s["n_mismatch"], int) and isinstance(s["n_total"], int)
@@ -207,15 +210,24 @@ def test_tight_override_to_near_zero_fails_exactly_the_inexact_tight_stages(clea
     exact_ones = [n for n in tight if before[n]["max_abs"] == 0.0]
     inexact = [n for n in tight if before[n]["max_abs"] > 0.0]
     assert exact_ones and inexact  # both outcomes are exercised
+    # Size-scaled stages (sums of many terms) keep their round-off bound n_terms * eps as
+    # atol whatever the override (Tier.scaled): their verdict follows that bound.
+    scaled = [n for n in tight if "summed terms" in after[n]["message"]]
+    assert scaled and set(scaled) < set(tight)
     for n in tight:
-        assert (after[n]["rtol"], after[n]["atol"]) == (1e-300, 1e-300)
         assert after[n]["max_abs"] == before[n]["max_abs"], n  # same numbers, other verdict
-        assert after[n]["status"] == ("pass" if before[n]["max_abs"] == 0.0 else "fail"), n
+        assert after[n]["rtol"] == 1e-300, n
+        if n in scaled:
+            assert 1e-300 < after[n]["atol"] <= before[n]["atol"], n
+            assert after[n]["status"] == ("pass" if after[n]["max_rel"] <= after[n]["atol"] else "fail"), n
+        else:
+            assert after[n]["atol"] == 1e-300, n
+            assert after[n]["status"] == ("pass" if before[n]["max_abs"] == 0.0 else "fail"), n
     for n, s in after.items():  # the other tiers are untouched
         if before[n]["tier"] != "tight":
             assert s["status"] == before[n]["status"] and s["rtol"] == before[n]["rtol"], n
     assert result["passed"] is False
-    assert result["first_failure"] == next(n for n in STAGE_NAMES if n in inexact)
+    assert result["first_failure"] == next(n for n in STAGE_NAMES if n in inexact and n not in scaled)
 
 
 def test_loosened_override_lets_a_fault_pass_and_only_that_tier_moves():
@@ -318,11 +330,9 @@ def test_float32_run_passes_with_f32_tiers():
     assert not failing
     for s in result["stages"]:
         base = get_stage(s["name"]).tier
-        assert s["tier"] == resolve_tier(base, "float32").name
-        if base + "_f32" in TIERS:
-            assert s["tier"] == base + "_f32", s["name"]
-    assert {s["tier"] for s in result["stages"]} >= {"tight_f32", "decomposition_f32", "end_to_end_f32",
-                                                      "gradient_f32"}
+        assert s["tier"] == resolve_tier(base, "float32", stage=s["name"]).name
+        if base != "exact" and not base.startswith("oracle"):  # oracles: dtype-independent tiers
+            assert s["tier"] == s["name"] + "_f32", s["name"]
     assert "float32" in _stages(result)["dtype_audit"]["message"]
 
 
@@ -355,7 +365,7 @@ def test_all_bragg_grid_compares_nothing_and_is_not_a_pass():
     assert "vacuously 0" in stages["grad_gamma_inter"]["message"]
     assert "no sample point" in stages["grad_q"]["message"]
     for name in ("Id", "Id_data_adp", "Id_qvectors"):
-        assert "not comparable: no element to compare numerically" in stages[name]["message"], name
+        assert "no element to compare numerically" in stages[name]["message"], name
 
 
 def test_bad_run_options_are_input_errors():

@@ -104,10 +104,20 @@ class TorchSession(Session):
     def _q_mode(self, q: torch.Tensor) -> torch.Tensor:
         return self._model(q_vectors=q).apply_disorder()
 
-    def _grad_q(self) -> torch.Tensor:
+    def _grad_q(self, given: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """d Id / d q at the spec's sample, (n_sample, 3); NaN where Id is NaN.
+
+        ``given``: quantities (q_grid; hessian, Amat, xyz, ADP) that replace the model's
+        own before the map is computed (cross-feeding).
+        """
+        given = dict(given or {})
         idx = torch.as_tensor(self.spec.grad_q_sample, device=self._need().device)
-        q = self.model.q_grid[idx].detach().clone().requires_grad_(True)
-        Id = self._q_mode(q)
+        q_grid = given.pop("q_grid", self.model.q_grid)
+        q = q_grid[idx].detach().clone().requires_grad_(True)
+        model = self._model(q_vectors=q)
+        for name, value in given.items():
+            setattr(model, name, value)
+        Id = model.apply_disorder()
         finite = torch.isfinite(Id)
         grad = torch.full_like(q, math.nan)
         if bool(finite.any()):
@@ -290,6 +300,12 @@ def _cf_mode_maps(s, ADP, Amat, xyz, adp, q_grid, res_mask, bz_index, K, Winv, V
 def _cf_Id_data_adp(s, ADP, Amat, xyz, adp, q_grid, res_mask, bz_index, K, Winv, V):
     m = s.crossfed_model(_map_inputs(ADP, Amat, xyz, adp, q_grid, res_mask, bz_index, K, Winv, V))
     return m.apply_disorder(use_data_adp=True)
+
+
+def _cf_grad_q(s, q_grid, hessian, Amat, xyz, ADP):
+    # The q-mode recomputes K(k(q)), F(q) and the map from the given sample points and
+    # upstream quantities; only the q-dependence (and its derivative) is the candidate's own.
+    return s._grad_q({"q_grid": q_grid, "hessian": hessian, "Amat": Amat, "xyz": xyz, "ADP": ADP})
 
 
 CROSSFEED: dict[str, Callable[..., Any]] = {
