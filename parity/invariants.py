@@ -70,7 +70,7 @@ def expected_zero_modes(asu_xyz: np.ndarray, cell_origin: np.ndarray, cutoff: fl
     (n_bz,) int array, or None when a component's cycles span fewer than 2 dimensions
     (a chain or a finite cluster: rigid rotations are soft too, the count is not predictable).
     """
-    from eryx.stages_torch import find_contacts
+    from eryx.contacts import find_contacts
 
     contacts = find_contacts(np.asarray(asu_xyz, dtype=float), np.asarray(cell_origin, dtype=float), cutoff)
     n_asu = asu_xyz.shape[0]

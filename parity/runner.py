@@ -232,8 +232,10 @@ def _comparison(stage: Stage, run: Run, feed: Any = None) -> cmp.Comparison:
         return cmp.audit_dtypes(named, want_r, want_c)
     if stage.kind == "eigenspace":
         return _eigenspaces(stage, run, tier, locate, feed)
-    actual = run.stage_value(stage, "candidate", feed)
+    # The reference first: where it refuses the input, the stage is not comparable (even if
+    # the candidate raises too), not a divergence of the candidate.
     expected = run.stage_value(stage, "reference")
+    actual = run.stage_value(stage, "candidate", feed)
     return cmp.compare_arrays(actual, expected, tier, name=stage.name, locate=locate,
                               require_nonzero=stage.require_nonzero, n_terms=_n_terms(stage, run))
 

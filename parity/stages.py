@@ -176,7 +176,7 @@ def _contacts(run: "Run") -> dict | None:
     """The contact network of the reference's structure (computed once per run), or None."""
     key = ("harness", "contacts")
     if key not in run._values:
-        from eryx.stages_torch import find_contacts
+        from eryx.contacts import find_contacts
 
         try:
             run._values[key] = find_contacts(run.reference_value("asu_xyz"), run.reference_value("cell_origin"),
