@@ -14,6 +14,7 @@ from .generate import DEFAULT_FILES, OPERATORS, ROOT, Mutant, _cut, all_mutants,
 from .report import (DEFAULT_VERDICTS, equivalent_ids, format_report, format_summary, load_verdicts, merge_diffs,
                      summarize)
 
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m parity.mutation", description=PACKAGE_DOC.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

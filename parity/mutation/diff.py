@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 from .execute import _import_everything, _limit_threads, wait_child
 from .generate import Mutant, _cut, apply_mutant
 
+
 @dataclass(frozen=True)
 class DiffCase:
     """One configuration of the differential check: a model and what is computed with it.

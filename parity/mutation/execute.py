@@ -339,7 +339,6 @@ def needs_run(record: dict | None, *, source_sha: str, harness_sha: str, config:
     return not killed and record.get("harness_sha") != harness_sha
 
 
-
 def _line(i: int, n: int, mutant: Mutant | None, rec: dict) -> str:
     where = "baseline (no mutant)" if mutant is None else \
         f"{mutant.id} {mutant.location:<26} {mutant.operator:<17} {mutant.describe(40)}"
