@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "1 on any divergence, 2 on a usage or input error, 3 when a map stage "
                                    "compared nothing.")
     _add_model_options(p), _add_backend_options(p), _add_selection_options(p), _add_output_options(p)
+    p.add_argument("--fail-fast", action="store_true",
+                   help="stop at the first stage that diverges (same verdict and exit code 1; the stages "
+                        "after it are not run, not in the table or the JSON)")
 
     p = sub.add_parser("report", help="render a saved JSON result as an HTML report")
     p.add_argument("result", help="result JSON written by 'parity run --json'")
@@ -339,7 +342,7 @@ def cmd_run(args) -> int:
     stages = _selection(args)
     run = _run(args)
     run.figures = bool(args.html)
-    result = execute(run, stages, progress=False if args.no_progress else None)
+    result = execute(run, stages, progress=False if args.no_progress else None, fail_fast=args.fail_fast)
     print(format_table(result))
     _outputs(args, result)
     return _exit_code(result)

@@ -450,14 +450,21 @@ def construction_records(run: Run) -> list[dict]:
 
 # ------------------------------------------------------------------ a run
 def run_stages(run: Run, stages: Iterable[Stage], *, progress: bool | None = None,
-               on_result: Callable[[dict], None] | None = None) -> list[dict]:
-    """Construction records, then every stage in order (a progress bar only on a terminal)."""
+               on_result: Callable[[dict], None] | None = None, fail_fast: bool = False) -> list[dict]:
+    """Construction records, then every stage in order (a progress bar only on a terminal).
+
+    ``fail_fast``: stop after the first record that fails or errors (a failed construction
+    included). The verdict (diverged) and the first failure are those of the full run; the
+    stages after it are not run and not in the list.
+    """
     import sys
 
     from tqdm.auto import tqdm
 
     stages = list(stages)
     out = construction_records(run)
+    if fail_fast and out:
+        return out
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(stages, desc=f"parity {run.fixture}", unit="stage", disable=not show, leave=False)
     for stage in bar:
@@ -466,6 +473,9 @@ def run_stages(run: Run, stages: Iterable[Stage], *, progress: bool | None = Non
         out.append(rec)
         if on_result:
             on_result(rec)
+        if fail_fast and rec["status"] in ("fail", "error"):
+            break
+    bar.close()
     return out
 
 
@@ -589,11 +599,15 @@ def merge_results(results: list[dict]) -> dict:
     return base
 
 
-def execute(run: Run, stages: Iterable[Stage], *, progress: bool | None = None, on_result=None) -> dict:
-    """Run ``stages`` on a built run and return the JSON-ready result."""
+def execute(run: Run, stages: Iterable[Stage], *, progress: bool | None = None, on_result=None,
+            fail_fast: bool = False) -> dict:
+    """Run ``stages`` on a built run and return the JSON-ready result.
+
+    ``fail_fast``: stop at the first divergence (:func:`run_stages`); off by default.
+    """
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    records = run_stages(run, stages, progress=progress, on_result=on_result)
+    records = run_stages(run, stages, progress=progress, on_result=on_result, fail_fast=fail_fast)
     return assemble_result(run, records, started_at=started, duration_s=time.perf_counter() - t0)
 
 

@@ -523,3 +523,16 @@ def test_cuda_matches_cpu_synthetic(fixture_pdb):
                           results["cuda"], results["cpu"]):
         assert_tier(a, e, "tight" if what == "hessian" else "decomposition" if what == "Winv" else "end_to_end",
                     f"{what} cuda vs cpu")
+
+
+def test_constructor_defaults_match_the_reference():
+    """The shared constructor parameters default to the NumPy reference's values (parity
+    always passes them explicitly, so no parity run compares the defaults; mutant
+    db34bafbdf in docs/mutation.md)."""
+    import inspect
+
+    ref = inspect.signature(npm.OnePhonon.__init__).parameters
+    cand = inspect.signature(OnePhonon.__init__).parameters
+    shared = [name for name in ref if name in cand and name != "self"]
+    assert {"gamma_intra", "gamma_inter", "gnm_cutoff", "res_limit", "expand_p1"} <= set(shared)
+    assert {n: cand[n].default for n in shared} == {n: ref[n].default for n in shared}

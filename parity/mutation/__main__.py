@@ -1,0 +1,6 @@
+"""``python -m parity.mutation``."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
