@@ -59,6 +59,8 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("map_shape", "(3,)", "int", "", "(n_h, n_k, n_l) [3]"),
     Quantity("q_grid", "(n_q, 3)", "real", "1/A", "q = 2 pi A_inv^T hkl [3]"),
     Quantity("res_mask", "(n_q,)", "bool", "", "d(hkl) > res_limit [3]"),
+    Quantity("d_spacing", "(2, n_s)", "real", "A", "d(hkl) at the q sample's hkl: row 0 on the fixture's cell, "
+             "row 1 on spec.PROBE_CELL (triclinic); inf at the origin [3]"),
     Quantity("kvec", "(L_h, L_k, L_l, 3)", "real", "1/A", "k of each BZ point, centred in [-1/2, 1/2) [5]"),
     Quantity("kvec_norm", "(L_h, L_k, L_l, 1)", "real", "1/A", "|k| [5]"),
     Quantity("bz_index", "(n_q,)", "int", "", "flat BZ point (C order of dh, dk, dl) serving each grid point [5]"),
@@ -90,6 +92,8 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("Id_data_adp", "(n_q,)", "real", "", "Id with the file's B factors [10]"),
     Quantity("Id_qvectors", "(n_q,)", "real", "", "arbitrary-q mode evaluated at the grid's own q [10]"),
     Quantity("Id_q_sample", "(n_s,)", "real", "", "arbitrary-q mode at the q sample only [10]"),
+    Quantity("Id_q_offgrid", "(n_g,)", "real", "", "arbitrary-q mode at the q-gradient sample's q + "
+             "spec.OFFGRID_SHIFT_Q: points between the grid's k-points [10]"),
     Quantity("grad_gamma_inter", "(1,)", "real", "", "d sum(finite Id) / d gamma_inter"),
     Quantity("grad_gamma_intra", "(1,)", "real", "", "d sum(finite Id) / d gamma_intra"),
     Quantity("grad_q", "(n_g, 3)", "real", "A", "d Id(q) / d q (Cartesian) at the spec's q-gradient sample (grid points off k = 0)"),

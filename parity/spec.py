@@ -38,6 +38,12 @@ Q_SAMPLE_SIZE = 512
 GRAD_Q_SAMPLE_SIZE = 24
 #: Integer reflections compared with gemmi.
 GEMMI_SAMPLE_SIZE = 200
+#: Added to the q-gradient sample's q-vectors (1/A) for the off-grid q-vector stage: a
+#: fraction of a BZ step on every fixture, so the points sit between the grid's k-points.
+OFFGRID_SHIFT_Q = np.array([0.0123, -0.0217, 0.0311])
+#: A triclinic cell (A, degrees) on which every term of the d-spacing formula matters; the
+#: fixture's own cell (often orthogonal) leaves the angle terms unseen.
+PROBE_CELL = np.array([31.3, 37.9, 43.1, 71.3, 83.7, 102.9])
 _LOW_ORDER = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1)], dtype=float)
 
 

@@ -226,6 +226,8 @@ STAGES: tuple[Stage, ...] = (
           axes=("grid point", "xyz")),
     Stage("res_mask", 1, "exact", "exact", "grid points inside the resolution limit", locate="grid",
           inputs=("hkl_grid", "cell"), axes=("grid point",)),
+    Stage("d_spacing", 1, "tight", "array", "d-spacing of sampled hkl on the fixture's and a triclinic probe cell",
+          inputs=("hkl_grid", "cell"), axes=("cell", "q sample"), matrix_axes=()),
     Stage("kvec", 1, "tight", "array", "k-vectors of the BZ points (1/A)", locate="bz", inputs=("A_inv",),
           axes=("dh", "dk", "dl", "xyz"), matrix_axes=()),
     Stage("kvec_norm", 1, "tight", "array", "|k|", locate="bz", inputs=("kvec",), axes=("dh", "dk", "dl", "norm"),
@@ -294,6 +296,8 @@ STAGES: tuple[Stage, ...] = (
           inputs=_MAP_INPUTS, require_nonzero=True),
     Stage("Id_qvectors", 4, "end_to_end", "array", "arbitrary-q mode at the grid's q vs the grid map",
           reference_quantity="Id", locate="grid", require_nonzero=True),
+    Stage("Id_q_offgrid", 4, "end_to_end", "array", "arbitrary-q mode between the grid's k-points "
+          "(q-gradient sample + a fixed shift)", axes=("q point",), require_nonzero=True),
     Stage("grad_gamma_inter", 4, "gradient", "gradient", "d sum(Id)/d gamma_inter (autograd or FD, per backend)",
           vacuous=_no_finite_map, require_nonzero=True),
     Stage("grad_gamma_intra", 4, "gradient", "gradient", "d sum(Id)/d gamma_intra (autograd or FD, per backend)",

@@ -261,6 +261,8 @@ F32_MEASURED: dict[str, tuple[str, float, str]] = {
     "grad_gamma_intra": ("gradient", 1.98e-06, "2ol9 os3"),
     "qvectors_sample": ("end_to_end", 1.63e-06, "histidine os3"),
     "grad_q": ("gradient_q", 1.1e-05, "7n2h_p1 default"),
+    "d_spacing": ("tight", 5.65e-07, "synthetic default"),
+    "Id_q_offgrid": ("end_to_end", 3.01e-06, "synth_monoclinic os3"),
 }
 
 

@@ -26,7 +26,7 @@ import pytest
 from parity.backends import get_backend
 from parity.backends.external import ExternalError, resolve_checkout
 from parity.runner import execute, make_run
-from parity.stages import select
+from parity.stages import get_stage, select
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ((-1, 1, 2), (-1, 1, 2), (-1, 1, 2))  # 125 grid points, 8 BZ points
@@ -525,8 +525,11 @@ def test_port_single_precision_supercell_and_regularised_cholesky(port_run):
 
 
 def test_port_every_provided_stage_is_compared_and_gradients_raise(port_run):
+    from parity.backends.port import TorchPortBackend
+
     result, run = port_run
     st = by_name(result)
+    declared = TorchPortBackend.static_provides()
     for rec in result["stages"]:
         if rec["name"] in ("grad_gamma_inter", "grad_gamma_intra"):
             assert rec["status"] == "error"
@@ -534,6 +537,8 @@ def test_port_every_provided_stage_is_compared_and_gradients_raise(port_run):
             assert "torch/autograd" in rec["details"]["traceback"]
         elif rec["name"] == "grad_q":  # compared at every sample point; inherits their k without 2 pi
             assert rec["status"] == "fail" and rec["n_compared"] == rec["n_total"] > 0, rec["message"]
+        elif get_stage(rec["name"]).quantity not in declared:  # never a pass for what they do not map
+            assert rec["status"] == "not_comparable" and "does not provide" in rec["message"], rec["message"]
         else:
             assert rec["status"] in ("pass", "fail"), (rec["name"], rec["message"])
     # The arbitrary-q mode maps back with A_inv where their grid uses A_inv^T: on a

@@ -165,7 +165,7 @@ def tiny_reference(monkeypatch):
 
 
 #: What the NumPy reference still provides without its dense model: the crystal and the grid.
-WITHOUT_DENSE_MODEL = {"hkl_grid", "map_shape", "q_grid", "res_mask", "kvec", "kvec_norm", "bz_index",
+WITHOUT_DENSE_MODEL = {"hkl_grid", "map_shape", "q_grid", "res_mask", "d_spacing", "kvec", "kvec_norm", "bz_index",
                        "structure_oracle", "p1_oracle", "xyz", "asu_xyz", "form_factors", "gemmi_oracle"}
 
 

@@ -22,7 +22,7 @@ from eryx import structure
 from eryx.errors import MemoryBudgetError
 from eryx.validation import check_sampling
 
-from ..spec import RunSpec
+from ..spec import OFFGRID_SHIFT_Q, PROBE_CELL, RunSpec
 from .base import Backend, NotProvided, Session
 
 #: Relative step of the central finite differences of the spring-constant gradients.
@@ -120,6 +120,9 @@ class NumpySession(Session):
             return np.asarray(_CRYSTAL[name](c))
         if name == "F_hkl":
             return gemmi_free_F_hkl(c, s.oracle_hkl)
+        if name == "d_spacing":
+            hkl = self.get("hkl_grid")[s.q_sample]
+            return np.stack([npm.resolution(hkl, c.cell), npm.resolution(hkl, PROBE_CELL)])
         if name in ("hkl_grid", "map_shape", "q_grid", "res_mask", "kvec", "kvec_norm", "bz_index"):
             if self.model is not None and name not in ("map_shape", "bz_index"):
                 return getattr(self.model, name)
@@ -175,6 +178,7 @@ _MODEL: dict[str, Callable[[NumpySession], Any]] = {
     "Id_data_adp": lambda s: s._needs_model().apply_disorder(use_data_adp=True),
     "Id_qvectors": lambda s: s._q_map(s.get("q_grid")),
     "Id_q_sample": lambda s: s._q_map(s.get("q_grid")[s.spec.q_sample]),
+    "Id_q_offgrid": lambda s: s._q_map(s.get("q_grid")[s.spec.grad_q_sample] + OFFGRID_SHIFT_Q),
     "grad_gamma_inter": lambda s: s._fd_gamma("gamma_inter"),
     "grad_gamma_intra": lambda s: s._fd_gamma("gamma_intra"),
     "grad_q": lambda s: s._fd_q(),
@@ -190,7 +194,8 @@ class NumpyBackend(Backend):
 
     @classmethod
     def static_provides(cls) -> frozenset[str]:
-        return frozenset(_CRYSTAL) | frozenset(_MODEL) | {"F_hkl", "hkl_grid", "map_shape", "q_grid", "res_mask",
+        return frozenset(_CRYSTAL) | frozenset(_MODEL) | {"F_hkl", "d_spacing", "hkl_grid", "map_shape", "q_grid",
+                                                          "res_mask",
                                                           "kvec", "kvec_norm", "bz_index"}
 
     def provides(self) -> frozenset[str]:

@@ -30,7 +30,7 @@ import torch
 from eryx import models_torch as tm
 from eryx import stages_torch as st
 
-from ..spec import RunSpec
+from ..spec import OFFGRID_SHIFT_Q, PROBE_CELL, RunSpec
 from .base import Backend, NotProvided, Session
 from .numpy import gemmi_free_F_hkl
 
@@ -175,6 +175,8 @@ _QUANTITIES: dict[str, Callable[[TorchSession], Any]] = {
     "Id_data_adp": lambda s: s._need().apply_disorder(use_data_adp=True),
     "Id_qvectors": lambda s: s._q_mode(s._need().q_grid),
     "Id_q_sample": lambda s: s._q_mode(s._need().q_grid[s.spec.q_sample]),
+    "Id_q_offgrid": lambda s: s._q_mode(s._need().q_grid[s.spec.grad_q_sample] + s.tensor(OFFGRID_SHIFT_Q)),
+    "d_spacing": lambda s: _cf_d_spacing(s, s._need().hkl_grid, s.model.cell),
     "grad_gamma_inter": lambda s: s._grad_gamma("gamma_inter"),
     "grad_gamma_intra": lambda s: s._grad_gamma("gamma_intra"),
     "grad_q": lambda s: s._grad_q(),
@@ -186,6 +188,11 @@ _QUANTITIES: dict[str, Callable[[TorchSession], Any]] = {
 # One function per quantity: (session, **inputs named as quantities) -> the quantity.
 def _cf_hkl_grid(s: TorchSession):
     return st.generate_grid([tuple(x) for x in s.spec.samplings], dtype=s.model.real_dtype, device=s.model.device)
+
+
+def _cf_d_spacing(s, hkl_grid, cell):
+    hkl = hkl_grid[torch.as_tensor(s.spec.q_sample, device=hkl_grid.device)]
+    return torch.stack([st.resolution(hkl, cell), st.resolution(hkl, s.tensor(PROBE_CELL))])
 
 
 def _cf_q_grid(s, hkl_grid, A_inv):
