@@ -167,9 +167,8 @@ _QUANTITIES: dict[str, Callable[[TorchSession], Any]] = {
     "map_shape": lambda s: np.array(s._need().map_shape),
     "form_factors": lambda s: st.form_factors(torch.sum(s.model.q_grid[s.spec.q_sample] ** 2, dim=1),
                                               s._need().ff_a[0], s.model.ff_b[0], s.model.ff_c[0]),
-    "structure_factors": lambda s: st.structure_factors(
-        s._need().q_grid[s.spec.q_sample], s.model.xyz, s.model.ff_a[0], s.model.ff_b[0], s.model.ff_c[0],
-        s.model.debye_waller_U(use_data_adp=True), s.model.Amat),
+    # the model's own public method (chunked), not only the stage function it calls
+    "structure_factors": lambda s: s._need().structure_factors(s.model.q_grid[s.spec.q_sample], use_data_adp=True),
     "Id": lambda s: s._need().apply_disorder(),
     "mode_maps": lambda s: s._need().mode_maps(),
     "Id_data_adp": lambda s: s._need().apply_disorder(use_data_adp=True),
