@@ -173,6 +173,11 @@ def make_run(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None, 
             b.check_spec(spec)
         except (EryxInputError, ValueError) as exc:
             raise EryxInputError(str(exc)) from None
+        except Exception:
+            # Not a refusal but the candidate's own failure: its construction meets it again
+            # and the run reports it as the first failure (exit 1), with the traceback.
+            if b is not cand_b:
+                raise
     run = Run(spec=spec, reference=ref_b, candidate=cand_b, ref=ref_b.open(spec), cand=cand_b.open(spec),
               tier_overrides=values, overrides=active)
     if build:

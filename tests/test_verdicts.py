@@ -59,3 +59,20 @@ def test_the_summary_says_how_many_elements_were_compared(capsys, tmp_path):
     n = result["n_compared"]
     assert n == sum(s["n_compared"] for s in result["stages"]) > 0
     assert f"{n:,} elements compared" in out
+
+
+def test_a_candidate_crashing_in_its_spec_check_is_a_divergence_not_a_traceback(capsys, tmp_path, monkeypatch):
+    """Found by mutation testing: a TypeError from the candidate's device resolution escaped
+    ``parity.cli.main`` as a traceback. It is the candidate's failure: exit 1, reported."""
+    from eryx import models_torch as tm
+
+    def broken(device):
+        raise TypeError("'<' not supported between instances of 'str' and 'int'")
+
+    monkeypatch.setattr(tm, "resolve_device", broken)
+    out_json = tmp_path / "r.json"
+    code, out, err = run_cli(capsys, "run", "--no-progress", "--stages", "kvec", "--json", str(out_json))
+    assert code == 1, out + err
+    result = json.loads(out_json.read_text())
+    assert result["verdict"] == "diverged" and result["first_failure"].startswith("construction:candidate")
+    assert "TypeError" in json.dumps(result["stages"][0])
