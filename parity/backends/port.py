@@ -31,6 +31,11 @@ class TorchPortBackend(ExternalBackend):
     worker_script = "port_worker.py"
     marker = ("eryx/models_torch.py", r"^class OnePhonon\b")
     provided = PROVIDED
+    missing: ClassVar[dict[str, str]] = {
+        "Id_q_offgrid": "not mapped by this adapter yet: it would need a third model of theirs in arbitrary-q mode "
+                        "(their q-mode construction costs minutes on 5zck_p1)",
+        "d_spacing": "not mapped by this adapter yet (their eryx.map_utils.compute_resolution could be called on "
+                     "the probe cell; its use is compared through res_mask)"}
     shims: ClassVar[dict[str, str]] = {}
 
     def check_spec(self, spec: RunSpec) -> None:

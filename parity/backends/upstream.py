@@ -16,6 +16,8 @@ from typing import ClassVar
 from ..spec import RunSpec
 from .external import ExternalBackend
 
+_NOT_MAPPED_D = ("not mapped by this adapter yet (their eryx.map_utils.compute_resolution could be called on "
+                 "the probe cell; its use is compared through res_mask)")
 _NO_Q_MODE = "apeck12/eryx has no arbitrary-q mode (its OnePhonon evaluates its own grid only)"
 _NO_GRAD = "apeck12/eryx is NumPy code and computes no derivatives"
 
@@ -39,7 +41,8 @@ class UpstreamEryxBackend(ExternalBackend):
         "eryx/models_torch.py": "that is the slac-dynaboost PyTorch fork: use --candidate torch-port"}
     provided = PROVIDED
     missing: ClassVar[dict[str, str]] = {"Id_qvectors": _NO_Q_MODE, "Id_q_sample": _NO_Q_MODE, "grad_q": _NO_Q_MODE,
-                                         "grad_gamma_inter": _NO_GRAD, "grad_gamma_intra": _NO_GRAD}
+                                         "grad_gamma_inter": _NO_GRAD, "grad_gamma_intra": _NO_GRAD,
+                                         "Id_q_offgrid": _NO_Q_MODE, "d_spacing": _NOT_MAPPED_D}
     shims: ClassVar[dict[str, str]] = {
         "gemmi.UnitCell.fractionalization_matrix": "removed in gemmi 0.7; given as a property returning the same "
                                                    "matrix, cell.frac.mat",
