@@ -25,7 +25,7 @@ def parity(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-def test_python_is_one_the_project_claims():
+def test_python_is_one_that_the_project_claims():
     import re
 
     text = (REPO / "pyproject.toml").read_text()

@@ -76,3 +76,30 @@ def test_a_candidate_crashing_in_its_spec_check_is_a_divergence_not_a_traceback(
     result = json.loads(out_json.read_text())
     assert result["verdict"] == "diverged" and result["first_failure"].startswith("construction:candidate")
     assert "TypeError" in json.dumps(result["stages"][0])
+
+
+def test_a_d_spacing_formula_without_its_angle_terms_is_caught(capsys, monkeypatch):
+    """The fixture's orthogonal cell cannot show the angle terms; the triclinic probe cell can."""
+    torch = pytest.importorskip("torch")
+    from eryx import stages_torch as st
+
+    orig = st.resolution
+
+    def right_angles(hkl, cell):
+        return orig(hkl, torch.cat([cell[:3], torch.full_like(cell[3:], 90.0)]))
+
+    monkeypatch.setattr(st, "resolution", right_angles)
+    code, out, err = run_cli(capsys, "run", "--no-progress", "--stages", "res_mask,d_spacing")
+    assert code == 1, out + err
+    assert re.search(r"^\s+res_mask\s+exact\s+pass", out, re.M) and re.search(r"^\s+d_spacing\s+tight\s+FAIL", out, re.M)
+
+
+def test_a_q_vector_mode_evaluated_at_the_wrong_points_is_caught(capsys, monkeypatch):
+    """Id_q_offgrid: the candidate's q-vector mode between k-points, shifted by another amount."""
+    import parity.backends.torch as tb
+
+    monkeypatch.setattr(tb, "OFFGRID_SHIFT_Q", tb.OFFGRID_SHIFT_Q * 1.01)
+    code, out, err = run_cli(capsys, "run", "--no-progress", "--stages", "Id_q_offgrid,qvectors_sample")
+    assert code == 1, out + err
+    assert re.search(r"^\s+Id_q_offgrid\s+end_to_end\s+FAIL", out, re.M)
+    assert re.search(r"^\s+qvectors_sample\s+end_to_end\s+pass", out, re.M)
