@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Sequence
 
 from .io import check_distinct_outputs, check_output_path, json_safe
-from .options import (EXIT_DIVERGED, EXIT_OK, EXIT_SKIP, EXIT_USAGE, Parser, UsageError,  # noqa: F401
-                      parse_grid, parse_phases, parse_sampling)
+from .options import (EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIP, EXIT_USAGE,  # noqa: F401
+                      INTERRUPTED_MESSAGE, Parser, UsageError, parse_grid, parse_phases, parse_sampling)
 
 EXIT_INCOMPLETE = 3
 EXIT_ABORT_BISECT = 128
-EXIT_INTERRUPTED = 130
 
 
 # ------------------------------------------------------------------ options
@@ -553,15 +552,15 @@ COMMANDS = {"run": cmd_run, "report": cmd_report, "bisect": cmd_bisect, "check":
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         if not args.command:
             parser.print_help()
             return EXIT_USAGE
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("parity: interrupted; nothing was written", file=sys.stderr)
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return EXIT_INTERRUPTED
     except UsageError as exc:
         print(f"parity: error: {exc}", file=sys.stderr)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 125
+EXIT_INTERRUPTED = 130
+#: The one line a Ctrl-C prints, whenever it arrives (start-up included).
+INTERRUPTED_MESSAGE = "parity: interrupted; nothing was written"
 
 
 class UsageError(Exception):
