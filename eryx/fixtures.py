@@ -79,11 +79,29 @@ def resolve_fixture(name_or_path: str | os.PathLike, directory: str | os.PathLik
         candidate = root / f"{text}.pdb"
         if candidate.is_file():
             return candidate.resolve()
+        if not root.is_dir():
+            raise FixtureNotFoundError(
+                f"fixture {text!r}: the fixtures folder {describe_setting(root, directory)} "
+                f"{'is not a folder' if root.exists() else 'does not exist'}. Point {ENV_VAR} (or "
+                f"--fixtures-dir) at a folder of NAME.pdb files (an absolute path works from any folder).")
     where = (f"{ENV_VAR}={root}" if root is not None else f"{ENV_VAR} is not set")
     raise FixtureNotFoundError(
         f"unknown fixture {text!r} ({where}); known fixtures: {', '.join(known_fixtures(directory))}. "
         f"Point {ENV_VAR} (or --fixtures-dir) at a directory of NAME.pdb files, or pass a path."
     )
+
+
+def describe_setting(path: Path, directory: str | os.PathLike | None = None) -> str:
+    """``ERYX_FIXTURES_DIR=../x (/abs/x, relative to the current folder)`` for messages.
+
+    A relative setting is read against the current folder (as every path a user types
+    is); naming the absolute folder it became shows why it is not found elsewhere.
+    """
+    source = "--fixtures-dir" if directory is not None else ENV_VAR
+    text = f"{source}={path}"
+    if not path.is_absolute():
+        text += f" ({Path.cwd() / path}, relative to the current folder)"
+    return text
 
 
 def fixture_available(name: str, directory: str | os.PathLike | None = None) -> bool:

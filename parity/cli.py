@@ -32,10 +32,11 @@ EXIT_ABORT_BISECT = 128
 
 
 # ------------------------------------------------------------------ options
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+def _add_model_options(p: argparse.ArgumentParser, *, subject: str = "the candidate",
+                       dump_default: bool = True) -> None:
     g = p.add_argument_group("fixture, grid and model")
-    g.add_argument("--fixture", default=None, help="fixture name or PDB path (default: the built-in 'synthetic', "
-                   "or the reference dump's)")
+    g.add_argument("--fixture", default=None, help="fixture name or PDB path (default: the built-in 'synthetic'"
+                   + (", or the reference dump's)" if dump_default else ")"))
     g.add_argument("--fixtures-dir", default=None, help="directory of NAME.pdb fixtures (default: $ERYX_FIXTURES_DIR)")
     g.add_argument("--grid", default=None, metavar="SAMPLING",
                    help="h,k,l sampling: 'min,max,L' for every axis or 'h;k;l' triples, e.g. "
@@ -44,7 +45,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "errors show")
     g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default cpu)")
     g.add_argument("--dtype", default="float64", choices=("float64", "float32"),
-                   help="working precision of the candidate (default float64)")
+                   help=f"working precision of {subject} (default float64)")
     g.add_argument("--gnm-cutoff", type=float, default=None, help="contact distance in A (default 4.0)")
     g.add_argument("--gamma-intra", type=float, default=None, help="intra-ASU spring constant (default 1.0)")
     g.add_argument("--gamma-inter", type=float, default=None, help="inter-ASU spring constant (default 1.0)")
@@ -58,8 +59,10 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="reference backend: a registered name or module:callable (default numpy)")
     g.add_argument("--candidate", default=None, metavar="NAME",
                    help="candidate backend: a registered name or module:callable (default torch)")
-    g.add_argument("--reference-path", default=None, metavar="DIR", help="checkout the reference loads its code from")
-    g.add_argument("--candidate-path", default=None, metavar="DIR", help="checkout the candidate loads its code from")
+    g.add_argument("--reference-path", default=None, metavar="PATH",
+                   help="checkout (folder) or .tar.gz the reference loads its code from")
+    g.add_argument("--candidate-path", default=None, metavar="PATH",
+                   help="checkout (folder) or .tar.gz the candidate loads its code from")
     g.add_argument("--reference-python", default=None, metavar="PYTHON",
                    help="interpreter for a subprocess reference (default: this one)")
     g.add_argument("--candidate-python", default=None, metavar="PYTHON",
@@ -68,7 +71,7 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="compare against a stored dump ('parity dump') instead of a live reference")
 
 
-def _add_selection_options(p: argparse.ArgumentParser) -> None:
+def _add_selection_options(p: argparse.ArgumentParser, *, fault: bool = True) -> None:
     g = p.add_argument_group("stages and tolerances")
     g.add_argument("--phases", default=None, help="comma-separated phases to run, e.g. 1,2 (default all)")
     g.add_argument("--stages", default=None, help="comma-separated stage names (see 'parity stages')")
@@ -76,7 +79,8 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
                    help="comma-separated stages not to run (e.g. map stages a reference cannot provide)")
     g.add_argument("--tier", action="append", default=[], metavar="NAME=RTOL[,ATOL]",
                    help="override a tolerance tier (repeatable); also [tool.parity.tiers.NAME] in pyproject.toml")
-    g.add_argument("--fault", default=None, help="inject a named fault into the candidate (see 'parity faults')")
+    if fault:  # a live candidate only: dumps compared by 'parity compare' are already computed
+        g.add_argument("--fault", default=None, help="inject a named fault into the candidate (see 'parity faults')")
 
 
 def _add_output_options(p: argparse.ArgumentParser, html: bool = True) -> None:
@@ -85,6 +89,22 @@ def _add_output_options(p: argparse.ArgumentParser, html: bool = True) -> None:
     if html:
         g.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML report")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (bars are drawn only on a terminal)")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Add "the run options" of ``parity run`` to a subcommand's parser.
+
+    Fixture, grid and model; backends (``--reference``/``--candidate``, paths, interpreters,
+    ``--reference-dump``); stages and tolerances (``--phases``, ``--stages``, ``--skip``,
+    ``--tier``, ``--fault``); outputs (``--json``, ``--html``, ``--no-progress``). A handler
+    turns the parsed options into a built :class:`parity.runner.Run` with ``_run(args)``
+    and the selected stages with ``_selection(args)``. Stable name: subcommands that take a
+    whole run (``run``, ``bisect``, and new ones) call this rather than the parts.
+    """
+    _add_model_options(p)
+    _add_backend_options(p)
+    _add_selection_options(p)
+    _add_output_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,19 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every stage (or a selection) on one fixture. Exit 0 when all agree, "
                                    "1 on any divergence, 2 on a usage or input error, 3 when a map stage "
                                    "compared nothing.")
-    _add_model_options(p), _add_backend_options(p), _add_selection_options(p), _add_output_options(p)
+    add_run_options(p)
     p.add_argument("--fail-fast", action="store_true",
                    help="stop at the first stage that diverges (same verdict and exit code 1; the stages "
                         "after it are not run, not in the table or the JSON)")
 
-    p = sub.add_parser("report", help="render a saved JSON result as an HTML report")
+    p = sub.add_parser("report", help="render a saved JSON result as an HTML report",
+                       description="Render the JSON result of 'parity run/bisect/compare --json' as one "
+                                   "self-contained HTML report (no scripts, no external resources).")
     p.add_argument("result", help="result JSON written by 'parity run --json'")
     p.add_argument("--out", default=None, help="HTML file (default: RESULT with .html)")
 
     p = sub.add_parser("bisect", help="find the root-cause stage(s) of a divergence by cross-feeding",
                        description="Run the stages; re-run each diverging candidate stage on the reference's "
                                    "inputs. Still diverging: root cause; agreeing: inherited.")
-    _add_model_options(p), _add_backend_options(p), _add_selection_options(p), _add_output_options(p)
+    add_run_options(p)
 
     p = sub.add_parser("check", help="exit code for 'git bisect run': 0 agree, 1 diverge, 125 skip, 128 abort",
                        description="Check one stage or phase, for 'git bisect run parity check ...'. Exit 0 "
@@ -125,12 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compute every quantity of the contract that the backend provides and write "
                                    "them, each under its stage name, with a manifest, to one .npz (readable with "
                                    "numpy.load, no pickle). Compare dumps with 'parity compare'.")
-    _add_model_options(p)
+    _add_model_options(p, subject="the backend", dump_default=False)
     g = p.add_argument_group("backend and output")
     g.add_argument("--backend", default="torch", metavar="NAME", help="backend to dump (default torch)")
-    g.add_argument("--backend-path", default=None, metavar="DIR", help="checkout the backend loads its code from")
+    g.add_argument("--backend-path", default=None, metavar="PATH",
+                   help="checkout (folder) or .tar.gz the backend loads its code from")
     g.add_argument("--backend-python", default=None, metavar="PYTHON", help="interpreter for a subprocess backend")
-    g.add_argument("--fault", default=None, help="inject a named fault (torch backend)")
+    g.add_argument("--fault", default=None,
+                   help="inject a named fault into the dumped backend (a backend that takes faults: torch)")
     g.add_argument("--out", required=True, metavar="FILE", help="the .npz file to write")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -139,12 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "tiers as 'parity run'. Refuses dumps made from other inputs.")
     p.add_argument("REF", help="the reference dump (.npz)")
     p.add_argument("CAND", help="the candidate dump (.npz)")
-    _add_selection_options(p), _add_output_options(p)
+    _add_selection_options(p, fault=False), _add_output_options(p)
 
-    p = sub.add_parser("backends", help="list the registered backends and what each provides")
+    p = sub.add_parser("backends", help="list the registered backends and what each provides",
+                       description="List the registered backends (built in and from entry points), where "
+                                   "each comes from and which stages it provides and cross-feeds.")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
 
-    p = sub.add_parser("bench", help="benchmarks: NumPy vs torch, per phase and end to end")
+    p = sub.add_parser("bench", help="benchmarks: NumPy vs torch, per phase and end to end",
+                       description="Time the NumPy and torch backends per phase and end to end on the "
+                                   "fixtures at hand, on each device, and print (or write) the measurements.")
     p.add_argument("--quick", action="store_true", help="small grids only (a minute)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the measurements as JSON")
     p.add_argument("--fixtures-dir", default=None, help="directory of NAME.pdb fixtures (default: $ERYX_FIXTURES_DIR)")
@@ -178,14 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixtures-dir", default=None, help="directory of NAME.pdb fixtures (default: $ERYX_FIXTURES_DIR)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one is drawn only on a terminal)")
 
-    p = sub.add_parser("dashboard", help="render the history as one self-contained HTML page")
+    p = sub.add_parser("dashboard", help="render the history as one self-contained HTML page",
+                       description="Render the history store written by 'parity nightly' as one "
+                                   "self-contained HTML page: status matrix, error and time trends, "
+                                   "regressions, recent runs.")
     p.add_argument("--db", default=str(DEFAULT_DB), metavar="FILE",
                    help="SQLite history store written by 'parity nightly' (default: %(default)s)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="HTML file to write (default: dashboard.html in the --db file's folder)")
 
-    sub.add_parser("stages", help="list the stage registry in phase order")
-    sub.add_parser("faults", help="list the named fault injections")
+    sub.add_parser("stages", help="list the stage registry in phase order",
+                   description="List every stage of the registry in phase order: name, kind, tolerance "
+                               "tier and what it compares.")
+    sub.add_parser("faults", help="list the named fault injections in phase order",
+                   description="List the named faults ('--fault NAME') in the phase order of the stage "
+                               "each one is documented to land on.")
     return parser
 
 
@@ -350,13 +385,13 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from .report import load_result, render_report
 
-    out = Path(args.out) if args.out else Path(args.result).with_suffix(".html")
-    args.out = str(out)
-    _check_outputs(args, {"RESULT": args.result})
-    try:
+    try:  # first: an HTML report given as RESULT is "not a parity result", not an output clash
         result = load_result(args.result)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    out = Path(args.out) if args.out else Path(args.result).with_suffix(".html")
+    args.out = str(out)
+    _check_outputs(args, {"RESULT": args.result})
     write_together({out: render_report(result)})
     print(f"HTML report: {out}")
     return EXIT_OK
@@ -425,12 +460,15 @@ def cmd_check(args) -> int:
 
 def cmd_dump(args) -> int:
     from .backends.dump import write_dump
-    from .runner import make_run
+    from .runner import _backend, make_run
 
     _check_outputs(args)
-    run = make_run(**_spec_options(args), reference=args.backend, candidate=args.backend, reference_path=args.backend_path,
-                   candidate_path=args.backend_path, reference_python=args.backend_python,
-                   candidate_python=args.backend_python, build=False)
+    spec_options = _spec_options(args)
+    fault = spec_options.pop("fault")
+    # One backend, resolved here so that its errors name --backend (not a run's two sides).
+    backend = _backend(args.backend, args.backend_path, args.backend_python,
+                       {"fault": fault} if fault is not None else {}, "backend")
+    run = make_run(**spec_options, reference=backend, candidate=backend, build=False)
     session = run.cand
     show = sys.stderr.isatty() and not args.no_progress
     if show:
@@ -507,10 +545,17 @@ def cmd_stages(args) -> int:
     return EXIT_OK
 
 
-def cmd_faults(args) -> int:
+def faults_in_phase_order() -> list:
+    """The named faults ordered by their stage's place in the registry (phase order), then name."""
     from .faults import FAULTS
+    from .stages import STAGES
 
-    for f in FAULTS.values():
+    place = {s.name: i for i, s in enumerate(STAGES)}
+    return sorted(FAULTS.values(), key=lambda f: (f.phase, place.get(f.stage, len(place)), f.name))
+
+
+def cmd_faults(args) -> int:
+    for f in faults_in_phase_order():
         print(f"{f.name:<20} phase {f.phase}  stage {f.stage:<12} {f.description}")
     return EXIT_OK
 

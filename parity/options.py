@@ -17,8 +17,48 @@ class UsageError(Exception):
     """Bad options or input: reported in one line, exit code 2."""
 
 
+#: Options whose value may start with a minus (``--grid -2,2,2``): argparse would read the
+#: value as an option, so :class:`Parser` joins it to the option (``--grid=-2,2,2``).
+NEGATIVE_VALUE_OPTIONS = frozenset({"--grid"})
+
+
+def join_negative_values(argv: list[str], options: frozenset[str] = NEGATIVE_VALUE_OPTIONS) -> list[str]:
+    """``["--grid", "-2,2,2"]`` -> ``["--grid=-2,2,2"]`` for the options in ``options``.
+
+    Only a value that starts with ``-`` and a digit is joined (a grid's lower bound), so
+    ``--grid --fixture x`` still reports the missing value.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if (token in options and isinstance(nxt, str) and len(nxt) > 1 and nxt[0] == "-"
+                and (nxt[1].isdigit() or nxt[1] == ".")):
+            out.append(f"{token}={nxt}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
 class Parser(argparse.ArgumentParser):
+    def parse_known_args(self, args=None, namespace=None):
+        import sys
+
+        if args is None:
+            args = sys.argv[1:]
+        if "--" in args:  # everything after "--" is positional: left as typed
+            cut = list(args).index("--")
+            args = join_negative_values(list(args[:cut])) + list(args[cut:])
+        else:
+            args = join_negative_values(list(args))
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):  # argparse's own usage errors: one line, exit 2
+        if message.startswith("argument --grid: expected one argument"):
+            message += " (give the sampling as --grid=MIN,MAX,L, e.g. --grid=-2,2,2)"
         raise UsageError(message)
 
 
