@@ -636,7 +636,7 @@ def _identity(result: Mapping[str, Any]) -> dict[str, Any]:
         ("Device", _fmt_plain(device)),
         ("Precision (dtype)", _fmt_plain(result.get("dtype"))),
         ("Started", str(started).replace("T", " ") if started else "\u2014"),
-        ("Duration", _fmt_duration(result.get("duration_s"))),
+        ("Duration", _duration_text(result)),
     ]
     params = result.get("params")
     env = result.get("environment")
@@ -648,6 +648,19 @@ def _identity(result: Mapping[str, Any]) -> dict[str, Any]:
         "environment": [(str(k), _fmt_plain(v)) for k, v in env.items()]
         if isinstance(env, Mapping) else [],
     }
+
+
+def _duration_text(result: Mapping[str, Any]) -> str:
+    """The run's ``duration_s`` and what it covers (the stages; not start-up, set-up or writing)."""
+    text = _fmt_duration(result.get("duration_s"))
+    if not _is_num(result.get("duration_s")):
+        return text
+    timings = result.get("phase_timings") if isinstance(result.get("phase_timings"), Mapping) else {}
+    setup = sum(float(v) for k, v in timings.items() if str(k).startswith("setup_") and _is_num(v))
+    covers = "computing and comparing the stages"
+    if setup:
+        covers += f"; building both sides took {_fmt_duration(setup)} more"
+    return f"{text} ({covers}; start-up, imports and writing the outputs not included)"
 
 
 def _backend_text(info: Any) -> str:
@@ -677,7 +690,8 @@ def _diagnosis_rows(stage: Mapping[str, Any]) -> list[dict[str, str]]:
             continue
         rows.append({"phrase": str(sig.get("phrase") or sig.get("signature") or ""),
                      "sentence": str(sig.get("sentence") or ""),
-                     "residual": _fmt(sig.get("residual")),
+                     # the sentence usually states the residual itself: never say it twice
+                     "residual": None if "residual" in str(sig.get("sentence") or "") else _fmt(sig.get("residual")),
                      "explains": bool(sig.get("explains"))})
     rows.sort(key=lambda r: not r["explains"])
     return rows[:3]
@@ -712,7 +726,8 @@ def _row(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[str,
         "name": str(stage.get("name")),
         "tier": str(stage.get("tier") or "\u2014"),
         "rtol": _fmt_tol(rtol),
-        "atol": _fmt_tol(atol) + (f" ({n_terms} terms)" if n_terms else ""),
+        "atol": _fmt_tol(atol),
+        "n_terms": n_terms,
         "status_label": label,
         "status_class": css,
         "max_abs": _fmt(stage.get("max_abs")),
@@ -830,10 +845,7 @@ def _detail(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[s
         "rtol": _fmt_tol(rtol),
         "atol": _fmt_tol(atol),
         "n_terms": n_terms,
-        "mismatch": (f"{stage['n_mismatch']} of {stage['n_total']}"
-                     if _is_num(stage.get("n_mismatch")) and _is_num(stage.get("n_total")) else None),
-        "n_compared": (f"{n_compared} of {stage['n_total']}" if _is_num(n_compared)
-                       and _is_num(stage.get("n_total")) else None),
+        "counts": _count_phrases(stage, n_compared),
         "max_abs": _fmt(stage.get("max_abs")),
         "max_rel": _fmt(normwise),
         "max_rel_elementwise": _fmt(elementwise),
@@ -858,6 +870,41 @@ def _detail(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[s
         "diagnosis_png": details.get("diagnosis_figure") if str(details.get("diagnosis_figure", "")).startswith(
             "data:image/png;base64,") else None,
     }
+
+
+def _count_units(stage: Mapping[str, Any]) -> tuple[str, str]:
+    """What ``n_total``/``n_mismatch`` and ``n_compared`` count (see
+    :class:`parity.comparators.common.Comparison`): elements, except an eigenspace
+    comparison (BZ points; eigenvalue clusters), a dtype audit (tensors) and a single
+    check over many elements (an invariant or oracle with ``n_total`` 1)."""
+    kind, n_tot = str(stage.get("kind")), stage.get("n_total")
+    if kind == "eigenspace":
+        return "BZ points", "eigenvalue clusters"
+    if kind == "dtype":
+        return "tensors", "tensors"
+    if kind in ("invariant", "oracle") and n_tot == 1:
+        return "checks", "elements"
+    return "elements", "elements"
+
+
+def _count_phrases(stage: Mapping[str, Any], n_compared: Any) -> list[str]:
+    """``["1104 of 6912 elements outside tolerance", "6912 of 6912 elements compared numerically"]``.
+
+    The two counts can count different things (an eigenspace comparison fails BZ points
+    but compares eigenvalue clusters), so each names its unit and "N of TOTAL" is only
+    written when both count the same unit.
+    """
+    total_unit, compared_unit = _count_units(stage)
+    n_mis, n_tot = stage.get("n_mismatch"), stage.get("n_total")
+    out = []
+    if _is_num(n_mis) and _is_num(n_tot) and n_mis:
+        out.append(f"{n_mis} of {n_tot} {total_unit} outside tolerance")
+    if _is_num(n_compared):
+        if compared_unit == total_unit and _is_num(n_tot):
+            out.append(f"{n_compared} of {n_tot} {compared_unit} compared numerically")
+        else:
+            out.append(f"{n_compared} {compared_unit} compared numerically")
+    return out
 
 
 def _ulp_rows(ulp: Mapping[str, Any]) -> list[tuple[str, str]] | None:
@@ -886,12 +933,28 @@ def _overrides(result: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _tiers_used(stages: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """Distinct (tier, rtol, atol) triples of a run, in first-use order."""
-    seen: dict[tuple[str, str, str], None] = {}
+    """Each tier of a run once, in first-use order: ``{"name", "rtol", "atol", "scaled"}``.
+
+    A stage records the numbers it was judged by, which a tier scales per stage (sums of
+    many terms, single-precision stage tiers): such a tier shows the range of its values
+    and ``scaled`` is true, rather than being listed once per value.
+    """
+    values: dict[str, dict[str, set]] = {}
     for stage in stages:
         if stage.get("tier"):
-            seen[(str(stage["tier"]), _fmt_tol(stage.get("rtol")), _fmt_tol(stage.get("atol")))] = None
-    return [{"name": n, "rtol": r, "atol": a} for n, r, a in seen]
+            seen = values.setdefault(str(stage["tier"]), {"rtol": set(), "atol": set()})
+            for key in ("rtol", "atol"):
+                if _is_num(stage.get(key)):
+                    seen[key].add(float(stage[key]))
+
+    def span(numbers: set) -> str:
+        if not numbers:
+            return "\u2014"
+        lo, hi = min(numbers), max(numbers)
+        return _fmt_tol(lo) if lo == hi else f"{_fmt_tol(lo)} \u2026 {_fmt_tol(hi)}"
+
+    return [{"name": name, "rtol": span(v["rtol"]), "atol": span(v["atol"]),
+             "scaled": len(v["rtol"]) > 1 or len(v["atol"]) > 1} for name, v in values.items()]
 
 
 def _context(result: Mapping[str, Any]) -> dict[str, Any]:

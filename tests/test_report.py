@@ -471,8 +471,8 @@ def test_both_relative_errors_are_shown_and_labelled() -> None:
     html = _body(render_report(result))
     row = _row_html(html, "Id")
     assert ">0.0187<" in row and ">94.9<" in row
-    assert "normwise rel err<br><span class=\"mono\">max|a&minus;e|/max|e|</span>" in html
-    assert "element-wise rel err<br><span class=\"mono\">max |a&minus;e|/|e|</span>" in html
+    assert "normwise rel err<br><span class=\"mono\">max|a&minus;e|<wbr>/max|e|</span>" in html
+    assert "element-wise rel err<br><span class=\"mono\">max |a&minus;e|<wbr>/|e|</span>" in html
     detail = html[html.index('id="stage-'):]
     assert "normwise rel err (max|a-e|/max|e|) 0.0187" in detail
     assert "element-wise rel err (max |a-e|/|e|) 94.9" in detail
@@ -513,7 +513,7 @@ def test_scaled_tier_is_shown() -> None:
     stage = next(s for s in result["stages"] if s["name"] == "Id")
     stage["details"]["tier"] = {"name": "end_to_end", "rtol": 1e-9, "atol": 1.9e-11, "n_terms": 84644}
     html = _body(render_report(result))
-    assert "1.9e-11 (84644 terms)" in _row_html(html, "Id")
+    assert '1.9e-11<span class="terms">(84644 terms)</span>' in _row_html(html, "Id")
     assert "scaled for 84644 summed terms" in html
 
 

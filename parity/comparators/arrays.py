@@ -223,9 +223,24 @@ def _log10_rel_hist(d: _Diff) -> dict:
     return {"edges": list(HIST_EDGES), "counts": counts.tolist()}
 
 
-def _ulp_stats(distance: np.ndarray) -> dict:
-    return {"median": float(np.median(distance)), "p99": float(np.percentile(distance, 99)),
-            "max": int(distance.max())}
+def _ulp_stats(distance: np.ndarray, flips: np.ndarray) -> dict:
+    """Median/p99/max of ``distance`` where ``flips`` is False; ``sign_flips`` counts the rest.
+
+    A ULP distance between values of opposite sign counts every float in between (about
+    9.2e18 in float64 for any two tiny numbers either side of zero): it measures nothing,
+    so such pairs are counted, not measured (None when every pair flips sign).
+    """
+    kept = distance[~flips]
+    stats: dict[str, Any] = ({"median": float(np.median(kept)), "p99": float(np.percentile(kept, 99)),
+                              "max": int(kept.max())} if kept.size else
+                             {"median": None, "p99": None, "max": None})
+    stats["sign_flips"] = int(np.count_nonzero(flips))
+    return stats
+
+
+def _sign_flips(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pairs of strictly opposite sign (zeros of either sign never count as a flip)."""
+    return ((x > 0) & (y < 0)) | ((x < 0) & (y > 0))
 
 
 def _ulp_summary(actual: np.ndarray, expected: np.ndarray, finite: np.ndarray) -> dict | None:
@@ -248,10 +263,12 @@ def _ulp_summary(actual: np.ndarray, expected: np.ndarray, finite: np.ndarray) -
         parts = {"": (a, e)}
     with np.errstate(over="ignore"):
         dist = {k: ulp_distance(x.astype(component), y.astype(component)) for k, (x, y) in parts.items()}
-    summary: dict[str, Any] = _ulp_stats(np.concatenate(list(dist.values())))
+    flips = {k: _sign_flips(x, y) for k, (x, y) in parts.items()}
+    summary: dict[str, Any] = _ulp_stats(np.concatenate(list(dist.values())),
+                                         np.concatenate(list(flips.values())))
     summary["dtype"] = str(component)
     if len(dist) > 1:
-        summary["parts"] = {k: _ulp_stats(v) for k, v in dist.items()}
+        summary["parts"] = {k: _ulp_stats(v, flips[k]) for k, v in dist.items()}
     return summary
 
 
