@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import urllib.parse
 from base64 import b64encode
 from datetime import datetime, timezone
@@ -241,11 +242,36 @@ def _recent_rows(store: HistoryStore, out_dir: Path, limit: int) -> list[dict[st
         "device_name": run["device_name"] or "",
         "dtype": run["dtype"],
         "passed": run["passed"],
+        "expected": _expected_outcome(run),
         "first_failure": run["first_failure"] or "",
         "fault": run["fault"] or "",
         "duration": _fmt_seconds(run["duration_s"]),
         "link": report_link(store, run["report_path"], out_dir),
     } for run in store.runs(limit=limit)]
+
+
+def third_opinion(fixture_label: str) -> str | None:
+    """The other reference of a third-opinion run (``"5zck_p1 [upstream-eryx vs torch]"`` ->
+    ``"upstream-eryx"``, see :func:`parity.history.series_fixture`), None for the project's own
+    reference (NumPy)."""
+    match = re.fullmatch(r".* \[(.+) vs (.+)\]", str(fixture_label))
+    return match.group(1) if match and match.group(1) != "numpy" else None
+
+
+def _expected_outcome(run: Mapping[str, Any]) -> str:
+    """Why a run that did not pass was expected not to ("" when a failure is a failure).
+
+    A third opinion (another implementation as reference, e.g. the original eryx) is
+    judged by its changes, not by agreeing; an injected fault exists to make a run fail.
+    """
+    if run["passed"]:
+        return ""
+    other = third_opinion(run["fixture"])
+    if other:
+        return f"third opinion ({other}): expected to differ, judged by its changes"
+    if run.get("fault"):
+        return "fault injected: expected to diverge"
+    return ""
 
 
 # --------------------------------------------------------------------------- figures
@@ -473,14 +499,54 @@ def _error_panel(ax, names, errors, index_of, moved, tolerances, colour_for) -> 
             ax.plot(*zip(*bad), linestyle="none", marker="x", markersize=7, markeredgewidth=1.6,
                     color=colour if name in moved else "black", zorder=4)
     ax.set_yscale("log")
-    drawn = []
-    for tier, tol in sorted({tolerances[n] for n in names if n in tolerances and tolerances[n][1] > 0},
-                            key=lambda t: t[1]):
+    drawn = sorted({tolerances[n] for n in names if n in tolerances and tolerances[n][1] > 0}, key=lambda t: t[1])
+    for tier, tol in drawn:
         ax.axhline(tol, color="black", linestyle=(0, (4, 3)), linewidth=0.9, zorder=1)
-        ax.annotate(_mpl_text(f"{tier} {tol:.0e}"), (0, tol), xycoords=("axes fraction", "data"),
-                    xytext=(2, 1.5), textcoords="offset points", fontsize=6.5, va="bottom", color="black")
-        drawn.append((tier, tol))
+    if any(v is not None and v <= _LOG_FLOOR for rows in (errors[n] for n in names) for v in
+           (row["max_rel"] for row in rows)):
+        # Exact zeros cannot sit on a log scale: they are drawn on the floor, which says so.
+        ax.axhline(_LOG_FLOOR, color=_GREY, linestyle=":", linewidth=0.8, zorder=1)
+        ax.annotate(f"0 (exact) drawn at {_LOG_FLOOR:.0e}", (1, _LOG_FLOOR), xycoords=("axes fraction", "data"),
+                    xytext=(-2, 1.5), textcoords="offset points", fontsize=6.5, va="bottom", ha="right",
+                    color=_DARK)
+    for text, tol in _tier_labels(ax, drawn):
+        ax.annotate(_mpl_text(text), (0, tol), xycoords=("axes fraction", "data"),
+                    xytext=(2, 1.5), textcoords="offset points", fontsize=_TIER_FONT_PT, va="bottom", color="black",
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6, "alpha": 0.85}, zorder=5)
     return drawn
+
+
+_TIER_FONT_PT = 6.5
+
+
+def _tier_labels(ax, drawn: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """One label per group of tolerance lines too close to label apart, placed at the group's lowest line.
+
+    Float32 runs judge each stage by a tier of its own, so a panel can hold several
+    tolerances a few percent apart: their labels would print on top of each other. Lines
+    closer (on the panel's log scale, in points) than a label's height share one label,
+    ``"3 tiers 2e-6 … 5e-6"``; the lines themselves are all drawn.
+    """
+    if not drawn:
+        return []
+    lo, hi = ax.get_ylim()
+    lo, hi = min(lo, drawn[0][1]), max(hi, drawn[-1][1])
+    height_pt = ax.get_position().height * ax.figure.get_figheight() * 72.0
+    decades = max(math.log10(hi) - math.log10(lo), 1e-12)
+    min_gap = (_TIER_FONT_PT * 1.5) / max(height_pt, 1.0) * decades  # label height, in decades
+    groups: list[list[tuple[str, float]]] = []
+    for tier, tol in drawn:
+        if groups and math.log10(tol) - math.log10(groups[-1][0][1]) < min_gap:
+            groups[-1].append((tier, tol))
+        else:
+            groups.append([(tier, tol)])
+    out = []
+    for group in groups:
+        if len(group) == 1:
+            out.append((f"{group[0][0]} {group[0][1]:.0e}", group[0][1]))
+        else:
+            out.append((f"{len(group)} tiers {group[0][1]:.0e} \u2026 {group[-1][1]:.0e}", group[0][1]))
+    return out
 
 
 def _time_panel(ax, target, timed, index_of, verdict, is_slow, colour_for) -> None:

@@ -574,7 +574,10 @@ def _slice_figure(sl: Mapping[str, Any]) -> str | None:
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(str(sl.get("xlabel") or ("x" if has_coords else "column")))
-        ax.set_ylabel(str(sl.get("ylabel") or ("y" if has_coords else "row")))
+        ylabel = str(sl.get("ylabel") or ("y" if has_coords else "row"))
+        # A one-letter axis name ("l") turned on its side reads as a dash: keep it upright.
+        ax.set_ylabel(ylabel, rotation=0 if len(ylabel) <= 2 else 90, labelpad=8 if len(ylabel) <= 2 else 4,
+                      va="center")
         if wx is not None:
             ax.plot([wx], [wy], marker="o", markersize=13, markerfacecolor="none",
                     markeredgecolor=_MARKER_COLOUR, markeredgewidth=2.2, linestyle="none")

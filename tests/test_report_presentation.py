@@ -215,3 +215,26 @@ def test_layout_check_sees_a_covered_atol(tmp_path: Path) -> None:
     path.write_text(page)
     layout = check_page(path, browser, evaluate=[_LAYOUT_JS]).values[_LAYOUT_JS]
     assert layout["covered"] and layout["spill"]
+
+
+# ------------------------------------------------------------------ slice figure labels
+@pytest.mark.parametrize("ylabel, upright", [("l", True), ("h", True), ("row", False)])
+def test_one_letter_axis_label_of_a_slice_stays_upright(monkeypatch, ylabel, upright):
+    from matplotlib.figure import Figure
+
+    from parity.report import _slice_figure
+
+    drawn = []
+    original = Figure.savefig
+
+    def record(self, *args, **kwargs):
+        drawn.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    grid = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    uri = _slice_figure({"expected": grid, "actual": [[1.0, 2.0, 3.0], [4.0, 5.5, 6.0]],
+                         "extent": [-1.0, 1.0, 0.0, 1.0], "xlabel": "k", "ylabel": ylabel})
+    assert uri and uri.startswith("data:image/png;base64,") and len(drawn) == 1
+    rotations = {ax.yaxis.label.get_rotation() for ax in drawn[0].axes if ax.get_ylabel() == ylabel}
+    assert rotations == ({0.0} if upright else {90.0})
