@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .causes import cause_text
 from .compare import ELEMENTWISE, NORMWISE, format_ulp
 from .io import write_text_atomic
+from .provenance import provenance_rows
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -965,6 +966,7 @@ def _context(result: Mapping[str, Any]) -> dict[str, Any]:
         "title": f"Parity report \u2014 {fixture} \u2014 {verdict['label']}",
         "fixture": fixture,
         "identity": _identity(result),
+        "provenance": provenance_rows(result),
         "fault": _fault_text(result.get("fault")),
         "verdict": verdict,
         "summary_text": divergence_summary(result),

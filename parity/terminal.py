@@ -64,6 +64,9 @@ def format_header(result: dict) -> list[str]:
     if result.get("reference") or result.get("candidate"):
         lines.append(f"reference {_backend_line(result.get('reference'))}  vs  candidate "
                      f"{_backend_line(result.get('candidate'))}")
+    from .provenance import format_provenance
+
+    lines += format_provenance(result)  # dumps: both sides' own environments, side by side
     for row in result.get("tier_overrides") or []:
         if isinstance(row, dict):
             table = f" (table {row['table_value']:.3g})" if row.get("table_value") is not None else ""
