@@ -3,10 +3,11 @@
 Within a run (``parity bisect``): every diverging stage is re-run by cross-feeding: the
 candidate's computation of that stage alone, fed with the reference's values of its
 inputs (:attr:`parity.stages.Stage.inputs`, through :meth:`Session.crossfeed`). A stage
-that still diverges on reference inputs is a **root cause**; one that agrees only
-**inherited** the error from upstream. A candidate that cannot cross-feed a stage (a
-stored dump, an external implementation) gets the phase order's verdict instead, and the
-report says so. A failed construction is the root cause of everything after it.
+that still diverges on reference inputs is a **root cause** (unless a quantity it
+recomputes internally is itself a root: one defect, one root); one that agrees only
+**inherited** the error from upstream. A stage the candidate cannot cross-feed (a stored
+dump, an external implementation) is judged by the registry's input graph
+(:mod:`parity.causes`). A failed construction is the root cause of what needs it.
 
 Across commits (``parity check``): exit codes for ``git bisect run``: 0 when the selected
 stages agree, 1 when they diverge, 125 when the check cannot run here or the stage was
@@ -17,28 +18,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import causes
 from .backends import NotProvided
 from .runner import Run, SideError, run_stage, run_stages
 from .stages import STAGES, Stage, get_stage
 
-ROOT = "root_cause"
-INHERITED = "inherited"
-PRESUMED = "inherited_presumed"  # no cross-feed, and a root cause lies upstream
-UNDETERMINED = "undetermined"  # no cross-feed and nothing upstream explains it
+ROOT, INHERITED = causes.ROOT, causes.INHERITED
 
 
 @dataclass
 class Verdict:
     stage: str
     phase: int
-    verdict: str
+    verdict: str  # ROOT or INHERITED
     direct: str  # the stage's own comparison message (first line)
     crossfed: str | None  # the cross-fed comparison message (first line), or why there is none
     diagnosis: str | None = None  # the stage's divergence signature, when one explains it
+    inherited_from: list[str] = field(default_factory=list)  # the root causes it inherits
+    basis: str = "input graph"  # cross-feed, recomputed internally, input graph or construction
+
+    @property
+    def text(self) -> str:
+        return causes.make_cause(self.verdict, self.inherited_from, self.basis)["text"]
 
     def to_dict(self) -> dict:
         return dict(stage=self.stage, phase=self.phase, verdict=self.verdict, direct=self.direct,
-                    crossfed=self.crossfed, diagnosis=self.diagnosis)
+                    crossfed=self.crossfed, diagnosis=self.diagnosis, inherited_from=list(self.inherited_from),
+                    basis=self.basis, text=self.text)
 
 
 @dataclass
@@ -49,11 +55,15 @@ class BisectResult:
 
     @property
     def root_causes(self) -> list[str]:
-        return [v.stage for v in self.verdicts if v.verdict in (ROOT, UNDETERMINED)]
+        return [v.stage for v in self.verdicts if v.verdict == ROOT]
 
     @property
     def inherited(self) -> list[str]:
-        return [v.stage for v in self.verdicts if v.verdict in (INHERITED, PRESUMED)]
+        return [v.stage for v in self.verdicts if v.verdict == INHERITED]
+
+    def causes(self) -> dict[str, dict]:
+        """Stage name -> its cause record (``parity.causes``), for the run's stage records."""
+        return {v.stage: causes.make_cause(v.verdict, v.inherited_from, v.basis) for v in self.verdicts}
 
     def to_dict(self) -> dict:
         return {"first_divergence": self.first_divergence, "root_causes": self.root_causes,
@@ -89,51 +99,60 @@ def crossfeed(run: Run, stage: Stage):
     return values if stage.kind == "eigenspace" else values[stage.quantity]
 
 
+def _crossfed_record(run: Run, stage: Stage) -> tuple[dict | None, str]:
+    """(the cross-fed comparison record, or None where there is no evidence; its message)."""
+    try:
+        fed = crossfeed(run, stage)
+    except NotProvided as exc:
+        return None, f"no cross-feed: {exc}"
+    except SideError as exc:
+        if exc.side == "reference":
+            return None, f"no cross-feed: {exc}"
+        rec = {"status": "error", "message": f"cross-feed raised {exc}"}
+    except Exception as exc:  # a stage that crashes on reference inputs is itself broken
+        rec = {"status": "error", "message": f"cross-feed raised {type(exc).__name__}: {exc}"}
+    else:
+        rec = run_stage(stage, run, feed=fed)
+    if rec["status"] == "not_comparable":  # the cross-fed value compared nothing: no evidence
+        return None, f"cross-fed value not comparable: {rec.get('message')}"
+    return rec, _first_line(rec.get("message"))
+
+
 def classify(run: Run, records: list[dict]) -> BisectResult:
-    """Cross-feed every diverging stage of a finished run."""
-    diverging = [r for r in records if r["status"] in ("fail", "error")]
-    result = BisectResult(diverging[0]["name"] if diverging else None)
+    """Cross-feed every diverging stage of a finished run; the input graph decides the rest."""
+    diverging = sorted((r for r in records if r["status"] in ("fail", "error")), key=causes.phase_key)
+    result = BisectResult(causes.first_failure(records))
     result.crossfeed_supported = bool(run.cand.backend.crossfeeds())
+    stillfails: dict[str, bool] = {}
+    evidence: dict[str, str | None] = {}
     for rec in diverging:
-        direct = _first_line(rec.get("message"))
-        diagnosis = (rec.get("details") or {}).get("diagnosis_phrase") if isinstance(rec.get("details"), dict) else None
+        name = rec["name"]
         if rec.get("kind") == "construction":
-            result.verdicts.append(Verdict(rec["name"], rec["phase"], ROOT, direct,
-                                           "construction failed: everything after it is inherited", diagnosis))
+            evidence[name] = "construction failed: everything after it that needs it is inherited"
             continue
-        stage = get_stage(rec["name"])
-        built = next((v for v in result.verdicts if v.stage.startswith("construction:")), None)
-        if built is not None and (rec.get("details") or {}).get("build_step"):
-            result.verdicts.append(Verdict(stage.name, stage.phase, INHERITED, direct,
-                                           f"not computed: {built.stage} failed", diagnosis))
+        if (rec.get("details") or {}).get("build_step"):
+            evidence[name] = "not computed: the construction failed"
             continue
-        try:
-            fed = crossfeed(run, stage)
-        except NotProvided as exc:
-            verdict = PRESUMED if result.root_causes else UNDETERMINED
-            result.verdicts.append(Verdict(stage.name, stage.phase, verdict, direct, f"no cross-feed: {exc}",
-                                           diagnosis))
-            continue
-        except SideError as exc:
-            if exc.side == "reference":
-                verdict = PRESUMED if result.root_causes else UNDETERMINED
-                result.verdicts.append(Verdict(stage.name, stage.phase, verdict, direct,
-                                               f"no cross-feed: {exc}", diagnosis))
-                continue
-            fed_rec = {"status": "error", "message": f"cross-feed raised {exc}"}
-        except Exception as exc:  # a stage that crashes on reference inputs is itself broken
-            fed_rec = {"status": "error", "message": f"cross-feed raised {type(exc).__name__}: {exc}"}
-        else:
-            fed_rec = run_stage(stage, run, feed=fed)
-        if fed_rec["status"] == "not_comparable":  # the cross-fed value compared nothing: no evidence
-            result.verdicts.append(Verdict(stage.name, stage.phase, PRESUMED if result.root_causes else UNDETERMINED,
-                                           direct, f"cross-fed value not comparable: {fed_rec.get('message')}",
-                                           diagnosis))
-            continue
-        verdict = INHERITED if fed_rec["status"] == "pass" else ROOT
-        result.verdicts.append(Verdict(stage.name, stage.phase, verdict, direct,
-                                       _first_line(fed_rec.get("message")), diagnosis))
+        fed, message = _crossfed_record(run, get_stage(name))
+        evidence[name] = message
+        if fed is not None:
+            stillfails[name] = fed["status"] != "pass"
+    found = causes.assign_causes(records, stillfails)
+    for rec in diverging:
+        details = rec.get("details") if isinstance(rec.get("details"), dict) else {}
+        c = found[rec["name"]]
+        result.verdicts.append(Verdict(rec["name"], rec["phase"], c["verdict"], _first_line(rec.get("message")),
+                                       evidence.get(rec["name"]), details.get("diagnosis_phrase"),
+                                       c["inherited_from"], c["basis"]))
     return result
+
+
+def apply(records: list[dict], result: BisectResult) -> None:
+    """Write the bisection's causes into the run's stage records (they replace the graph's)."""
+    found = result.causes()
+    for rec in records:
+        if rec["name"] in found:
+            rec["cause"] = found[rec["name"]]
 
 
 def bisect_run(run: Run, stages: list[Stage] | None = None, *, progress: bool | None = None
@@ -151,15 +170,16 @@ def format_bisect(result: BisectResult) -> str:
              f"Root cause(s): {', '.join(result.root_causes) or 'none found'}",
              f"Inherited: {', '.join(result.inherited) or 'none'}"]
     if not result.crossfeed_supported:
-        lines.append("The candidate cannot be cross-fed: verdicts follow the phase order (the first "
-                     "diverging stage is the presumed root cause).")
+        lines.append("The candidate cannot be cross-fed: the registry's input graph decides (a failing stage "
+                     "with no failing stage upstream is a root cause).")
     lines += ["", "Evidence:"]
     for v in result.verdicts:
-        head = f"  phase {v.phase} {v.stage:<18} {v.verdict.upper():<19}"
-        if v.diagnosis and v.verdict in (ROOT, UNDETERMINED):
+        head = f"  phase {v.phase} {v.stage:<18} {v.text.upper():<22}"
+        if v.diagnosis and v.verdict == ROOT:
             lines.append(f"{head} diagnosis: {v.diagnosis}")
             head = " " * len(head)
         lines.append(f"{head} direct: {v.direct}")
         if v.crossfed is not None:
-            lines.append(f"  {'':<27}{'':<19} on reference inputs: {v.crossfed}")
+            lines.append(f"  {'':<27}{'':<22} on reference inputs: {v.crossfed}")
+        lines.append(f"  {'':<27}{'':<22} basis: {v.basis}")
     return "\n".join(lines)

@@ -133,12 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(p)
 
     p = sub.add_parser("check", help="exit code for 'git bisect run': 0 agree, 1 diverge, 125 skip, 128 abort",
-                       description="Check one stage or phase, for 'git bisect run parity check ...'. Exit 0 "
-                                   "agree, 1 diverge, 125 cannot run at this commit or not comparable (skip), "
-                                   "128 usage error (aborts the bisection).")
+                       description="Judge this commit for 'git bisect run parity check ...': the whole run by "
+                                   "default, or the named stages/phases. Exit 0 agree, 1 diverge, 125 cannot "
+                                   "run at this commit or a named stage not comparable here (skip), 128 any "
+                                   "usage problem (aborts the bisection). Stages a side does not provide are "
+                                   "left out of the verdict unless named with --stage.")
     _add_model_options(p), _add_backend_options(p)
-    p.add_argument("--stage", default=None, help="stage name to check")
-    p.add_argument("--phase", default=None, help="phase to check (1-4)")
+    p.add_argument("--stage", action="append", default=None, metavar="NAME",
+                   help="a stage that must be compared (repeatable, or comma-separated; default: every stage)")
+    p.add_argument("--phase", default=None, metavar="N", help="phases to check, e.g. 3 or 1,2 (default all)")
+    p.add_argument("--skip", action="append", default=None, metavar="STAGES",
+                   help="stages not to run (repeatable, or comma-separated)")
     p.add_argument("--tier", action="append", default=[], metavar="NAME=RTOL[,ATOL]",
                    help="override a tolerance tier (repeatable)")
     p.add_argument("--fault", default=None, help="inject a named fault into the candidate (see 'parity faults')")
@@ -398,7 +403,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_bisect(args) -> int:
-    from .bisect import classify, format_bisect
+    from .bisect import apply, classify, format_bisect
     from .runner import execute
     from .terminal import format_summary
 
@@ -409,6 +414,7 @@ def cmd_bisect(args) -> int:
     result = execute(run, stages, progress=False if args.no_progress else None)
     verdicts = classify(run, result["stages"])
     result["bisect"] = verdicts.to_dict()
+    apply(result["stages"], verdicts)  # cross-feeding's causes replace the input graph's
     print(format_bisect(verdicts))
     print(format_summary(result))
     _outputs(args, result)
@@ -416,46 +422,20 @@ def cmd_bisect(args) -> int:
 
 
 def cmd_check(args) -> int:
-    """For git bisect run: 0 agree, 1 diverge, 125 skip (cannot run / not comparable), 128 usage error."""
+    """For git bisect run: 0 agree, 1 diverge, 125 skip, 128 usage error (parity.check)."""
     try:
-        from .stages import get_stage, select
+        from .check import run_check
     except Exception as exc:  # the package does not import at this commit
         print(f"parity check: cannot run here ({type(exc).__name__}: {exc}); skipping (125)", file=sys.stderr)
         return EXIT_SKIP
-    if bool(args.stage) == bool(args.phase):
-        print("parity check: error: give exactly one of --stage NAME or --phase N; aborting the bisection (128)",
-              file=sys.stderr)
-        return EXIT_ABORT_BISECT
     try:
-        if args.stage:
-            stages = [get_stage(args.stage)]
-        else:
-            phases = parse_phases(args.phase)
-            stages = select(phases)
-    except (KeyError, UsageError) as exc:
-        msg = exc.args[0] if exc.args else str(exc)
-        print(f"parity check: error: {msg}; aborting the bisection (128)", file=sys.stderr)
-        return EXIT_ABORT_BISECT
-    try:
-        from .runner import run_stages
-
-        run = _run(args)
-        records = run_stages(run, stages, progress=False)
-    except UsageError as exc:  # malformed options: the same at every commit
+        if args.reference_dump and args.reference not in (None, "dump"):
+            raise UsageError("give either --reference or --reference-dump, not both")
+        options, tiers = _spec_options(args, _dump_defaults(args.reference_dump)), _tier_overrides(args.tier)
+    except UsageError as exc:
         print(f"parity check: error: {exc}; aborting the bisection (128)", file=sys.stderr)
         return EXIT_ABORT_BISECT
-    except Exception as exc:  # missing fixture, bad input or import error at this commit
-        print(f"parity check: cannot run here ({type(exc).__name__}: {exc}); skipping (125)", file=sys.stderr)
-        return EXIT_SKIP
-    for r in records:
-        print(f"{r['name']}: {r['status']}" + (f" ({(r.get('message') or '').splitlines()[0]})"
-                                                if r["status"] != "pass" and r.get("message") else ""))
-    if any(r["status"] in ("fail", "error") for r in records):
-        return EXIT_DIVERGED
-    if any(r["status"] == "not_comparable" for r in records):
-        print("parity check: not comparable at this commit; skipping (125)", file=sys.stderr)
-        return EXIT_SKIP
-    return EXIT_OK
+    return run_check(args, options, tiers)
 
 
 def cmd_dump(args) -> int:
@@ -562,7 +542,10 @@ def cmd_faults(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import main as bench_main
+    from .devices import check_device
 
+    for device in args.device or ():
+        check_device(device)  # the one device check (EryxInputError: exit 2, one line)
     return bench_main(quick=args.quick, json_path=args.json, devices=args.device, fixtures_dir=args.fixtures_dir)
 
 
@@ -596,6 +579,12 @@ COMMANDS = {"run": cmd_run, "report": cmd_report, "bisect": cmd_bisect, "check":
             "bench": cmd_bench, "nightly": cmd_nightly, "dashboard": cmd_dashboard}
 
 
+def _command(argv: Sequence[str] | None) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    return next((w for w in words if not w.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -608,6 +597,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return EXIT_INTERRUPTED
     except UsageError as exc:
+        if _command(argv) == "check":  # argparse errors too: the same at every commit, so abort git bisect run
+            print(f"parity check: error: {exc}; aborting the bisection (128)", file=sys.stderr)
+            return EXIT_ABORT_BISECT
         print(f"parity: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:

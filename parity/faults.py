@@ -129,7 +129,11 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("eigvec_mixing", "eigenspaces", 3, "eigenvectors mixed across two non-degenerate eigenvalues", _eigvec_mixing),
     Fault("bz_off_by_one", "bz_index", 1, "grid-to-BZ index mapping off by one along h", _bz_off_by_one),
     Fault("zero_modes_clamped", "Winv", 3, "zero modes clamped instead of NaN", _zero_modes_clamped),
-    Fault("adp_scale", "ADP", 3, "ADP scale with a wrong factor (8 pi^2 instead of 8 pi^2 / 3)", _adp_scale),
+    # The scale is derived from the ADPs and multiplies covar and ADP alike (ALGORITHM.md 8):
+    # covar comes first in phase order, so the wrong factor is first seen (and rooted) there;
+    # ADP recomputes the covariance and its scale, so it inherits (one defect, one root).
+    Fault("adp_scale", "covar", 3, "ADP scale with a wrong factor (8 pi^2 instead of 8 pi^2 / 3), applied to "
+          "covar and ADP", _adp_scale),
     Fault("q_gradient_sign", "grad_q", 4, "d Id/d q with the wrong sign (values unchanged, only the q-gradient differs)",
           _q_gradient_sign),
 )}

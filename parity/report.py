@@ -30,8 +30,10 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .causes import cause_text
 from .compare import ELEMENTWISE, NORMWISE, format_ulp
 from .io import write_text_atomic
+from .provenance import provenance_rows
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -711,6 +713,30 @@ def _fault_text(fault: Any) -> str | None:
     return str(fault)
 
 
+def _why(stage: Mapping[str, Any]) -> str | None:
+    """"diagnosis: PHRASE · root cause" (or "inherited from STAGE") for a diverging stage."""
+    if stage.get("status") not in _DIVERGING:
+        return None
+    details = stage.get("details") if isinstance(stage.get("details"), Mapping) else {}
+    phrase = details.get("diagnosis_phrase")
+    parts = [f"diagnosis: {phrase}"] if isinstance(phrase, str) and phrase else []
+    cause = cause_text(stage)
+    if cause:
+        parts.append(cause)
+    return " \u00b7 ".join(parts) or None
+
+
+def _cause_sentence(stage: Mapping[str, Any]) -> str | None:
+    """The detail section's line on where a diverging stage's error comes from."""
+    cause = stage.get("cause")
+    if not isinstance(cause, Mapping) or not cause.get("text"):
+        return None
+    basis = f" (by {cause['basis']})" if cause.get("basis") else ""
+    if cause.get("verdict") == "root_cause":
+        return f"Root cause{basis}: nothing upstream that diverged explains this stage; fix it here."
+    return f"{str(cause['text']).capitalize()}{basis}: fix that stage first; this one may only follow it."
+
+
 def _row(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[str, Any]:
     """Phase-table row for stage ``i`` (``first_index``: the first divergence)."""
     label, css = _status(stage)
@@ -722,6 +748,9 @@ def _row(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[str,
         note = "Reason: " + (stage.get("reason") or _headline(stage.get("message")) or "no message")
     elif status == "error":
         note = "Error: " + (_headline(stage.get("message")) or "no message")
+    why = _why(stage)
+    if why:
+        note = f"{why} \u00b7 {note}" if note else why
     rtol, atol, n_terms = _effective_tier(stage)
     normwise, elementwise = _rel_errors(stage)
     return {
@@ -854,6 +883,7 @@ def _detail(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[s
         "max_rel_elementwise": _fmt(elementwise),
         "first": i == first_index,
         "downstream": first_index is not None and i > first_index,
+        "cause": _cause_sentence(stage),
         "message": str(stage.get("message") or "").strip(),
         "worst_rows": worst_rows,
         "worst_total": len(worst_elements),
@@ -978,6 +1008,7 @@ def _context(result: Mapping[str, Any]) -> dict[str, Any]:
         "counts": f"{len(stages)} stage(s): " + ", ".join(
             f"{n} {s.replace('_', ' ')}" for s, n in counts.items()),
         "first": None,
+        "roots": None,
     }
     if found is not None:
         _, stage = found
@@ -986,7 +1017,11 @@ def _context(result: Mapping[str, Any]) -> dict[str, Any]:
             "name": str(stage.get("name")),
             "clause": _divergence_clause(stage),
             "anchor": _slug(stage.get("name", ""), found[0]),
+            "why": _why(stage),
         }
+        roots = [str(s.get("name")) for s in stages if isinstance(s, Mapping) and isinstance(s.get("cause"), Mapping)
+                 and s["cause"].get("verdict") == "root_cause"]
+        verdict["roots"] = roots if len(roots) > 1 else None
     details = ([] if first_index is None else
                [_detail(i, s, first_index) for i, s in enumerate(stages)
                 if s.get("status") in _DIVERGING])
@@ -997,6 +1032,7 @@ def _context(result: Mapping[str, Any]) -> dict[str, Any]:
         "title": f"Parity report \u2014 {fixture} \u2014 {verdict['label']}",
         "fixture": fixture,
         "identity": _identity(result),
+        "provenance": provenance_rows(result),
         "fault": _fault_text(result.get("fault")),
         "verdict": verdict,
         "summary_text": divergence_summary(result),

@@ -516,21 +516,28 @@ def device_name(device: str) -> str:
         import torch
     except ImportError:
         return f"CPU ({platform.machine()})"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
+    try:
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            return torch.cuda.get_device_name(dev)
+    except (RuntimeError, AssertionError, ValueError) as exc:  # never a traceback for a name
+        return f"{device} (unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
     return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def verdict(stages: list[dict]) -> tuple[str, str | None, list[str]]:
-    """(verdict, first failure, incomplete map stages) of a list of stage records."""
+    """(verdict, first failure, incomplete map stages) of a list of stage records.
+
+    The first failure is the earliest in phase order (``parity.causes.first_failure``).
+    """
+    from .causes import first_failure
     from .stages import STAGE_NAMES, get_stage
 
     failed = [r for r in stages if r["status"] in ("fail", "error")]
     incomplete = [r["name"] for r in stages if r["status"] == "not_comparable" and r["name"] in STAGE_NAMES
                   and get_stage(r["name"]).is_map]
     if failed:
-        return "diverged", failed[0]["name"], incomplete
+        return "diverged", first_failure(failed), incomplete
     if incomplete:
         return "incomplete", None, incomplete
     return "pass", None, incomplete
@@ -553,6 +560,9 @@ def assemble_result(run: Run, stages: list[dict], *, started_at: str, duration_s
         key = str(rec["phase"])
         phase_timings[key] = phase_timings.get(key, 0.0) + rec["duration_s"]
     phase_timings.update({k: v for k, v in run.timings.items() if v is not None and k != "figures_left"})
+    from .causes import annotate
+
+    annotate(stages)  # "root cause" / "inherited from STAGE" on every failing record (the input graph)
     outcome, first, incomplete = verdict(stages)
     spec = run.spec
     return {
@@ -596,6 +606,9 @@ def merge_results(results: list[dict]) -> dict:
     base = dict(results[0])
     order = {name: i for i, name in enumerate(STAGE_NAMES)}
     stages = sorted((s for r in results for s in r["stages"]), key=lambda s: order.get(s["name"], -1))
+    from .causes import annotate
+
+    annotate(stages)
     outcome, first, incomplete = verdict(stages)
     base.update(stages=stages, verdict=outcome, passed=outcome == "pass", first_failure=first, incomplete=incomplete,
                 n_compared=int(sum(s.get("n_compared") or 0 for s in stages)),

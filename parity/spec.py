@@ -192,6 +192,9 @@ def make_spec(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None,
               params: Mapping[str, Any] | None = None, device: str = "cpu", dtype: str = "float64",
               fixtures_dir: str | None = None) -> RunSpec:
     """Resolve the fixture and validate every option (raises EryxInputError in one line)."""
+    from .devices import check_device
+
+    check_device(device)  # the one device check, before any backend runs
     pdb = resolve_fixture(fixture, fixtures_dir)
     samplings = samplings or default_grid(fixture)
     if len(samplings) != 3:

@@ -46,6 +46,15 @@ class Stage:
     inputs : tuple of str
         Quantities the candidate's computation of ``quantity`` consumes, in the order of
         its cross-feed (bisection feeds the reference's values of them).
+    recomputes : tuple of str
+        Quantities the stage's computation recomputes internally instead of reading them
+        from ``inputs`` (``grad_q`` rebuilds K(k(q))): a defect there shows here even on
+        the reference's inputs, so such a stage is inherited from a failing one of them,
+        not a second root cause (``parity.causes``).
+    reads : tuple of str
+        For checks (invariants): the candidate quantities the check reads.
+        ``inputs``, ``recomputes`` and ``reads`` together are the stage's edges in the
+        input graph that tells root causes from inherited failures (``parity.causes``).
     derive : callable (run, side, value) -> value, optional
         A harness-side transformation of each side's quantity (e.g. cluster sums).
     check : callable (run) -> Comparison, for invariants and oracles.
@@ -76,6 +85,8 @@ class Stage:
     reference_quantity: str = ""
     locate: str | None = None
     inputs: tuple[str, ...] = ()
+    recomputes: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
     derive: Callable[["Run", str, Any], Any] | None = None
     check: Callable[["Run"], Any] | None = None
     vacuous: Callable[["Run"], str | None] | None = None
@@ -216,6 +227,11 @@ def _atoms_per_asu(run: "Run") -> int | None:
 
 _BZ_MATRIX = ("BZ point", "dof row", "dof column")
 _MAP_INPUTS = ("ADP", "Amat", "xyz", "adp", "q_grid", "res_mask", "bz_index", "K", "Winv", "V")
+#: What the arbitrary-q mode recomputes at its own q (K(k(q)), its modes and inverse, F(q)), besides the map's inputs.
+_Q_MODE = ("ADP", "Amat", "xyz", "adp", "q_grid", "res_mask", "hessian", "kvec", "K", "D", "Winv", "V", "Kinv",
+           "structure_factors")
+#: A gradient of sum(Id) recomputes the whole map (and the Hessian it differentiates through).
+_WHOLE_MAP = _MAP_INPUTS + ("hessian", "Kinv", "Id")
 
 STAGES: tuple[Stage, ...] = (
     # ---- phase 1: grid and precision
@@ -243,7 +259,7 @@ STAGES: tuple[Stage, ...] = (
           check=oracles.check_p1),
     Stage("xyz", 2, "tight", "array", "P1-expanded coordinates (A)", axes=("ASU", "atom", "xyz"), matrix_axes=()),
     Stage("asu_xyz", 2, "tight", "array", "reference-cell ASU coordinates (A)", axes=("ASU", "atom", "xyz"),
-          matrix_axes=()),
+          matrix_axes=(), recomputes=("xyz",)),
     Stage("Amat", 2, "tight", "array", "rigid-body projection A per ASU", inputs=("asu_xyz",),
           axes=("ASU", "atom", "xyz", "rigid-body dof"), matrix_axes=(), view=(0, -1, 3, 6)),
     Stage("M_allatoms", 2, "tight", "array", "all-atom mass matrix", inputs=("masses", "n_asu"),
@@ -263,28 +279,33 @@ STAGES: tuple[Stage, ...] = (
     # ---- phase 3: phonons and covariance
     # tight, not exact: the diagonal sums the gammas in another order than the reference.
     Stage("hessian_allatoms", 3, "tight", "array", "dense all-atom GNM Hessian",
-          axes=("ASU", "atom", "cell", "ASU", "atom"), terms=_per_atom),
+          axes=("ASU", "atom", "cell", "ASU", "atom"), terms=_per_atom, recomputes=("asu_xyz", "cell_origin")),
     Stage("hessian", 3, "tight", "array", "projected Hessian (contacts vs dense)", inputs=("Amat",),
-          axes=("ASU", "dof", "cell", "ASU", "dof"), terms=_per_asu),
+          recomputes=("hessian_allatoms",), axes=("ASU", "dof", "cell", "ASU", "dof"), terms=_per_asu),
     Stage("K", 3, "tight", "array", "K(k) per BZ point", locate="bz_flat", inputs=("hessian", "kvec", "cell_origin"),
           axes=_BZ_MATRIX, terms=_terms(N_CELL)),
     Stage("D", 3, "tight", "array", "dynamical matrix Linv K Linv^T", locate="bz_flat", inputs=("K", "Linv"),
           axes=_BZ_MATRIX, terms=_terms(N_CELL + D_EXTRA)),
     Stage("Winv", 3, "decomposition", "array", "1/w^2 per mode (NaN for zero modes)", locate="bz",
-          inputs=("K", "Linv"), axes=("dh", "dk", "dl", "mode"), matrix_axes=(), terms=_terms(N_CELL + D_EXTRA)),
+          inputs=("K", "Linv"), recomputes=("D",), axes=("dh", "dk", "dl", "mode"), matrix_axes=(), terms=_terms(N_CELL + D_EXTRA)),
     Stage("eigenspaces", 3, "decomposition", "eigenspace", "spectral projectors per eigenvalue cluster",
           quantity="V", locate="bz_flat", inputs=("K", "Linv"), axes=("BZ point", "mode"),
+          recomputes=("D", "Winv"),  # one eigendecomposition gives the eigenvalues and the modes
           terms=_terms(N_CELL + D_EXTRA)),
     Stage("Kinv", 3, "decomposition", "array", "pseudo-inverse of K(k)", locate="bz_flat", inputs=("K",),
           axes=_BZ_MATRIX, terms=_terms(N_CELL)),
     Stage("covar", 3, "decomposition", "array", "scaled rigid-body covariance",
           inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp"), axes=("ASU", "dof", "cell", "ASU", "dof"),
           terms=_terms(N_CELL)),
+    # ADP recomputes the covariance from Kinv and shares its scale (derived from the ADPs).
     Stage("ADP", 3, "decomposition", "array", "scaled atomic displacement parameters",
-          inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp"), axes=("atom",), terms=_terms(N_CELL)),
-    Stage("K_hermitian", 3, "exact", "invariant", "K(k) is Hermitian", check=inv.check_K_hermitian),
+          inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp"), recomputes=("covar",), axes=("atom",),
+          terms=_terms(N_CELL)),
+    Stage("K_hermitian", 3, "exact", "invariant", "K(k) is Hermitian", check=inv.check_K_hermitian,
+          reads=("K",)),
     Stage("zero_modes", 3, "exact", "invariant", "exactly the zero modes the contact network predicts "
-          "(three at k = 0)", check=inv.check_zero_modes),
+          "(three at k = 0)", check=inv.check_zero_modes,
+          reads=("Winv",)),
     # ---- phase 4: intensity
     Stage("Id", 4, "end_to_end", "array", "diffuse intensity, all modes", locate="grid", inputs=_MAP_INPUTS,
           require_nonzero=True),
@@ -295,21 +316,23 @@ STAGES: tuple[Stage, ...] = (
     Stage("Id_data_adp", 4, "end_to_end", "array", "intensity with the file's B factors", locate="grid",
           inputs=_MAP_INPUTS, require_nonzero=True),
     Stage("Id_qvectors", 4, "end_to_end", "array", "arbitrary-q mode at the grid's q vs the grid map",
-          reference_quantity="Id", locate="grid", require_nonzero=True),
+          reference_quantity="Id", locate="grid", require_nonzero=True, recomputes=_Q_MODE),
     Stage("Id_q_offgrid", 4, "end_to_end", "array", "arbitrary-q mode between the grid's k-points "
-          "(q-gradient sample + a fixed shift)", axes=("q point",), require_nonzero=True),
+          "(q-gradient sample + a fixed shift)", axes=("q point",), require_nonzero=True, recomputes=_Q_MODE),
     Stage("grad_gamma_inter", 4, "gradient", "gradient", "d sum(Id)/d gamma_inter (autograd or FD, per backend)",
-          vacuous=_no_finite_map, require_nonzero=True),
+          vacuous=_no_finite_map, require_nonzero=True, recomputes=_WHOLE_MAP),
     Stage("grad_gamma_intra", 4, "gradient", "gradient", "d sum(Id)/d gamma_intra (autograd or FD, per backend)",
-          vacuous=_no_finite_map, require_nonzero=True),
+          vacuous=_no_finite_map, require_nonzero=True, recomputes=_WHOLE_MAP),
     Stage("grad_q", 4, "gradient_q", "gradient", "d Id(q)/d q at sampled grid points (autograd or FD, per backend)",
           inputs=("q_grid", "hessian", "Amat", "xyz", "ADP"), axes=("q point", "q component"),
+          recomputes=("kvec", "K", "Kinv", "structure_factors"),  # K(k(q)) and F(q) at its own q
           vacuous=_no_gradient_sample, require_nonzero=True),
-    Stage("Id_nonnegative", 4, "exact", "invariant", "Id >= 0 off the Bragg points", check=inv.check_nonnegative),
+    Stage("Id_nonnegative", 4, "exact", "invariant", "Id >= 0 off the Bragg points", check=inv.check_nonnegative,
+          reads=("Id",)),
     Stage("friedel", 4, "exact", "invariant", "Friedel symmetry Id(q) = Id(-q) on a symmetric grid",
-          check=inv.check_friedel),
+          check=inv.check_friedel, reads=("Id",)),
     Stage("qvectors_sample", 4, "end_to_end", "invariant", "arbitrary-q path equals the grid path at sampled points",
-          check=inv.check_qvectors_sample),
+          check=inv.check_qvectors_sample, reads=("Id", "Id_q_sample")),
 )
 
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -1,7 +1,43 @@
-"""What a run prints: the header, the phase-by-phase table and the summary line."""
+"""What a run prints: the header, the phase-by-phase table and the summary line.
+
+The last column (reason, location, diagnosis, cause) is wrapped at word boundaries onto
+continuation lines under itself, never cut (:data:`REASON_WIDTH`).
+"""
 from __future__ import annotations
 
+import textwrap
+
+from .causes import cause_text
 from .stages import PHASE_TITLES
+
+#: Width of the table's last column; longer text wraps onto continuation lines.
+REASON_WIDTH = 72
+
+
+def _first_line(text) -> str:
+    lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def stage_reason(s: dict) -> str:
+    """What a stage that did not pass says, in full: its reason or message, diagnosis and cause."""
+    if s.get("status") == "pass":
+        return ""
+    phrase = (s.get("details") or {}).get("diagnosis_phrase") if isinstance(s.get("details"), dict) else None
+    if s.get("status") == "fail":
+        parts = [((s.get("worst") or {}).get("location") or "") if s.get("max_abs") else ""]
+        parts.append(f"[{phrase}]" if phrase else "")
+    else:
+        parts = [_first_line(s.get("message"))]
+    cause = cause_text(s)
+    text = "  ".join(p for p in parts if p)
+    return f"{cause.upper() if cause == 'root cause' else cause}: {text}" if cause and text else (cause or text)
+
+
+def wrap_reason(text: str, indent: int, width: int = REASON_WIDTH) -> str:
+    """``text`` wrapped at word boundaries; continuation lines indented by ``indent`` spaces."""
+    lines = textwrap.wrap(text, width=width, break_long_words=False, break_on_hyphens=False) or [""]
+    return ("\n" + " " * indent).join(lines)
 
 
 def _fmt(x) -> str:
@@ -28,6 +64,9 @@ def format_header(result: dict) -> list[str]:
     if result.get("reference") or result.get("candidate"):
         lines.append(f"reference {_backend_line(result.get('reference'))}  vs  candidate "
                      f"{_backend_line(result.get('candidate'))}")
+    from .provenance import format_provenance
+
+    lines += format_provenance(result)  # dumps: both sides' own environments, side by side
     for row in result.get("tier_overrides") or []:
         if isinstance(row, dict):
             table = f" (table {row['table_value']:.3g})" if row.get("table_value") is not None else ""
@@ -47,8 +86,9 @@ def format_table(result: dict) -> str:
     builds = [s for s in result["stages"] if s.get("kind") == "construction"]
     if builds:
         lines += ["", "Construction"]
-        lines += [f"  {s['name']:<34} ERROR (phase {s['phase']})  {(s.get('message') or '').splitlines()[0]}"
-                  for s in builds]
+        for s in builds:
+            head = f"  {s['name']:<34} ERROR (phase {s['phase']})  "
+            lines.append(head + wrap_reason(_first_line(s.get("message")), len(head)))
     phase = None
     for s in result["stages"]:
         if s.get("kind") == "construction":
@@ -57,14 +97,11 @@ def format_table(result: dict) -> str:
             phase = s["phase"]
             lines += ["", f"Phase {phase}: {PHASE_TITLES.get(phase, '')}", header]
         status = s["status"].upper() if s["status"] != "pass" else "pass"
-        where = ((s.get("worst") or {}).get("location") or "") if s.get("max_abs") else ""
-        phrase = (s.get("details") or {}).get("diagnosis_phrase") if isinstance(s.get("details"), dict) else None
-        if s["status"] in ("fail",) and phrase:
-            where = f"{where}  [{phrase}]" if where else f"[{phrase}]"
-        if s["status"] in ("not_comparable", "error"):
-            where = (s.get("message") or "").splitlines()[0][:90] if s.get("message") else ""
-        lines.append(f"  {s['name']:<18} {s['tier']:<15} {status:<15} {_fmt(s['max_abs']):>9} "
-                     f"{_fmt(s['max_rel']):>9} {_fmt(s.get('max_rel_elementwise')):>9}  {where}")
+        where = stage_reason(s) if s["status"] != "pass" else \
+            (((s.get("worst") or {}).get("location") or "") if s.get("max_abs") else "")
+        head = (f"  {s['name']:<18} {s['tier']:<15} {status:<15} {_fmt(s['max_abs']):>9} "
+                f"{_fmt(s['max_rel']):>9} {_fmt(s.get('max_rel_elementwise')):>9}  ")
+        lines.append(head + wrap_reason(where, len(head)))
     lines.append("")
     lines.append(format_summary(result))
     return "\n".join(lines)
@@ -90,10 +127,16 @@ def format_summary(result: dict) -> str:
         first = next(s for s in result["stages"] if s["name"] == result["first_failure"])
         lines.append(f"DIVERGED: first failure {first['name']} (phase {first['phase']}); {counts['fail']} failed, "
                      f"{counts['error']} errors of {n} stages{nc}; {compared} ({result['duration_s']:.1f} s)")
-        lines.append(f"  {(first.get('message') or '').splitlines()[0]}")
+        lines.append("  " + wrap_reason(_first_line(first.get("message")), 2, width=110))
         phrase = (first.get("details") or {}).get("diagnosis_phrase") if isinstance(first.get("details"), dict) \
             else None
         if phrase:
             lines.append(f"  diagnosis: {phrase}")
+        roots = [s["name"] for s in result["stages"] if (s.get("cause") or {}).get("verdict") == "root_cause"]
+        if roots:
+            lines.append(f"  root cause{'s' if len(roots) > 1 else ''}: {', '.join(roots)}"
+                         + (" (independent)" if len(roots) > 1 else "")
+                         + (f"; {first['name']} is {cause_text(first)}" if first["name"] not in roots
+                            and cause_text(first) else ""))
     lines += [f"NOTE: {note}" for note in result.get("notes", [])]
     return "\n".join(lines)

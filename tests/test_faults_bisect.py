@@ -27,23 +27,22 @@ from parity.tiers import resolve_tier
 GRID3 = ((-2, 2, 3),) * 3
 GRID2 = ((-2, 2, 2),) * 3
 
-#: The exact root-cause set each fault must bisect to. A fault replaces ONE function
-#: of stages_torch; where that function produces several compared quantities, all of
-#: them are root causes (documented co-products):
-#:   phonons    -> Winv and the eigenvectors (eigenspaces)
-#:   adp_scaled -> ADP and covar
+#: The exact root-cause set each fault must bisect to: one defect, one root. Where the
+#: replaced function produces several compared quantities, the later ones declare that
+#: they recompute the earlier (``Stage.recomputes``) and inherit:
+#:   phonons    -> Winv; eigenspaces recomputes Winv
+#:   adp_scaled -> covar; ADP recomputes the covariance and its scale
+#:   build_K    -> K; grad_q recomputes K(k(q)) (its derivative in k cannot be fed)
 EXPECTED_ROOTS = {
     "grid_float32": {"q_grid"},
     "amat_shared_buffer": {"Amat"},
     "linv_upper": {"Linv"},
     "linv_complex": {"Linv"},
-    # grad_q recomputes K(k(q)) itself (its derivative in k cannot be fed), so the flipped
-    # phase is in its own computation too.
-    "phase_sign": {"K", "grad_q"},
+    "phase_sign": {"K"},
     "eigvec_mixing": {"eigenspaces"},
     "bz_off_by_one": {"bz_index"},
-    "zero_modes_clamped": {"Winv", "eigenspaces"},
-    "adp_scale": {"ADP", "covar"},
+    "zero_modes_clamped": {"Winv"},
+    "adp_scale": {"covar"},
     "q_gradient_sign": {"grad_q"},
 }
 
@@ -107,17 +106,18 @@ def test_fault_fails_in_its_phase_and_bisects_to_its_stage(name, fault_bisects):
     for stage in EXPECTED_ROOTS[name]:
         assert verdicts[stage] == bs.ROOT, (stage, bs.format_bisect(result))
 
-    # Everything else that diverges comes after the first root and only inherited it.
+    # Everything else that diverges comes after the root and only inherited it, from the root.
     first_root = min(STAGE_NAMES.index(s) for s in EXPECTED_ROOTS[name])
     for v in result.verdicts:
         if v.stage in EXPECTED_ROOTS[name]:
             continue
         assert STAGE_NAMES.index(v.stage) > first_root, (v.stage, name)
-        assert v.verdict in (bs.INHERITED, bs.PRESUMED), (v.stage, v.verdict, name)
+        assert v.verdict == bs.INHERITED and set(v.inherited_from) == EXPECTED_ROOTS[name], (v.stage, v, name)
+        assert v.text == f"inherited from {fault.stage}"
         if get_stage(v.stage).quantity in TorchBackend.static_crossfeeds():
-            assert v.verdict == bs.INHERITED and v.crossfed, (v.stage, name)
-        else:
-            assert v.verdict == bs.PRESUMED and v.crossfed.startswith("no cross-feed"), (v.stage, name)
+            assert v.basis in ("cross-feed", "recomputed internally") and v.crossfed, (v.stage, name)
+        else:  # no cross-feed: the registry's input graph decides
+            assert v.basis == "input graph" and v.crossfed.startswith("no cross-feed"), (v.stage, name)
 
     text = bs.format_bisect(result)
     assert f"First divergence: {first['name']}" in text
@@ -137,7 +137,7 @@ def test_fault_bisects_the_same_on_a_real_protein(name, fixture_pdb):
     records, result = bs.bisect_run(ctx, stages, progress=False)
     assert get_stage(result.first_divergence).phase == FAULTS[name].phase
     assert set(result.root_causes) == expected, bs.format_bisect(result)
-    assert all(v.verdict in (bs.INHERITED, bs.PRESUMED) for v in result.verdicts if v.stage not in expected)
+    assert all(v.verdict == bs.INHERITED for v in result.verdicts if v.stage not in expected)
 
 
 def test_fault_runs_do_not_leak_into_a_later_clean_run(fault_bisects):
