@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p), _add_backend_options(p), _add_selection_options(p), _add_output_options(p)
 
     p = sub.add_parser("check", help="exit code for 'git bisect run': 0 agree, 1 diverge, 125 skip, 128 abort",
-                       description="Check one stage or phase, for 'git bisect run parity check ...'. Exit 0 "
+                       description="Check the whole run, or one stage or phase, for 'git bisect run parity check ...'. Exit 0 "
                                    "agree, 1 diverge, 125 cannot run at this commit or not comparable (skip), "
                                    "128 usage error (aborts the bisection).")
     _add_model_options(p), _add_backend_options(p)
@@ -141,8 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("CAND", help="the candidate dump (.npz)")
     _add_selection_options(p), _add_output_options(p)
 
-    p = sub.add_parser("backends", help="list the registered backends and what each provides")
-    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p = sub.add_parser("backends", help="list the registered backends and what each provides",
+                       description="List the registered backends; with --check NAME, build NAME on the synthetic "
+                                   "crystal and check every quantity it provides against the contract (shape, "
+                                   "dtype, NaN pattern, conventions). Exit 0 conforms, 1 violates, 2 usage error.")
+    p.add_argument("--json", action="store_true", help="print the list (or the check) as JSON")
+    p.add_argument("--check", default=None, metavar="NAME", help="contract self-test of backend NAME")
+    p.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="precision of the check")
+    p.add_argument("--fixture", default="synthetic", help="fixture of the check (default: synthetic)")
+
+    p = sub.add_parser("new-backend", help="scaffold an installable package for your own backend",
+                       description="Write a package for backend NAME: pyproject.toml with the "
+                                   "eryx_parity.backends entry point, a backend skeleton listing every quantity "
+                                   "of the contract, and tests running the contract check and every stage. "
+                                   "See docs/writing-a-backend.md.")
+    p.add_argument("NAME", help="the backend's name (lower case, digits, '-', '_')")
+    p.add_argument("--dir", default=None, help="where to write it (default: ./NAME; must be empty or absent)")
 
     p = sub.add_parser("bench", help="benchmarks: NumPy vs torch, per phase and end to end")
     p.add_argument("--quick", action="store_true", help="small grids only (a minute)")
@@ -387,12 +401,15 @@ def cmd_check(args) -> int:
     except Exception as exc:  # the package does not import at this commit
         print(f"parity check: cannot run here ({type(exc).__name__}: {exc}); skipping (125)", file=sys.stderr)
         return EXIT_SKIP
-    if bool(args.stage) == bool(args.phase):
-        print("parity check: error: give exactly one of --stage NAME or --phase N; aborting the bisection (128)",
+    if args.stage and args.phase:
+        print("parity check: error: give at most one of --stage NAME or --phase N; aborting the bisection (128)",
               file=sys.stderr)
         return EXIT_ABORT_BISECT
+    whole = not (args.stage or args.phase)  # the whole run: a stage neither side provides is no reason to skip
     try:
-        if args.stage:
+        if whole:
+            stages = select()
+        elif args.stage:
             stages = [get_stage(args.stage)]
         else:
             phases = parse_phases(args.phase)
@@ -417,7 +434,7 @@ def cmd_check(args) -> int:
                                                 if r["status"] != "pass" and r.get("message") else ""))
     if any(r["status"] in ("fail", "error") for r in records):
         return EXIT_DIVERGED
-    if any(r["status"] == "not_comparable" for r in records):
+    if not whole and any(r["status"] == "not_comparable" for r in records):
         print("parity check: not comparable at this commit; skipping (125)", file=sys.stderr)
         return EXIT_SKIP
     return EXIT_OK
@@ -476,9 +493,25 @@ def cmd_compare(args) -> int:
     return _exit_code(result)
 
 
+def cmd_new_backend(args) -> int:
+    from .scaffold import scaffold
+
+    files = scaffold(args.NAME, args.dir)
+    root = files[0].parent
+    print(f"wrote {len(files)} files into {root}: pip install -e {root}, then "
+          f"'parity backends --check {args.NAME}' (see docs/writing-a-backend.md)")
+    return EXIT_OK
+
+
 def cmd_backends(args) -> int:
     from .backends import describe_backends
 
+    if args.check:
+        from .contract_check import check_backend, format_report
+
+        report = check_backend(args.check, fixture=args.fixture, dtype=args.dtype)
+        print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+        return EXIT_OK if report.ok else EXIT_DIVERGED
     rows = describe_backends()
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -547,7 +580,7 @@ def cmd_dashboard(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "report": cmd_report, "bisect": cmd_bisect, "check": cmd_check, "dump": cmd_dump,
-            "compare": cmd_compare, "backends": cmd_backends, "stages": cmd_stages, "faults": cmd_faults,
+            "compare": cmd_compare, "backends": cmd_backends, "new-backend": cmd_new_backend, "stages": cmd_stages, "faults": cmd_faults,
             "bench": cmd_bench, "nightly": cmd_nightly, "dashboard": cmd_dashboard}
 
 

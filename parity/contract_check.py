@@ -26,8 +26,11 @@ from .backends import Backend, NotProvided
 from .quantities import QUANTITIES, Quantity
 
 #: Precision every real / complex quantity must have in a run of each dtype.
-_REAL = {"float64": (np.float64,), "float32": (np.float32, np.float64)}
-_COMPLEX = {"float64": (np.complex128,), "float32": (np.complex64, np.complex128)}
+_REAL = {"float64": (np.float64,), "float32": (np.float32,)}
+_COMPLEX = {"float64": (np.complex128,), "float32": (np.complex64,)}
+#: May be wider than a float32 run: the gemmi oracle's F and the spring-constant gradients
+#: (scalars a backend may accumulate in float64). Every other quantity has the run's precision.
+_ANY_PRECISION = frozenset({"F_hkl", "grad_gamma_inter", "grad_gamma_intra"})
 #: Quantities that may hold NaN, and where (checked by :func:`_finiteness`).
 _MAPS = ("Id", "Id_data_adp", "Id_qvectors", "mode_maps")
 
@@ -106,6 +109,8 @@ def as_array(value: Any) -> Any:
 
 def _dtype_problem(q: Quantity, arr: np.ndarray, run_dtype: str) -> str | None:
     kind = arr.dtype
+    if q.name in _ANY_PRECISION:
+        run_dtype = "float64" if kind in (np.float64, np.complex128) else run_dtype
     if q.dtype == "real":
         if np.issubdtype(kind, np.complexfloating):
             return f"dtype {kind}: the contract says real (return the real part only where it is exactly real)"
