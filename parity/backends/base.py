@@ -104,8 +104,7 @@ class Session(abc.ABC):
         self.build()
         if name not in self._cache:
             if not self.provides(name):
-                self._cache[name] = (False, NotProvided(
-                    f"backend {self.backend.name!r} does not provide {name} (not in its provides())"))
+                self._cache[name] = (False, NotProvided(f"{name} is not in backend {self.backend.name!r}'s provides()"))
             else:
                 try:
                     self._cache[name] = (True, self._compute(name))

@@ -1,13 +1,11 @@
-"""Root conftest: the project's own test settings.
+"""The project's own test settings (the parity plugin loads through its ``pytest11`` entry point).
 
-The parity plugin itself loads through its ``pytest11`` entry point; the line below keeps
-it loaded when this checkout runs uninstalled (the same name: no double registration).
+Here, not in a root conftest: ``pytest --parity`` collects ``parity/stage_tests.py`` from
+an editable checkout, and a conftest above it would apply to the user's session.
 """
 import importlib.util
 
 import pytest
-
-pytest_plugins = ["parity.pytest_plugin"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
