@@ -16,16 +16,18 @@ Example
 >>> from parity.backend_api import Backend, NotProvided, Session
 >>> class MySession(Session):
 ...     def _build(self):
-...         self.model = None            # construct your model from self.spec here
+...         self.model = None  # construct your model from self.spec here
 ...     def _compute(self, name):
 ...         raise NotProvided(f"{name} is not computed yet")
 >>> class MyBackend(Backend):
 ...     name = "mine"
+...     @classmethod
 ...     def static_provides(cls):
 ...         return frozenset()
-...     static_provides = classmethod(static_provides)
 ...     def open(self, spec):
 ...         return MySession(self, spec)
+>>> MyBackend().provides()
+frozenset()
 """
 from __future__ import annotations
 

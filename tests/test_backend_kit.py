@@ -342,3 +342,29 @@ def test_a_float64_offgrid_shift_in_a_float32_run_is_named(monkeypatch):
     assert [(c.name, c.problems) for c in report.by_status("wrong")] == [
         ("Id_q_offgrid", ["dtype float64: a float32 run needs float32"])]
     assert [c.name for c in report.by_status("ok")] == ["q_grid", "Id_q_offgrid"][:1]
+
+
+# ------------------------------------------------------------------ the docs
+def test_the_docs_quantity_table_is_the_contract():
+    """docs/writing-a-backend.md's table is generated from parity.quantities (python -m parity.backend_docs)."""
+    from parity.backend_docs import DOC, render
+    from parity.quantities import QUANTITY_NAMES
+
+    text = DOC.read_text()
+    assert render(text) == text, "the doc's quantity table is stale: run python -m parity.backend_docs"
+    assert all(f"| `{name}` |" in text for name in QUANTITY_NAMES)
+
+
+def test_the_public_api_names_are_importable_and_documented():
+    import parity.backend_api as api
+    from parity.backend_docs import DOC
+
+    text = DOC.read_text()
+    for name in api.__all__:
+        assert getattr(api, name) is not None
+    for name in ("Backend", "Session", "NotProvided", "BuildFailure", "RunSpec", "check_backend"):
+        assert f"`{name}`" in text
+    for field in api.SPEC_FIELDS:
+        assert f"`{field}`" in text, field
+    with pytest.raises(AttributeError):
+        api.no_such_name  # noqa: B018
