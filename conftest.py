@@ -1,3 +1,4 @@
-"""Root conftest: load the parity pytest plugin (options, markers, fixtures) and fold the
-skips for a missing data setting into one summary line each (parity.pytest_skips)."""
-pytest_plugins = ["parity.pytest_plugin", "parity.pytest_skips"]
+"""Root conftest: the parity pytest plugin loads itself (pytest11 entry point); this
+repository's own suite also folds the skips for a missing data setting into one summary
+line each (parity.pytest_skips)."""
+pytest_plugins = ["parity.pytest_skips"]

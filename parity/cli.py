@@ -171,9 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection_options(p, fault=False), _add_output_options(p)
 
     p = sub.add_parser("backends", help="list the registered backends and what each provides",
-                       description="List the registered backends (built in and from entry points), where "
-                                   "each comes from and which stages it provides and cross-feeds.")
-    p.add_argument("--json", action="store_true", help="print the list as JSON")
+                       description="List the registered backends; with --check NAME, build NAME on the synthetic "
+                                   "crystal and check every quantity it provides against the contract (shape, "
+                                   "dtype, NaN pattern, conventions). Exit 0 conforms, 1 violates, 2 usage error.")
+    p.add_argument("--json", action="store_true", help="print the list (or the check) as JSON")
+    p.add_argument("--check", default=None, metavar="NAME", help="contract self-test of backend NAME")
+    p.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="precision of the check")
+    p.add_argument("--fixture", default="synthetic", help="fixture of the check (default: synthetic)")
+
+    p = sub.add_parser("new-backend", help="scaffold an installable package for your own backend",
+                       description="Write a package for backend NAME: pyproject.toml with the "
+                                   "eryx_parity.backends entry point, a backend skeleton listing every quantity "
+                                   "of the contract, and tests running the contract check and every stage. "
+                                   "See docs/writing-a-backend.md.")
+    p.add_argument("NAME", help="the backend's name (lower case, digits, '-', '_')")
+    p.add_argument("--dir", default=None, help="where to write it (default: ./NAME; must be empty or absent)")
 
     p = sub.add_parser("bench", help="benchmarks: NumPy vs torch, per phase and end to end",
                        description="Time the NumPy and torch backends per phase and end to end on the "
@@ -494,9 +506,25 @@ def cmd_compare(args) -> int:
     return _exit_code(result)
 
 
+def cmd_new_backend(args) -> int:
+    from .scaffold import scaffold
+
+    files = scaffold(args.NAME, args.dir)
+    root = files[0].parent
+    print(f"wrote {len(files)} files into {root}: pip install -e {root}, then "
+          f"'parity backends --check {args.NAME}' (see docs/writing-a-backend.md)")
+    return EXIT_OK
+
+
 def cmd_backends(args) -> int:
     from .backends import describe_backends
 
+    if args.check:
+        from .contract_check import check_backend, format_report
+
+        report = check_backend(args.check, fixture=args.fixture, dtype=args.dtype)
+        print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+        return EXIT_OK if report.ok else EXIT_DIVERGED
     rows = describe_backends()
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -575,7 +603,7 @@ def cmd_dashboard(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "report": cmd_report, "bisect": cmd_bisect, "check": cmd_check, "dump": cmd_dump,
-            "compare": cmd_compare, "backends": cmd_backends, "stages": cmd_stages, "faults": cmd_faults,
+            "compare": cmd_compare, "backends": cmd_backends, "new-backend": cmd_new_backend, "stages": cmd_stages, "faults": cmd_faults,
             "bench": cmd_bench, "nightly": cmd_nightly, "dashboard": cmd_dashboard}
 
 

@@ -13,6 +13,18 @@ Options
                        the two backends the stage tests compare (default numpy, torch);
                        --reference-path/--candidate-path DIR, --candidate-python PYTHON and
                        --reference-dump FILE as for ``parity run``
+--parity               add the packaged stage tests (:mod:`parity.stage_tests`): one test per
+                       registry stage and fixture, in any repository, without a conftest
+--parity-require all|STAGES
+                       fail (not skip) a required stage that is not comparable; STAGES is a
+                       comma-separated list of stage names and ``phaseN``
+--torch-threads N      set torch's CPU threads for the session (default: left alone)
+
+The ini options ``parity_candidate``, ``parity_reference``, ``parity_fixtures`` and
+``parity_require`` set the same defaults from a project's ``pyproject.toml``.
+
+The plugin is registered through the ``pytest11`` entry point (installing eryx-parity
+is enough); its markers ``phase1``-``phase4`` and ``gpu`` are registered with it.
 """
 from __future__ import annotations
 
@@ -31,14 +43,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("parity", "eryx-parity harness")
     group.addoption("--fixtures-dir", default=None, help="directory of real fixture PDB files ($ERYX_FIXTURES_DIR)")
     group.addoption("--goldens-dir", default=None, help="directory of golden .npz/.json files ($ERYX_GOLDENS_DIR)")
+    group.addoption("--parity", action="store_true", default=False,
+                    help="collect the packaged parity stage tests (parity.stage_tests) too")
+    group.addoption("--parity-require", default=None, metavar="all|STAGES",
+                    help="fail, instead of skip, these stages when not comparable: 'all' or stage names / "
+                         "phaseN, comma-separated (ini: parity_require)")
     group.addoption("--parity-fixture", action="append", default=None, help="fixture for the parity stages (repeatable)")
     group.addoption("--parity-device", default="cpu", help="torch device for the parity stages")
     group.addoption("--parity-dtype", default="float64", choices=("float64", "float32"))
     group.addoption("--parity-json", default=None, help="write the parity stages' result JSON here")
-    group.addoption("--reference", "--parity-reference", dest="parity_reference", default="numpy",
-                    help="reference backend of the parity stage tests (default numpy)")
-    group.addoption("--candidate", "--parity-candidate", dest="parity_candidate", default="torch",
-                    help="candidate backend of the parity stage tests (default torch)")
+    group.addoption("--reference", "--parity-reference", dest="parity_reference", default=None,
+                    help="reference backend of the parity stage tests (default: ini parity_reference, else numpy)")
+    group.addoption("--candidate", "--parity-candidate", dest="parity_candidate", default=None,
+                    help="candidate backend of the parity stage tests (default: ini parity_candidate, else torch)")
     group.addoption("--reference-path", dest="parity_reference_path", default=None,
                     help="checkout the reference backend loads its code from")
     group.addoption("--candidate-path", dest="parity_candidate_path", default=None,
@@ -48,8 +65,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--reference-dump", dest="parity_reference_dump", default=None,
                     help="a stored dump ('parity dump') as the reference")
     group.addoption("--torch-threads", type=int, default=None,
-                    help="torch CPU threads for the session (default: 1 for tests, torch's own "
-                         "default when benchmarks are enabled)")
+                    help="torch CPU threads for the whole session (default: torch's own, untouched)")
+    parser.addini("parity_candidate", "candidate backend of the parity stage tests", default="torch")
+    parser.addini("parity_reference", "reference backend of the parity stage tests", default="numpy")
+    parser.addini("parity_fixtures", "fixtures of the parity stage tests", type="args", default=[])
+    parser.addini("parity_require", "stages that must be comparable ('all' or names / phaseN)", default="")
+
+
+MARKERS = (
+    "phase1: parity phase 1 (grid and precision)",
+    "phase2: parity phase 2 (A/M matrices and structure factors)",
+    "phase3: parity phase 3 (phonons and covariance)",
+    "phase4: parity phase 4 (end-to-end intensity)",
+    "gpu: needs a CUDA device (skipped when none is present)",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -58,18 +87,75 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--goldens-dir"):
         os.environ[GOLDENS_ENV] = str(Path(config.getoption("--goldens-dir")).resolve())
     config._parity_results = {}  # fixture -> list of stage dicts, filled by the stage tests
-    # Many tiny torch kernels on a shared 2-core machine: OpenMP threads oversubscribe and
-    # stall (a run measured 0.8 s with 1 thread, 8.7 s with 2 under load). Tests assert
-    # no timings, so they run single-threaded; benchmarks keep torch's default.
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    config._parity_require = parse_require(parity_setting(config, "--parity-require", "parity_require") or "")
+    # Only on request: the plugin is loaded in every suite of an environment that has
+    # eryx-parity installed, and threads are the user's business.
     threads = config.getoption("--torch-threads")
-    benchmarking = config.getoption("--benchmark-enable", default=False)
-    if (threads or not benchmarking) and importlib.util.find_spec("torch") is not None:
+    if threads and importlib.util.find_spec("torch") is not None:
         import torch
 
-        torch.set_num_threads(threads or 1)
+        torch.set_num_threads(threads)
+    if config.getoption("--parity"):
+        from . import stage_tests
+
+        path = str(Path(stage_tests.__file__).resolve())
+        if path not in config.args:
+            config.args.append(path)
+
+
+def parity_setting(config: pytest.Config, option: str, ini: str):
+    """A command-line option, else the ini value of the same setting."""
+    value = config.getoption(option)
+    return value if value not in (None, [], "") else config.getini(ini)
+
+
+def parse_require(text: str) -> frozenset[str]:
+    """Stage names required comparable, from 'all' or 'NAME,phaseN,...' (pytest.UsageError naming unknowns)."""
+    words = [w.strip() for w in str(text).split(",") if w.strip()]
+    if not words:
+        return frozenset()
+    from .stages import STAGES
+
+    out: set[str] = set()
+    for word in words:
+        if word == "all":
+            out |= {s.name for s in STAGES}
+        elif word.startswith("phase") and word[5:].isdigit():
+            hit = {s.name for s in STAGES if s.phase == int(word[5:])}
+            if not hit:
+                raise pytest.UsageError(f"--parity-require: no stage in {word}")
+            out |= hit
+        elif word in {s.name for s in STAGES}:
+            out.add(word)
+        else:
+            raise pytest.UsageError(f"--parity-require: unknown stage {word!r}; see 'parity stages'")
+    return frozenset(out)
+
+
+def unavailable_device(device: str) -> str | None:
+    """Why ``device`` cannot run here (one line), or None when it can."""
+    if importlib.util.find_spec("torch") is None:
+        return None if device == "cpu" else f"device {device!r} needs torch, which is not installed"
+    from eryx.errors import EryxInputError
+    from eryx.models_torch import resolve_device
+
+    try:
+        resolve_device(device)
+    except EryxInputError as exc:
+        return str(exc)
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    stage_items = [item for item in items if "parity_stage" in getattr(item, "fixturenames", ())]
+    if stage_items:  # one reason for every stage test, decided once
+        why = unavailable_device(config.getoption("--parity-device"))
+        if why:
+            skip = pytest.mark.skip(reason=f"parity stages skipped: {why}")
+            for item in stage_items:
+                item.add_marker(skip)
     # The harness runs without torch (the NumPy reference against itself or a dump).
     if importlib.util.find_spec("torch") is not None:
         import torch
@@ -80,6 +166,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """One test per registry stage and fixture for any test taking ``parity_stage``."""
+    if "parity_stage" not in metafunc.fixturenames:
+        return
+    from .stages import STAGES
+
+    names = parity_fixture_names(metafunc.config)
+    params, ids = [], []
+    for stage in STAGES:
+        for fixture in names:
+            params.append(pytest.param(stage, fixture, marks=getattr(pytest.mark, f"phase{stage.phase}")))
+            ids.append(f"{stage.id}[{fixture}]")
+    metafunc.parametrize(("parity_stage", "parity_fixture"), params, ids=ids)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -123,14 +224,14 @@ def pytest_testnodedown(node, error) -> None:
 
 def parity_fixture_names(config: pytest.Config) -> list[str]:
     """Fixtures the parametrised stage tests run on."""
-    return list(config.getoption("--parity-fixture") or DEFAULT_PARITY_FIXTURES)
+    return list(config.getoption("--parity-fixture") or config.getini("parity_fixtures") or DEFAULT_PARITY_FIXTURES)
 
 
 def parity_backend_options(config: pytest.Config) -> dict:
     """``make_run`` keyword arguments for the backends chosen on the command line."""
     dump = config.getoption("parity_reference_dump")
-    return {"reference": "dump" if dump else config.getoption("parity_reference"),
-            "candidate": config.getoption("parity_candidate"),
+    return {"reference": "dump" if dump else parity_setting(config, "parity_reference", "parity_reference"),
+            "candidate": parity_setting(config, "parity_candidate", "parity_candidate"),
             "reference_path": dump or config.getoption("parity_reference_path"),
             "candidate_path": config.getoption("parity_candidate_path"),
             "candidate_python": config.getoption("parity_candidate_python")}

@@ -93,7 +93,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("Id_qvectors", "(n_q,)", "real", "", "arbitrary-q mode evaluated at the grid's own q [10]"),
     Quantity("Id_q_sample", "(n_s,)", "real", "", "arbitrary-q mode at the q sample only [10]"),
     Quantity("Id_q_offgrid", "(n_g,)", "real", "", "arbitrary-q mode at the q-gradient sample's q + "
-             "spec.OFFGRID_SHIFT_Q: points between the grid's k-points [10]"),
+             "spec.offgrid_shift_q (in the run's dtype): points between the grid's k-points [10]"),
     Quantity("grad_gamma_inter", "(1,)", "real", "", "d sum(finite Id) / d gamma_inter"),
     Quantity("grad_gamma_intra", "(1,)", "real", "", "d sum(finite Id) / d gamma_intra"),
     Quantity("grad_q", "(n_g, 3)", "real", "A", "d Id(q) / d q (Cartesian) at the spec's q-gradient sample (grid points off k = 0)"),

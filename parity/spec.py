@@ -40,6 +40,8 @@ GRAD_Q_SAMPLE_SIZE = 24
 GEMMI_SAMPLE_SIZE = 200
 #: Added to the q-gradient sample's q-vectors (1/A) for the off-grid q-vector stage: a
 #: fraction of a BZ step on every fixture, so the points sit between the grid's k-points.
+#: Backends read it in the run's precision through :attr:`RunSpec.offgrid_shift_q` (a
+#: float64 shift added to float32 q-vectors would promote the q-vectors to float64).
 OFFGRID_SHIFT_Q = np.array([0.0123, -0.0217, 0.0311])
 #: A triclinic cell (A, degrees) on which every term of the d-spacing formula matters; the
 #: fixture's own cell (often orthogonal) leaves the angle terms unseen.
@@ -122,6 +124,17 @@ class RunSpec:
         """Flat grid indices of an evenly spread sample (structure factors, form factors)."""
         n_q = self.n_q
         return np.unique(np.linspace(0, n_q - 1, min(n_q, Q_SAMPLE_SIZE)).round().astype(np.int64))
+
+    @property
+    def real_dtype(self) -> np.dtype:
+        """The NumPy real dtype of the run (float64 or float32)."""
+        return np.dtype(self.dtype)
+
+    @property
+    def offgrid_shift_q(self) -> np.ndarray:
+        """(3,) :data:`OFFGRID_SHIFT_Q` in the run's real dtype (1/A): add it to the q-vectors of
+        :attr:`grad_q_sample` for the off-grid quantity ``Id_q_offgrid``."""
+        return OFFGRID_SHIFT_Q.astype(self.real_dtype)
 
     @property
     def bragg_free(self) -> np.ndarray:

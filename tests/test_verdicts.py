@@ -98,7 +98,8 @@ def test_a_q_vector_mode_evaluated_at_the_wrong_points_is_caught(capsys, monkeyp
     """Id_q_offgrid: the candidate's q-vector mode between k-points, shifted by another amount."""
     import parity.backends.torch as tb
 
-    monkeypatch.setattr(tb, "OFFGRID_SHIFT_Q", tb.OFFGRID_SHIFT_Q * 1.01)
+    monkeypatch.setitem(tb._QUANTITIES, "Id_q_offgrid", lambda s: s._q_mode(
+        s._need().q_grid[s.spec.grad_q_sample] + s.tensor(s.spec.offgrid_shift_q * 1.01)))
     code, out, err = run_cli(capsys, "run", "--no-progress", "--stages", "Id_q_offgrid,qvectors_sample")
     assert code == 1, out + err
     assert re.search(r"^\s+Id_q_offgrid\s+end_to_end\s+FAIL", out, re.M)

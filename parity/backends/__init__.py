@@ -17,7 +17,8 @@ from typing import Any
 from .base import Backend, BuildFailure, NotProvided, Session, build_failure
 
 __all__ = ["Backend", "BuildFailure", "NotProvided", "Session", "build_failure", "ENTRY_POINT_GROUP",
-           "BUILTIN_BACKENDS", "registered_backends", "get_backend", "BackendError"]
+           "BUILTIN_BACKENDS", "registered_backends", "backend_registrations", "backend_clashes", "get_backend",
+           "BackendError"]
 
 ENTRY_POINT_GROUP = "eryx_parity.backends"
 BUILTIN_BACKENDS: dict[str, str] = {
@@ -33,14 +34,41 @@ class BackendError(ValueError):
     """An unknown backend, or one that cannot be loaded or configured (a usage error)."""
 
 
-def registered_backends() -> dict[str, str]:
-    """name -> ``module:callable`` for the built-ins and every installed entry point."""
-    found = dict(BUILTIN_BACKENDS)
+BUILTIN_DISTRIBUTION = "eryx-parity"
+
+
+def backend_registrations() -> dict[str, list[tuple[str, str]]]:
+    """name -> [(distribution, ``module:callable``), ...]: the built-ins, then every entry point.
+
+    One pair per distinct target: this package's own entry points repeat its built-ins.
+    """
     from importlib.metadata import entry_points
 
+    found: dict[str, list[tuple[str, str]]] = {n: [(BUILTIN_DISTRIBUTION, t)] for n, t in BUILTIN_BACKENDS.items()}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep.value)
+        dist = getattr(getattr(ep, "dist", None), "name", None) or "an unknown distribution"
+        pairs = found.setdefault(ep.name, [])
+        if all(target != ep.value for _, target in pairs):
+            pairs.append((dist, ep.value))
     return found
+
+
+def clash_message(name: str, pairs: list[tuple[str, str]]) -> str:
+    """Why backend ``name`` is refused: two or more distributions register it."""
+    who = " and ".join(f"{dist} ({target})" for dist, target in pairs)
+    return (f"backend name {name!r} is registered by more than one distribution: {who}; uninstall one, "
+            f"rename its entry point in group {ENTRY_POINT_GROUP!r}, or give 'module:callable'")
+
+
+def backend_clashes() -> dict[str, str]:
+    """name -> the refusal message, for every name registered to more than one target."""
+    return {name: clash_message(name, pairs) for name, pairs in backend_registrations().items() if len(pairs) > 1}
+
+
+def registered_backends() -> dict[str, str]:
+    """name -> ``module:callable`` for the built-ins and every installed entry point
+    (a clashing name maps to its first registration; :func:`get_backend` refuses it)."""
+    return {name: pairs[0][1] for name, pairs in backend_registrations().items()}
 
 
 def _load(target: str) -> Any:
@@ -68,7 +96,10 @@ def get_backend(name: str, *, path: str | None = None, python: str | None = None
     BackendError
         Unknown name, import failure, a bad option, or a factory that returns no Backend.
     """
-    known = registered_backends()
+    registrations = backend_registrations()
+    if len(registrations.get(name, ())) > 1:
+        raise BackendError(clash_message(name, registrations[name]))
+    known = {n: pairs[0][1] for n, pairs in registrations.items()}
     target = known.get(name, name if ":" in name else None)
     if target is None:
         raise BackendError(f"unknown backend {name!r}; known backends: {', '.join(sorted(known))} "
@@ -87,8 +118,13 @@ def get_backend(name: str, *, path: str | None = None, python: str | None = None
 def describe_backends() -> list[dict]:
     """One row per registered backend: name, target, description, provided quantities (or the load error)."""
     rows = []
-    for name, target in sorted(registered_backends().items()):
-        row: dict[str, Any] = {"name": name, "target": target}
+    for name, pairs in sorted(backend_registrations().items()):
+        row: dict[str, Any] = {"name": name, "target": pairs[0][1], "distribution": pairs[0][0]}
+        if len(pairs) > 1:
+            row["error"] = clash_message(name, pairs)
+            rows.append(row)
+            continue
+        target = pairs[0][1]
         try:
             factory = _load(target)
             row["description"] = getattr(factory, "description", "") or (factory.__doc__ or "").strip().split("\n")[0]

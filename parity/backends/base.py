@@ -96,13 +96,20 @@ class Session(abc.ABC):
 
     # -- quantities
     def get(self, name: str) -> Any:
-        """Quantity ``name`` (cached, exceptions included)."""
+        """Quantity ``name`` (cached, exceptions included).
+
+        A name the backend does not declare in :meth:`Backend.provides` is NotProvided
+        without calling :meth:`_compute`: the declaration is what the harness trusts.
+        """
         self.build()
         if name not in self._cache:
-            try:
-                self._cache[name] = (True, self._compute(name))
-            except Exception as exc:
-                self._cache[name] = (False, exc)
+            if not self.provides(name):
+                self._cache[name] = (False, NotProvided(f"{name} is not in backend {self.backend.name!r}'s provides()"))
+            else:
+                try:
+                    self._cache[name] = (True, self._compute(name))
+                except Exception as exc:
+                    self._cache[name] = (False, exc)
         ok, value = self._cache[name]
         if not ok:
             raise value
@@ -161,9 +168,22 @@ class Backend(abc.ABC):
                              + (f" (it takes {', '.join(self.options)})" if self.options else ""))
         self.path, self.python, self.opts = path, python, dict(options)
 
-    @abc.abstractmethod
+    @classmethod
+    def static_provides(cls) -> frozenset[str]:
+        """Quantity names the backend provides whatever the spec (``parity backends`` lists them).
+
+        Default: every quantity of the contract (``parity.quantities``); override it to
+        declare fewer.
+        """
+        from ..quantities import QUANTITY_NAMES
+
+        return frozenset(QUANTITY_NAMES)
+
     def provides(self) -> frozenset[str]:
-        """Quantity names this backend can compute (``parity.quantities``)."""
+        """Quantity names this backend can compute (``parity.quantities``); default
+        :meth:`static_provides`. The harness asks the session for no other name: a stage
+        reading an undeclared quantity is not comparable."""
+        return self.static_provides()
 
     def crossfeeds(self) -> frozenset[str]:
         """Quantity names this backend can recompute from another backend's inputs."""

@@ -22,7 +22,7 @@ from eryx import structure
 from eryx.errors import MemoryBudgetError
 from eryx.validation import check_sampling
 
-from ..spec import OFFGRID_SHIFT_Q, PROBE_CELL, RunSpec
+from ..spec import PROBE_CELL, RunSpec
 from .base import Backend, NotProvided, Session
 
 #: Relative step of the central finite differences of the spring-constant gradients.
@@ -178,7 +178,7 @@ _MODEL: dict[str, Callable[[NumpySession], Any]] = {
     "Id_data_adp": lambda s: s._needs_model().apply_disorder(use_data_adp=True),
     "Id_qvectors": lambda s: s._q_map(s.get("q_grid")),
     "Id_q_sample": lambda s: s._q_map(s.get("q_grid")[s.spec.q_sample]),
-    "Id_q_offgrid": lambda s: s._q_map(s.get("q_grid")[s.spec.grad_q_sample] + OFFGRID_SHIFT_Q),
+    "Id_q_offgrid": lambda s: s._q_map(s.get("q_grid")[s.spec.grad_q_sample] + s.spec.offgrid_shift_q),
     "grad_gamma_inter": lambda s: s._fd_gamma("gamma_inter"),
     "grad_gamma_intra": lambda s: s._fd_gamma("gamma_intra"),
     "grad_q": lambda s: s._fd_q(),

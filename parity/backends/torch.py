@@ -30,7 +30,7 @@ import torch
 from eryx import models_torch as tm
 from eryx import stages_torch as st
 
-from ..spec import OFFGRID_SHIFT_Q, PROBE_CELL, RunSpec
+from ..spec import PROBE_CELL, RunSpec
 from .base import Backend, NotProvided, Session
 from .numpy import gemmi_free_F_hkl
 
@@ -174,7 +174,7 @@ _QUANTITIES: dict[str, Callable[[TorchSession], Any]] = {
     "Id_data_adp": lambda s: s._need().apply_disorder(use_data_adp=True),
     "Id_qvectors": lambda s: s._q_mode(s._need().q_grid),
     "Id_q_sample": lambda s: s._q_mode(s._need().q_grid[s.spec.q_sample]),
-    "Id_q_offgrid": lambda s: s._q_mode(s._need().q_grid[s.spec.grad_q_sample] + s.tensor(OFFGRID_SHIFT_Q)),
+    "Id_q_offgrid": lambda s: s._q_mode(s._need().q_grid[s.spec.grad_q_sample] + s.tensor(s.spec.offgrid_shift_q)),
     "d_spacing": lambda s: _cf_d_spacing(s, s._need().hkl_grid, s.model.cell),
     "grad_gamma_inter": lambda s: s._grad_gamma("gamma_inter"),
     "grad_gamma_intra": lambda s: s._grad_gamma("gamma_intra"),
