@@ -97,8 +97,10 @@ def test_faults_table_is_the_registry():
 
 
 # ------------------------------------------------------------------ layout
-def test_layout_names_files_that_exist():
-    block = re.search(r"```text\n(eryx/ .*?)```", _section("## Layout"), re.S).group(1)
+@pytest.mark.parametrize("doc", ["README.md", "docs/architecture.md"])
+def test_layout_names_files_that_exist(doc):
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    block = re.search(r"```(?:text)?\n(eryx/ .*?)```", text, re.S).group(1)
     missing, folder, sub = [], None, None
     for line in block.splitlines():
         top = re.match(r"^(\w+)/\s", line)
@@ -111,7 +113,7 @@ def test_layout_names_files_that_exist():
             sub = lead.group(1)
         elif re.match(r"^  \S", line):
             sub = None
-        for name in re.findall(r"(?<![\w./-])([\w-]+(?:\.py|/))(?=[\s,+)]|$)", line):
+        for name in re.findall(r"(?<![\w./(-])([\w-]+(?:\.py|/))(?=[\s,+)]|$)", line):
             if folder is None:
                 continue
             here = [folder / name.rstrip("/")] + ([folder / sub / name.rstrip("/")] if sub else [])
