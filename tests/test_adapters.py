@@ -582,3 +582,16 @@ def test_dump_of_an_external_backend_records_their_errors(tmp_path, capsys):
     assert set(manifest["quantities"]) >= {"hkl_grid", "map_shape", "Id", "Winv"}
     assert "their OnePhonon has no attribute 'model'" in manifest["errors"]["cell"]["message"]
     assert manifest["missing"]["grad_q"].startswith("apeck12/eryx has no arbitrary-q mode")
+
+
+def test_port_asu_xyz_and_linv_are_independent_roots(port_run):
+    """Their asu_xyz (float32 supercell) and Linv (regularised Cholesky) do not depend on their
+    kvec (no 2 pi): the registry's input graph reports three independent root causes, not two
+    stages that "may only inherit" kvec. K (their k in the phase) inherits kvec."""
+    result, run = port_run
+    st = by_name(result)
+    for name in ("kvec", "asu_xyz", "Linv"):
+        assert st[name]["cause"]["text"] == "root cause" and st[name]["cause"]["basis"] == "input graph", name
+    assert st["K"]["cause"]["text"] == "inherited from kvec"
+    assert {"kvec", "asu_xyz", "Linv"} <= {s["name"] for s in result["stages"]
+                                           if (s.get("cause") or {}).get("verdict") == "root_cause"}

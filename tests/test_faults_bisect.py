@@ -94,7 +94,7 @@ def test_fault_fails_in_its_phase_and_bisects_to_its_stage(name, fault_bisects):
     assert failing, f"fault {name} went unnoticed"
     first = failing[0]
     assert first["phase"] == fault.phase, (name, first["name"])
-    assert result.first_divergence == first["name"]
+    assert result.first_divergence == first["name"] == fault.stage  # lands on its documented stage
 
     # Every diverging stage got exactly one verdict, in registry order.
     assert [v.stage for v in result.verdicts] == [r["name"] for r in failing]
