@@ -248,7 +248,7 @@ def check_backend(backend: str | Backend, *, fixture: str = "synthetic", dtype: 
 
     t0 = time.perf_counter()
     spec = make_spec(fixture, device=device, dtype=dtype)
-    b = _backend(backend, path, python, dict(options or {}), "candidate")
+    b = _backend(backend, path, python, dict(options or {}), "check")
     report = ContractReport(backend=b.name or str(backend), fixture=fixture, dtype=dtype)
     crystal = structure.load_crystal(spec.pdb_path, spec.params.get("expand_p1", True))
     symbols = shape_symbols(spec, crystal.xyz.shape[0], crystal.xyz.shape[1])

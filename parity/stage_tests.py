@@ -77,7 +77,9 @@ def lineage(entry: dict, stage, record: dict) -> str:
 
     details = record.get("details") or {}
     if details.get("build_step"):
-        return "inherited from construction (the root cause: a side failed to build, see its message)"
+        side = "reference" if (record.get("message") or "").startswith("the reference") else "candidate"
+        return (f"inherited from construction:{side} (the root cause: the {side} failed to build at step "
+                f"{details['build_step']!r})")
     upstream = [s for s in upstream_stages(stage) if _record(entry, s)["status"] in ("fail", "error")]
     first = upstream[0].name if upstream else None
     verdict = classify(entry["run"], [record]).verdicts[0]

@@ -248,6 +248,9 @@ def test_two_distributions_registering_one_name_are_refused_naming_both(tmp_path
         assert all(d in str(err.value) for d in dists), str(err.value)
     assert main(["run", "--candidate", "torch", "--stages", "hkl_grid"]) == 2
     assert "gamma_port" in capsys.readouterr().err
+    assert main(["backends"]) == 0
+    listing = capsys.readouterr().out
+    assert "alpha_port" in listing and "beta_port" in listing and "registered by more than one" in listing
 
 
 # ------------------------------------------------------------------ pytest as a user's CI runs it
@@ -291,32 +294,57 @@ def test_parity_require_fails_a_required_stage_that_is_not_comparable(tmp_path):
     repo = _user_repo(tmp_path)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1])]
                                                      + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    args = ("--parity", "--parity-fixture", "synthetic", "--candidate", "tests._backends:LacksTheHessian",
-            "-k", "hessian", "-q")
-    lenient = _pytest(repo, *args, env=env)
-    assert lenient.returncode == 0 and "skipped" in lenient.stdout, lenient.stdout + lenient.stderr
-    strict = _pytest(repo, *args, "--parity-require", "hessian", env=env)
+    # hessian: not comparable (the candidate lacks it) and required; Amat and dtype_audit agree
+    strict = _pytest(repo, "--parity", "--parity-fixture", "synthetic", "--candidate",
+                     "tests._backends:LacksTheHessian", "-k", "hessian[ or Amat or dtype_audit", "-q",
+                     "--parity-require", "hessian,phase1", env=env)
     assert strict.returncode == 1, strict.stdout + strict.stderr
     assert "hessian not comparable" in strict.stdout and "required by --parity-require" in strict.stdout
-    unknown = _pytest(repo, *args, "--parity-require", "hesian", env=env)
-    assert unknown.returncode == 4 and "unknown stage 'hesian'" in unknown.stderr, unknown.stdout + unknown.stderr
+    assert "1 failed, 2 passed" in strict.stdout, strict.stdout
 
 
-def test_the_plugin_leaves_torch_threads_alone(tmp_path):
-    pytest.importorskip("torch")
-    repo = _user_repo(tmp_path)
-    env = dict(os.environ, OMP_NUM_THREADS="3")
-    env.pop("PYTEST_ADDOPTS", None)
-    own = sh([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], repo, env)
-    n = int(own.stdout.strip())
-    if n == 1:
-        pytest.skip("torch runs one thread here: a plugin setting 1 could not be told apart")
-    (repo / "test_threads.py").write_text(
-        f"import torch\n\ndef test_threads():\n    assert torch.get_num_threads() == {n}\n")
-    done = _pytest(repo, "-q", env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    asked = _pytest(repo, "-q", "--torch-threads", str(n + 1), env=env)
-    assert asked.returncode == 1, asked.stdout  # the option is honoured when given
+def test_parity_require_names_are_checked():
+    from parity.pytest_plugin import parse_require
+    from parity.stages import STAGES
+
+    assert parse_require("all") == {s.name for s in STAGES}
+    assert parse_require("Linv, phase1") == {"Linv"} | {s.name for s in STAGES if s.phase == 1}
+    assert parse_require("") == frozenset()
+    for bad in ("hesian", "phase9"):
+        with pytest.raises(pytest.UsageError, match=bad):
+            parse_require(bad)
+
+
+class _Config:
+    """The part of pytest.Config the plugin's pytest_configure reads."""
+
+    def __init__(self, **options):
+        self.options = {"--parity": False, "--torch-threads": None, "--parity-require": None,
+                        "--fixtures-dir": None, "--goldens-dir": None, **options}
+        self.args, self.markers = [], []
+
+    def getoption(self, name, default=None):
+        return self.options.get(name, default)
+
+    def getini(self, name):
+        return ""
+
+    def addinivalue_line(self, key, line):
+        self.markers.append((key, line))
+
+
+def test_the_plugin_leaves_torch_threads_alone_and_registers_its_markers(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from parity import pytest_plugin
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    config = _Config()
+    pytest_plugin.pytest_configure(config)
+    assert calls == []  # a user's suite keeps its threads
+    assert {line.split(":")[0] for _, line in config.markers} >= {"phase1", "phase2", "phase3", "phase4"}
+    pytest_plugin.pytest_configure(_Config(**{"--torch-threads": 3}))
+    assert calls == [3]  # only when asked
 
 
 # ------------------------------------------------------------------ the contract's dtype rules
@@ -368,3 +396,19 @@ def test_the_public_api_names_are_importable_and_documented():
         assert f"`{field}`" in text, field
     with pytest.raises(AttributeError):
         api.no_such_name  # noqa: B018
+
+
+def test_stage_test_messages_say_root_cause_or_inherited_with_the_diagnosis():
+    """Fast sibling of the end-to-end pytest run: the messages the packaged stage tests fail with."""
+    from parity.backends.torch import TorchBackend
+    from parity.runner import make_run
+    from parity.stage_tests import _record, failure_message
+    from parity.stages import get_stage
+
+    entry = {"run": make_run("synthetic", candidate=TorchBackend(fault="linv_upper")), "records": {}, "error": None}
+    linv, d, mmat = (get_stage(n) for n in ("Linv", "D", "Mmat"))
+    assert _record(entry, mmat)["status"] == "pass"
+    root = failure_message(entry, linv, _record(entry, linv))
+    assert root.startswith("Linv diverges (root cause; diagnosis: transpose)"), root
+    inherited = failure_message(entry, d, _record(entry, d))
+    assert inherited.startswith("D diverges (inherited from Linv"), inherited

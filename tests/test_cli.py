@@ -363,3 +363,10 @@ def test_console_script_run_with_fault(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     assert "DIVERGED: first failure K (phase 3)" in done.stdout
     assert json.loads((tmp_path / "out.json").read_text())["first_failure"] == "K"
+
+
+def test_check_without_a_stage_checks_the_whole_run(capsys):
+    """No --stage/--phase: every stage; a transposed Cholesky factor is caught (the Id stage alone passes it)."""
+    code, out, err = run_cli(capsys, "check", "--fault", "linv_upper")
+    assert code == 1, (out, err)
+    assert "Linv: fail" in out and "Id: pass" in out
