@@ -64,6 +64,9 @@ def resolve_fixture(name_or_path: str | os.PathLike, directory: str | os.PathLik
     text = os.fspath(name_or_path)
     if not isinstance(text, str):
         raise InputTypeError(f"a fixture path must be text, got {type(text).__name__} ({text!r})")
+    if not text.strip():
+        raise FixtureNotFoundError("a fixture name or path is empty: give a fixture name (e.g. 'synthetic') "
+                                   "or a PDB path")
     as_path = Path(text).expanduser()
     if isinstance(name_or_path, os.PathLike) or as_path.suffix.lower() in (".pdb", ".ent") or os.sep in text:
         if os.path.lexists(as_path):

@@ -22,7 +22,7 @@ from .build import run_build_steps
 from .errors import EryxInputError, SpringConstantError, UndefinedADPError
 from .structure import ID_CELL_REF, N_CELL, Crystal
 from .validation import (
-    Sampling, adp_scale_defined, check_common, check_memory, check_q_vectors, check_spectrum,
+    Sampling, adp_scale_defined, check_common, check_k_vector, check_memory, check_q_vectors, check_spectrum,
     estimate_numpy_memory, resolve_memory_limit, undefined_adp_reason,
 )
 
@@ -296,6 +296,7 @@ class OnePhonon:
         samplings = check_common(
             hsampling, ksampling, lsampling, res_limit=res_limit, gnm_cutoff=gnm_cutoff,
             gamma_intra=gamma_intra, gamma_inter=gamma_inter, group_by=group_by, model=model,
+            memory_limit=memory_limit,
         )
         self.samplings = samplings
         self.hsampling, self.ksampling, self.lsampling = (s.as_tuple() for s in samplings)
@@ -541,8 +542,11 @@ class OnePhonon:
         return dict(hkl=hkl, slot=slot, extra_kvec=extra, res_mask=resolution(hkl, c.cell) > self.res_limit)
 
     def phonons_at(self, kvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(Winv, V) at an arbitrary k (1/A), as at the grid's BZ points (sections 6-7)."""
-        return phonons(build_K(self.hessian, kvec, self.crystal.cell_origin), self.Linv)
+        """(Winv, V) at an arbitrary k (1/A), as at the grid's BZ points (sections 6-7).
+
+        ``kvec``: one k-vector, shape (3,), 1/A, finite and real.
+        """
+        return phonons(build_K(self.hessian, check_k_vector(kvec), self.crystal.cell_origin), self.Linv)
 
     def apply_disorder_at(self, q_vectors, rank: int = -1, use_data_adp: bool = False) -> np.ndarray:
         """Diffuse intensity at arbitrary q-vectors, (n_q,) real, in their order.

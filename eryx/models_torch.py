@@ -168,6 +168,7 @@ class OnePhonon:
         samplings = check_common(
             hsampling, ksampling, lsampling, res_limit=res_limit, gnm_cutoff=gnm_cutoff,
             gamma_intra=gamma_intra, gamma_inter=gamma_inter, group_by=group_by, model=model,
+            memory_limit=memory_limit,
         )
         self.device = resolve_device(device)
         self.real_dtype = resolve_dtype(dtype)
@@ -225,7 +226,13 @@ class OnePhonon:
             arr = np.asarray(q)
             if arr.dtype.kind not in "fiu":
                 raise EryxInputError(f"q_vectors must be real numbers, got dtype {arr.dtype}")
+            if arr.dtype.itemsize > 8:  # longdouble: torch has no such type, and no silent down-cast
+                raise EryxInputError(f"q_vectors is {arr.dtype}, wider than float64: convert explicitly "
+                                     "(no silent down-cast)")
             q = torch.as_tensor(arr)
+        if q.device.type == "meta":
+            raise EryxInputError("q_vectors is on the 'meta' device (a shape without values): give real "
+                                 "values on a real device")
         if q.is_complex() or not (q.is_floating_point() or q.dtype in (torch.int32, torch.int64)):
             raise EryxInputError(f"q_vectors must be a real tensor, got dtype {q.dtype}")
         if q.ndim != 2 or q.shape[1] != 3 or q.shape[0] == 0:

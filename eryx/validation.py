@@ -72,6 +72,42 @@ def check_sampling(value: Any, axis: str) -> Sampling:
     return Sampling(lo, hi, over)
 
 
+#: Largest |Miller index| bound and oversampling accepted: beyond it the grid's integer
+#: arithmetic (L (hi - lo) + 1, h L) leaves int64 long before any grid could be held.
+MAX_GRID_INTEGER = 2**31 - 1
+#: Bytes every grid point costs at least in either backend (hkl, q, mask, BZ index, map:
+#: the "grid" part of both memory estimates, float64), known before anything is built.
+GRID_BYTES_PER_POINT = 80
+
+
+def check_grid_size(samplings: Sequence[Sampling], memory_limit: float | None = None) -> int:
+    """Refuse, before anything is built, a grid that cannot fit in memory; returns its point count.
+
+    Computed with Python integers (no overflow): the per-axis counts, their product, and the
+    bytes its arrays alone need (:data:`GRID_BYTES_PER_POINT` per point), judged against
+    ``memory_limit`` (default: :func:`default_memory_limit`).
+
+    Raises
+    ------
+    EryxInputError
+        A bound or oversampling beyond :data:`MAX_GRID_INTEGER`.
+    MemoryBudgetError
+        The grid's arrays alone exceed the memory limit (an input error: exit 2).
+    """
+    for s, axis in zip(samplings, "hkl"):
+        for value, what in ((s.lo, "lower bound"), (s.hi, "upper bound"), (s.oversampling, "oversampling")):
+            if abs(value) > MAX_GRID_INTEGER:
+                raise EryxInputError(f"{axis}sampling {what} {value} is beyond +-{MAX_GRID_INTEGER} (no grid "
+                                     "that large fits in memory)")
+    counts = [s.n_points for s in samplings]
+    n_q = math.prod(counts)
+    limit = resolve_memory_limit(memory_limit)
+    need = GRID_BYTES_PER_POINT * n_q
+    if need > limit:
+        raise MemoryBudgetError(f"the grid ({' x '.join(str(c) for c in counts)} = {n_q:.3g} points)", need, limit)
+    return n_q
+
+
 def check_nonnegative(value: Any, name: str, *, strictly_positive: bool = False) -> float:
     """A finite real >= 0 (or > 0); tensors are checked by value."""
     try:
@@ -114,10 +150,15 @@ def check_model_options(group_by: str, model: str) -> None:
 def check_common(
     hsampling: Sequence, ksampling: Sequence, lsampling: Sequence, *, res_limit: Any,
     gnm_cutoff: Any, gamma_intra: Any, gamma_inter: Any, group_by: str, model: str,
+    memory_limit: float | None = None,
 ) -> tuple[Sampling, Sampling, Sampling]:
-    """All parameter checks the two backends share; returns the three samplings."""
+    """All parameter checks the two backends share; returns the three samplings.
+
+    The grid's size is judged here too (:func:`check_grid_size`), before anything is built.
+    """
     check_model_options(group_by, model)
     samplings = tuple(check_sampling(s, axis) for s, axis in zip((hsampling, ksampling, lsampling), "hkl"))
+    check_grid_size(samplings, memory_limit)
     check_nonnegative(res_limit, "res_limit")
     check_nonnegative(gnm_cutoff, "gnm_cutoff", strictly_positive=True)
     check_spring_constant(gamma_intra, "gamma_intra")
@@ -446,4 +487,19 @@ def check_q_vectors(q: Any) -> np.ndarray:
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
         raise EryxInputError("q_vectors contains NaN or infinite values")
+    return arr
+
+
+def check_k_vector(k: Any) -> np.ndarray:
+    """One k-vector for :meth:`eryx.models.OnePhonon.phonons_at`: a finite real (3,) array, 1/A."""
+    arr = np.asarray(k.detach().cpu().numpy() if hasattr(k, "detach") else k)
+    if arr.dtype.kind not in "fiu":
+        raise EryxInputError(f"kvec must be real numbers, got dtype {arr.dtype}")
+    if arr.shape != (3,):
+        raise EryxInputError(f"kvec must be one k-vector of shape (3,), got shape {tuple(arr.shape)}")
+    if arr.dtype.itemsize > 8:
+        raise EryxInputError(f"kvec is {arr.dtype}, wider than float64: convert explicitly (no silent down-cast)")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise EryxInputError("kvec contains NaN or infinite values")
     return arr

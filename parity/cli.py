@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .io import check_distinct_outputs, check_output_path, json_safe
+from .io import check_outputs, json_safe
+from .inputs import fixture_inputs
 from .options import (EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIP, EXIT_USAGE,  # noqa: F401
                       INTERRUPTED_MESSAGE, Parser, UsageError, parse_grid, parse_phases, parse_sampling)
 
@@ -302,7 +303,8 @@ def _spec_options(args, defaults: dict | None = None) -> dict:
     from eryx.fixtures import DEFAULT_FIXTURE
 
     defaults = defaults or {}
-    return {"fixture": args.fixture or defaults.get("fixture") or DEFAULT_FIXTURE,
+    fixture = args.fixture if args.fixture is not None else defaults.get("fixture") or DEFAULT_FIXTURE
+    return {"fixture": fixture,
             "samplings": parse_grid(args.grid) or defaults.get("samplings"),
             "params": {**defaults.get("params", {}), **_model_params(args)},
             "device": args.device, "dtype": args.dtype, "fixtures_dir": args.fixtures_dir,
@@ -329,10 +331,7 @@ def _check_outputs(args, inputs: dict | None = None) -> None:
     outputs = {"--json": getattr(args, "json", None) if isinstance(getattr(args, "json", None), str) else None,
                "--html": getattr(args, "html", None), "--out": getattr(args, "out", None)}
     try:
-        check_distinct_outputs({**(inputs or {}), **outputs})
-        for option, path in outputs.items():
-            if path:
-                check_output_path(path, option)
+        check_outputs(outputs, {**fixture_inputs(args), **(inputs or {})})
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -410,7 +409,13 @@ def cmd_report(args) -> int:
     out = Path(args.out) if args.out else Path(args.result).with_suffix(".html")
     args.out = str(out)
     _check_outputs(args, {"RESULT": args.result})
-    write_together({out: render_report(result)})
+    try:
+        html = render_report(result)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+        # A field the load-time checks (parity.result_schema) do not cover: still the file's fault.
+        raise UsageError(f"{args.result}: cannot render this result ({type(exc).__name__}: {exc}); is it a "
+                         "file written by 'parity run --json'?") from None
+    write_together({out: html})
     print(f"HTML report: {out}")
     return EXIT_OK
 
@@ -622,8 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(getattr(exc, "message", None) or INTERRUPTED_MESSAGE, file=sys.stderr)
         return EXIT_INTERRUPTED
     except UsageError as exc:
         if _command(argv) == "check":  # argparse errors too: the same at every commit, so abort git bisect run
@@ -635,6 +640,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # EryxInputError (a ValueError), unknown names, unreadable files, HistoryError below
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"parity: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a full disk, a read-only file system, a file removed under us
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"parity: error: {exc.strerror or exc}{where}; nothing was written", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
         from .history import HistoryError

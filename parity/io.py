@@ -83,8 +83,12 @@ def check_output_path(path: str | os.PathLike, option: str = "output") -> Path:
     parent folders are allowed (they are created) when the nearest existing ancestor is a
     writable folder.
     """
+    if path is None or not os.fspath(path).strip():
+        raise OutputPathError(f"{option} names no file (an empty path): give a file name")
     path = Path(path)
-    label = f"{option} {path}"
+    text = os.fspath(path)
+    label = f"{option} {text if len(text) <= 80 else text[:60] + '...' + text[-12:]}"
+    _check_name_length(path, label)
     if path.is_symlink():
         raise OutputPathError(f"{label} is a symbolic link: refusing to replace it (give the real path)")
     if path.exists() and not path.is_file():
@@ -104,6 +108,63 @@ def check_output_path(path: str | os.PathLike, option: str = "output") -> Path:
     return path
 
 
+def _check_name_length(path: Path, label: str) -> None:
+    """Refuse a file name longer than the file system allows (checked before the work, not at the write)."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX") if parent.is_dir() else 255
+    except (OSError, ValueError):
+        name_max = 255
+    # The atomic writer adds '.' + name + a random part + '.tmp' to the temporary file's name.
+    longest = max((len(os.fsencode(part)) for part in path.parts if part not in ("/", "")), default=0)
+    if longest + 16 > name_max:
+        raise OutputPathError(f"{label}: a name in the path is {longest} bytes long; this file system allows "
+                              f"{name_max} (and {name_max - 16} for a file written atomically): use a shorter name")
+
+
+def _file_key(value: Any) -> Any:
+    """What identifies a file: device and inode when it exists (hard links too), else its real path."""
+    text = os.fspath(value)
+    try:
+        st = os.stat(text)
+        return ("inode", st.st_dev, st.st_ino)
+    except (OSError, ValueError):
+        return ("path", os.path.realpath(text))
+
+
+def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> None:
+    """Refuse, before any work, outputs that would destroy an input or each other, or cannot be written.
+
+    Parameters
+    ----------
+    outputs : mapping option -> path or None
+        What the command will write (``--json``, ``--html``, ``--out``, ...).
+    inputs : mapping option -> path or None
+        What it reads: the fixture's PDB file, a result, dumps, the history store. An output
+        naming an input (also through a symbolic or hard link) is refused.
+
+    Raises
+    ------
+    OutputPathError
+        Naming the option and the reason, in one line.
+    """
+    check_distinct_outputs(outputs)
+    keys = {option: _file_key(path) for option, path in outputs.items() if path is not None and os.fspath(path)}
+    for source, value in (inputs or {}).items():
+        if value is None or not os.fspath(value):
+            continue
+        key = _file_key(value)
+        for option, out_key in keys.items():
+            if key == out_key:
+                raise OutputPathError(f"{option} names the input {source} ({value}): refusing to overwrite "
+                                      f"it; give {option} another path")
+    for option, path in outputs.items():
+        if path is not None:
+            check_output_path(path, option)
+
+
 def check_distinct_outputs(paths: Mapping[str, Any]) -> None:
     """Refuse two options naming the same file (one would overwrite the other), naming both.
 
@@ -112,9 +173,9 @@ def check_distinct_outputs(paths: Mapping[str, Any]) -> None:
     """
     seen: dict[str, str] = {}
     for option, value in paths.items():
-        if value is None:
+        if value is None or not os.fspath(value):
             continue
-        key = os.path.realpath(os.fspath(value))
+        key = _file_key(value)
         if key in seen:
             raise OutputPathError(f"{seen[key]} and {option} name the same file ({value}): refusing to "
                                   f"overwrite one with the other")

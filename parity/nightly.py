@@ -221,7 +221,7 @@ def _names(data: dict, key: str, where: str) -> list[str] | None:
 
 def _grid(value: Any, fixture: str, where: str) -> tuple[tuple[int, int, int], ...]:
     from eryx.errors import EryxInputError
-    from eryx.validation import check_sampling
+    from eryx.validation import check_grid_size, check_sampling
 
     from .options import parse_grid
 
@@ -235,7 +235,9 @@ def _grid(value: Any, fixture: str, where: str) -> tuple[tuple[int, int, int], .
         else:
             raise MatrixError(f"{where}: grid for {fixture!r} must be 'min,max,L' or 'h;k;l' triples "
                               f"(e.g. \"-4,4,3;-17,17,3;-29,29,3\"), got {value!r}")
-        return tuple(check_sampling(s, a).as_tuple() for s, a in zip(grid, "hkl"))
+        axes = tuple(check_sampling(s, a) for s, a in zip(grid, "hkl"))
+        check_grid_size(axes)  # a grid no backend can hold is refused before the night starts
+        return tuple(s.as_tuple() for s in axes)
     except EryxInputError as exc:
         raise MatrixError(f"{where}: grid for {fixture!r}: {exc}") from None
     except UsageError as exc:
@@ -603,6 +605,7 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
     from tqdm.auto import tqdm
 
     from .history import HistoryStore, find_regressions
+    from .inputs import check_nightly_outputs
     from .report import render_report
     from .runner import run_parity
 
@@ -613,6 +616,7 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
     dashboard = (Path(dashboard) if dashboard is not None else default_dashboard) if write_dashboard else None
     refuse_same_file({"--dashboard": dashboard, "--reports-dir": reports_dir},
                      {"--db": db, "--matrix": matrix_path})
+    check_nightly_outputs(db, reports_dir, dashboard)
     matrix = load_matrix(matrix_path, fixtures_dir)
     rule = rule or SlowdownRule()
     nightly_id = f"nightly-{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
@@ -627,41 +631,49 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
         run_ids: list[int] = []
         n_passed = n_crashed = n_opinions = n_opinions_crashed = 0
         bar = tqdm(combos, desc="parity nightly", unit="run", disable=not _progress_enabled(progress))
-        for combo in bar:
-            bar.set_postfix_str(combo.label())
-            grid = matrix.grid.get(combo.fixture)
-            started, t0 = _now(), time.perf_counter()
-            crashed = False
-            try:
-                result = run_parity(combo.fixture, phases=matrix.phases, progress=False, samplings=grid,
-                                    fixtures_dir=fixtures_dir, **combo.run_options())
-            except Exception as exc:  # recorded as an all-error run; the others go on
-                crashed = True
-                result = crash_result(combo.fixture, combo.dtype, combo.device, exc, grid=grid,
-                                      phases=matrix.phases, fixtures_dir=fixtures_dir, started_at=started,
-                                      duration_s=time.perf_counter() - t0)
-            if repeats and not crashed and not combo.opinion:
-                t1 = time.perf_counter()
+        try:
+            for combo in bar:
+                bar.set_postfix_str(combo.label())
+                grid = matrix.grid.get(combo.fixture)
+                started, t0 = _now(), time.perf_counter()
+                crashed = False
                 try:
-                    result["timing"] = time_in_worker(combo, grid=grid, phases=matrix.phases,
-                                                      fixtures_dir=fixtures_dir, repeats=repeats, warmup=warmup)
-                except TimingError as exc:  # the numbers still count; only this night's timing is lost
-                    out(f"  warning: no timing repeats for {combo.label()}: {exc}")
-                timing_s += time.perf_counter() - t1
-            report_path: Path | None = reports_dir / f"{result['run_uuid']}.html"
-            try:
-                render_report(result, report_path)
-            except Exception as exc:  # a report that cannot be drawn must not lose the run
-                out(f"  warning: no HTML report for {combo.label()}: {type(exc).__name__}: {exc}")
-                report_path = None
-            run_ids.append(store.record_run(result, report_path=report_path, nightly_id=nightly_id))
-            if combo.opinion:
-                n_opinions += 1
-                n_opinions_crashed += crashed
-            else:
-                n_passed += bool(result["passed"])
-            n_crashed += crashed
-            out(_run_line(result, crashed, report_path))
+                    result = run_parity(combo.fixture, phases=matrix.phases, progress=False, samplings=grid,
+                                        fixtures_dir=fixtures_dir, **combo.run_options())
+                except Exception as exc:  # recorded as an all-error run; the others go on
+                    crashed = True
+                    result = crash_result(combo.fixture, combo.dtype, combo.device, exc, grid=grid,
+                                          phases=matrix.phases, fixtures_dir=fixtures_dir, started_at=started,
+                                          duration_s=time.perf_counter() - t0)
+                if repeats and not crashed and not combo.opinion:
+                    t1 = time.perf_counter()
+                    try:
+                        result["timing"] = time_in_worker(combo, grid=grid, phases=matrix.phases,
+                                                          fixtures_dir=fixtures_dir, repeats=repeats, warmup=warmup)
+                    except TimingError as exc:  # the numbers still count; only this night's timing is lost
+                        out(f"  warning: no timing repeats for {combo.label()}: {exc}")
+                    timing_s += time.perf_counter() - t1
+                report_path: Path | None = reports_dir / f"{result['run_uuid']}.html"
+                try:
+                    render_report(result, report_path)
+                except Exception as exc:  # a report that cannot be drawn must not lose the run
+                    out(f"  warning: no HTML report for {combo.label()}: {type(exc).__name__}: {exc}")
+                    report_path = None
+                run_ids.append(store.record_run(result, report_path=report_path, nightly_id=nightly_id))
+                if combo.opinion:
+                    n_opinions += 1
+                    n_opinions_crashed += crashed
+                else:
+                    n_passed += bool(result["passed"])
+                n_crashed += crashed
+                out(_run_line(result, crashed, report_path))
+        except KeyboardInterrupt:
+            if run_ids:  # what was recorded stays recorded (each run is committed on its own)
+                from .options import Interrupted
+
+                raise Interrupted(f"parity: interrupted; {len(run_ids)} run(s) of this nightly were recorded in "
+                                  f"{db} with their reports; the run in progress was not") from None
+            raise
         bar.close()
 
         mine = set(run_ids)

@@ -13,6 +13,15 @@ EXIT_INTERRUPTED = 130
 INTERRUPTED_MESSAGE = "parity: interrupted; nothing was written"
 
 
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C after something was already written: ``message`` says what (printed instead of
+    :data:`INTERRUPTED_MESSAGE`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class UsageError(Exception):
     """Bad options or input: reported in one line, exit code 2."""
 

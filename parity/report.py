@@ -148,13 +148,24 @@ def load_result(path: str | os.PathLike[str]) -> dict:
         The file is not JSON, or is JSON but not a schema-1 parity result
         (missing keys, wrong ``schema_version``, malformed ``stages``).
     """
+    from .result_schema import check_result_types
+
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    if path.exists() and not path.is_file():  # a FIFO would block, a device never end
+        raise ValueError(f"{path}: not a regular file (a folder, device or FIFO): give a result JSON file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a parity result: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not a parity result: invalid JSON ({exc})") from None
-    return _validate(data, str(path))
+    except RecursionError:
+        raise ValueError(f"{path}: not a parity result: JSON nested too deeply") from None
+    result = _validate(data, str(path))
+    check_result_types(result, str(path))
+    return result
 
 
 # --------------------------------------------------------------------------- #

@@ -160,12 +160,21 @@ class Backend(abc.ABC):
     description: ClassVar[str] = ""
     #: Options this backend accepts besides path and python.
     options: ClassVar[tuple[str, ...]] = ()
+    #: Whether the backend loads its code from ``path`` / runs it with ``python``. A backend
+    #: that does not refuses them: ignoring them would silently test other code.
+    takes_path: ClassVar[bool] = True
+    takes_python: ClassVar[bool] = True
 
     def __init__(self, *, path: str | None = None, python: str | None = None, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise ValueError(f"backend {self.name!r} does not take option(s) {', '.join(unknown)}"
                              + (f" (it takes {', '.join(self.options)})" if self.options else ""))
+        for value, what in ((path, "path"), (python, "python")):
+            if value is not None and not getattr(self, f"takes_{what}"):
+                raise ValueError(f"the {what} {value} does not apply: this backend runs this installation's "
+                                 f"code in this interpreter (leave the --...-{what} option out, or use a "
+                                 "backend that loads a checkout: see 'parity backends')")
         self.path, self.python, self.opts = path, python, dict(options)
 
     @classmethod

@@ -120,7 +120,11 @@ def _environment() -> dict:
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``numpy.savez`` through a temporary file in the target folder and ``os.replace``."""
+    """``numpy.savez`` through a temporary file in the target folder and ``os.replace``.
+
+    Missing parent folders are created, as for every other output of the harness.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -139,6 +143,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DumpError(f"dump {path}: no such file" if not path.exists() else f"dump {path}: not a regular file")
+    if not zipfile.is_zipfile(path):  # else numpy.load would take it for a pickle and say so
+        raise DumpError(f"dump {path}: not a .npz archive (a dump written by 'parity dump' is a zip file)")
     try:
         with np.load(path, allow_pickle=False) as data:
             if MANIFEST_KEY not in data.files:
@@ -148,12 +154,93 @@ def read_manifest(path: str | os.PathLike) -> dict:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise DumpError(f"dump {path}: unreadable or truncated ({type(exc).__name__}: {exc})") from None
+    if not isinstance(manifest, dict):
+        raise DumpError(f"dump {path}: its manifest is a JSON {type(manifest).__name__}, not an object")
     if manifest.get("schema") != DUMP_SCHEMA:
         raise DumpError(f"dump {path}: schema {manifest.get('schema')!r} is not {DUMP_SCHEMA!r}")
     if manifest.get("schema_version") != DUMP_SCHEMA_VERSION:
         raise DumpError(f"dump {path}: schema version {manifest.get('schema_version')!r}; this parity reads "
                         f"version {DUMP_SCHEMA_VERSION}")
+    check_manifest(manifest, str(path))
     return manifest
+
+
+def _bad(path: str, what: str) -> DumpError:
+    return DumpError(f"dump {path}: malformed manifest: {what} (was it written by 'parity dump'?)")
+
+
+def check_manifest(manifest: dict, path: str) -> None:
+    """Refuse a manifest whose fields a reader relies on are missing or of the wrong type.
+
+    Raises
+    ------
+    DumpError
+        Naming the field and what it should be.
+    """
+    spec = manifest.get("spec")
+    if not isinstance(spec, dict):
+        raise _bad(path, "'spec' (the fixture, grid and parameters it was made from) is missing or not an object")
+    for key, kind in (("fixture", str), ("pdb_path", str), ("fixture_sha256", str), ("params", dict)):
+        if not isinstance(spec.get(key), kind):
+            raise _bad(path, f"spec.{key} is missing or not a{'n object' if kind is dict else ' string'}")
+    samplings = spec.get("samplings")
+    if not (isinstance(samplings, list) and len(samplings) == 3
+            and all(isinstance(x, list) and len(x) == 3 and all(type(v) is int for v in x) for x in samplings)):
+        raise _bad(path, f"spec.samplings must be three [min, max, oversampling] integer triples, got {samplings!r}"[:300])
+    for key in ("device", "dtype"):
+        if key in spec and not isinstance(spec[key], str):
+            raise _bad(path, f"spec.{key} is not a string")
+    quantities = manifest.get("quantities")
+    if not isinstance(quantities, dict):
+        raise _bad(path, "'quantities' is missing or not an object")
+    for name, entry in quantities.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list)
+                and all(type(n) is int and n >= 0 for n in entry["shape"]) and isinstance(entry.get("dtype"), str)):
+            raise _bad(path, f"quantities.{name} must be {{shape: [non-negative integers], dtype: text}}")
+    for key in ("missing", "errors"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise _bad(path, f"'{key}' is not an object")
+    for name, err in manifest.get("errors", {}).items():
+        if not (isinstance(err, dict) and isinstance(err.get("message"), str)):
+            raise _bad(path, f"errors.{name} must be an object with a 'message'")
+    be = manifest.get("build_error")
+    if be is not None and not (isinstance(be, dict) and isinstance(be.get("step"), str)
+                               and type(be.get("phase")) is int and isinstance(be.get("message"), str)):
+        raise _bad(path, "build_error must be null or an object with step, phase and message")
+    if manifest.get("dtypes") is not None and not isinstance(manifest["dtypes"], dict):
+        raise _bad(path, "'dtypes' must be null or an object")
+    if not isinstance(manifest.get("backend", {}), dict):
+        raise _bad(path, "'backend' is not an object")
+
+
+def _load_entry(path: str, name: str, declared: dict) -> np.ndarray:
+    """One array of the dump, after checking its stored header against the manifest and memory.
+
+    A crafted archive can declare an array of any size in its header: it is refused by
+    what it declares, before anything is allocated.
+    """
+    from eryx.errors import format_bytes
+    from eryx.validation import default_memory_limit
+
+    with zipfile.ZipFile(path) as archive:
+        try:
+            handle = archive.open(f"{name}.npy")
+        except KeyError:
+            raise DumpError(f"dump {path}: the manifest lists {name}, but the archive holds no such entry") from None
+        with handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(handle)
+    if list(shape) != list(declared["shape"]) or str(dtype) != declared["dtype"]:
+        raise DumpError(f"dump {path}: entry {name} holds {dtype} {tuple(shape)}, but the manifest says "
+                        f"{declared['dtype']} {tuple(declared['shape'])}")
+    size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if size > default_memory_limit():
+        raise DumpError(f"dump {path}: entry {name} declares {format_bytes(size)}, over the memory limit of "
+                        f"{format_bytes(default_memory_limit())}")
+    with np.load(path, allow_pickle=False) as data:
+        return data[name]
 
 
 def spec_from_manifest(manifest: dict, path: str = "") -> RunSpec:
@@ -183,8 +270,9 @@ class DumpSession(Session):
             return m["dtypes"]
         if name in m["quantities"]:
             try:
-                with np.load(self.backend.path, allow_pickle=False) as data:
-                    return data[name]
+                return _load_entry(self.backend.path, name, m["quantities"][name])
+            except DumpError:
+                raise
             except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
                 raise DumpError(f"dump {self.backend.path}: entry {name} unreadable ({exc})") from None
         if name in m.get("errors", {}):

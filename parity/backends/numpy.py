@@ -191,6 +191,7 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     description = "this project's NumPy reference (eryx.models.OnePhonon)"
+    takes_path = takes_python = False
 
     @classmethod
     def static_provides(cls) -> frozenset[str]:

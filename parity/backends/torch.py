@@ -330,6 +330,7 @@ class TorchBackend(Backend):
     name = "torch"
     description = "this project's PyTorch port (eryx.models_torch.OnePhonon)"
     options = ("fault",)
+    takes_path = takes_python = False
 
     def __init__(self, *, path: str | None = None, python: str | None = None, **options: Any) -> None:
         super().__init__(path=path, python=python, **options)
