@@ -234,6 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="FILE",
                    help="HTML file to write (default: dashboard.html in the --db file's folder)")
 
+    p = sub.add_parser("reduce", help="shrink a failing run's input while the same divergence persists",
+                       description="Shrink the input of a failing run (structure by delta debugging, space group "
+                                   "to P1, elements/B factors, grid, parameters) while the same first stage fails "
+                                   "with the same signature; write the reduced case to --out. Exit 0 reduced, "
+                                   "2 usage error or nothing to reduce (the run agrees). See docs/reduce.md.")
+    _add_model_options(p), _add_backend_options(p), _add_selection_options(p)
+    g = p.add_argument_group("reduction")
+    g.add_argument("--keep-stage", action="store_true",
+                   help="keep only the first failing stage, not its diagnosis signature")
+    g.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="stop after this many seconds of search with the best input so far (default: none)")
+    g.add_argument("--out", required=True, metavar="DIR", help="folder for the reduced case (created if absent)")
+    g.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+
     sub.add_parser("stages", help="list the stage registry in phase order",
                    description="List every stage of the registry in phase order: name, kind, tolerance "
                                "tier and what it compares.")
@@ -547,6 +561,39 @@ def cmd_backends(args) -> int:
     return EXIT_OK
 
 
+def cmd_reduce(args) -> int:
+    from .reduce.command import NothingToReduce, check_out_dir, reduce_outputs, run_arguments
+    from .spec import make_spec
+
+    if args.reference_dump:
+        raise UsageError("--reference-dump: a dump holds one fixed input; 'parity reduce' needs a live reference")
+    if args.budget is not None and not args.budget >= 0:
+        raise UsageError(f"--budget {args.budget:g}: must be a number of seconds >= 0")
+    try:
+        out = check_out_dir(args.out)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    stages, opts, tiers = _selection(args), _spec_options(args), _tier_overrides(args.tier)
+    spec = make_spec(opts["fixture"], samplings=opts["samplings"], params=opts["params"], device=args.device,
+                     dtype=args.dtype, fixtures_dir=args.fixtures_dir)
+    options = {"reference": args.reference or "numpy", "candidate": args.candidate or "torch",
+               "reference_path": args.reference_path, "candidate_path": args.candidate_path,
+               "reference_python": args.reference_python, "candidate_python": args.candidate_python,
+               "fault": args.fault, "device": args.device, "dtype": args.dtype, "tier_overrides": tiers}
+    try:
+        red, result, files = reduce_outputs(spec, options, run_arguments(vars(args), tiers.values), stages,
+                                            budget_s=args.budget, keep_stage=args.keep_stage,
+                                            progress=not args.no_progress)
+    except NothingToReduce as exc:
+        raise UsageError(str(exc)) from None
+    write_together({out / name: text for name, text in files.items()})
+    print(red.summary())
+    print(f"reduced run: first failure {result.get('first_failure')} "
+          f"[{result['reduce']['reduced_signature']}], {result['duration_s']:.2f} s of stages")
+    print(f"reduced case: {out}/ (reproduce: cd {out} && bash command.txt)")
+    return EXIT_OK
+
+
 def cmd_stages(args) -> int:
     from .stages import PHASE_TITLES, STAGES
 
@@ -611,6 +658,7 @@ def cmd_dashboard(args) -> int:
 COMMANDS = {"run": cmd_run, "report": cmd_report, "bisect": cmd_bisect, "check": cmd_check, "dump": cmd_dump,
             "compare": cmd_compare, "backends": cmd_backends, "new-backend": cmd_new_backend, "stages": cmd_stages, "faults": cmd_faults,
             "bench": cmd_bench, "nightly": cmd_nightly, "dashboard": cmd_dashboard}
+COMMANDS["reduce"] = cmd_reduce
 
 
 def _command(argv: Sequence[str] | None) -> str | None:

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import gemmi
 import torch
 
 from eryx import stages_torch as st
@@ -104,6 +105,25 @@ def _adp_scale(orig):
     return {"adp_scaled": adp_scaled}
 
 
+#: Atomic weights (Da) of sulphur and oxygen, from gemmi's table as eryx.structure reads them.
+_S_MASS, _O_MASS = gemmi.Element("S").weight, gemmi.Element("O").weight
+
+
+def _as_oxygen(masses):
+    # Sulphur atoms (recognised by their weight) weighed as oxygen: a wrong row of an
+    # element table. Only crystals with sulphur (Cys, Met) see it.
+    return torch.where((masses - _S_MASS).abs() < 1e-6, torch.full_like(masses, _O_MASS), masses)
+
+
+def _sulphur_mass(orig):
+    def build_M_allatoms(masses, n_asu):
+        return orig["build_M_allatoms"](_as_oxygen(masses), n_asu)
+
+    def build_Mmat(Amat, masses):
+        return orig["build_Mmat"](Amat, _as_oxygen(masses))
+    return {"build_M_allatoms": build_M_allatoms, "build_Mmat": build_Mmat}
+
+
 def _reflected(x):
     # 2 x.detach() - x has x's value and the opposite derivative.
     return 2 * x.detach() - x
@@ -134,6 +154,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     # ADP recomputes the covariance and its scale, so it inherits (one defect, one root).
     Fault("adp_scale", "covar", 3, "ADP scale with a wrong factor (8 pi^2 instead of 8 pi^2 / 3), applied to "
           "covar and ADP", _adp_scale),
+    Fault("sulphur_mass", "M_allatoms", 2, "sulphur atoms weighed as oxygen (16.00 Da instead of 32.06): shows "
+          "only on crystals with sulphur", _sulphur_mass),
     Fault("q_gradient_sign", "grad_q", 4, "d Id/d q with the wrong sign (values unchanged, only the q-gradient differs)",
           _q_gradient_sign),
 )}

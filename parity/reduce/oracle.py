@@ -1,0 +1,208 @@
+"""The predicate of a reduction: does this input still show the SAME divergence?
+
+A divergence is identified by its first failing stage and the diagnosis signature of that
+stage (:func:`signature_key`); ``keep_stage`` relaxes the identity to the stage alone. An
+input is judged by running only the stages needed to decide it: the selected stages in
+registry (phase) order up to and including the target stage, stopping at the first
+failure; every stage before the target must pass for the target to be the first failure.
+
+Every candidate is validated by the reference itself: an input the reference refuses
+(``make_run`` raises :class:`~eryx.errors.EryxInputError`, e.g. a rigid body of collinear
+atoms, a grid the model refuses, a disconnected contact network) is ``invalid``, never
+"not reproducing" and never kept. Verdicts are memoised by the input's content hash, so
+an input met twice is run once.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from eryx.errors import EryxInputError
+
+from ..runner import make_run, run_stages
+from ..stages import Stage
+from .moves import Case
+
+#: Signature kinds whose phrase names indices, counts or angles that change as the input
+#: shrinks: compared by kind (and, for 'partial', the axes or subset) only.
+KIND_ONLY = ("nan_pattern", "eigen_rotation", "eigenvalues", "incomplete", "internal_error", "shape")
+#: Verdicts of :class:`Outcome`.
+REPRODUCES, OTHER, INVALID = "reproduces", "other divergence", "invalid"
+
+
+class NothingToReduce(Exception):
+    """The initial run shows no divergence (message: "nothing to reduce: the run agrees")."""
+
+
+def signature_key(record: Mapping[str, Any]) -> str:
+    """The identity of a failing stage record's divergence, stable as the input shrinks.
+
+    The best explaining signature's kind and phrase ("constant_factor: x 1/(2 pi)"), the
+    kind alone where the phrase carries sizes (see :data:`KIND_ONLY`), the confining axes
+    or subset for a partial divergence; "error: TYPE" for a stage that raised.
+    """
+    if record.get("status") == "error":
+        msg = str(record.get("message") or "")
+        kind = next((w.rstrip(":") for w in msg.split() if w.endswith(("Error:", "Exception:", "Failure:"))), "")
+        return f"error: {kind}".rstrip(": ") if kind else "error"
+    best = next((d for d in record.get("diagnosis") or () if d.get("explains")), None)
+    if best is None:
+        return "no simple signature"
+    kind, params = best.get("signature", ""), best.get("params") or {}
+    if kind == "partial":
+        if params.get("subset"):
+            return f"partial: {params['subset']} ({params.get('mode', '')})"
+        axes = [str(a[0]) for a in params.get("per_axis") or () if isinstance(a, (list, tuple)) and a]
+        return "partial along " + " & ".join(axes) if axes else "partial"
+    if kind in KIND_ONLY:
+        return kind
+    return f"{kind}: {best.get('phrase', '')}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The divergence to keep: its first failing stage and signature (None: any signature)."""
+
+    stage: str
+    signature: str | None
+
+    def describe(self) -> str:
+        return self.stage + (f" [{self.signature}]" if self.signature else " [any signature]")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The oracle's verdict on one input.
+
+    Attributes
+    ----------
+    verdict : str
+        :data:`REPRODUCES`, :data:`OTHER` (agrees, or diverges otherwise) or :data:`INVALID`
+        (the reference refuses the input).
+    first_failure, signature : str or None
+        What failed first and how (None when nothing failed or the input is invalid).
+    reason : str
+        One line: why it is invalid, or what it showed instead.
+    seconds : float
+        Wall time of the evaluation (0 for a memoised verdict).
+    cached : bool
+    """
+
+    verdict: str
+    first_failure: str | None
+    signature: str | None
+    reason: str
+    seconds: float
+    cached: bool = False
+
+
+class Oracle:
+    """Runs candidate inputs through the harness and judges them against a :class:`Target`.
+
+    Parameters
+    ----------
+    options : dict
+        ``make_run`` keywords other than the input (reference, candidate, their paths and
+        interpreters, fault, device, dtype, tier_overrides).
+    stages : sequence of Stage
+        The run's selected stages, in registry order.
+    workdir : Path, optional
+        Where candidate PDB files are written (default: a temporary folder, removed by
+        :meth:`close`).
+    """
+
+    def __init__(self, options: Mapping[str, Any], stages: Sequence[Stage], workdir: Path | None = None) -> None:
+        self.options = dict(options)
+        self.stages = list(stages)
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="parity-reduce-")
+        self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self.target: Target | None = None
+        self.keep_stage = False
+        self._memo: dict[str, Outcome] = {}
+        self.n_runs = 0
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # -- running
+    def write(self, case: Case) -> Path:
+        text = case.pdb_text()
+        path = self.workdir / f"{case.key()[:16]}.pdb"
+        if not path.exists():
+            path.write_text(text)
+        return path
+
+    def _records(self, case: Case, stages: Sequence[Stage]) -> tuple[list[dict] | None, str]:
+        """The records of ``stages`` (fail-fast), or (None, why the reference refuses the input)."""
+        path = self.write(case)
+        try:
+            run = make_run(str(path), samplings=case.samplings, params=case.param_dict, **self.options)
+        except (EryxInputError, ValueError) as exc:
+            return None, f"{type(exc).__name__}: {str(exc).replace(str(path), 'the candidate PDB')}"
+        self.n_runs += 1
+        return run_stages(run, stages, progress=False, fail_fast=True), ""
+
+    def establish(self, case: Case, keep_stage: bool = False) -> Target:
+        """Run the initial input over every selected stage (stopping at the first failure): its target.
+
+        Raises
+        ------
+        NothingToReduce
+            When no stage fails or errors.
+        EryxInputError
+            When the reference refuses the initial input.
+        """
+        path = self.write(case)
+        run = make_run(str(path), samplings=case.samplings, params=case.param_dict, **self.options)
+        self.n_runs += 1
+        records = run_stages(run, self.stages, progress=False, fail_fast=True)
+        failed = next((r for r in records if r["status"] in ("fail", "error")), None)
+        if failed is None:
+            raise NothingToReduce("nothing to reduce: the run agrees")
+        self.keep_stage = keep_stage
+        self.target = Target(failed["name"], None if keep_stage else signature_key(failed))
+        self._memo[case.key()] = Outcome(REPRODUCES, failed["name"], signature_key(failed), "the initial input", 0.0)
+        return self.target
+
+    def predicate_stages(self) -> list[Stage]:
+        """The selected stages up to and including the target (all of them decide "first failure")."""
+        assert self.target is not None, "establish() first"
+        names = [s.name for s in self.stages]
+        return self.stages[:names.index(self.target.stage) + 1] if self.target.stage in names else self.stages
+
+    def evaluate(self, case: Case) -> Outcome:
+        """The verdict on ``case`` (memoised by content)."""
+        key = case.key()
+        if key in self._memo:
+            o = self._memo[key]
+            return Outcome(o.verdict, o.first_failure, o.signature, o.reason, 0.0, True)
+        t0 = time.perf_counter()
+        records, refusal = self._records(case, self.predicate_stages())
+        seconds = time.perf_counter() - t0
+        if records is None:
+            out = Outcome(INVALID, None, None, f"the reference refuses it: {refusal}", seconds)
+        else:
+            out = self.judge(records, seconds)
+        self._memo[key] = out
+        return out
+
+    def judge(self, records: Sequence[Mapping[str, Any]], seconds: float = 0.0) -> Outcome:
+        """The verdict on a run's stage records against the target."""
+        assert self.target is not None
+        refused = next((r for r in records if r["status"] == "not_comparable"
+                        and " refuses: " in str(r.get("message") or "")), None)
+        if refused is not None:  # refused only once computing (e.g. a spectrum out of range)
+            return Outcome(INVALID, None, None, f"{refused['name']}: {refused['message']}", seconds)
+        failed = next((r for r in records if r["status"] in ("fail", "error")), None)
+        if failed is None:
+            return Outcome(OTHER, None, None, "no divergence", seconds)
+        sig = signature_key(failed)
+        if failed["name"] != self.target.stage:
+            return Outcome(OTHER, failed["name"], sig, f"first failure moved to {failed['name']}", seconds)
+        if self.target.signature is not None and sig != self.target.signature:
+            return Outcome(OTHER, failed["name"], sig, f"signature changed to [{sig}]", seconds)
+        return Outcome(REPRODUCES, failed["name"], sig, "", seconds)
