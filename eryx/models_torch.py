@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import gridmap_torch as gm
 from . import stages_torch as st
 from . import structure
 from .build import run_build_steps
@@ -47,6 +48,10 @@ GRID_GROUP_BYTES = 8 * 2**20
 #: with single-threaded torch operations (instead of every operation split across
 #: the OpenMP threads): see docs/performance.md.
 GRID_WORKERS = True
+#: How the full map's gradient is computed: "analytic" (eryx.gridmap_torch: chunk by
+#: chunk, bounded memory, first-order only) or "autograd" (plain autograd through every
+#: chunk: all intermediates kept, supports double backward). docs/gradients.md.
+GRID_GRAD_ENGINE = "analytic"
 #: Build the model (everything before apply_disorder) with one torch thread on the CPU.
 SINGLE_THREAD_SETUP = True
 #: Fewest points per grid chunk (large ASUs: bounds the Python overhead per chunk).
@@ -273,9 +278,17 @@ class OnePhonon:
         self.memory_estimate = check_memory(
             estimate_torch_memory(self.n_asu, self.n_at, n_q, int(np.prod(self.L)), self.n_contacts_bound,
                                   min(sf_chunk, n_q), self.real_dtype.itemsize,
-                                  axis_points=axis_points, group_bytes=group, workers=workers),
+                                  axis_points=axis_points, group_bytes=group, workers=workers,
+                                  grad=self._backward_kind()),
             self.memory_limit, "the torch model",
         )
+
+    def _backward_kind(self) -> str | None:
+        """GRID_GRAD_ENGINE when a parameter or q carries a gradient (memory estimate), else None."""
+        q = self._q_input
+        wants = self.gamma_intra.requires_grad or self.gamma_inter.requires_grad or (
+            q is not None and q.requires_grad)
+        return GRID_GRAD_ENGINE if wants else None
 
     def _tensors_from_crystal(self) -> None:
         c = self.crystal
@@ -603,15 +616,17 @@ class OnePhonon:
             # Complex once per group: the per-chunk product then needs no promotion.
             amp_g = amp_g.to(self.complex_dtype).reshape(self.n_at, G, c)
             qT_g = qT_g.reshape(3, G, c)
-            for r0 in range(0, G, n_rows):
-                r1 = min(r0 + n_rows, G)
-                m = r1 - r0
+            # One split per row group: a slice per chunk would give each chunk's autograd
+            # node a zero-filled gradient of the whole group (issue 20).
+            sizes = [min(n_rows, G - r0) for r0 in range(0, G, n_rows)]
+            for qT, amp, E_rows, idx in zip(qT_g.split(sizes, dim=1), amp_g.split(sizes, dim=1),
+                                            E_group.split(sizes, dim=2), idx_g.split([s * c for s in sizes])):
+                m = qT.shape[1]
                 out = None if buf is None else buf[:self.n_asu * self.n_at * m * c].view(
                     self.n_asu, self.n_at, m, c)
                 F = st.structure_factors_product_T(
-                    qT_g[:, r0:r1].reshape(3, m * c).T, E_group[:, :, r0:r1], E_cols,
-                    amp_g[:, r0:r1].reshape(self.n_at, m * c), Q, Pq, out)
-                yield b, idx_g[r0 * c:r1 * c], F
+                    qT.reshape(3, m * c).T, E_rows, E_cols, amp.reshape(self.n_at, m * c), Q, Pq, out)
+                yield b, idx, F
 
     def _map_grid(self, per_block, n_cols: int | None, use_data_adp: bool, full_map: bool) -> torch.Tensor:
         """:meth:`_map` on the grid, with the per-axis phase tables (see there)."""
@@ -625,8 +640,16 @@ class OnePhonon:
             W, ok = st.hermitian_inverse_factor(torch.where(zero_k[:, None, None], eye, self._K_all))
             ok = ok.tolist()  # one device sync
         skip = zero_k.tolist() if n_cols is None else [False] * len(zero_k)
+        blocks = [b for b in range(int(np.prod(self.L))) if not skip[b]]
+        if full_map and GRID_GRAD_ENGINE == "analytic" and all(ok[b] for b in blocks):
+            U = self.debye_waller_U(use_data_adp)
+            if gm.analytic_applies(self, W, U):
+                parallel = GRID_WORKERS and self.device.type == "cpu"
+                out = gm.FullGridMap.apply(W, U, self, use_data_adp, blocks, parallel)
+                mask = self.res_mask
+                return out if bool(mask.all()) else torch.where(mask, out, torch.full_like(out, math.nan))
         tables = self._grid_tables(use_data_adp)
-        units = self._grid_units(tables, [b for b in range(int(np.prod(self.L))) if not skip[b]])
+        units = self._grid_units(tables, blocks)
 
         def run(subset):
             idx_parts, val_parts = [], []
@@ -668,6 +691,8 @@ class OnePhonon:
             raise EryxInputError(f"rank must be -1 or in [0, {self.n_dof}), got {rank!r}")
         self.debye_waller_U(use_data_adp)  # refuses an undefined ADP scale, whatever is sampled
         if rank == -1 and self.q_vectors is not None and self.q_vectors.requires_grad:
+            if GRID_GRAD_ENGINE == "analytic" and torch.is_grad_enabled():
+                return gm.full_map_q_grad(self, use_data_adp)
             return self._full_map_per_q(use_data_adp)
         if rank == -1:
             if self._grid_axes() is not None:

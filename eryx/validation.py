@@ -213,11 +213,18 @@ def estimate_numpy_memory(n_asu: int, n_at: int, n_q: int, n_bz: int) -> dict[st
         "structure factors (one BZ point)": 16.0 * q_per_bz * n_at * (4 + 3 * 2 + 4) + 16.0 * q_per_bz * n_dof,
         "interpreter and libraries": float(RUNTIME_BASELINE_BYTES),
     }
+    if grad == "autograd":
+        parts["gradients (backward)"] = float(n_q) * cplx * (n_atoms + 2 * n_dof + n_at)
+    elif grad is not None:
+        parts["gradients (backward)"] = float(itemsize) * n_q * 3 + workers * (
+            cplx * chunk_size * (2 * n_atoms + n_at + 6 * n_dof) + 5.0 * group_bytes + 2 * cplx * n_bz * n_dof**2)
+    return parts
 
 
 def estimate_torch_memory(
     n_asu: int, n_at: int, n_q: int, n_bz: int, n_contacts: int, chunk_size: int, itemsize: int = 8,
     *, axis_points: int = 0, group_bytes: float = 0.0, contact_chunk: int = 1 << 16, workers: int = 1,
+    grad: str | None = None,
 ) -> dict[str, float]:
     """Peak memory of the contact-based torch backend, by part, in bytes.
 
@@ -234,6 +241,11 @@ def estimate_torch_memory(
         Contacts per assembly chunk of the projected Hessian.
     workers : int
         Threads computing grid chunks at once, each with its own chunk and row group.
+    grad : {None, "analytic", "autograd"}
+        A backward pass will follow (spring constants or q carry a gradient), through
+        the chunked analytic backward (eryx.gridmap_torch: a chunk per worker and
+        map-sized gradients) or plain autograd (every chunk's saved tensors: the
+        amplitude-weighted phases, F, W F and the amplitudes of every point).
 
     Nothing here grows with the number of atoms squared: contacts, per-atom tables
     and chunked structure factors only. Measured peak RSS: docs/performance.md.
@@ -242,7 +254,7 @@ def estimate_torch_memory(
     n_atoms = n_asu * n_at
     cplx = 2 * itemsize
     m = min(n_contacts, contact_chunk)
-    return {
+    parts = {
         # Index lists (numpy, shared with torch) + the neighbour search's transient lists
         # + one assembly chunk (two (m, 3, 6) gathers, (m, 6, 6) blocks and temporaries).
         "contact lists and Hessian assembly": 5.0 * 8 * n_contacts + 100.0 * n_contacts
@@ -259,6 +271,12 @@ def estimate_torch_memory(
         + 3.0 * cplx * n_atoms * axis_points,
         "interpreter and libraries": float(RUNTIME_BASELINE_BYTES),
     }
+    if grad == "autograd":
+        parts["gradients (backward)"] = float(n_q) * cplx * (n_atoms + 2 * n_dof + n_at)
+    elif grad is not None:
+        parts["gradients (backward)"] = float(itemsize) * n_q * 3 + workers * (
+            cplx * chunk_size * (2 * n_atoms + n_at + 6 * n_dof) + 5.0 * group_bytes + 2 * cplx * n_bz * n_dof**2)
+    return parts
 
 
 def check_memory(parts: dict[str, float], limit: int, what: str) -> float:

@@ -4,7 +4,9 @@ Its quantities are the model's attributes under the contract's names, with three
 conventions applied: ``Winv`` (stored complex with zero imaginary part) is returned real,
 refusing a non-zero imaginary part; ``hessian`` is returned real (its imaginary part is
 zero by construction); ``K``, ``Kinv`` and ``D`` are stacked over the BZ points in C order.
-Gradients are central finite differences of this model (two extra models per parameter).
+Gradients are central finite differences of this model: d sum(Id)/d gamma_inter from two
+extra models, d sum(Id)/d gamma_intra from it and sum(Id) by the model's homogeneity
+(docs/gradients.md). ``Id`` and ``mode_maps`` share one pass of structure factors.
 
 Structure and grid quantities need only the crystal, so they stay available where the
 dense model itself is refused for memory (the ``MemoryBudgetError`` becomes the reason of
@@ -25,8 +27,13 @@ from eryx.validation import check_sampling
 from ..spec import PROBE_CELL, RunSpec
 from .base import Backend, NotProvided, Session
 
-#: Relative step of the central finite differences of the spring-constant gradients.
-FD_STEP_GAMMA = 1e-4
+#: Relative step of the central finite differences of the spring-constant gradients:
+#: truncation (h^2) and round-off (eps / h) balance near 1e-5 (measured on 5zck_p1 and
+#: 7n2h, grid -2,2,2: 3e-11 and 2e-10 of the autograd value, against 8e-9 at 1e-4).
+FD_STEP_GAMMA = 1e-5
+#: d sum(Id) / d gamma_intra from Euler's identity for degree -1 (docs/gradients.md)
+#: instead of two more maps; False: central differences for both gammas.
+EULER_INTRA = True
 #: Step (1/A) of the central finite differences of d Id / d q: truncation and round-off
 #: balance near 1e-6 (measured FD error 9.1e-10 of max|grad| on 5zck_p1, 3.7e-10 on 7n2h).
 FD_STEP_Q = 1e-6
@@ -93,9 +100,21 @@ class NumpySession(Session):
         """Id at arbitrary q-vectors through the reference's own q-vector mode (section 10)."""
         return self._needs_model().apply_disorder_at(q)
 
+    def _maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Id, mode_maps) from one pass of structure factors, computed once per session."""
+        if "_shared_maps" not in self.__dict__:
+            self._shared_maps = self._needs_model().apply_disorder_and_modes()
+        return self._shared_maps
+
     def _fd_gamma(self, which: str) -> np.ndarray:
         s = self.spec
         value = float(s.params[which])
+        if which == "gamma_intra" and EULER_INTRA and value > 0:
+            # K is linear in (gamma_intra, gamma_inter) and the scaled ADPs do not change when
+            # both scale by t, so L(t gi, t ge) = L(gi, ge) / t: gi dL/dgi + ge dL/dge = -L.
+            total = float(np.nansum(self.get("Id")))
+            d_inter = float(self.get("grad_gamma_inter")[0])
+            return np.array([-(total + float(s.params["gamma_inter"]) * d_inter) / value])
         h = FD_STEP_GAMMA * max(abs(value), 1.0)
 
         def total(v: float) -> float:
@@ -173,8 +192,8 @@ _MODEL: dict[str, Callable[[NumpySession], Any]] = {
     "V": lambda s: s._needs_model().V,
     "covar": lambda s: s._needs_model().covar,
     "ADP": lambda s: s._needs_model().ADP,
-    "Id": lambda s: s._needs_model().apply_disorder(),
-    "mode_maps": lambda s: s._needs_model().mode_maps(),
+    "Id": lambda s: s._maps()[0],
+    "mode_maps": lambda s: s._maps()[1],
     "Id_data_adp": lambda s: s._needs_model().apply_disorder(use_data_adp=True),
     "Id_qvectors": lambda s: s._q_map(s.get("q_grid")),
     "Id_q_sample": lambda s: s._q_map(s.get("q_grid")[s.spec.q_sample]),

@@ -91,15 +91,22 @@ class TorchSession(Session):
         return getter(self)
 
     def _grad_gamma(self, which: str) -> np.ndarray:
+        """d sum(Id) / d gamma: both gammas come from one backward pass (kept for the other)."""
         self._need()
+        names = ("grad_gamma_intra", "grad_gamma_inter")
         g = {k: torch.tensor(float(self.spec.params[k]), dtype=torch.float64, requires_grad=True)
              for k in ("gamma_intra", "gamma_inter")}
         total = torch.nansum(self._model(**g).apply_disorder())
         if not total.requires_grad:
             # No finite point (every grid point at a Bragg k): sum(finite Id) is 0 for any gamma.
-            return np.array([0.0])
-        (grad,) = torch.autograd.grad(total, g[which], allow_unused=True)
-        return np.array([0.0 if grad is None else grad.item()])
+            grads = dict.fromkeys(names, 0.0)
+        else:
+            both = torch.autograd.grad(total, list(g.values()), allow_unused=True)
+            grads = {k: 0.0 if d is None else d.item() for k, d in zip(names, both)}
+        for k in names:  # the other gamma's gradient is this backward's too (get() caches it)
+            if k != f"grad_{which}":
+                self._cache.setdefault(k, (True, np.array([grads[k]])))
+        return np.array([grads[f"grad_{which}"]])
 
     def _q_mode(self, q: torch.Tensor) -> torch.Tensor:
         return self._model(q_vectors=q).apply_disorder()

@@ -1,0 +1,280 @@
+"""Gradients of the torch full map at about the cost of a forward pass, in bounded memory.
+
+Two derivatives of the full diffuse map ``apply_disorder()`` (rank -1) are computed here
+without keeping the map's intermediates alive (docs/gradients.md):
+
+* **On the grid, with respect to the spring constants** (and anything else that reaches
+  the map only through W, the inverse Cholesky factor of conj K(k) per BZ point, and U,
+  the per-atom Debye-Waller displacement): :class:`FullGridMap`, a custom autograd
+  function whose backward recomputes each chunk's structure factors and applies the
+  analytic adjoint of Id = |W F|^2 summed over the degrees of freedom:
+
+      dL/dW_b = sum_p (2 g_p Z_p) F_p^H,        Z = W_b F,
+      dL/dU_a = sum_p g_amp(a, p) amp(a, p) (-|q_p|^2 / 2),
+
+  where g_amp follows F's linear chain (rank-4 projection, q weighting) backwards. Cost:
+  one forward's arithmetic plus one matrix product of the size of the atom contraction;
+  memory: one chunk per worker thread plus map-sized gradients. The backward is
+  first-order only: a backward with ``create_graph=True`` (double backward) raises
+  :class:`FirstOrderOnlyError` saying so; set ``models_torch.GRID_GRAD_ENGINE =
+  "autograd"`` for the plain-autograd path, which supports double backward.
+
+* **In q-vector mode, with respect to q**: :func:`full_map_q_grad`, with the points
+  grouped by k-point: K(k) is factorised once per k-point and its k-dependence enters as
+  the exact first-order term -Re(Y^H (dK/dk_x)^T Y) dk_x, Y = K^-T F, dK/dk from forward-mode
+  AD of :func:`stages_torch.build_K` (so an injected fault in ``build_K`` still reaches
+  the gradient). Its k-term is also first-order only (same error on a double backward).
+
+Both are exact: the same values as the plain-autograd paths to round-off (tests compare
+them at every chunk size, and against finite differences of the NumPy reference).
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from . import stages_torch as st
+
+#: The stage functions the analytic backward differentiates by hand. If any of them is
+#: replaced (a fault injection), the model falls back to plain autograd, so the gradient
+#: is always the derivative of the map that was computed.
+_HAND_DIFFERENTIATED = ("structure_factors_product_T", "intensity_factored", "atomic_amplitudes",
+                        "axis_phase_table", "hermitian_inverse_factor")
+_ORIGINALS = {name: getattr(st, name) for name in _HAND_DIFFERENTIATED}
+
+#: The error of a double backward (``create_graph=True``) through a first-order backward.
+FIRST_ORDER_ONLY = (
+    "the torch map's analytic gradient is first-order only: create_graph=True (a double "
+    "backward, a Hessian) is not supported by {what}; set eryx.models_torch.GRID_GRAD_ENGINE "
+    "= 'autograd' for the plain-autograd path, which supports it")
+
+
+class FirstOrderOnlyError(RuntimeError):
+    """A double backward through one of this module's first-order backward passes."""
+
+
+def _refuse_create_graph(what: str) -> None:
+    # The engine runs a backward with grad mode on exactly when create_graph=True; then a
+    # later derivative of these gradients would silently miss their dependence on W, U, q.
+    if torch.is_grad_enabled():
+        raise FirstOrderOnlyError(FIRST_ORDER_ONLY.format(what=what))
+
+
+def stages_are_original() -> bool:
+    """True when none of the hand-differentiated stage functions is replaced."""
+    return all(getattr(st, name) is fn for name, fn in _ORIGINALS.items())
+
+
+def analytic_applies(model, W: torch.Tensor, U: torch.Tensor) -> bool:
+    """Whether :class:`FullGridMap` computes this grid map's gradient exactly.
+
+    It covers gradients reaching the map through W and U only: nothing else on the grid
+    path (coordinates, projections, q) may carry a gradient.
+    """
+    if not torch.is_grad_enabled() or not (W.requires_grad or U.requires_grad):
+        return False
+    if any(t.requires_grad for t in (model.xyz, model.Amat, model.A_inv, model.q_grid)):
+        return False
+    return stages_are_original()
+
+
+def parallel_units(run, units: list, parallel: bool) -> list:
+    """``[run(subset), ...]`` over the work units dealt to worker threads (see
+    ``models_torch._run_units``): one result per worker, in worker order."""
+    n_workers = min(torch.get_num_threads(), len(units))
+    if not parallel or n_workers < 2:
+        return [run(units)]
+    subsets, load = [[] for _ in range(n_workers)], [0] * n_workers
+    for unit in sorted(units, key=lambda u: -len(u[3]) * len(u[4])):
+        w = load.index(min(load))
+        subsets[w].append(unit)
+        load[w] += len(unit[3]) * len(unit[4])
+    from .models_torch import torch_threads
+
+    grad_enabled = torch.is_grad_enabled()  # thread-local: carry the caller's mode over
+
+    def work(subset):
+        with torch.set_grad_enabled(grad_enabled):
+            return run(subset)
+
+    with torch_threads(1), ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="eryx-grad") as pool:
+        return list(pool.map(work, subsets))
+
+
+def _forward_values(model, tables: dict, units: list, W: torch.Tensor, parallel: bool):
+    """(idx_parts, val_parts) of the full map over ``units`` (no autograd)."""
+    def run(subset):
+        idx_parts, val_parts = [], []
+        for b, idx, F in model._grid_chunks(tables, subset):
+            idx_parts.append(idx)
+            val_parts.append(st.intensity_factored(F, W[b]))
+        return idx_parts, val_parts
+
+    results = parallel_units(run, units, parallel)
+    return [p for r in results for p in r[0]], [p for r in results for p in r[1]]
+
+
+def _backward_unit(model, tables: dict, unit, W: torch.Tensor, g: torch.Tensor, need_U: bool,
+                   gW: torch.Tensor, gU: torch.Tensor) -> None:
+    """Accumulate one work unit's dL/dW (into ``gW``) and dL/dU (into ``gU``).
+
+    Recomputes the unit's structure factors as :func:`stages_torch.structure_factors_product_T`
+    does, keeping the amplitude-weighted phases A (needed for dL/dU), then runs the chain
+    backwards (the module docstring).
+    """
+    E_h, E_k, E_l, types, inverse, U, Q, Pq = (tables[k] for k in ("E_h", "E_k", "E_l", "types", "inverse",
+                                                                   "U", "Q", "Pq"))
+    b, row_h, row_k, row_flat, cl, n_rows = unit
+    nl = model.map_shape[2]
+    n_asu, n_at, r = Q.shape[0], Q.shape[2], Q.shape[1]
+    G, c = len(row_flat), len(cl)
+    E_cols = E_l.index_select(2, cl)
+    E_group = E_h.index_select(2, row_h) * E_k.index_select(2, row_k)
+    idx_g = (row_flat[:, None] * nl + cl[None, :]).reshape(-1)
+    qT_g = model.q_grid.index_select(0, idx_g).T.contiguous()  # (3, G c)
+    q2_g = torch.sum(qT_g * qT_g, dim=0)
+    amp_g = st.atomic_amplitudes(q2_g, types, inverse, U).to(model.complex_dtype)  # (n_at, G c)
+    g_g = g.index_select(0, idx_g)
+    Wb = W[b]
+    gWb = torch.zeros_like(Wb)
+    sizes = [min(n_rows, G - r0) * c for r0 in range(0, G, n_rows)]
+    # One split per row group (a slice per chunk would make autograd-style zero-filled
+    # row-group gradients; here it simply avoids re-slicing).
+    for qT, q2, amp, gp, E_rows in zip(qT_g.split(sizes, dim=1), q2_g.split(sizes), amp_g.split(sizes, dim=1),
+                                       g_g.split(sizes), E_group.split(n_rows, dim=2)):
+        m, n = E_rows.shape[2], qT.shape[1]
+        A = E_rows[..., :, None] * E_cols[..., None, :]
+        A.mul_(amp.reshape(1, n_at, m, c))  # (n_asu, n_at, m, c)
+        Ar = torch.view_as_real(A).reshape(n_asu, n_at, 2 * n)
+        Rc = torch.view_as_complex(torch.bmm(Q, Ar).reshape(n_asu, r, n, 2))
+        RQ = Rc[:, None, :, :] * qT[None, :, None, :]  # (n_asu, 3, r, n)
+        F = torch.view_as_complex(torch.bmm(Pq, torch.view_as_real(RQ).reshape(n_asu, 3 * r, 2 * n))
+                                  .reshape(6 * n_asu, n, 2))
+        gZ = (Wb @ F).mul_(2 * gp)  # dL/dZ for L = sum_p g_p |Z_p|^2
+        gWb += gZ @ F.conj().T
+        if not need_U:
+            continue
+        gF = Wb.conj().T @ gZ  # (n_dof, n)
+        gRQ = torch.bmm(Pq.transpose(1, 2), torch.view_as_real(gF).reshape(n_asu, 6, 2 * n))
+        gRQ = torch.view_as_complex(gRQ.reshape(n_asu, 3, r, n, 2))
+        # dL/dR, weighted by d amp / d U / amp = -|q|^2 / 2 (the same for every atom).
+        wgR = (gRQ * qT[None, :, None, :]).sum(dim=1) * (-0.5 * q2)
+        # Re(sum_p conj(A_iap) wgR_isp) as one real product over (p, re/im).
+        M = torch.bmm(Ar, torch.view_as_real(wgR).reshape(n_asu, r, 2 * n).transpose(1, 2))  # (n_asu, n_at, r)
+        gU += torch.einsum("isa,ias->a", Q, M)
+    gW[b] += gWb
+
+
+class FullGridMap(torch.autograd.Function):
+    """The full map on the grid as a function of (W, U), with the analytic backward.
+
+    ``forward(ctx, W, U, model, use_data_adp, blocks, parallel)`` returns the (n_q,) map
+    (NaN where no BZ point serves a point, before the resolution mask).
+    """
+
+    @staticmethod
+    def forward(ctx, W, U, model, use_data_adp, blocks, parallel):
+        tables = model._grid_tables(use_data_adp)
+        tables["U"] = U.detach()
+        units = model._grid_units(tables, blocks)
+        n_q = model.q_grid.shape[0]
+        out = torch.full((n_q,), math.nan, dtype=model.real_dtype, device=model.device)
+        idx_parts, val_parts = _forward_values(model, tables, units, W.detach(), parallel)
+        if idx_parts:
+            out = out.index_put((torch.cat(idx_parts),), torch.cat(val_parts))
+        ctx.save_for_backward(W, U)
+        ctx.model, ctx.tables, ctx.units, ctx.parallel = model, tables, units, parallel
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        _refuse_create_graph("the grid map's backward (eryx.gridmap_torch.FullGridMap)")
+        W, U = ctx.saved_tensors
+        need_W, need_U = ctx.needs_input_grad[:2]
+        model, tables = ctx.model, ctx.tables
+        # NaN at points no BZ point serves never reach a loss with a finite gradient
+        # (nansum, masks): give them zero weight rather than propagate 0 * NaN.
+        g = torch.nan_to_num(g.detach(), nan=0.0)
+
+        def run(subset):
+            gW, gU = torch.zeros_like(W), torch.zeros_like(U)
+            for unit in subset:
+                _backward_unit(model, tables, unit, W, g, need_U, gW, gU)
+            return gW, gU
+
+        parts = parallel_units(run, ctx.units, ctx.parallel)
+        gW = torch.stack([p[0] for p in parts]).sum(0) if len(parts) > 1 else parts[0][0]
+        gU = torch.stack([p[1] for p in parts]).sum(0) if len(parts) > 1 else parts[0][1]
+        return (gW if need_W else None), (gU if need_U else None), None, None, None, None
+
+
+# ------------------------------------------------------------ q-vector mode: d Id / d q
+class _FirstOrderK(torch.autograd.Function):
+    """sum_x dk_x S_x with S the (detached) derivative of Id along k: value 0 (dk = 0),
+    gradient S with respect to dk. First-order only: create_graph=True raises."""
+
+    @staticmethod
+    def forward(ctx, dk, S):
+        ctx.save_for_backward(S)
+        return (dk * S).sum(-1)
+
+    @staticmethod
+    def backward(ctx, g):
+        _refuse_create_graph("the q-vector map's k-term (eryx.gridmap_torch.full_map_q_grad)")
+        (S,) = ctx.saved_tensors
+        return g[..., None] * S, None
+
+
+def k_derivative(hessian: torch.Tensor, k: torch.Tensor, cell_origin: torch.Tensor) -> torch.Tensor:
+    """dK/dk_x at the k-points ``k`` (n_k, 3): (3, n_k, n_dof, n_dof) complex, no autograd.
+
+    Forward-mode AD of :func:`stages_torch.build_K` (whatever function it currently is).
+    """
+    import torch.autograd.forward_ad as fwAD
+
+    out = []
+    with torch.no_grad(), fwAD.dual_level():
+        for x in range(3):
+            tangent = torch.zeros_like(k)
+            tangent[:, x] = 1.0
+            K = st.build_K(hessian.detach(), fwAD.make_dual(k.detach(), tangent), cell_origin)
+            out.append(fwAD.unpack_dual(K).tangent)
+    return torch.stack(out)
+
+
+def full_map_q_grad(model, use_data_adp: bool) -> torch.Tensor:
+    """The full map at the model's q-vectors, differentiable in q (and the gammas),
+    with one K factorisation per k-point: see the module docstring.
+
+    Returns (n_q,) real, NaN outside the resolution mask and at k-points with zero modes.
+    """
+    q, bz, mask = model._points()
+    zero_k = torch.isnan(model._Winv_all).any(dim=1)
+    out = torch.full((len(q),), math.nan, dtype=model.real_dtype, device=model.device)
+    idx = torch.nonzero(mask & ~zero_k[bz]).reshape(-1)
+    if len(idx) == 0:
+        return out
+    ks, row = torch.unique(bz[idx], return_inverse=True)  # the k-points served, each point's row
+    k_all = torch.cat([model.kvec.reshape(-1, 3), model.extra_kvec])
+    U = model.debye_waller_U(use_data_adp)
+    # One K(k)^-1 and dK/dk per k-point: (n_k, n_dof, n_dof) and (3, n_k, n_dof, n_dof).
+    KinvT = torch.linalg.inv(st.build_K(model.hessian, k_all[ks], model.cell_origin)).transpose(1, 2)
+    dKT = k_derivative(model.hessian, k_all[ks], model.cell_origin).transpose(-1, -2)
+    # Per point: gathered K^-T (with its gradient), dK^T (3, no gradient), their products.
+    step = model._direct_chunk_points(extra_per_point=6 * 2 * model.real_dtype.itemsize * model.n_dof**2)
+    parts = []
+    for s in range(0, len(idx), step):
+        sel, r = idx[s:s + step], row[s:s + step]
+        F = st.structure_factors_T(q[sel], model.xyz, model.ff_a[0], model.ff_b[0], model.ff_c[0], U,
+                                   model.Amat).T[:, :, None]  # (n, n_dof, 1)
+        Y = KinvT.index_select(0, r) @ F  # K^-T F, (n, n_dof, 1)
+        values = torch.real(torch.sum(Y * F.conj(), dim=(1, 2)))  # F^H K^-T F, as intensity_blocks
+        with torch.no_grad():
+            Yd = Y.detach()
+            # d Id / d k_x = -Re(Y^H dK_x^T Y), (n, 3)
+            S = -torch.real(torch.sum(Yd[None].conj() * (dKT.index_select(1, r) @ Yd[None]), dim=(2, 3))).T
+        dk = q[sel] - q[sel].detach()  # value 0, d dk / d q = I (k = q - G, G piecewise constant)
+        parts.append(values + _FirstOrderK.apply(dk, S))
+    return out.index_put((idx,), torch.cat(parts))
