@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from eryx.probes import listen
 
+from .. import compare as cmp
 from ..runner import Run, _n_terms, run_stages, stage_tier, verdict
 from ..stages import STAGES, get_stage
 from ..tiers import resolve_tier
@@ -117,3 +120,81 @@ def locate_probes(run: Run, stage_name: str | None = None) -> LocateResult:
             out.notes.append(f"the {side}'s probes passed the memory budget: {rec.spilled / 2**20:.1f} MiB "
                              f"were spilled to disk")
     return out
+
+
+# ------------------------------------------------------------------ the trace
+def _clean_torch_session(run: Run, dtype: str = "float64"):
+    """The project's torch backend, float64 on the CPU, no fault: the trace's reference side."""
+    from dataclasses import replace
+
+    from ..backends.torch import TorchBackend
+
+    session = TorchBackend().open(replace(run.spec, dtype=dtype, device="cpu"))
+    session.build()
+    if session.build_error is not None:
+        raise session.build_error
+    return session
+
+
+def trace_session(session, quantity: str, inputs: dict):
+    """An :class:`~parity.locate.trace.OpTrace` of ``session``'s computation of ``quantity``
+    from ``inputs`` (cross-fed: only this stage's operations run), single-threaded."""
+    import eryx.models_torch as tm
+
+    from .trace import OpTrace
+
+    fed = {k: session.tensor(v) for k, v in inputs.items()}  # casts outside the trace
+    before, tm.GRID_WORKERS = tm.GRID_WORKERS, False  # dispatch modes are per thread; same values
+    try:
+        with OpTrace() as tr:
+            result = None
+            try:
+                result = session.crossfeed(quantity, fed)
+            except Exception as exc:  # a candidate that raises: the ops before it still compare
+                tr.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        tm.GRID_WORKERS = before
+    if result is not None and not isinstance(result, dict):
+        tr.result = np.asarray(cmp.as_numpy(result))
+    return tr
+
+
+def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None = None,
+                 save: str | None = None) -> LocateResult:
+    """Trace the candidate's (torch) computation of the stage against a clean float64 CPU run
+    of the same code (or a saved trace, ``against``), fed the same inputs."""
+    from ..backends.torch import crossfeed_inputs
+    from .trace import OpTrace, compare_traces
+
+    why = "chosen"
+    if not stage_name:
+        build_sessions_checked(run)
+        records = run_stages(run, STAGES, progress=False, fail_fast=True)
+        stage_name = verdict(records)[1]
+        why = "the run's first failing stage"
+        if not stage_name:
+            return LocateResult("(none)", "no stage fails", notes=["nothing to trace"])
+    st = get_stage(stage_name)
+    if run.candidate.name != "torch" or st.quantity not in run.candidate.crossfeeds():
+        return LocateResult(stage_name, why, notes=[
+            f"the operation trace needs the project's torch backend able to recompute {st.quantity} "
+            f"(candidate: {run.candidate.name}); use the probes"])
+    build_sessions_checked(run)
+    ref = _clean_torch_session(run)
+    inputs = {p: ref.get(p) for p in crossfeed_inputs(st.quantity)}
+    tr_c = trace_session(run.cand, st.quantity, inputs)
+    tr_r = OpTrace.load(against) if against else trace_session(ref, st.quantity, inputs)
+    if save:
+        tr_c.save(save)
+    cmp_ = compare_traces(tr_r, tr_c)
+    for name, tr in (("reference", tr_r), ("candidate", tr_c)):
+        if getattr(tr, "error", None):
+            cmp_.notes.append(f"the {name} raised: {tr.error}")
+    return LocateResult(stage_name, why, trace=cmp_)
+
+
+def build_sessions_checked(run: Run) -> None:
+    from ..runner import build_sessions
+
+    if not (run.ref._built and run.cand._built):
+        build_sessions(run)
