@@ -184,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="FILE",
                    help="HTML file to write (default: dashboard.html in the --db file's folder)")
 
+    p = sub.add_parser("locate", help="from the stage to the line: the root probe or root torch operation",
+                       description="Run both sides with named probes on (or trace every torch operation with "
+                                   "--trace) and print the first probe or operation whose inputs agree and whose "
+                                   "value does not, with its source line (docs/locate.md). Exit 1 when a root is "
+                                   "named, 0 when nothing diverges, 2 on a usage error.")
+    _add_model_options(p), _add_backend_options(p)
+    from .locate.cli import add_arguments as _locate_arguments
+
+    _locate_arguments(p)
+
     sub.add_parser("stages", help="list the stage registry in phase order")
     sub.add_parser("faults", help="list the named fault injections")
     return parser
@@ -549,6 +559,16 @@ def cmd_dashboard(args) -> int:
 COMMANDS = {"run": cmd_run, "report": cmd_report, "bisect": cmd_bisect, "check": cmd_check, "dump": cmd_dump,
             "compare": cmd_compare, "backends": cmd_backends, "stages": cmd_stages, "faults": cmd_faults,
             "bench": cmd_bench, "nightly": cmd_nightly, "dashboard": cmd_dashboard}
+
+
+def cmd_locate(args) -> int:
+    from .locate.cli import run_locate
+
+    _check_outputs(args, {"--reference-dump": getattr(args, "reference_dump", None)})
+    return run_locate(args, _run(args, build=False))
+
+
+COMMANDS["locate"] = cmd_locate
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,6 +74,9 @@ class ProbeRecorder:
             arr = self._spill(arr)
         else:
             self.bytes += arr.nbytes
+        path, _, line = where.rpartition(":")
+        rel = os.path.relpath(path) if path else where
+        where = f"{rel}:{line}" if path and not rel.startswith("..") else where
         self.records.append(Record(len(self.records), name, tuple(index), axes, tier, where, arr))
 
     def _spill(self, arr: np.ndarray) -> np.ndarray:

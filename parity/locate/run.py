@@ -29,6 +29,7 @@ class LocateResult:
     probes: ProbeLocation | None = None
     trace: Any = None
     notes: list[str] = field(default_factory=list)
+    records: list = field(default_factory=list)  # the stage records run to find the stage
 
     def to_dict(self) -> dict:
         return {"stage": self.stage, "why": self.why, "notes": self.notes,
@@ -68,7 +69,7 @@ def _foreign(run: Run, side: str) -> list | None:
     return getter() if getter else None
 
 
-def record_probes(run: Run, stage_name: str | None = None) -> tuple[str, str, ProbeRecorder, ProbeRecorder]:
+def record_probes(run: Run, stage_name: str | None = None) -> tuple[str, str, ProbeRecorder, ProbeRecorder, list]:
     """Build both sides (``run`` made with ``build=False``) with probes on; (stage, why, ref, cand)."""
     from ..runner import build_sessions
 
@@ -77,6 +78,7 @@ def record_probes(run: Run, stage_name: str | None = None) -> tuple[str, str, Pr
         run.ref.build()
     with listen(rec_c):
         build_sessions(run)  # the reference is built already; this checks its refusal and builds the candidate
+    records: list = []
     if stage_name:
         why = "chosen"
     else:
@@ -94,12 +96,12 @@ def record_probes(run: Run, stage_name: str | None = None) -> tuple[str, str, Pr
         foreign = _foreign(run, side)
         if foreign is not None:
             rec.records = list(foreign)
-    return stage_name or "", why, rec_r, rec_c
+    return stage_name or "", why, rec_r, rec_c, records
 
 
 def locate_probes(run: Run, stage_name: str | None = None) -> LocateResult:
     """Name the root probe of ``stage_name`` (default: the first failing stage)."""
-    stage_name, why, rec_r, rec_c = record_probes(run, stage_name)
+    stage_name, why, rec_r, rec_c, records = record_probes(run, stage_name)
     default_stage = get_stage(stage_name) if stage_name in {s.name for s in STAGES} else None
 
     def resolve(tier_name, stage):
@@ -112,7 +114,7 @@ def locate_probes(run: Run, stage_name: str | None = None) -> LocateResult:
 
     default = stage_tier(default_stage, run) if default_stage else resolve_tier("tight", run.dtype)
     loc = compare_probes(rec_r.records, rec_c.records, resolve, default, n_terms)
-    out = LocateResult(stage_name or "(none)", why, probes=loc)
+    out = LocateResult(stage_name or "(none)", why, probes=loc, records=records)
     for side, rec in (("reference", rec_r), ("candidate", rec_c)):
         if not rec.records:
             out.notes.append(f"the {side} ({run.session(side).backend.name}) recorded no probes")
@@ -166,17 +168,17 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
     from ..backends.torch import crossfeed_inputs
     from .trace import OpTrace, compare_traces
 
-    why = "chosen"
+    why, records = "chosen", []
     if not stage_name:
         build_sessions_checked(run)
         records = run_stages(run, STAGES, progress=False, fail_fast=True)
         stage_name = verdict(records)[1]
         why = "the run's first failing stage"
         if not stage_name:
-            return LocateResult("(none)", "no stage fails", notes=["nothing to trace"])
+            return LocateResult("(none)", "no stage fails", notes=["nothing to trace"], records=records)
     st = get_stage(stage_name)
     if run.candidate.name != "torch" or st.quantity not in run.candidate.crossfeeds():
-        return LocateResult(stage_name, why, notes=[
+        return LocateResult(stage_name, why, records=records, notes=[
             f"the operation trace needs the project's torch backend able to recompute {st.quantity} "
             f"(candidate: {run.candidate.name}); use the probes"])
     build_sessions_checked(run)
@@ -190,7 +192,7 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
     for name, tr in (("reference", tr_r), ("candidate", tr_c)):
         if getattr(tr, "error", None):
             cmp_.notes.append(f"the {name} raised: {tr.error}")
-    return LocateResult(stage_name, why, trace=cmp_)
+    return LocateResult(stage_name, why, trace=cmp_, records=records)
 
 
 def build_sessions_checked(run: Run) -> None:
