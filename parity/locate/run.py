@@ -138,17 +138,24 @@ def _clean_torch_session(run: Run, dtype: str = "float64"):
     return session
 
 
-def trace_session(session, quantity: str, inputs: dict):
+def trace_session(session, quantity: str, inputs: dict, backward_lines: bool = False):
     """An :class:`~parity.locate.trace.OpTrace` of ``session``'s computation of ``quantity``
     from ``inputs`` (cross-fed: only this stage's operations run), single-threaded."""
     import eryx.models_torch as tm
 
     from .trace import OpTrace
 
+    import contextlib
+
+    import torch
+
     fed = {k: session.tensor(v) for k, v in inputs.items()}  # casts outside the trace
     before, tm.GRID_WORKERS = tm.GRID_WORKERS, False  # dispatch modes are per thread; same values
+    # Anomaly mode keeps each autograd node's forward traceback: backward operations then
+    # carry the line of the forward operation they differentiate (it adds NaN checks, on both sides).
+    anomaly = torch.autograd.set_detect_anomaly(True, check_nan=False) if backward_lines else contextlib.nullcontext()
     try:
-        with OpTrace() as tr:
+        with anomaly, OpTrace() as tr:
             result = None
             try:
                 result = session.crossfeed(quantity, fed)
@@ -184,8 +191,9 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
     build_sessions_checked(run)
     ref = _clean_torch_session(run)
     inputs = {p: ref.get(p) for p in crossfeed_inputs(st.quantity)}
-    tr_c = trace_session(run.cand, st.quantity, inputs)
-    tr_r = OpTrace.load(against) if against else trace_session(ref, st.quantity, inputs)
+    grad = st.kind == "gradient"
+    tr_c = trace_session(run.cand, st.quantity, inputs, grad)
+    tr_r = OpTrace.load(against) if against else trace_session(ref, st.quantity, inputs, grad)
     if save:
         tr_c.save(save)
     cmp_ = compare_traces(tr_r, tr_c)

@@ -82,7 +82,25 @@ class Op:
         return f"{self.where}  aten.{self.op}({shapes})"
 
 
+def _forward_line(node) -> str | None:
+    """The user line that created autograd ``node`` (recorded by anomaly mode), or None."""
+    import re
+
+    text = "".join((getattr(node, "metadata", None) or {}).get("traceback_", []) or [])
+    frames = re.findall(r'File "([^"]+)", line (\d+)', text)
+    for name, line in reversed(frames):
+        if not name.startswith(_SKIP) and "/torch/" not in name and "<frozen" not in name:
+            rel = os.path.relpath(name)
+            return f"{name if rel.startswith('..') else rel}:{line}"
+    return None
+
+
 def _source_line() -> str:
+    node = torch._C._current_autograd_node()
+    if node is not None:  # a backward operation: the line of the forward operation it differentiates
+        line = _forward_line(node)
+        if line:
+            return f"{line} (backward)"
     f = sys._getframe(2)
     while f is not None:
         name = f.f_code.co_filename
@@ -466,3 +484,21 @@ def amplifier_sites(amplifiers: Sequence[OpResult]) -> set[tuple[str, str]]:
         where, call = a.label.split("  aten.", 1)
         out.add((call.split("(")[0], where))
     return out
+
+
+class PerturbOp(TorchDispatchMode):
+    """Multiply the output of one operation (op name, "file:line") by (1 + ``rel``): a CPU-only
+    stand-in for a device or library whose one operation rounds differently (tests, docs)."""
+
+    def __init__(self, op: str, where: str, rel: float = 1e-6) -> None:
+        super().__init__()
+        self.site, self.rel, self.hits = (op, where), rel, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") else str(func)
+        if (name, _source_line()) == self.site and isinstance(out, torch.Tensor) and (out.is_floating_point() or out.is_complex()):
+            self.hits += 1
+            with torch.no_grad():
+                out = out * (1 + self.rel)
+        return out
