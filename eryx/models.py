@@ -362,7 +362,7 @@ class OnePhonon:
         self.hkl_grid, self.map_shape = generate_grid(self.samplings)
         self.q_grid = probe("q_grid", q_from_hkl(self.hkl_grid, self.crystal.A_inv))
         self.res_mask = resolution(self.hkl_grid, self.crystal.cell) > self.res_limit
-        frac = bz_fractions(self.L)
+        frac = probe("bz_fraction", bz_fractions(self.L))
         self.kvec = probe("kvec", 2 * np.pi * np.einsum("ji,...j->...i", self.crystal.A_inv, frac))
         self.kvec_norm = np.linalg.norm(self.kvec, axis=-1, keepdims=True)
 

@@ -31,7 +31,7 @@ MEMORY_BUDGET = int(os.environ.get("PARITY_PROBE_BUDGET", 512 << 20))
 
 #: Probe name -> the registry stage whose tier (and term scaling) judges it.
 PROBE_STAGES: dict[str, str] = {
-    "q_grid": "q_grid", "kvec": "kvec", "bz_index": "bz_index", "A_block": "Amat", "Mmat_block": "Mmat",
+    "q_grid": "q_grid", "bz_fraction": "kvec", "kvec": "kvec", "bz_index": "bz_index", "A_block": "Amat", "Mmat_block": "Mmat",
     "cholesky": "Linv", "Linv": "Linv", "hessian_block": "hessian", "K": "K", "D": "D", "Winv": "Winv",
     "V_Winv_VH": "Kinv", "Kinv": "Kinv", "covar_sum": "covar", "covar": "covar", "ADP": "ADP",
     "F": "structure_factors", "Id_part": "Id", "Id": "Id",

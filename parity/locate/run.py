@@ -74,6 +74,8 @@ def record_probes(run: Run, stage_name: str | None = None) -> tuple[str, str, Pr
     from ..runner import build_sessions
 
     rec_r, rec_c = ProbeRecorder(), ProbeRecorder()
+    for session in (run.ref, run.cand):  # subprocess adapters: their worker records probes
+        session.want_probes = True
     with listen(rec_r):
         run.ref.build()
     with listen(rec_c):
