@@ -20,6 +20,8 @@ from scipy.spatial import KDTree
 from . import structure
 from .build import run_build_steps
 from .errors import EryxInputError, SpringConstantError, UndefinedADPError
+from .probes import listening as _listening
+from .probes import probe, probe_scope
 from .structure import ID_CELL_REF, N_CELL, Crystal
 from .validation import (
     Sampling, adp_scale_defined, check_common, check_k_vector, check_memory, check_q_vectors, check_spectrum,
@@ -111,7 +113,7 @@ def build_A(asu_xyz: np.ndarray) -> np.ndarray:
             block = np.zeros((3, 6))
             block[:, :3] = np.eye(3)
             block[:, 3:] = skew(centred[a])
-            Amat[i, 3 * a:3 * a + 3] = block
+            Amat[i, 3 * a:3 * a + 3] = probe("A_block", block, at={"asu": i, "atom": a})
     return Amat
 
 
@@ -129,14 +131,15 @@ def build_Mmat(Amat: np.ndarray, M_allatoms: np.ndarray) -> np.ndarray:
     Mmat = np.zeros((n_asu, 6, n_asu, 6))
     for i in range(n_asu):
         for j in range(n_asu):
-            Mmat[i, :, j, :] = Amat[i].T @ M_allatoms[i, :, j, :] @ Amat[j]
+            Mmat[i, :, j, :] = probe("Mmat_block", Amat[i].T @ M_allatoms[i, :, j, :] @ Amat[j],
+                                     at={"asu_i": i, "asu_j": j})
     return Mmat
 
 
 def build_Linv(Mmat: np.ndarray) -> np.ndarray:
     """Inverse of the lower Cholesky factor of Mmat reshaped (n_dof, n_dof); real."""
     n_dof = Mmat.shape[0] * Mmat.shape[1]
-    return np.linalg.inv(np.linalg.cholesky(Mmat.reshape(n_dof, n_dof)))
+    return np.linalg.inv(probe("cholesky", np.linalg.cholesky(Mmat.reshape(n_dof, n_dof))))
 
 
 # ------------------------------------------------------------------ Gaussian network
@@ -202,7 +205,8 @@ def project_hessian(H: np.ndarray, Amat: np.ndarray) -> np.ndarray:
     for c in range(N_CELL):
         for i in range(n_asu):
             for j in range(n_asu):
-                Hrb[i, :, c, j, :] = Amat[i].T @ (np.kron(H[i, :, c, j, :], eye3) @ Amat[j])
+                Hrb[i, :, c, j, :] = probe("hessian_block", Amat[i].T @ (np.kron(H[i, :, c, j, :], eye3) @ Amat[j]),
+                                           at={"cell": c, "asu_i": i, "asu_j": j})
     return Hrb
 
 
@@ -220,12 +224,15 @@ def build_K(Hrb: np.ndarray, kvec: np.ndarray, cell_origin: np.ndarray) -> np.nd
 
 def phonons(K: np.ndarray, Linv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Winv (zero modes NaN, first) and mass-weighted modes V = Linv^T U from the SVD of D."""
-    D = Linv @ K @ Linv.T
+    D = probe("D", Linv @ K @ Linv.T)
     U, s, _ = np.linalg.svd(D)
     w = np.sqrt(s)
     w = np.where(w < ZERO_MODE_CUTOFF, np.nan, w)
     w, U = w[::-1], U[:, ::-1]
-    return 1.0 / w**2, Linv.T @ U
+    Winv, V = probe("Winv", 1.0 / w**2), Linv.T @ U
+    if _listening():  # V up to phases/mixing: probe the phase-free V Winv V^H
+        probe("V_Winv_VH", (V * np.nan_to_num(Winv)) @ V.conj().T)
+    return Winv, V
 
 
 # ----------------------------------------------------------------- structure factors
@@ -354,10 +361,10 @@ class OnePhonon:
 
     def _setup_grid(self) -> None:
         self.hkl_grid, self.map_shape = generate_grid(self.samplings)
-        self.q_grid = q_from_hkl(self.hkl_grid, self.crystal.A_inv)
+        self.q_grid = probe("q_grid", q_from_hkl(self.hkl_grid, self.crystal.A_inv))
         self.res_mask = resolution(self.hkl_grid, self.crystal.cell) > self.res_limit
-        frac = bz_fractions(self.L)
-        self.kvec = 2 * np.pi * np.einsum("ji,...j->...i", self.crystal.A_inv, frac)
+        frac = probe("bz_fraction", bz_fractions(self.L))
+        self.kvec = probe("kvec", 2 * np.pi * np.einsum("ji,...j->...i", self.crystal.A_inv, frac))
         self.kvec_norm = np.linalg.norm(self.kvec, axis=-1, keepdims=True)
 
     def _setup_matrices(self) -> None:
@@ -365,7 +372,7 @@ class OnePhonon:
         self.Amat = build_A(c.asu_xyz)
         self.M_allatoms = build_M_allatoms(c.masses, c.n_asu)
         self.Mmat = build_Mmat(self.Amat, self.M_allatoms)
-        self.Linv = build_Linv(self.Mmat)
+        self.Linv = probe("Linv", build_Linv(self.Mmat))
 
     def _setup_hessian(self) -> None:
         c = self.crystal
@@ -406,7 +413,7 @@ class OnePhonon:
     def _setup_phonons(self) -> None:
         n_dof = self.n_dof
         bzs = self.bz_points()
-        Ks = [self.K(bz) for bz in bzs]
+        Ks = [probe("K", self.K(bz), at={"bz": n}) for n, bz in enumerate(bzs)]
         # Refuse spring constants outside the model's range before decomposing anything.
         check_spectrum(
             [np.linalg.svd(self.Linv @ K @ self.Linv.T, compute_uv=False) for K in Ks],
@@ -415,12 +422,14 @@ class OnePhonon:
         self.V = np.zeros(self.L + (n_dof, n_dof), dtype=complex)
         covar = np.zeros((n_dof, N_CELL, n_dof), dtype=complex)
         origins = self.crystal.cell_origin
-        for bz, K in zip(bzs, Ks):
-            self.Winv[bz], self.V[bz] = phonons(K, self.Linv)
-            Kinv = np.linalg.pinv(K)
+        for n, (bz, K) in enumerate(zip(bzs, Ks)):
+            with probe_scope(bz=n):
+                self.Winv[bz], self.V[bz] = phonons(K, self.Linv)
+                Kinv = probe("Kinv", np.linalg.pinv(K))
             for c in range(N_CELL):
                 phase = np.dot(self.kvec[bz], origins[c])
                 covar[:, c, :] += Kinv * (np.cos(phase) + 1j * np.sin(phase))
+        probe("covar_sum", covar)
         ADP_rb = np.real(np.diag(covar[:, ID_CELL_REF, :]))
         A_side = np.transpose(self.Amat, (1, 0, 2)).reshape(3 * self.n_at, n_dof)
         ADP = np.sum((A_side @ ADP_rb).reshape(-1, 3), axis=1)
@@ -432,8 +441,8 @@ class OnePhonon:
             self.adp_undefined_reason = undefined_adp_reason(
                 self.n_asu, self.L, self.n_contacts, self.n_inter_contacts, self.gnm_cutoff,
                 self.gamma_intra, self.gamma_inter)
-        self.ADP = ADP * scale
-        self.covar = np.real(covar * scale).reshape(self.n_asu, 6, N_CELL, self.n_asu, 6)
+        self.ADP = probe("ADP", ADP * scale)
+        self.covar = probe("covar", np.real(covar * scale).reshape(self.n_asu, 6, N_CELL, self.n_asu, 6))
 
     # -- intensity
     def debye_waller_U(self, use_data_adp: bool = False) -> np.ndarray:
@@ -490,9 +499,11 @@ class OnePhonon:
             idx = grid_indices_of_bz(bz, self.L, self.map_shape)
             idx = idx[self.res_mask[idx]]
             F = self.structure_factors_at(idx, use_data_adp)
-            Id[idx] += self._intensity(F, self.V[bz], self.Winv[bz], rank)
+            probe("bz_index", np.full(len(idx), np.ravel_multi_index(bz, self.L)), axes=(("q", idx),))
+            probe("F", F, axes=(("q", idx),))
+            Id[idx] += probe("Id_part", self._intensity(F, self.V[bz], self.Winv[bz], rank), axes=(("q", idx),))
         Id[~self.res_mask] = np.nan
-        return Id
+        return probe("Id", Id)
 
     def mode_maps(self, use_data_adp: bool = False) -> np.ndarray:
         """Every single-mode map at once, (n_q, n_dof) real: column r = apply_disorder(rank=r)."""

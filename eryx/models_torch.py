@@ -30,6 +30,8 @@ from . import stages_torch as st
 from . import structure
 from .build import run_build_steps
 from .errors import EryxInputError, SpringConstantError, UndefinedADPError
+from .probes import listening as _listening
+from .probes import probe
 from .structure import ID_CELL_REF
 from .validation import (
     check_common, check_memory, check_spectrum, contact_upper_bound, estimate_torch_memory,
@@ -311,12 +313,12 @@ class OnePhonon:
         if q_vectors is _FROM_INPUT:
             q_vectors = self._q_input
         dt, dev = self.real_dtype, self.device
-        self.kvec = st.build_kvec(self.A_inv, self.L)
+        self.kvec = probe("kvec", st.build_kvec(self.A_inv, self.L))
         self.kvec_norm = st.kvec_norm(self.kvec)
         self.hkl_grid = st.generate_grid([s.as_tuple() for s in self.samplings], dtype=dt, device=dev)
-        self.q_grid = st.q_from_hkl(self.hkl_grid, self.A_inv)
+        self.q_grid = probe("q_grid", st.q_from_hkl(self.hkl_grid, self.A_inv))
         self.res_mask = st.res_mask(self.hkl_grid, self.cell, self.res_limit)
-        self.bz_index = st.grid_bz_index(self.map_shape, self.L, dev)
+        self.bz_index = probe("bz_index", st.grid_bz_index(self.map_shape, self.L, dev), axes=("q",))
         self.q_vectors = q_vectors
         if q_vectors is not None:
             self._setup_q_vectors(q_vectors)
@@ -355,12 +357,15 @@ class OnePhonon:
 
     def _setup_matrices(self) -> None:
         self.Amat = st.build_A(self.asu_xyz)
+        probe("A_block", self.Amat.reshape(self.n_asu, -1, 3, 6), axes=("asu", "atom"))
         self.Mmat = st.build_Mmat(self.Amat, self.masses)
-        self.Linv = st.build_Linv(self.Mmat)
+        probe("Mmat_block", self.Mmat.permute(0, 2, 1, 3), axes=("asu_i", "asu_j"))
+        self.Linv = probe("Linv", st.build_Linv(self.Mmat))
 
     def _setup_hessian(self) -> None:
         self.H_intra, self.H_inter = st.hessian_unit_blocks(self.contacts, self.Amat, self.n_asu)
         self.hessian = st.combine_hessian(self.H_intra, self.H_inter, self.gamma_intra, self.gamma_inter)
+        probe("hessian_block", self.hessian.permute(2, 0, 3, 1, 4), axes=("cell", "asu_i", "asu_j"))
         if not bool(torch.isfinite(self.hessian.detach()).all()):
             raise SpringConstantError(
                 "spring constants too large (gamma_intra={:g}, gamma_inter={:g}): ".format(*self._gamma_values())
@@ -382,16 +387,22 @@ class OnePhonon:
 
     def _setup_phonons(self) -> None:
         kflat = self.kvec.reshape(-1, 3)
-        self.K = st.build_K(self.hessian, kflat, self.cell_origin)  # (n_bz, n_dof, n_dof)
-        self.D = st.dynamical_matrix(self.K, self.Linv)
+        self.K = probe("K", st.build_K(self.hessian, kflat, self.cell_origin), axes=("bz",))  # (n_bz, n_dof, n_dof)
+        self.D = probe("D", st.dynamical_matrix(self.K, self.Linv), axes=("bz",))
         self._check_spectrum()
         Winv, U = st.phonons(self.D)
         self.U = U
         self.Winv = Winv.reshape(self.L + (self.n_dof,))
         self.V = st.mass_weighted_modes(U, self.Linv).reshape(self.L + (self.n_dof, self.n_dof))
-        self.Kinv = st.pinv_hermitian(self.K)
-        covar = st.covariance(self.Kinv, kflat, self.cell_origin)
+        if _listening():  # V is defined up to phases and mixing: probe the phase-free V Winv V^H
+            probe("Winv", Winv, axes=("bz",))
+            Vf = self.V.reshape(-1, self.n_dof, self.n_dof)
+            probe("V_Winv_VH", (Vf * torch.nan_to_num(Winv)[:, None, :]) @ Vf.conj().transpose(-1, -2), axes=("bz",))
+        self.Kinv = probe("Kinv", st.pinv_hermitian(self.K), axes=("bz",))
+        covar = probe("covar_sum", st.covariance(self.Kinv, kflat, self.cell_origin))
         self.ADP, self.covar = st.adp_scaled(covar, self.Amat, self.adp)
+        probe("ADP", self.ADP)
+        probe("covar", self.covar)
         self.adp_undefined_reason = None if not bool(torch.isnan(self.ADP.detach()).any()) else \
             undefined_adp_reason(self.n_asu, self.L, self.n_contacts, self.n_inter_contacts, self.gnm_cutoff,
                                  *self._gamma_values())
@@ -696,7 +707,7 @@ class OnePhonon:
             return self._full_map_per_q(use_data_adp)
         if rank == -1:
             if self._grid_axes() is not None:
-                return self._map(None, None, use_data_adp, full_map=True)
+                return probe("Id", self._map(None, None, use_data_adp, full_map=True))
             Kinv_full = self._full_rank_inverse()
             return self._map(lambda F, ks: st.intensity_blocks(F, Kinv_full[ks]), None, use_data_adp)
         maps = self._map(

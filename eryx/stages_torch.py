@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .contacts import find_contacts  # noqa: F401  (the model calls it as stages_torch.find_contacts)
+from .probes import probe
 from .structure import ID_CELL_REF, N_CELL
 
 ZERO_MODE_CUTOFF = 1e-6
@@ -160,7 +161,7 @@ def build_Mmat(Amat: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
 def build_Linv(Mmat: torch.Tensor) -> torch.Tensor:
     """Inverse of the lower Cholesky factor of Mmat, (n_dof, n_dof), real."""
     n_dof = Mmat.shape[0] * Mmat.shape[1]
-    L = torch.linalg.cholesky(Mmat.reshape(n_dof, n_dof))
+    L = probe("cholesky", torch.linalg.cholesky(Mmat.reshape(n_dof, n_dof)))
     eye = torch.eye(n_dof, dtype=L.dtype, device=L.device)
     return torch.linalg.solve_triangular(L, eye, upper=False)
 

@@ -182,4 +182,7 @@ def format_bisect(result: BisectResult) -> str:
         if v.crossfed is not None:
             lines.append(f"  {'':<27}{'':<22} on reference inputs: {v.crossfed}")
         lines.append(f"  {'':<27}{'':<22} basis: {v.basis}")
+    if result.root_causes:  # from the stage to the line (parity.locate, docs/locate.md)
+        lines += ["", f"Next: parity locate --stage {result.root_causes[0]} (same options) names the root probe "
+                      f"or, with --trace, the root torch operation and its source line."]
     return "\n".join(lines)

@@ -248,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, metavar="DIR", help="folder for the reduced case (created if absent)")
     g.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
+    p = sub.add_parser("locate", help="from the stage to the line: the root probe or root torch operation",
+                       description="Run both sides with named probes on (or trace every torch operation with "
+                                   "--trace) and print the first probe or operation whose inputs agree and whose "
+                                   "value does not, with its source line (docs/locate.md). Exit 1 when a root is "
+                                   "named, 0 when nothing diverges, 2 on a usage error.")
+    _add_model_options(p), _add_backend_options(p)
+    from .locate.cli import add_arguments as _locate_arguments
+
+    _locate_arguments(p)
+
     sub.add_parser("stages", help="list the stage registry in phase order",
                    description="List every stage of the registry in phase order: name, kind, tolerance "
                                "tier and what it compares.")
@@ -665,6 +675,16 @@ def _command(argv: Sequence[str] | None) -> str | None:
     """The subcommand named on the command line (the first word that is not an option)."""
     words = sys.argv[1:] if argv is None else list(argv)
     return next((w for w in words if not w.startswith("-")), None)
+
+
+def cmd_locate(args) -> int:
+    from .locate.cli import run_locate
+
+    _check_outputs(args, {"--reference-dump": getattr(args, "reference_dump", None)})
+    return run_locate(args, _run(args, build=False))
+
+
+COMMANDS["locate"] = cmd_locate
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1119,6 +1119,10 @@ def render_report(result: dict, path: str | os.PathLike[str] | None = None) -> s
     """
     _validate(result, "result")
     html = _environment().get_template(_TEMPLATE_NAME).render(**_context(result))
+    if result.get("locate"):  # parity locate's section (parity.locate.report)
+        from .locate.report import section
+
+        html = html.replace("</body>", section(result["locate"]) + "\n</body>", 1)
     if path is not None:
         write_text_atomic(Path(path), html)
     return html

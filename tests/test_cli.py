@@ -68,6 +68,8 @@ SUBCOMMAND_OPTIONS = {
     "dashboard": ["--db", "--out"],
     "stages": [],
     "faults": [],
+    "locate": ["--fixture", "--grid", "--device", "--dtype", "--candidate", "--candidate-path", "--stage", "--trace",
+               "--trace-against", "--trace-save", "--tier", "--fault", "--json", "--html"],
 }
 
 

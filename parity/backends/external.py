@@ -409,7 +409,8 @@ class ExternalSession(Session):
                 "project_root": str(PROJECT_ROOT), "pdb_path": str(Path(s.pdb_path).resolve()),
                 "samplings": [list(x) for x in s.samplings], "params": dict(s.params), "device": s.device,
                 "dtype": s.dtype, "map_shape": list(s.map_shape), "q_sample": s.q_sample.tolist(),
-                "grad_q_sample": s.grad_q_sample.tolist(), "oracle_hkl": s.oracle_hkl.tolist()}
+                "grad_q_sample": s.grad_q_sample.tolist(), "oracle_hkl": s.oracle_hkl.tolist(),
+                "probes": bool(getattr(self, "want_probes", False))}  # parity locate (worker_common.ProbeSink)
 
     def _build(self) -> None:
         self.outdir = tempfile.mkdtemp(prefix=f"parity-{self.backend.name}-")
@@ -465,6 +466,16 @@ class ExternalSession(Session):
             raise NotProvided(ev.get("reason") or f"{self.backend.repository} does not provide {name}")
         raise ExternalError(f"their code raised computing {name}: {ev.get('type', 'Exception')}: "
                             f"{ev.get('message', '')}") from RemoteTraceback(ev.get("traceback", ""))
+
+    def probe_records(self) -> list | None:
+        """The probes the worker recorded during construction (``parity locate``), or None."""
+        meta = Path(self.outdir or "") / "probes.json"
+        if not self.outdir or not meta.is_file():
+            return None
+        from ..locate.probes import ProbeRecorder
+
+        with np.load(Path(self.outdir) / "probes.npz", allow_pickle=False) as arrays:
+            return ProbeRecorder.from_arrays(json.loads(meta.read_text(encoding="utf-8")), arrays).records
 
     def close(self) -> None:
         _cleanup(self.proc, self.outdir)

@@ -22,6 +22,7 @@ import numpy as np
 from eryx import models as npm
 from eryx import structure
 from eryx.errors import MemoryBudgetError
+from eryx.probes import probe
 from eryx.validation import check_sampling
 
 from ..spec import PROBE_CELL, RunSpec
@@ -54,7 +55,8 @@ def bz_index_of_grid(L: tuple[int, int, int], map_shape: tuple[int, int, int]) -
     """(n_q,) flat BZ point of each grid point, literally from ALGORITHM.md section 5."""
     out = np.full(int(np.prod(map_shape)), -1, dtype=np.int64)
     for flat, bz in enumerate(np.ndindex(*L)):
-        out[npm.grid_indices_of_bz(bz, L, map_shape)] = flat
+        idx = npm.grid_indices_of_bz(bz, L, map_shape)
+        out[idx] = probe("bz_index", np.full(len(idx), flat), axes=(("q", idx),))
     return out
 
 

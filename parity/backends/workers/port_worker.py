@@ -34,6 +34,23 @@ def _np(x):
     return to_numpy(x)
 
 
+def probes(request: dict, rec: Recorder, sink) -> None:
+    """Probe the k-vectors where their ``_build_kvec_Brillouin`` computes them: the
+    ``torch.matmul(hkl_fractional, A_inv)`` it calls gives ``bz_fraction`` (its first argument)
+    and ``kvec`` (its result), both in their flat C order, reshaped to (L_h, L_k, L_l, 3)."""
+    import torch
+    from eryx import models_torch
+
+    rec.track(models_torch.OnePhonon, "_build_kvec_Brillouin")
+    L = tuple(int(s[2]) for s in request["samplings"])
+
+    def handle(s, n, args, result, where):
+        if n == 0 and len(args) == 2 and tuple(args[0].shape) == (int(np.prod(L)), 3):
+            s.emit("bz_fraction", _np(args[0]).reshape(L + (3,)), where=where)
+            s.emit("kvec", _np(result).reshape(L + (3,)), where=where)
+    sink.on_calls(rec, torch, "matmul", "_build_kvec_Brillouin", handle)
+
+
 def setup(request: dict, rec: Recorder) -> dict:
     """Install the recorders (after their package is pinned); no shim is needed."""
     import torch
@@ -275,4 +292,4 @@ GETTERS = {
 
 if __name__ == "__main__":
     sys.exit(serve(sys.argv, package="eryx", construct=construct, getters=GETTERS, steps=STEPS, setup=setup,
-                   libraries=("numpy", "scipy", "gemmi", "torch")))
+                   libraries=("numpy", "scipy", "gemmi", "torch"), probes=probes))

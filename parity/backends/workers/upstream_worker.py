@@ -55,6 +55,22 @@ def setup(request: dict, rec: Recorder) -> dict:
     return {"shims": shims + ["n_processes=1"], "version": None, "device": "cpu", "dtype": "float64"}
 
 
+def probes(request: dict, rec: Recorder, sink) -> None:
+    """Probe A per atom: the ``np.hstack([Adiag, Atmp])`` their ``_build_A`` loop calls once per
+    (ASU, atom), i.e. the A block of that iteration, exactly as their buffer holds it."""
+    from eryx import models
+
+    rec.track(models.OnePhonon, "_build_A")
+    calls: list = []
+    sink.on_calls(rec, np, "hstack", "_build_A", lambda s, n, a, r, where: calls.append((n, r, where)))
+
+    def finish(m) -> None:  # call n of the loop is (asu, atom) = divmod(n, atoms per ASU)
+        n_at = int(attribute(m, "n_atoms_per_asu"))
+        for n, block, where in calls:
+            sink.emit("A_block", block, {"asu": n // n_at, "atom": n % n_at}, where)
+    sink.finishers.append(finish)
+
+
 def construct(request: dict, rec: Recorder):
     from eryx.models import OnePhonon
 
@@ -160,4 +176,4 @@ GETTERS = {
 
 if __name__ == "__main__":
     sys.exit(serve(sys.argv, package="eryx", construct=construct, getters=GETTERS, steps=STEPS, setup=setup,
-                   libraries=("numpy", "scipy", "gemmi")))
+                   libraries=("numpy", "scipy", "gemmi"), probes=probes))

@@ -298,6 +298,57 @@ class Recorder:
                           + self.missing.get(key, "the function that computes it was never called"))
 
 
+# ------------------------------------------------------------------ probes
+class ProbeSink:
+    """Named probes of their code, for ``parity locate`` (``eryx.probes``' format, standalone).
+
+    Their code is not edited: :meth:`on_calls` wraps one of the functions their code calls
+    (inside a method of theirs tracked by the :class:`Recorder`) and turns each call into a
+    probe, named after the contract's probe and placed at the line of their code that made
+    the call. After construction :meth:`save` writes ``probes.json`` and ``probes.npz``.
+    """
+
+    def __init__(self, checkout: str) -> None:
+        self.meta: list[dict] = []
+        self.arrays: dict[str, np.ndarray] = {}
+        self.checkout = str(Path(checkout).resolve())
+        self.finishers: list[Callable[[Any], None]] = []
+
+    def emit(self, name: str, value: Any, index: dict | None = None, where: str = "?") -> None:
+        key = f"probe{len(self.meta)}"
+        self.arrays[key] = np.array(to_numpy(value), copy=True)  # their buffers are reused
+        self.meta.append({"name": name, "index": [[k, int(v)] for k, v in (index or {}).items()], "axes": [],
+                          "tier": None, "where": where, "key": key})
+
+    def caller(self, frame) -> str:
+        name = frame.f_code.co_filename
+        rel = os.path.relpath(name, self.checkout) if name.startswith(self.checkout) else name
+        return f"{rel}:{frame.f_lineno}"
+
+    def on_calls(self, recorder: "Recorder", owner: Any, attr: str, within: str,
+                 handle: Callable[["ProbeSink", int, tuple, Any, str], None]) -> None:
+        """Call ``handle(sink, n, args, result, where)`` for the n-th call of ``owner.attr`` inside ``within``."""
+        original = getattr(owner, attr)
+        sink, count = self, [0]
+
+        def wrapper(*args, **kwargs):
+            result = original(*args, **kwargs)
+            if within in recorder.scope:
+                handle(sink, count[0], args, result, sink.caller(sys._getframe(1)))
+                count[0] += 1
+            return result
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        setattr(owner, attr, wrapper)
+
+    def save(self, outdir: Path, model: Any) -> None:
+        for finish in self.finishers:
+            finish(model)
+        with open(outdir / ".probes.npz.tmp", "wb") as handle:
+            np.savez(handle, **self.arrays)
+        os.replace(outdir / ".probes.npz.tmp", outdir / "probes.npz")
+        (outdir / "probes.json").write_text(json.dumps(self.meta), encoding="utf-8")
+
+
 # ------------------------------------------------------------------ the loop
 def build_step(exc: BaseException, checkout: str, steps: dict[str, tuple[str, int]]) -> tuple[str, int]:
     """(step, phase) of the innermost frame of their code whose function is in ``steps``."""
@@ -319,7 +370,8 @@ def environment(modules: tuple[str, ...]) -> dict:
 
 def serve(argv: list[str], *, package: str, construct: Callable[[dict, Recorder], Any],
           getters: dict[str, Callable[[Any, dict, Recorder], Any]], steps: dict[str, tuple[str, int]],
-          setup: Callable[[dict, Recorder], dict], libraries: tuple[str, ...]) -> int:
+          setup: Callable[[dict, Recorder], dict], libraries: tuple[str, ...],
+          probes: Callable[[dict, Recorder, ProbeSink], None] | None = None) -> int:
     """Run one worker: pin their package, construct their model, answer requests.
 
     Parameters
@@ -329,6 +381,8 @@ def serve(argv: list[str], *, package: str, construct: Callable[[dict, Recorder]
     steps : {their method name: (step, phase)} for naming a construction failure
     setup : (request, recorder) -> info; applies the shims and installs the recorders,
         after their package is pinned
+    probes : (request, recorder, sink) -> None, optional; installs probe wrappers when the
+        request asks for probes (``parity locate``)
     """
     request = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
     channel = Channel(argv[2])
@@ -340,7 +394,12 @@ def serve(argv: list[str], *, package: str, construct: Callable[[dict, Recorder]
         mod = pin_package(package, checkout, request.get("project_root"))
         info["imported_from"] = list(getattr(mod, "__path__", []) or [getattr(mod, "__file__", "")])
         info.update(setup(request, recorder))
+        sink = ProbeSink(checkout) if (request.get("probes") and probes is not None) else None
+        if sink is not None:
+            probes(request, recorder, sink)
         model = construct(request, recorder)
+        if sink is not None:
+            sink.save(channel.outdir, model)
         foreign = foreign_modules(package, checkout)
         if foreign:
             raise ImportError(f"modules of {package!r} came from outside the checkout: {', '.join(foreign)}")

@@ -1,0 +1,50 @@
+"""``parity locate``: the handler behind the CLI's parser block (``parity.cli``)."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from ..runner import Run, assemble_result
+from .run import locate_probes, locate_trace
+
+
+def add_arguments(p) -> None:
+    g = p.add_argument_group("locate")
+    g.add_argument("--stage", default=None, help="stage to localise (default: the run's first failing stage)")
+    g.add_argument("--trace", action="store_true",
+                   help="trace every torch operation of the stage against a clean float64 CPU run of the same "
+                        "code (precision, device, fault or commit); default: named probes against the reference")
+    g.add_argument("--trace-against", default=None, metavar="FILE",
+                   help="compare the trace with one saved by --trace-save (another torch version or commit)")
+    g.add_argument("--trace-save", default=None, metavar="FILE", help="save the candidate's trace (.npz)")
+    g.add_argument("--tier", action="append", default=[], metavar="NAME=RTOL[,ATOL]",
+                   help="override a tolerance tier (repeatable)")
+    g.add_argument("--fault", default=None, help="inject a named fault into the candidate (see 'parity faults')")
+    g.add_argument("--json", default=None, metavar="FILE", help="write the result (with a 'locate' key) as JSON")
+    g.add_argument("--html", default=None, metavar="FILE",
+                   help="write the HTML report with the locate section (aligned stream, error figure)")
+
+
+def run_locate(args, run: Run) -> int:
+    """Print the root probe or root operation; 1 when one was named, 0 when nothing diverges."""
+    from ..stages import STAGE_NAMES
+
+    if args.stage and args.stage not in STAGE_NAMES:
+        from ..options import UsageError
+
+        raise UsageError(f"unknown stage {args.stage!r}; see 'parity stages'")
+    started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+    if args.trace or args.trace_against:
+        result = locate_trace(run, args.stage, against=args.trace_against, save=args.trace_save)
+    else:
+        result = locate_probes(run, args.stage)
+    print(result.text())
+    found = (result.probes is not None and result.probes.root is not None) or (
+        result.trace is not None and (result.trace.root is not None or result.trace.unaligned_root))
+    if args.json or args.html:
+        out = assemble_result(run, result.records, started_at=started, duration_s=time.perf_counter() - t0)
+        out["locate"] = result.to_dict()
+        from ..cli import _outputs
+
+        _outputs(args, out)
+    return 1 if found else 0

@@ -1,0 +1,504 @@
+"""Operation-level trace of torch code compared with itself (another dtype, device, commit).
+
+:class:`OpTrace` is a ``TorchDispatchMode``: every dispatched aten operation is recorded
+with the source line of the user code that issued it (the innermost frame outside torch
+and this module), the shapes and dtypes of its tensor arguments, a copy of its output
+(NumPy, on the CPU) and, for each tensor argument, where it came from: the output of an
+earlier recorded operation, or a leaf (a tensor created outside the trace, whose value is
+then recorded too). Copies beyond a memory budget are spilled to ``.npy`` files and read
+back memory-mapped. Integer and boolean outputs are kept (indices matter), sizes are
+bounded by the stage traced.
+
+:func:`compare_traces` aligns two streams (identical (op, source line) sequences pair
+one to one; otherwise ``difflib.SequenceMatcher`` on (op, source line) pairs and the
+place where alignment first broke is reported), compares every aligned output under a
+tolerance that follows the narrower dtype and the operation's reduction size
+(:func:`op_tolerance`), and names
+
+- the **root operation**: the first aligned operation whose inputs agree within their
+  tolerance and whose output does not, with its evidence (inputs' errors, output error,
+  tolerance), never claimed otherwise;
+- the **amplifiers** (precision comparisons): operations whose output's relative error
+  exceeds ``AMPLIFY_FACTOR`` times the largest of their inputs' errors (and of the
+  working precision's eps).
+
+In-place operations are recorded as producing their (mutated) first argument; a view
+mutated in place after an earlier operation read its base is not re-versioned (the
+earlier operation keeps the value it produced), a limit stated in docs/locate.md.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import tempfile
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+#: Bytes of operation outputs kept in memory per trace; beyond it they are spilled to disk.
+TRACE_BUDGET = int(os.environ.get("PARITY_TRACE_BUDGET", 1 << 30))
+#: An amplifier multiplies its inputs' relative error by more than this.
+AMPLIFY_FACTOR = 100.0
+#: Tolerance of an operation's output: TOL_ULPS * eps * max(1, reduction size), normwise relative.
+TOL_ULPS = 16.0
+_SKIP = (os.path.dirname(torch.__file__), os.path.abspath(__file__), os.path.dirname(os.path.abspath(__import__("contextlib").__file__)))
+_REDUCTIONS = {"sum", "mean", "nansum", "prod", "norm", "linalg_vector_norm", "amax", "amin", "var", "std",
+               "cumsum", "logsumexp"}
+#: Operations whose output is uninitialised memory: never compared.
+_UNINITIALISED = {"empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided", "empty_permuted"}
+#: Operations that move or alias values without computing new ones (not named as a root).
+_VIEWLIKE = {"view", "_unsafe_view", "clone", "detach", "alias", "expand", "permute", "transpose", "t", "contiguous",
+             "unsqueeze", "squeeze", "slice", "select", "lift_fresh", "reshape", "copy_", "view_as_real",
+             "view_as_complex", "as_strided", "index_select", "cat", "stack"}
+_MATMULS = {"mm", "bmm", "addmm", "baddbmm", "matmul", "dot", "vdot", "mv", "addmv", "einsum", "_unsafe_view"}
+
+
+@dataclass
+class Op:
+    """One recorded operation."""
+
+    index: int
+    op: str
+    where: str
+    in_shapes: list
+    in_dtypes: list
+    sources: list  # per tensor argument: ("op", index) or ("leaf", leaf key)
+    out_shape: tuple
+    out_dtype: str
+    reduction: int
+    value: np.ndarray | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.op}@{self.where}"
+
+    def label(self) -> str:
+        shapes = ", ".join("x".join(map(str, s)) or "()" for s in self.in_shapes)
+        return f"{self.where}  aten.{self.op}({shapes})"
+
+
+def _forward_line(node) -> str | None:
+    """The user line that created autograd ``node`` (recorded by anomaly mode), or None."""
+    import re
+
+    text = "".join((getattr(node, "metadata", None) or {}).get("traceback_", []) or [])
+    frames = re.findall(r'File "([^"]+)", line (\d+)', text)
+    for name, line in reversed(frames):
+        if not name.startswith(_SKIP) and "/torch/" not in name and "<frozen" not in name:
+            rel = os.path.relpath(name)
+            return f"{name if rel.startswith('..') else rel}:{line}"
+    return None
+
+
+def _source_line() -> str:
+    node = torch._C._current_autograd_node()
+    if node is not None:  # a backward operation: the line of the forward operation it differentiates
+        line = _forward_line(node)
+        if line:
+            return f"{line} (backward)"
+    f = sys._getframe(2)
+    while f is not None:
+        name = f.f_code.co_filename
+        if not name.startswith(_SKIP) and "<frozen" not in name and "/torch/" not in name:
+            return f"{os.path.relpath(name) if not os.path.relpath(name).startswith('..') else name}:{f.f_lineno}"
+        f = f.f_back
+    return "?"
+
+
+def reduction_size(op: str, in_shapes: Sequence[tuple], out_shape: tuple) -> int:
+    """Terms of the longest sum behind one output element (1 for elementwise operations)."""
+    base = op.split(".")[0]
+    if not in_shapes or not in_shapes[0]:
+        return 1
+    if base in _MATMULS and len(in_shapes[0]) >= 1:
+        return int(in_shapes[0][-1])
+    if base in _REDUCTIONS:
+        n_in, n_out = int(np.prod(in_shapes[0])), max(int(np.prod(out_shape or (1,))), 1)
+        return max(n_in // n_out, 1)
+    if base.startswith("linalg_") or base in ("cholesky", "inverse", "_linalg_eigh", "_linalg_svd", "linalg_inv_ex",
+                                               "triangular_solve", "_linalg_solve_ex"):
+        return int(in_shapes[0][-1]) ** 2  # factorisations: n steps, each conditioned by n
+    return 1
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    return t.cpu().numpy().copy()
+
+
+class OpTrace(TorchDispatchMode):
+    """Record every dispatched operation (``with OpTrace() as tr: ...``; ``tr.ops``)."""
+
+    def __init__(self, budget: int = TRACE_BUDGET) -> None:
+        super().__init__()
+        self.ops: list[Op] = []
+        self.leaves: dict[str, np.ndarray] = {}
+        self._made: dict[int, tuple[weakref.ref, int]] = {}
+        self._leaf_ids: dict[int, tuple[weakref.ref, str]] = {}
+        self.budget, self.bytes, self.spilled = budget, 0, 0
+        self.result: np.ndarray | None = None
+        self.error: str | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    def _keep(self, arr: np.ndarray) -> np.ndarray:
+        if self.bytes + arr.nbytes <= self.budget:
+            self.bytes += arr.nbytes
+            return arr
+        self._tmp = self._tmp or tempfile.TemporaryDirectory(prefix="parity-trace-")
+        path = os.path.join(self._tmp.name, f"v{len(self.ops)}_{len(self.leaves)}.npy")
+        np.save(path, arr, allow_pickle=False)
+        self.spilled += arr.nbytes
+        return np.load(path, mmap_mode="r")
+
+    def _source(self, t: torch.Tensor) -> tuple[str, Any]:
+        made = self._made.get(id(t))
+        if made is not None and made[0]() is t:
+            return ("op", made[1])
+        leaf = self._leaf_ids.get(id(t))
+        if leaf is not None and leaf[0]() is t:
+            return ("leaf", leaf[1])
+        key = f"leaf{len(self.leaves)}"
+        self.leaves[key] = self._keep(_np(t))
+        try:
+            self._leaf_ids[id(t)] = (weakref.ref(t), key)
+        except TypeError:
+            pass
+        return ("leaf", key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        tensors = [a for a in _flat(args) + _flat(list(kwargs.values())) if isinstance(a, torch.Tensor)]
+        name = func.__name__ if hasattr(func, "__name__") else str(func)
+        name = str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") else name
+        with torch._C.DisableTorchFunction():
+            sources = [self._source(t) for t in tensors]
+            first = out[0] if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor) else out
+            base = args[0]._base if name.endswith("_") and args and isinstance(args[0], torch.Tensor) else None
+            if base is not None:  # an in-place write through a view: what changed is the base, read too
+                first = base
+                sources.append(self._source(base))
+                tensors.append(base)
+            value = self._keep(_np(first)) if isinstance(first, torch.Tensor) else None
+        in_shapes = [tuple(t.shape) for t in tensors]
+        op = Op(len(self.ops), name, _source_line(), in_shapes, [str(t.dtype).removeprefix("torch.") for t in tensors],
+                sources, tuple(first.shape) if isinstance(first, torch.Tensor) else (),
+                str(first.dtype).removeprefix("torch.") if isinstance(first, torch.Tensor) else "",
+                reduction_size(name, in_shapes, tuple(first.shape) if isinstance(first, torch.Tensor) else ()), value)
+        self.ops.append(op)
+        produced = list(out) if isinstance(out, (tuple, list)) else [out]
+        if base is not None:
+            produced.append(base)
+        for t in produced:
+            if isinstance(t, torch.Tensor):
+                try:
+                    self._made[id(t)] = (weakref.ref(t), op.index)
+                except TypeError:
+                    pass
+        return out
+
+    # -- transport (a trace from another torch version or commit)
+    def save(self, path: str) -> None:
+        import json
+
+        arrays = {f"op{o.index}": np.asarray(o.value) for o in self.ops if o.value is not None}
+        arrays.update({k: np.asarray(v) for k, v in self.leaves.items()})
+        meta = [{k: getattr(o, k) for k in ("index", "op", "where", "in_shapes", "in_dtypes", "sources", "out_shape",
+                                             "out_dtype", "reduction")} for o in self.ops]
+        arrays["__meta__"] = np.frombuffer(json.dumps({"ops": meta, "torch": torch.__version__}).encode(), dtype=np.uint8)
+        np.savez_compressed(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str) -> "OpTrace":
+        import json
+
+        tr = cls()
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["__meta__"]).decode())
+            for m in meta["ops"]:
+                tr.ops.append(Op(m["index"], m["op"], m["where"], [tuple(s) for s in m["in_shapes"]], m["in_dtypes"],
+                                 [tuple(s) for s in m["sources"]], tuple(m["out_shape"]), m["out_dtype"],
+                                 m["reduction"], z[f"op{m['index']}"] if f"op{m['index']}" in z else None))
+            tr.leaves = {k: z[k] for k in z.files if k.startswith("leaf")}
+        return tr
+
+
+def _flat(xs) -> list:
+    out = []
+    for x in xs:
+        if isinstance(x, (list, tuple)):
+            out += _flat(x)
+        else:
+            out.append(x)
+    return out
+
+
+# ------------------------------------------------------------------ comparison
+def _eps(*dtypes: str) -> float:
+    single = any(d in ("float32", "complex64") for d in dtypes)
+    half = any(d in ("float16", "bfloat16", "complex32") for d in dtypes)
+    return 2.0 ** -10 if half else (float(np.finfo(np.float32).eps) if single else float(np.finfo(np.float64).eps))
+
+
+def rel_error(e: np.ndarray | None, a: np.ndarray | None) -> float:
+    """max|a - e| / max|e| over elements finite in both; inf for a NaN-pattern or shape mismatch."""
+    if e is None or a is None:
+        return 0.0
+    e, a = np.asarray(e), np.asarray(a)
+    if e.shape != a.shape or np.iscomplexobj(e) != np.iscomplexobj(a):
+        return float("inf")
+    if e.dtype == bool or a.dtype == bool or np.issubdtype(e.dtype, np.integer):
+        return 0.0 if np.array_equal(e, a) else float("inf")
+    e, a = e.astype(np.complex128 if np.iscomplexobj(e) or np.iscomplexobj(a) else np.float64), a.astype(
+        np.complex128 if np.iscomplexobj(e) or np.iscomplexobj(a) else np.float64)
+    fe, fa = np.isfinite(e), np.isfinite(a)
+    if not np.array_equal(fe, fa):
+        return float("inf")
+    if not fe.any():
+        return 0.0
+    scale = float(np.max(np.abs(e[fe])))
+    diff = float(np.max(np.abs(a[fe] - e[fe])))
+    return diff / scale if scale else (0.0 if diff == 0 else float("inf"))
+
+
+def op_tolerance(op: Op, other: Op, exact: bool = False) -> float:
+    """Normwise relative tolerance of an output: TOL_ULPS eps(narrower dtype) max(1, reduction size)."""
+    if exact:
+        return 0.0
+    return TOL_ULPS * _eps(op.out_dtype, other.out_dtype, *op.in_dtypes, *other.in_dtypes) * max(1, op.reduction)
+
+
+@dataclass
+class OpResult:
+    ref: int
+    cand: int
+    label: str
+    error: float
+    tolerance: float
+    input_error: float
+    amplification: float
+
+
+@dataclass
+class TraceComparison:
+    """The aligned streams, the root operation and the amplifiers."""
+
+    n_ref: int
+    n_cand: int
+    aligned: list[OpResult]
+    root: OpResult | None
+    amplifiers: list[OpResult]
+    alignment: str
+    precision: bool
+    notes: list[str] = field(default_factory=list)
+    unaligned_root: str | None = None
+
+    def summary(self) -> str:
+        lines = [f"operation trace: {self.n_ref} reference ops, {self.n_cand} candidate ops; {self.alignment}"]
+        if self.root is not None:
+            r = self.root
+            lines.append(f"root operation: {r.label}  error {r.error:.3g}")
+            lines.append(f"  evidence: inputs' error {r.input_error:.3g} (within their tolerance), output error "
+                         f"{r.error:.3g} > tolerance {r.tolerance:.3g} (16 eps x reduction size)")
+        elif self.unaligned_root:
+            lines.append(f"root operation: {self.unaligned_root}")
+        else:
+            lines.append("root operation: none claimed (no aligned operation diverges with agreeing inputs)")
+        if self.precision and self.amplifiers:
+            lines.append(f"amplifiers (output error > {AMPLIFY_FACTOR:g} x inputs' error):")
+            for a in self.amplifiers[:10]:
+                lines.append(f"  x{a.amplification:9.3g}  {a.label}  error {a.input_error:.2g} -> {a.error:.2g}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {"kind": "trace", "n_ref": self.n_ref, "n_cand": self.n_cand, "alignment": self.alignment,
+                "precision": self.precision, "root": asdict(self.root) if self.root else None,
+                "unaligned_root": self.unaligned_root,
+                "amplifiers": [asdict(a) for a in self.amplifiers], "notes": self.notes,
+                "stream": [asdict(a) for a in self.aligned]}
+
+
+def align(ref: Sequence[Op], cand: Sequence[Op]) -> tuple[list[tuple[int, int]], str, list]:
+    """Pairs (i_ref, i_cand) of aligned operations, a sentence on how, and the unaligned segments.
+
+    Identical (op, source line) sequences pair one to one. Otherwise difflib's matching
+    blocks pair; inside a replaced segment, operations pair by position while their op
+    names agree (the same computation on edited lines). Segments are difflib opcodes
+    ``(tag, i1, i2, j1, j2)`` other than ``equal``.
+    """
+    ka, kb = [o.key for o in ref], [o.key for o in cand]
+    if ka == kb:
+        return list(zip(range(len(ref)), range(len(cand)))), "identical operation sequences (aligned one to one)", []
+    sm = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
+    pairs, segments = [], []
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        if tag == "equal":
+            pairs += [(i1 + k, j1 + k) for k in range(i2 - i1)]
+            continue
+        k = 0
+        if tag == "replace":
+            while i1 + k < i2 and j1 + k < j2 and ref[i1 + k].op == cand[j1 + k].op:
+                pairs.append((i1 + k, j1 + k))
+                k += 1
+        if i1 + k < i2 or j1 + k < j2:
+            segments.append((tag, i1 + k, i2, j1 + k, j2))
+    pairs.sort()
+    text = f"sequence alignment on (op, source line): {len(pairs)} operations aligned"
+    if segments:
+        tag, i1, i2, j1, j2 = segments[0]
+        where_r = ref[i1].label() if i1 < len(ref) else "the end"
+        where_c = cand[j1].label() if j1 < len(cand) else "the end"
+        text += (f"; alignment first breaks at reference op {i1} ({where_r}) / candidate op {j1} ({where_c}): "
+                 f"{i2 - i1} reference and {j2 - j1} candidate ops without a counterpart")
+    return pairs, text, segments
+
+
+def compare_traces(ref: OpTrace, cand: OpTrace, *, exact: bool = False) -> TraceComparison:
+    """Align and compare two traces (see the module docstring)."""
+    pairs, how, segments = align(ref.ops, cand.ops)
+    cand_of = dict(pairs)
+    ref_of = {j: i for i, j in pairs}
+    precision = any(ref.ops[i].out_dtype != cand.ops[j].out_dtype for i, j in pairs[:200])
+    err_ref: dict[int, float] = {}
+    ok_ref: dict[int, bool] = {}
+    results, root, amps, unaligned_feed = [], None, [], None
+    for i, j in pairs:
+        a, b = ref.ops[i], cand.ops[j]
+        tol = op_tolerance(a, b, exact)
+        in_errs, in_ok = [], True
+        for sa, sb in zip(a.sources, b.sources):
+            if sb[0] == "op" and sb[1] not in ref_of:  # fed by an operation the reference does not run
+                in_ok = False
+                in_errs.append(float("inf"))
+            elif sa[0] == "op" and sb[0] == "op":
+                same = cand_of.get(sa[1]) == sb[1]
+                in_ok = in_ok and same and ok_ref.get(sa[1], False)
+                in_errs.append(err_ref.get(sa[1], float("inf")) if same else float("inf"))
+            elif sa[0] == "leaf" and sb[0] == "leaf":
+                e = rel_error(ref.leaves.get(sa[1]), cand.leaves.get(sb[1]))
+                in_ok = in_ok and e <= tol
+                in_errs.append(e)
+            else:
+                in_ok = False
+                in_errs.append(float("inf"))
+        err = 0.0 if a.op in _UNINITIALISED else rel_error(a.value, b.value)
+        err_ref[i], ok_ref[i] = err, err <= tol
+        if err > tol and unaligned_feed is None:
+            fed = [sb[1] for sb in b.sources if sb[0] == "op" and sb[1] not in ref_of]
+            if fed:
+                unaligned_feed = (i, j, fed[0])
+        in_err = max(in_errs, default=0.0)
+        floor = max(in_err, _eps(a.out_dtype, b.out_dtype) if precision else 0.0)
+        amp = err / floor if floor > 0 and np.isfinite(err) else (float("inf") if err > 0 else 1.0)
+        label = b.label() if a.where == b.where else f"{b.label()}  (reference: {a.where})"
+        res = OpResult(i, j, label, err, tol, in_err, amp)
+        results.append(res)
+        if root is None and err > tol and in_ok:
+            root = res
+        if precision and np.isfinite(err) and np.isfinite(in_err) and amp > AMPLIFY_FACTOR and err > tol:
+            amps.append(res)
+    amps.sort(key=lambda r: -r.amplification)
+    out = TraceComparison(len(ref.ops), len(cand.ops), results, root, amps, how, precision)
+    final = rel_error(getattr(ref, "result", None), getattr(cand, "result", None))
+    if root is None and segments and (unaligned_feed is not None or final > 0):
+        # The divergence comes from operations only one side runs: name the first of them.
+        if unaligned_feed:
+            j = _first_computing_ancestor(cand, unaligned_feed[2], ref_of)
+        else:  # unaligned operations no aligned one reads: the first of them that computes
+            extra = [k for s in segments for k in range(s[3], s[4])]
+            j = next((k for k in extra if cand.ops[k].op not in _VIEWLIKE), extra[0] if extra else None)
+        if j is not None:
+            op = cand.ops[j]
+            why = (f"feeds aligned op {cand.ops[unaligned_feed[1]].label()} whose output differs"
+                   if unaligned_feed else f"the stage's result differs by {final:.3g} (normwise)")
+            out.unaligned_root = f"{op.label()}  (an operation the reference does not run; {why}; every aligned " \
+                                 f"operation before it agrees)"
+    for name, tr in (("reference", ref), ("candidate", cand)):
+        if tr.spilled:
+            out.notes.append(f"the {name} trace passed its memory budget: {tr.spilled / 2**20:.1f} MiB spilled to disk")
+    return out
+
+
+def _first_computing_ancestor(trace: OpTrace, j: int, aligned: dict) -> int:
+    """The earliest unaligned operation behind op ``j`` (through unaligned ops only) that
+    computes values (not a view or copy); ``j`` itself when there is none."""
+    seen, todo = {j}, [j]
+    while todo:
+        k = todo.pop()
+        for src in trace.ops[k].sources:
+            if src[0] == "op" and src[1] not in aligned and src[1] not in seen:
+                seen.add(src[1])
+                todo.append(src[1])
+    computing = sorted(k for k in seen if trace.ops[k].op not in _VIEWLIKE)
+    return computing[0] if computing else j
+
+
+# ----------------------------------------------------------------- promotion
+class PromoteOps(TorchDispatchMode):
+    """Run chosen operations in float64 (complex128) and cast their outputs back.
+
+    ``sites``: (op name, "file:line") pairs, e.g. the amplifiers of :func:`compare_traces`
+    (``{(r.label.split("aten.")[1].split("(")[0], r.label.split("  ")[0]) ...}``). The rest
+    of the computation keeps its dtype: a float32 run with its amplifiers promoted.
+    """
+
+    def __init__(self, sites: set[tuple[str, str]]) -> None:
+        super().__init__()
+        self.sites = set(sites)
+        self.hits = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") else str(func)
+        in_place = name.endswith("_") or "out" in kwargs
+        if in_place or (name, _source_line()) not in self.sites:
+            return func(*args, **kwargs)
+        self.hits += 1
+        up = {torch.float32: torch.float64, torch.complex64: torch.complex128}
+
+        def cast(x, table):
+            return x.to(table[x.dtype]) if isinstance(x, torch.Tensor) and x.dtype in table else x
+
+        out = func(*torch.utils._pytree.tree_map(lambda x: cast(x, up), args),
+                   **torch.utils._pytree.tree_map(lambda x: cast(x, up), kwargs))
+        down = {torch.float64: torch.float32, torch.complex128: torch.complex64}
+        return torch.utils._pytree.tree_map(lambda x: cast(x, down), out)
+
+
+def amplifier_sites(amplifiers: Sequence[OpResult]) -> set[tuple[str, str]]:
+    """(op, source line) of each amplifier, for :class:`PromoteOps`."""
+    out = set()
+    for a in amplifiers:
+        where, call = a.label.split("  aten.", 1)
+        out.add((call.split("(")[0], where))
+    return out
+
+
+class PerturbOp(TorchDispatchMode):
+    """Multiply the output of one operation (op name, "file:line") by (1 + ``rel``): a CPU-only
+    stand-in for a device or library whose one operation rounds differently (tests, docs)."""
+
+    def __init__(self, op: str, where: str, rel: float = 1e-6) -> None:
+        super().__init__()
+        self.site, self.rel, self.hits = (op, where), rel, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") else str(func)
+        if (name, _source_line()) == self.site and isinstance(out, torch.Tensor) and (out.is_floating_point() or out.is_complex()):
+            self.hits += 1
+            with torch.no_grad():
+                out = out * (1 + self.rel)
+        return out
