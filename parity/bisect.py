@@ -24,6 +24,9 @@ from .runner import Run, SideError, run_stage, run_stages
 from .stages import STAGES, Stage, get_stage
 
 ROOT, INHERITED = causes.ROOT, causes.INHERITED
+#: Deprecated (kept for importers): a stage that cannot be cross-fed is now judged by the
+#: registry's input graph and gets ROOT or INHERITED like any other (``Verdict.basis`` says how).
+PRESUMED, UNDETERMINED = INHERITED, ROOT
 
 
 @dataclass

@@ -6,9 +6,11 @@ Exit codes (git's meaning in brackets):
   named with ``--stage`` was compared;
 - 1 [bad]: a selected stage failed or raised, or the candidate failed to build (a
   broken candidate is a divergence);
-- 125 [skip]: this commit cannot be judged: the harness or the candidate does not
-  import or build here, the candidate refuses the spec here, a stage NAMED with
-  ``--stage`` is not comparable here, or no selected stage compared anything;
+- 125 [skip]: this commit cannot be judged: the harness or the candidate's package does
+  not import here (the code cannot run at all), the candidate refuses the spec here, a
+  stage NAMED with ``--stage`` is not comparable here, or no selected stage compared
+  anything. (A candidate that imports but whose model construction raises is broken,
+  not unjudgeable: 1.);
 - 128 [abort]: a usage problem, the same at every commit, so bisecting on would only
   mark commits wrongly: an argparse error (unknown option, missing value, bad number,
   bad choice), an unknown stage, phase, fault or backend name, a missing fixture, a bad

@@ -81,6 +81,13 @@ def test_verdict_rule():
     assert verdict([rec("a", "not_comparable")], [])[0] == EXIT_SKIP  # nothing compared at all
 
 
+def test_a_candidate_that_does_not_import_here_is_a_skip_one_that_fails_to_build_is_bad(capsys):
+    code, out, err = run_cli(capsys, "check", "--stage", "Amat", "--candidate", "no_such_module_here:Factory")
+    assert code == EXIT_SKIP and "cannot import 'no_such_module_here'" in err and "skipping (125)" in err
+    code, out, err = run_cli(capsys, "check", "--phase", "1", "--candidate", USER + "DivergesEarlyRefusesLate", SMALL)
+    assert code == EXIT_DIVERGED and "first failure kvec (phase 1)" in out
+
+
 def test_output_names_the_commit_under_test(capsys, tmp_path):
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)

@@ -57,7 +57,7 @@ SUBCOMMAND_OPTIONS = {
             "--candidate-path", "--candidate-python", "--reference-dump", "--skip"],
     "bisect": ["--fixture", "--grid", "--device", "--dtype", "--phases", "--stages", "--tier", "--fault",
                "--json", "--html"],
-    "check": ["--fixture", "--grid", "--device", "--dtype", "--stage", "--phase", "--tier", "--reference",
+    "check": ["--fixture", "--grid", "--device", "--dtype", "--stage", "--phase", "--skip", "--tier", "--reference",
               "--candidate"],
     "dump": ["--backend", "--backend-path", "--backend-python", "--fixture", "--grid", "--dtype", "--out"],
     "compare": ["REF", "CAND", "--json", "--html", "--phases", "--stages", "--tier"],
