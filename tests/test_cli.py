@@ -61,7 +61,7 @@ SUBCOMMAND_OPTIONS = {
               "--candidate"],
     "dump": ["--backend", "--backend-path", "--backend-python", "--fixture", "--grid", "--dtype", "--out"],
     "compare": ["REF", "CAND", "--json", "--html", "--phases", "--stages", "--tier"],
-    "backends": ["--json", "--check"],
+    "backends": ["--json", "--check", "--dtype", "--fixture"],
     "new-backend": ["NAME", "--dir"],
     "reduce": ["--fixture", "--grid", "--candidate", "--keep-stage", "--budget", "--out"],
     "report": ["result", "--out"],
