@@ -349,8 +349,8 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from .report import load_result, render_report
 
-    out = Path(args.out) if args.out else Path(args.result).with_suffix(".html")
-    args.out = str(out)
+    out = Path(args.out) if args.out is not None else Path(args.result).with_suffix(".html")
+    args.out = str(out) if args.out is None else args.out
     _check_outputs(args, {"RESULT": args.result})
     try:
         result = load_result(args.result)
