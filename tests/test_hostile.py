@@ -373,7 +373,7 @@ def test_malformed_dump_manifests_are_named(capsys, tmp_path, edit, fragment):
 
 def test_a_text_file_given_as_a_dump(capsys, tmp_path):
     (tmp_path / "a.npz").write_text("hello")
-    err = refused(capsys, "compare", str(tmp_path / "a.npz"), str(tmp_path / "a.npz"), fragment="not a .npz archive")
+    err = refused(capsys, "compare", str(tmp_path / "a.npz"), str(tmp_path / "a.npz"), fragment="not a complete .npz archive")
     assert "pickle" not in err
 
 

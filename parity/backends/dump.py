@@ -148,7 +148,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise DumpError(f"dump {path}: no such file" if not path.exists() else f"dump {path}: not a regular file")
     if not zipfile.is_zipfile(path):  # else numpy.load would take it for a pickle and say so
-        raise DumpError(f"dump {path}: not a .npz archive (a dump written by 'parity dump' is a zip file)")
+        raise DumpError(f"dump {path}: unreadable or truncated: not a complete .npz archive (a dump written by "
+                        "'parity dump' is a zip file)")
     try:
         with np.load(path, allow_pickle=False) as data:
             if MANIFEST_KEY not in data.files:
