@@ -199,6 +199,19 @@ def test_pdb_errors_in_run_are_input_errors_not_divergences(capsys, pdb):
     refused(capsys, "run", "--fixture", str(pdb), GRID, fragment="CR-only")
 
 
+# ------------------------------------------------ the reference refuses: an input error, not a divergence
+@pytest.mark.parametrize("option, fragment", [("--gnm-cutoff=0.1", "no atom contacts"),
+                                               ("--gamma-inter=1e-300", "too weak")])
+def test_undefined_adp_is_an_input_error_naming_the_stages(capsys, option, fragment):
+    err = refused(capsys, "run", GRID, option, "--no-progress", fragment=fragment)
+    assert "--skip Id," in err and "Id_data_adp" not in err  # the B-factor map needs no model ADPs
+
+
+def test_undefined_adp_does_not_refuse_the_stages_that_do_not_need_it(capsys):
+    code, out, err = run_cli(capsys, "run", GRID, "--gnm-cutoff=0.1", "--phases", "1,2", "--no-progress")
+    assert code == 0 and "PASSED" in out, err
+
+
 # ------------------------------------------------------------------ accepted silently
 @pytest.mark.parametrize("argv, fragment", [
     (["run", "--fixture", ""], "--fixture names nothing"),
