@@ -483,3 +483,23 @@ def test_ctrl_c_during_the_imports_of_the_installed_script_exits_130():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 130, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr and "interrupted" in done.stderr
+
+
+# ------------------------------------------------------------------ hostile history stores
+@pytest.mark.parametrize("table, column, value", [("stages", "max_rel", "'abc'"), ("runs", "duration_s", "'x'"),
+                                                   ("phase_timings", "seconds", "x'00'")])
+def test_dashboard_on_a_history_with_text_in_a_numeric_column(capsys, tmp_path, table, column, value):
+    import sqlite3
+
+    from test_dashboard import make_result
+
+    from parity.history import HistoryStore
+
+    db = tmp_path / "h.sqlite"
+    with HistoryStore(db) as store:
+        store.record_run(make_result())
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE {table} SET {column} = {value}")
+    before = db.read_bytes()
+    refused(capsys, "dashboard", "--db", str(db), "--out", str(tmp_path / "d.html"), fragment=f"{table}.{column}")
+    assert db.read_bytes() == before and not (tmp_path / "d.html").exists()
