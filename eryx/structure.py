@@ -155,6 +155,38 @@ def _non_regular_kind(mode: int) -> str | None:
     return None if stat.S_ISREG(mode) else "not a regular file"
 
 
+#: Records whose bytes are numbers or fixed codes: a byte that is not text there is damage.
+_DATA_RECORDS = (b"ATOM  ", b"HETATM", b"ANISOU", b"CRYST1", b"SCALE", b"ORIGX", b"MODEL ", b"REMARK 290")
+
+
+def _pdb_text(path: Path) -> str | None:
+    """The file's text when gemmi cannot be given the file as it is, else None.
+
+    Refused with the reason: gzip bytes (gemmi would see no records and report a missing
+    CRYST1) and classic-Mac CR-only line endings (one long line). Free text that is not
+    UTF-8 (a Latin-1 byte in TITLE or COMPND) is read as Latin-1, which every byte is;
+    such a byte in a coordinate, cell or symmetry record is refused, naming the line.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if data[:2] == b"\x1f\x8b":
+        raise StructureError(f"PDB file {path} is gzip-compressed (it starts with the gzip signature): "
+                             "decompress it first, e.g. gunzip -c FILE > plain.pdb")
+    if b"\r" in data and b"\n" not in data:
+        raise StructureError(f"PDB file {path} has CR-only line endings (classic Mac OS), so it reads as one "
+                             "line: convert them to LF, e.g. tr '\\r' '\\n' < FILE > fixed.pdb")
+    try:
+        data.decode("utf-8")
+        return None
+    except UnicodeDecodeError:
+        pass
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if line.startswith(_DATA_RECORDS) and any(b >= 0x80 for b in line):
+            raise StructureError(f"PDB file {path}, line {number}: a byte that is not text in a "
+                                 f"{line[:6].decode('latin-1').strip()} record: the file is damaged")
+    return data.decode("latin-1")
+
+
 def read_structure(pdb_path: str | os.PathLike) -> gemmi.Structure:
     """Read a PDB file with gemmi and check its unit cell (section 1.1, 1.2).
 
@@ -168,10 +200,11 @@ def read_structure(pdb_path: str | os.PathLike) -> gemmi.Structure:
         no usable unit cell (missing CRYST1, zero volume, an edge under 1 A).
     """
     path = check_pdb_path(pdb_path)
+    text = _pdb_text(path)
     try:
-        st = gemmi.read_pdb(str(path))
-    except Exception as exc:  # gemmi raises RuntimeError/ValueError with its own text
-        raise StructureError(f"cannot read PDB file {path}: {exc}") from exc
+        st = gemmi.read_pdb(str(path)) if text is None else gemmi.read_pdb_string(text)
+    except Exception as exc:  # gemmi raises RuntimeError/ValueError with its own text, often several lines
+        raise StructureError(f"cannot read PDB file {path}: {' '.join(str(exc).split())}") from exc
     if len(st) == 0:
         raise StructureError(f"no models (no ATOM/HETATM records) in PDB file {path}")
     if not st.cell.is_crystal() or not np.isfinite(st.cell.volume) or st.cell.volume <= 0:
@@ -281,6 +314,8 @@ def parse_remark_290(remarks: list[str]) -> tuple[np.ndarray, np.ndarray] | None
                 values = [float(m.group(k)) for k in range(3, 7)]
             except ValueError as exc:
                 raise StructureError(f"malformed SMTRY line: {line!r}") from exc
+            if not all(np.isfinite(values)):
+                raise StructureError(f"SMTRY line with a non-finite number: {line!r}")
             smtry.setdefault(op, np.zeros((3, 4)))[row] = values
             continue
         m = _OPERATOR_LINE.match(line)
@@ -293,6 +328,34 @@ def parse_remark_290(remarks: list[str]) -> tuple[np.ndarray, np.ndarray] | None
             f"REMARK 290 lists {len(rotations)} operators but SMTRY lines for {len(smtry)}"
         )
     return np.array(rotations), np.array([smtry[k] for k in sorted(smtry)])
+
+
+#: How far a symmetry operator's Cartesian rotation may be from orthogonal: SMTRY lines
+#: carry 6 decimals (round-off ~1e-6); a space group that does not fit the cell is off by O(0.1).
+SYMMETRY_ORTHOGONALITY_TOL = 1e-4
+
+
+def check_symmetry(transformations: np.ndarray, cell: np.ndarray, space_group: str, path: str) -> None:
+    """Refuse symmetry operators that are not rotations of this cell (section 1.3).
+
+    A space group that does not fit the cell (P 6 2 2 on an orthorhombic CRYST1) or a
+    damaged SMTRY line gives Cartesian "rotations" that stretch the molecule: the copies
+    overlap, and every later stage computes on a crystal that cannot exist.
+
+    Parameters
+    ----------
+    transformations : ndarray, (n_ops, 3, 4)
+        Cartesian [R | t] of each operator.
+    """
+    rot = np.asarray(transformations, dtype=np.float64)[:, :, :3]
+    err = np.abs(rot @ np.swapaxes(rot, 1, 2) - np.eye(3)).max(axis=(1, 2))
+    worst = int(np.argmax(err))
+    if not np.isfinite(err).all() or err[worst] > SYMMETRY_ORTHOGONALITY_TOL:
+        a, b, c, al, be, ga = (float(x) for x in cell)
+        raise StructureError(
+            f"{path}: the symmetry does not fit the unit cell: operator {worst + 1} of space group "
+            f"{space_group or '?'} is not a rotation in the cell {a:g} {b:g} {c:g} {al:g} {be:g} {ga:g} "
+            f"(|R R^T - I| = {err[worst]:.2g}); check CRYST1's cell and space group and REMARK 290")
 
 
 def symmetry_from_space_group(hm: str, cell: gemmi.UnitCell) -> tuple[np.ndarray, np.ndarray]:
@@ -456,6 +519,7 @@ def load_crystal(pdb_path: str | os.PathLike, expand_p1_: bool = True) -> Crysta
     if sym is None:
         sym = symmetry_from_space_group(st.spacegroup_hm, st.cell)
     sym_ops, transformations = sym
+    check_symmetry(transformations, cell, st.spacegroup_hm, str(path))
     if not expand_p1_:
         sym_ops = np.eye(3)[None]
         transformations = np.hstack([np.eye(3), np.zeros((3, 1))])[None]

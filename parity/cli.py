@@ -430,8 +430,8 @@ def cmd_report(args) -> int:
         result = load_result(args.result)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    out = Path(args.out) if args.out else Path(args.result).with_suffix(".html")
-    args.out = str(out)
+    out = Path(args.out) if args.out is not None else Path(args.result).with_suffix(".html")
+    args.out = str(out) if args.out is None else args.out  # '--out ""' stays empty: refused by the check
     _check_outputs(args, {"RESULT": args.result})
     try:
         html = render_report(result)

@@ -464,6 +464,8 @@ class HistoryStore:
                     f"or move it aside")
             if version == 0:
                 self._create_schema()
+            else:
+                self._check_column_types()
             self._configure()
         except sqlite3.OperationalError as exc:  # locked, I/O, permissions: not corruption
             raise HistoryError(f"cannot open history store {self.path}: {exc}") from exc
@@ -471,6 +473,24 @@ class HistoryStore:
             raise HistoryError(
                 f"history store {self.path} is corrupted or not a SQLite database ({exc}); it was "
                 f"left untouched - restore it from a backup or move it aside") from exc
+
+    #: Columns that hold numbers (SQLite stores whatever it is given: its types are affinities).
+    _NUMERIC_COLUMNS = {"runs": ("passed", "duration_s"),
+                        "stages": ("phase", "max_abs", "max_rel", "n_mismatch", "n_total", "duration_s"),
+                        "phase_timings": ("seconds",)}
+
+    def _check_column_types(self) -> None:
+        """Refuse a store with text or blobs in a numeric column (written by something else)."""
+        for table, columns in self._NUMERIC_COLUMNS.items():
+            for column in columns:
+                row = self._conn.execute(
+                    f"SELECT count(*), min(rowid) FROM {table} "  # noqa: S608 (names from the table above)
+                    f"WHERE typeof({column}) NOT IN ('integer', 'real', 'null')").fetchone()
+                if row[0]:
+                    raise HistoryError(
+                        f"history store {self.path}: column {table}.{column} holds non-numbers in {row[0]} "
+                        f"row(s) (first at rowid {row[1]}), so it was not written by parity; it was left "
+                        "untouched - restore it from a backup or move it aside")
 
     def _user_version(self) -> int:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])

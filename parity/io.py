@@ -110,15 +110,20 @@ def check_output_path(path: str | os.PathLike, option: str = "output") -> Path:
 
 def _check_name_length(path: Path, label: str) -> None:
     """Refuse a file name longer than the file system allows (checked before the work, not at the write)."""
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    try:
-        name_max = os.pathconf(parent, "PC_NAME_MAX") if parent.is_dir() else 255
-    except (OSError, ValueError):
-        name_max = 255
     # The atomic writer adds '.' + name + a random part + '.tmp' to the temporary file's name.
     longest = max((len(os.fsencode(part)) for part in path.parts if part not in ("/", "")), default=0)
+    parent = path.parent
+    while parent != parent.parent:  # the nearest folder that exists (stat fails on too long a name)
+        try:
+            if os.path.isdir(parent):
+                break
+        except (OSError, ValueError):
+            pass
+        parent = parent.parent
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
     if longest + 16 > name_max:
         raise OutputPathError(f"{label}: a name in the path is {longest} bytes long; this file system allows "
                               f"{name_max} (and {name_max - 16} for a file written atomically): use a shorter name")

@@ -112,7 +112,8 @@ def _walk(value: Any, where: str, depth: int = 0) -> None:
     if depth > MAX_DEPTH:
         raise ResultTypeError(f"{where} is nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, Mapping):
-        if set(value) == {"re", "im"}:
+        # A complex value; ``{"re": {...}, "im": {...}}`` (per-part statistics, e.g. ULP) is not one.
+        if set(value) == {"re", "im"} and not any(isinstance(v, (Mapping, list)) for v in value.values()):
             for part in ("re", "im"):
                 if not (value[part] is None or _num(value[part])):
                     raise ResultTypeError(f"{where}.{part} (a complex value's part) must be a finite number or "

@@ -454,6 +454,23 @@ def construction_records(run: Run) -> list[dict]:
 
 
 # ------------------------------------------------------------------ a run
+def refuse_reference_input(run: Run, stages: Sequence[Stage]) -> None:
+    """Raise the reference's input refusal for a selected stage, before any stage runs.
+
+    A reference that already knows, once built, that it refuses a selected stage's quantity
+    for a reason in the input (the documented undefined ADP scale) makes the run an input
+    error (exit 2), not a divergence of whatever the candidate returns there.
+    """
+    if run.ref.build_error is not None:
+        return
+    refused = [(s, run.ref.input_refusal(s.reference_quantity)) for s in stages]
+    refused = [(s, r) for s, r in refused if r is not None]
+    if refused:
+        names = ",".join(s.name for s, _ in refused)
+        raise EryxInputError(f"the reference ({run.reference.name}) refuses {len(refused)} selected stage(s) for "
+                             f"this input: {refused[0][1]} (or leave them out: --skip {names})")
+
+
 def run_stages(run: Run, stages: Iterable[Stage], *, progress: bool | None = None,
                on_result: Callable[[dict], None] | None = None, fail_fast: bool = False) -> list[dict]:
     """Construction records, then every stage in order (a progress bar only on a terminal).
@@ -467,6 +484,7 @@ def run_stages(run: Run, stages: Iterable[Stage], *, progress: bool | None = Non
     from tqdm.auto import tqdm
 
     stages = list(stages)
+    refuse_reference_input(run, stages)
     out = construction_records(run)
     if fail_fast and out:
         return out

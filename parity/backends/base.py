@@ -90,6 +90,14 @@ class Session(abc.ABC):
                 self.build_seconds = time.perf_counter() - t0
         return self
 
+    def input_refusal(self, name: str) -> Exception | None:
+        """The input error this built session will raise for quantity ``name``, when known up front.
+
+        None by default (unknown until computed). The runner refuses the whole run (exit 2)
+        when the reference knows it refuses a selected stage for a reason in the input.
+        """
+        return None
+
     @abc.abstractmethod
     def _build(self) -> None:
         """Construct the backend's model for :attr:`spec`."""

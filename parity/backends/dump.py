@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import tempfile
 import time
@@ -27,6 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+
+from eryx.errors import format_bytes
+from eryx.validation import default_memory_limit
 
 from ..io import json_safe
 from ..quantities import QUANTITY_NAMES
@@ -144,7 +148,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise DumpError(f"dump {path}: no such file" if not path.exists() else f"dump {path}: not a regular file")
     if not zipfile.is_zipfile(path):  # else numpy.load would take it for a pickle and say so
-        raise DumpError(f"dump {path}: not a .npz archive (a dump written by 'parity dump' is a zip file)")
+        raise DumpError(f"dump {path}: unreadable or truncated: not a complete .npz archive (a dump written by "
+                        "'parity dump' is a zip file)")
     try:
         with np.load(path, allow_pickle=False) as data:
             if MANIFEST_KEY not in data.files:
@@ -197,6 +202,14 @@ def check_manifest(manifest: dict, path: str) -> None:
         if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list)
                 and all(type(n) is int and n >= 0 for n in entry["shape"]) and isinstance(entry.get("dtype"), str)):
             raise _bad(path, f"quantities.{name} must be {{shape: [non-negative integers], dtype: text}}")
+        try:
+            itemsize = np.dtype(entry["dtype"]).itemsize
+        except TypeError:
+            raise _bad(path, f"quantities.{name} has an unknown dtype {entry['dtype']!r}"[:200]) from None
+        size = math.prod(entry["shape"]) * itemsize
+        if size > default_memory_limit():
+            raise DumpError(f"dump {path}: quantities.{name} declares {format_bytes(size)}, over the memory limit "
+                            f"of {format_bytes(default_memory_limit())}: not a dump this machine can read")
     for key in ("missing", "errors"):
         if not isinstance(manifest.get(key, {}), dict):
             raise _bad(path, f"'{key}' is not an object")
@@ -219,9 +232,6 @@ def _load_entry(path: str, name: str, declared: dict) -> np.ndarray:
     A crafted archive can declare an array of any size in its header: it is refused by
     what it declares, before anything is allocated.
     """
-    from eryx.errors import format_bytes
-    from eryx.validation import default_memory_limit
-
     with zipfile.ZipFile(path) as archive:
         try:
             handle = archive.open(f"{name}.npy")

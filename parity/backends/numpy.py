@@ -21,7 +21,7 @@ import numpy as np
 
 from eryx import models as npm
 from eryx import structure
-from eryx.errors import MemoryBudgetError
+from eryx.errors import MemoryBudgetError, UndefinedADPError
 from eryx.probes import probe
 from eryx.validation import check_sampling
 
@@ -82,6 +82,16 @@ class NumpySession(Session):
             self.model = npm.OnePhonon(s.pdb_path, *s.samplings, **s.model_kwargs)
         except MemoryBudgetError as exc:
             self.refusal = f"the dense NumPy reference does not fit: {exc}"
+
+    #: Quantities scaled by the model's ADPs: refused (UndefinedADPError) when the scale is undefined.
+    ADP_SCALED = frozenset({"Id", "mode_maps", "Id_q_offgrid", "grad_gamma_inter", "grad_gamma_intra", "grad_q",
+                            "qvectors_sample"})
+
+    def input_refusal(self, name: str) -> Exception | None:
+        reason = getattr(self.model, "adp_undefined_reason", None)
+        if reason and name in self.ADP_SCALED:
+            return UndefinedADPError(reason)
+        return None
 
     # -- helpers
     def _needs_model(self) -> npm.OnePhonon:
