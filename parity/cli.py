@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inject a named fault into the dumped backend (a backend that takes faults: torch)")
     g.add_argument("--out", required=True, metavar="FILE", help="the .npz file to write")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--probes", action="store_true",
+                   help="record the named probes too, so that 'parity locate --reference-dump' can use them")
 
     p = sub.add_parser("compare", help="compare two dumps stage by stage (same table, report and exit codes)",
                        description="Compare two dumps written by 'parity dump' through the same registry and "
@@ -502,7 +504,7 @@ def cmd_dump(args) -> int:
         on_quantity = lambda name: (bar.set_postfix_str(name), bar.update(1))  # noqa: E731
     else:
         on_quantity = None
-    manifest = write_dump(session, args.out, on_quantity=on_quantity)
+    manifest = write_dump(session, args.out, on_quantity=on_quantity, probes=args.probes)
     n, missing, errors = len(manifest["quantities"]), manifest["missing"], manifest["errors"]
     print(f"dump: {args.out}: {n} quantities of backend {args.backend} ({manifest['compute_seconds']:.1f} s)"
           + (f"; not provided: {', '.join(missing)}" if missing else "")

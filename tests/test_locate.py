@@ -200,3 +200,16 @@ def test_bisect_proposes_locate():
 
     text = format_bisect(bisect_run(run, select(names=["kvec", "hessian", "K"]), progress=False)[1])
     assert "Next: parity locate --stage K" in text
+
+
+def test_probes_travel_in_a_dump(tmp_path):
+    from parity.backends import get_backend
+    from parity.backends.dump import write_dump
+
+    path = tmp_path / "numpy.npz"
+    write_dump(get_backend("numpy").open(_run().spec), path, names=["Amat"], probes=True)
+    run = make_run("synthetic", samplings=GRID3, fault="amat_shared_buffer", reference="dump",
+                   reference_path=str(path), build=False)
+    result = locate_probes(run, "Amat")
+    assert result.probes.root.first_bad == "A_block[asu=0, atom=1]", result.text()
+    assert result.probes.root.where_reference.startswith("eryx/models.py:")  # recorded when the dump was made

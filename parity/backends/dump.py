@@ -96,25 +96,55 @@ def collect(session: Session, names: Iterable[str] = QUANTITY_NAMES,
 
 
 def write_dump(session: Session, path: str | os.PathLike, *, names: Iterable[str] = QUANTITY_NAMES,
-               environment: dict | None = None, on_quantity: Callable[[str], None] | None = None) -> dict:
-    """Compute and write every quantity of ``session`` to ``path`` (atomic); returns the manifest."""
+               environment: dict | None = None, on_quantity: Callable[[str], None] | None = None,
+               probes: bool = False) -> dict:
+    """Compute and write every quantity of ``session`` to ``path`` (atomic); returns the manifest.
+
+    ``probes``: also record the named probes of the construction and of the map
+    (``parity.locate``), stored as ``probe*`` entries listed in ``manifest["probes"]``.
+    """
     from ..io import check_output_path
 
     path = Path(path)
     check_output_path(path)
     t0 = time.perf_counter()
+    probe_meta, probe_arrays = _record_probes(session) if probes else (None, {})
     arrays, parts = collect(session, names, on_quantity)
+    arrays.update(probe_arrays)
+    if probe_meta is not None:
+        parts["probes"] = probe_meta
     manifest = {
         "schema": DUMP_SCHEMA, "schema_version": DUMP_SCHEMA_VERSION,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "backend": session.backend.info(), "spec": session.spec.to_dict(),
         "environment": environment if environment is not None else _environment(),
-        "quantities": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+        "quantities": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()
+                       if k not in probe_arrays},
         **parts, "compute_seconds": time.perf_counter() - t0,
     }
     text = json.dumps(json_safe(manifest), allow_nan=False)
     save_npz_atomic(path, {**arrays, MANIFEST_KEY: np.array(text)})
     return manifest
+
+
+def _record_probes(session: Session) -> tuple[list, dict]:
+    """The probes of ``session``'s construction and map: (metadata, arrays) for the dump."""
+    from eryx.probes import listen
+
+    from ..locate.probes import ProbeRecorder
+
+    rec = ProbeRecorder()
+    session.want_probes = True  # type: ignore[attr-defined]  (subprocess adapters)
+    with listen(rec):
+        session.build()
+        try:
+            session.get("Id")
+        except Exception:  # collect() records the error
+            pass
+    foreign = getattr(session, "probe_records", None)
+    if foreign is not None and foreign() is not None:
+        rec.records = list(foreign())
+    return rec.to_arrays()
 
 
 def _environment() -> dict:
@@ -293,6 +323,17 @@ class DumpSession(Session):
             raise DumpedError(f"{err['message']} (when the dump was made)\n{err.get('traceback', '')}")
         reason = m.get("missing", {}).get(name)
         raise NotProvided(f"{self.backend.describe()} does not hold {name}" + (f": {reason}" if reason else ""))
+
+
+    def probe_records(self) -> list | None:
+        """The probes the dump holds (``parity dump --probes``), or None."""
+        meta = self.backend.manifest.get("probes")
+        if meta is None:
+            return None
+        from ..locate.probes import ProbeRecorder
+
+        with np.load(self.backend.path, allow_pickle=False) as data:
+            return ProbeRecorder.from_arrays(meta, data).records
 
 
 class DumpBackend(Backend):

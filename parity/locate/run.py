@@ -161,6 +161,7 @@ def trace_session(session, quantity: str, inputs: dict, backward_lines: bool = F
             result = None
             try:
                 result = session.crossfeed(quantity, fed)
+                tr.mark_result(result)
             except Exception as exc:  # a candidate that raises: the ops before it still compare
                 tr.error = f"{type(exc).__name__}: {exc}"
     finally:

@@ -55,6 +55,10 @@ _UNINITIALISED = {"empty", "empty_like", "new_empty", "new_empty_strided", "empt
 _VIEWLIKE = {"view", "_unsafe_view", "clone", "detach", "alias", "expand", "permute", "transpose", "t", "contiguous",
              "unsqueeze", "squeeze", "slice", "select", "lift_fresh", "reshape", "copy_", "view_as_real",
              "view_as_complex", "as_strided", "index_select", "cat", "stack"}
+#: Decompositions whose outputs are defined up to a gauge (signs, phases, rotations of
+#: degenerate subspaces): their outputs and what is computed from them are not judged until
+#: an operation recombines them into a value that agrees again (e.g. U S Vh).
+_GAUGE = {"_linalg_svd", "linalg_svd", "svd", "_linalg_eigh", "linalg_eigh", "linalg_eig", "linalg_qr", "geqrf"}
 _MATMULS = {"mm", "bmm", "addmm", "baddbmm", "matmul", "dot", "vdot", "mv", "addmv", "einsum", "_unsafe_view"}
 
 
@@ -146,8 +150,14 @@ class OpTrace(TorchDispatchMode):
         self._leaf_ids: dict[int, tuple[weakref.ref, str]] = {}
         self.budget, self.bytes, self.spilled = budget, 0, 0
         self.result: np.ndarray | None = None
+        self.result_op: int | None = None
         self.error: str | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
+
+    def mark_result(self, t: Any) -> None:
+        """Note which recorded operation produced the traced computation's result ``t``."""
+        made = self._made.get(id(t)) if isinstance(t, torch.Tensor) else None
+        self.result_op = made[1] if made is not None and made[0]() is t else None
 
     def _keep(self, arr: np.ndarray) -> np.ndarray:
         if self.bytes + arr.nbytes <= self.budget:
@@ -214,7 +224,10 @@ class OpTrace(TorchDispatchMode):
         arrays.update({k: np.asarray(v) for k, v in self.leaves.items()})
         meta = [{k: getattr(o, k) for k in ("index", "op", "where", "in_shapes", "in_dtypes", "sources", "out_shape",
                                              "out_dtype", "reduction")} for o in self.ops]
-        arrays["__meta__"] = np.frombuffer(json.dumps({"ops": meta, "torch": torch.__version__}).encode(), dtype=np.uint8)
+        arrays["__meta__"] = np.frombuffer(json.dumps({"ops": meta, "torch": torch.__version__,
+                                                       "result_op": self.result_op}).encode(), dtype=np.uint8)
+        if self.result is not None:
+            arrays["__result__"] = np.asarray(self.result)
         np.savez_compressed(path, **arrays)
 
     @classmethod
@@ -229,6 +242,8 @@ class OpTrace(TorchDispatchMode):
                                  [tuple(s) for s in m["sources"]], tuple(m["out_shape"]), m["out_dtype"],
                                  m["reduction"], z[f"op{m['index']}"] if f"op{m['index']}" in z else None))
             tr.leaves = {k: z[k] for k in z.files if k.startswith("leaf")}
+            tr.result_op = meta.get("result_op")
+            tr.result = z["__result__"] if "__result__" in z.files else None
         return tr
 
 
@@ -270,11 +285,16 @@ def rel_error(e: np.ndarray | None, a: np.ndarray | None) -> float:
     return diff / scale if scale else (0.0 if diff == 0 else float("inf"))
 
 
-def op_tolerance(op: Op, other: Op, exact: bool = False) -> float:
-    """Normwise relative tolerance of an output: TOL_ULPS eps(narrower dtype) max(1, reduction size)."""
+def op_tolerance(op: Op, other: Op, exact: bool = False, eps: float = 0.0) -> float:
+    """Normwise relative tolerance of an output: TOL_ULPS eps(narrower dtype) max(1, reduction size).
+
+    ``eps``: a floor for the working precision (a precision comparison judges every
+    operation at the narrower run's eps, including the float64 copies that run makes).
+    """
     if exact:
         return 0.0
-    return TOL_ULPS * _eps(op.out_dtype, other.out_dtype, *op.in_dtypes, *other.in_dtypes) * max(1, op.reduction)
+    eps = max(eps, _eps(op.out_dtype, other.out_dtype, *op.in_dtypes, *other.in_dtypes))
+    return TOL_ULPS * eps * max(1, op.reduction)
 
 
 @dataclass
@@ -371,12 +391,15 @@ def compare_traces(ref: OpTrace, cand: OpTrace, *, exact: bool = False) -> Trace
     cand_of = dict(pairs)
     ref_of = {j: i for i, j in pairs}
     precision = any(ref.ops[i].out_dtype != cand.ops[j].out_dtype for i, j in pairs[:200])
+    low = max((_eps(ref.ops[i].out_dtype, cand.ops[j].out_dtype) for i, j in pairs), default=0.0) if precision else 0.0
     err_ref: dict[int, float] = {}
     ok_ref: dict[int, bool] = {}
     results, root, amps, unaligned_feed = [], None, [], None
+    in_ok_of: dict[int, bool] = {}
+    gauge: set[int] = set()
     for i, j in pairs:
         a, b = ref.ops[i], cand.ops[j]
-        tol = op_tolerance(a, b, exact)
+        tol = op_tolerance(a, b, exact, low)
         in_errs, in_ok = [], True
         for sa, sb in zip(a.sources, b.sources):
             if sb[0] == "op" and sb[1] not in ref_of:  # fed by an operation the reference does not run
@@ -385,7 +408,8 @@ def compare_traces(ref: OpTrace, cand: OpTrace, *, exact: bool = False) -> Trace
             elif sa[0] == "op" and sb[0] == "op":
                 same = cand_of.get(sa[1]) == sb[1]
                 in_ok = in_ok and same and ok_ref.get(sa[1], False)
-                in_errs.append(err_ref.get(sa[1], float("inf")) if same else float("inf"))
+                if sa[1] not in gauge:  # a gauge-free input's error is unknown, not large
+                    in_errs.append(err_ref.get(sa[1], float("inf")) if same else float("inf"))
             elif sa[0] == "leaf" and sb[0] == "leaf":
                 e = rel_error(ref.leaves.get(sa[1]), cand.leaves.get(sb[1]))
                 in_ok = in_ok and e <= tol
@@ -394,7 +418,11 @@ def compare_traces(ref: OpTrace, cand: OpTrace, *, exact: bool = False) -> Trace
                 in_ok = False
                 in_errs.append(float("inf"))
         err = 0.0 if a.op in _UNINITIALISED else rel_error(a.value, b.value)
-        err_ref[i], ok_ref[i] = err, err <= tol
+        fed_by_gauge = any(s[0] == "op" and s[1] in gauge for s in a.sources)
+        if a.op in _GAUGE or (fed_by_gauge and err > tol):
+            gauge.add(i)  # not judged: the decomposition's freedom, not an error
+            in_ok = False
+        err_ref[i], ok_ref[i] = err, err <= tol or i in gauge
         if err > tol and unaligned_feed is None:
             fed = [sb[1] for sb in b.sources if sb[0] == "op" and sb[1] not in ref_of]
             if fed:
@@ -405,14 +433,25 @@ def compare_traces(ref: OpTrace, cand: OpTrace, *, exact: bool = False) -> Trace
         label = b.label() if a.where == b.where else f"{b.label()}  (reference: {a.where})"
         res = OpResult(i, j, label, err, tol, in_err, amp)
         results.append(res)
-        if root is None and err > tol and in_ok:
+        in_ok_of[i] = in_ok
+    # Operations whose error reaches the stage's result (through outputs that carry error):
+    # an amplifier elsewhere (a mask, an index) cannot change the result's numbers.
+    sink = ref.result_op if getattr(ref, "result_op", None) is not None else len(ref.ops) - 1
+    reach = _reaching(ref, {r.ref: r for r in results}, sink, low)
+    for res in results:
+        relevant = res.ref in reach and res.ref not in gauge
+        if res.ref in gauge:
+            continue
+        if root is None and res.error > res.tolerance and in_ok_of[res.ref] and (relevant or not precision):
             root = res
-        if precision and np.isfinite(err) and np.isfinite(in_err) and amp > AMPLIFY_FACTOR and err > tol:
+        if precision and relevant and np.isfinite(res.error) and np.isfinite(res.input_error) \
+                and res.amplification > AMPLIFY_FACTOR and res.error > res.tolerance:
             amps.append(res)
     amps.sort(key=lambda r: -r.amplification)
     out = TraceComparison(len(ref.ops), len(cand.ops), results, root, amps, how, precision)
     final = rel_error(getattr(ref, "result", None), getattr(cand, "result", None))
-    if root is None and segments and (unaligned_feed is not None or final > 0):
+    final_tol = TOL_ULPS * low if precision else 0.0
+    if root is None and segments and (unaligned_feed is not None or final > final_tol):
         # The divergence comes from operations only one side runs: name the first of them.
         if unaligned_feed:
             j = _first_computing_ancestor(cand, unaligned_feed[2], ref_of)
@@ -429,6 +468,22 @@ def compare_traces(ref: OpTrace, cand: OpTrace, *, exact: bool = False) -> Trace
         if tr.spilled:
             out.notes.append(f"the {name} trace passed its memory budget: {tr.spilled / 2**20:.1f} MiB spilled to disk")
     return out
+
+
+def _reaching(trace: OpTrace, results: dict, sink: int, floor: float = 0.0) -> set[int]:
+    """Reference ops whose error flows into op ``sink`` through outputs that carry error
+    (beyond their tolerance; in a precision comparison, beyond the narrower eps)."""
+    seen, todo = set(), [sink]
+    while todo:
+        k = todo.pop()
+        if k in seen or k < 0:
+            continue
+        seen.add(k)
+        for src in trace.ops[k].sources:
+            r = results.get(src[1]) if src[0] == "op" else None
+            if r is not None and r.error > (floor if floor else r.tolerance) and src[1] not in seen:
+                todo.append(src[1])
+    return seen
 
 
 def _first_computing_ancestor(trace: OpTrace, j: int, aligned: dict) -> int:
