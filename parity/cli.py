@@ -111,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p), _add_backend_options(p), _add_selection_options(p), _add_output_options(p)
 
     p = sub.add_parser("check", help="exit code for 'git bisect run': 0 agree, 1 diverge, 125 skip, 128 abort",
-                       description="Check the whole run, or one stage or phase, for 'git bisect run parity check ...'. Exit 0 "
-                                   "agree, 1 diverge, 125 cannot run at this commit or not comparable (skip), "
-                                   "128 usage error (aborts the bisection).")
+                       description="Check the whole run, or one stage or phase, for 'git bisect run parity "
+                                   "check ...'. Exit 0 agree, 1 diverge, 125 cannot run at this commit or not "
+                                   "comparable (skip), 128 usage error (aborts the bisection).")
     _add_model_options(p), _add_backend_options(p)
     p.add_argument("--stage", default=None, help="stage name to check")
     p.add_argument("--phase", default=None, help="phase to check (1-4)")

@@ -432,3 +432,18 @@ def test_a_moved_name_warns_through_its_alias(monkeypatch):
     monkeypatch.setitem(api._DEPRECATED, "OldBackend", (api.Backend, "parity.backend_api.Backend"))
     with pytest.warns(DeprecationWarning, match="use parity.backend_api.Backend"):
         assert api.OldBackend is api.Backend
+
+
+def test_the_self_test_reports_a_backend_that_cannot_open_or_build():
+    from parity.backends.torch import TorchBackend
+    from parity.contract_check import check_backend, format_report
+
+    class OpensBadly(TorchBackend):
+        name = "opens-badly"
+
+        def open(self, spec):
+            raise RuntimeError("no model here")
+
+    report = check_backend(OpensBadly())
+    assert not report.ok and "open() raised RuntimeError: no model here" in format_report(report)
+    assert "CONTRACT VIOLATED" in format_report(report)
