@@ -36,7 +36,7 @@ from typing import Any
 
 from .backends import ENTRY_POINT_GROUP, BackendError, get_backend, registered_backends
 from .backends.base import Backend, BuildFailure, NotProvided, Session, build_failure
-from .contract_check import ContractReport, check_backend, expected_shape, shape_symbols
+from .contract_check import ContractReport, check_backend, expected_shape, format_report, shape_symbols
 from .quantities import QUANTITIES, QUANTITY_NAMES, Quantity, get_quantity
 from .spec import (GEMMI_SAMPLE_SIZE, GRAD_Q_SAMPLE_SIZE, OFFGRID_SHIFT_Q, PROBE_CELL, Q_SAMPLE_SIZE, RunSpec,
                    make_spec)
@@ -82,4 +82,4 @@ __all__ = ["API_VERSION", "Backend", "Session", "NotProvided", "BuildFailure", "
            "make_spec", "SPEC_FIELDS", "Quantity", "QUANTITIES", "QUANTITY_NAMES", "get_quantity",
            "OFFGRID_SHIFT_Q", "PROBE_CELL", "Q_SAMPLE_SIZE", "GRAD_Q_SAMPLE_SIZE", "GEMMI_SAMPLE_SIZE",
            "ENTRY_POINT_GROUP", "BackendError", "get_backend", "registered_backends", "check_backend",
-           "ContractReport", "expected_shape", "shape_symbols"]
+           "ContractReport", "format_report", "expected_shape", "shape_symbols"]

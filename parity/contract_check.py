@@ -252,7 +252,12 @@ def check_backend(backend: str | Backend, *, fixture: str = "synthetic", dtype: 
     report = ContractReport(backend=b.name or str(backend), fixture=fixture, dtype=dtype)
     crystal = structure.load_crystal(spec.pdb_path, spec.params.get("expand_p1", True))
     symbols = shape_symbols(spec, crystal.xyz.shape[0], crystal.xyz.shape[1])
-    session = b.open(spec).build()
+    try:
+        session = b.open(spec).build()
+    except Exception as exc:  # a broken open() is the backend's failure, reported, not a traceback
+        report.build_error = f"open() raised {type(exc).__name__}: {exc}"
+        report.seconds = time.perf_counter() - t0
+        return report
     if session.build_error is not None:
         report.build_error = str(session.build_error)
     declared = b.provides()

@@ -109,8 +109,7 @@ parity_fixtures = ["synthetic"]
 
 TEST_TEMPLATE = '''\
 """The {name} backend against the contract and the reference, one test per registry stage."""
-from parity.backend_api import check_backend
-from parity.contract_check import format_report
+from parity.backend_api import check_backend, format_report
 from parity.stage_tests import test_stage  # noqa: F401  (one test per stage, from eryx-parity)
 
 
@@ -122,7 +121,8 @@ def test_contract():
 README_TEMPLATE = '''\
 # {dist}
 
-The {name} implementation as an [eryx-parity](https://github.com/) backend.
+The {name} implementation as an eryx-parity backend (see eryx-parity's
+docs/writing-a-backend.md).
 
     pip install -e .
     parity backends --check {name}     # the contract self-test

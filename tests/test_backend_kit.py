@@ -143,6 +143,18 @@ def test_scaffold_lists_every_quantity_and_the_entry_point(tmp_path):
     assert "conftest" not in " ".join(p.name for p in (tmp_path / "p").rglob("*"))
 
 
+def test_the_untouched_skeleton_builds_and_provides_nothing(tmp_path, monkeypatch):
+    from parity.contract_check import check_backend
+    from parity.quantities import QUANTITY_NAMES
+
+    scaffold("fresh", tmp_path / "fresh")
+    monkeypatch.syspath_prepend(str(tmp_path / "fresh"))
+    from fresh_parity.backend import FreshBackend
+
+    report = check_backend(FreshBackend())
+    assert report.ok and [c.name for c in report.by_status("missing")] == list(QUANTITY_NAMES)
+
+
 def test_new_backend_refuses_a_taken_directory_and_a_builtin_name(tmp_path, capsys):
     from parity.cli import main
 
@@ -412,3 +424,26 @@ def test_stage_test_messages_say_root_cause_or_inherited_with_the_diagnosis():
     assert root.startswith("Linv diverges (root cause; diagnosis: transpose)"), root
     inherited = failure_message(entry, d, _record(entry, d))
     assert inherited.startswith("D diverges (inherited from Linv"), inherited
+
+
+def test_a_moved_name_warns_through_its_alias(monkeypatch):
+    import parity.backend_api as api
+
+    monkeypatch.setitem(api._DEPRECATED, "OldBackend", (api.Backend, "parity.backend_api.Backend"))
+    with pytest.warns(DeprecationWarning, match="use parity.backend_api.Backend"):
+        assert api.OldBackend is api.Backend
+
+
+def test_the_self_test_reports_a_backend_that_cannot_open_or_build():
+    from parity.backends.torch import TorchBackend
+    from parity.contract_check import check_backend, format_report
+
+    class OpensBadly(TorchBackend):
+        name = "opens-badly"
+
+        def open(self, spec):
+            raise RuntimeError("no model here")
+
+    report = check_backend(OpensBadly())
+    assert not report.ok and "open() raised RuntimeError: no model here" in format_report(report)
+    assert "CONTRACT VIOLATED" in format_report(report)

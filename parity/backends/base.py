@@ -112,7 +112,7 @@ class Session(abc.ABC):
         self.build()
         if name not in self._cache:
             if not self.provides(name):
-                self._cache[name] = (False, NotProvided(f"{name} is not in backend {self.backend.name!r}'s provides()"))
+                self._cache[name] = (False, NotProvided(self.backend.not_provided_reason(name)))
             else:
                 try:
                     self._cache[name] = (True, self._compute(name))
@@ -201,6 +201,10 @@ class Backend(abc.ABC):
         :meth:`static_provides`. The harness asks the session for no other name: a stage
         reading an undeclared quantity is not comparable."""
         return self.static_provides()
+
+    def not_provided_reason(self, name: str) -> str:
+        """Why quantity ``name`` (not in :meth:`provides`) is not provided: the stage's reason."""
+        return f"{name} is not in backend {self.name!r}'s provides()"
 
     def crossfeeds(self) -> frozenset[str]:
         """Quantity names this backend can recompute from another backend's inputs."""
