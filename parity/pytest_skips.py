@@ -6,12 +6,12 @@ short summary (``-rs``) prints one line per test: about a hundred lines that all
 "this setting is not set". This plugin gives such skips one reason and one location per
 setting, which pytest then folds into one line with a count, e.g.::
 
-    SKIPPED [87] data settings: ERYX_FIXTURES_DIR is not set: the real PDB fixtures ...
+    SKIPPED [87] data settings: ERYX_FIXTURES_DIR is not set: the real PDB fixtures (...) ...
 
 A setting that names no folder (a relative path read from another folder) is folded the
 same way, naming the folder it resolved to. A skip for any other reason (a fixture
-missing from a folder that exists, no GPU) keeps its own words and place. Loaded by the project's ``conftest.py``; usable elsewhere with
-``-p parity.pytest_skips``.
+missing from a folder that exists, no GPU) keeps its own words and place. Loaded by the
+project's ``conftest.py``; usable elsewhere with ``-p parity.pytest_skips``.
 """
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ def _series(values: dict[str, list[float | None]]):
     errors = {name: [{"run_id": i + 1, "started_at": (T0 + timedelta(days=i)).isoformat(), "status": "pass",
                       "max_rel": v, "max_abs": v, "duration_s": 0.01, "report_path": None}
                      for i, v in enumerate(vals)] for name, vals in values.items()}
-    runs = [{"run_id": i + 1, "started_at": (T0 + timedelta(days=i)).isoformat(), "samples": {"3": [1.0], "total": [2.0]}}
-            for i in range(len(next(iter(values.values()))))]
+    runs = [{"run_id": i + 1, "started_at": (T0 + timedelta(days=i)).isoformat(),
+             "samples": {"3": [1.0], "total": [2.0]}} for i in range(len(next(iter(values.values()))))]
     return errors, {"clock": "cpu", "runs": runs, "dropped": 0}
 
 
@@ -163,7 +163,8 @@ def test_dashboard_tables_do_not_spill_in_chromium(tmp_path):
       let labels = 0;
       for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
         const a = boxes[i], b = boxes[j];
-        if (a.right > b.left + 0.5 && a.left < b.right - 0.5 && a.bottom > b.top + 0.5 && a.top < b.bottom - 0.5) labels++;
+        if (a.right > b.left + 0.5 && a.left < b.right - 0.5 &&
+            a.bottom > b.top + 0.5 && a.top < b.bottom - 0.5) labels++;
       }
       return {spill: spill, overlap: overlap, imgs: imgs.length, labels: labels, boxes: boxes.length};
     })()"""

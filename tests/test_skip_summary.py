@@ -54,7 +54,8 @@ def test_a_set_setting_keeps_the_specific_reasons(tmp_path):
 
 
 def test_grouped_reason(tmp_path):
-    reason = "fixture '5zck_p1' not available: unknown fixture '5zck_p1' (ERYX_FIXTURES_DIR is not set) (set ERYX_FIXTURES_DIR)"
+    reason = ("fixture '5zck_p1' not available: unknown fixture '5zck_p1' (ERYX_FIXTURES_DIR is not set) "
+              "(set ERYX_FIXTURES_DIR)")
     assert grouped_reason(reason, {}) .startswith("ERYX_FIXTURES_DIR is not set")
     assert grouped_reason(reason, {"ERYX_FIXTURES_DIR": str(tmp_path)}) is None  # a real folder: its own reason
     assert "is not a folder" in grouped_reason(reason, {"ERYX_FIXTURES_DIR": str(tmp_path / "no")})
