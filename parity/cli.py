@@ -36,8 +36,9 @@ EXIT_ABORT_BISECT = 128
 def _add_model_options(p: argparse.ArgumentParser, *, subject: str = "the candidate",
                        dump_default: bool = True) -> None:
     g = p.add_argument_group("fixture, grid and model")
-    g.add_argument("--fixture", default=None, metavar="NAME|PATH", help="fixture name or PDB path (default: the built-in 'synthetic'"
-                   + (", or the reference dump's)" if dump_default else ")"))
+    g.add_argument("--fixture", default=None, metavar="NAME|PATH",
+                   help="fixture name or PDB path (default: the built-in 'synthetic'"
+                        + (", or the reference dump's)" if dump_default else ")"))
     g.add_argument("--fixtures-dir", default=None, metavar="DIR",
                    help="directory of NAME.pdb fixtures (default: $ERYX_FIXTURES_DIR)")
     g.add_argument("--grid", default=None, metavar="SAMPLING",
@@ -49,8 +50,10 @@ def _add_model_options(p: argparse.ArgumentParser, *, subject: str = "the candid
     g.add_argument("--dtype", default="float64", choices=("float64", "float32"),
                    help=f"working precision of {subject} (default float64)")
     g.add_argument("--gnm-cutoff", type=float, default=None, metavar="X", help="contact distance in A (default 4.0)")
-    g.add_argument("--gamma-intra", type=float, default=None, metavar="X", help="intra-ASU spring constant (default 1.0)")
-    g.add_argument("--gamma-inter", type=float, default=None, metavar="X", help="inter-ASU spring constant (default 1.0)")
+    g.add_argument("--gamma-intra", type=float, default=None, metavar="X",
+                   help="intra-ASU spring constant (default 1.0)")
+    g.add_argument("--gamma-inter", type=float, default=None, metavar="X",
+                   help="inter-ASU spring constant (default 1.0)")
     g.add_argument("--res-limit", type=float, default=None, metavar="X", help="high-resolution limit in A (default 0)")
     g.add_argument("--no-expand-p1", action="store_true", help="take the file as the whole cell (one ASU)")
 

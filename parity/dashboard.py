@@ -258,20 +258,22 @@ def third_opinion(fixture_label: str) -> str | None:
     return match.group(1) if match and match.group(1) != "numpy" else None
 
 
-def _expected_outcome(run: Mapping[str, Any]) -> str:
-    """Why a run that did not pass was expected not to ("" when a failure is a failure).
+def _expected_outcome(run: Mapping[str, Any]) -> dict[str, str] | None:
+    """Why a run that did not pass was expected not to (None when a failure is a failure):
+    ``{"short": cell text, "why": the sentence}``.
 
     A third opinion (another implementation as reference, e.g. the original eryx) is
     judged by its changes, not by agreeing; an injected fault exists to make a run fail.
     """
     if run["passed"]:
-        return ""
+        return None
     other = third_opinion(run["fixture"])
     if other:
-        return f"third opinion ({other}): expected to differ, judged by its changes"
+        return {"short": "third opinion",
+                "why": f"third opinion ({other} as reference): expected to differ, judged by its changes"}
     if run.get("fault"):
-        return "fault injected: expected to diverge"
-    return ""
+        return {"short": "fault injected", "why": "fault injected: the run is expected to diverge"}
+    return None
 
 
 # --------------------------------------------------------------------------- figures

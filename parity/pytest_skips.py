@@ -6,15 +6,17 @@ short summary (``-rs``) prints one line per test: about a hundred lines that all
 "this setting is not set". This plugin gives such skips one reason and one location per
 setting, which pytest then folds into one line with a count, e.g.::
 
-    SKIPPED [87] data settings: ERYX_FIXTURES_DIR is not set: the real PDB fixtures ...
+    SKIPPED [87] data settings: ERYX_FIXTURES_DIR is not set: the real PDB fixtures (...) ...
 
-A skip for any other reason (a fixture missing from a folder that exists, no GPU) keeps
-its own words and place. Loaded by the project's ``conftest.py``; usable elsewhere with
-``-p parity.pytest_skips``.
+A setting that names no folder (a relative path read from another folder) is folded the
+same way, naming the folder it resolved to. A skip for any other reason (a fixture
+missing from a folder that exists, no GPU) keeps its own words and place. Loaded by the
+project's ``conftest.py``; usable elsewhere with ``-p parity.pytest_skips``.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -41,8 +43,16 @@ def grouped_reason(reason: str, environ: os._Environ | dict | None = None) -> st
     """
     environ = os.environ if environ is None else environ
     for setting, what in DATA_SETTINGS.items():
-        if setting in reason and not environ.get(setting):
+        if setting not in reason:
+            continue
+        value = environ.get(setting)
+        if not value:
             return f"{setting} is not set: {what} are not available (set it to their folder to run these tests)"
+        folder = Path(value).expanduser()
+        if not folder.is_dir():  # set, but to nothing: a relative path read from another folder, a typo
+            where = f"{value}" + ("" if folder.is_absolute() else f" ({Path.cwd() / folder}, relative to the "
+                                                                    f"current folder)")
+            return f"{setting}={where} is not a folder: {what} are not available"
     return None
 
 

@@ -31,8 +31,8 @@ def _series(values: dict[str, list[float | None]]):
     errors = {name: [{"run_id": i + 1, "started_at": (T0 + timedelta(days=i)).isoformat(), "status": "pass",
                       "max_rel": v, "max_abs": v, "duration_s": 0.01, "report_path": None}
                      for i, v in enumerate(vals)] for name, vals in values.items()}
-    runs = [{"run_id": i + 1, "started_at": (T0 + timedelta(days=i)).isoformat(), "samples": {"3": [1.0], "total": [2.0]}}
-            for i in range(len(next(iter(values.values()))))]
+    runs = [{"run_id": i + 1, "started_at": (T0 + timedelta(days=i)).isoformat(),
+             "samples": {"3": [1.0], "total": [2.0]}} for i in range(len(next(iter(values.values()))))]
     return errors, {"clock": "cpu", "runs": runs, "dropped": 0}
 
 
@@ -124,7 +124,8 @@ def test_third_opinion_runs_are_not_shown_as_failures(tmp_path):
     rows = recent.split("<tr>")[2:]
     upstream = next(r for r in rows if "upstream-eryx" in r)
     own_fail = next(r for r in rows if "upstream-eryx" not in r and 'class="bad"' in r)
-    assert 'class="bad"' not in upstream and "third opinion" in upstream
+    assert 'class="bad"' not in upstream and "no, expected (third opinion)" in upstream
+    assert "upstream-eryx as reference): expected to differ" in upstream
     assert ">no<" in own_fail  # the project's own pair failing is still red
 
 
@@ -155,9 +156,20 @@ def test_dashboard_tables_do_not_spill_in_chromium(tmp_path):
         const a = imgs[i], b = imgs[j];
         if (a.right > b.left && a.left < b.right && a.bottom > b.top && a.top < b.bottom) overlap++;
       }
-      return {spill: spill, overlap: overlap, imgs: imgs.length};
+      // labels of the page itself: the status matrix's column heads and the recent runs' cells
+      const boxes = Array.from(document.querySelectorAll('table.matrix th, table.recent td')).map(e => {
+        const r = document.createRange(); r.selectNodeContents(e); return r.getBoundingClientRect(); })
+        .filter(b => b.width > 0);
+      let labels = 0;
+      for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+        const a = boxes[i], b = boxes[j];
+        if (a.right > b.left + 0.5 && a.left < b.right - 0.5 &&
+            a.bottom > b.top + 0.5 && a.top < b.bottom - 0.5) labels++;
+      }
+      return {spill: spill, overlap: overlap, imgs: imgs.length, labels: labels, boxes: boxes.length};
     })()"""
     check = check_page(Path(out), browser, evaluate=[js])
     layout = check.values[js]
     assert check.console_errors == [] and check.requests == []
     assert layout["imgs"] >= 2 and layout["overlap"] == 0 and layout["spill"] == [], layout
+    assert layout["boxes"] > 20 and layout["labels"] == 0, layout

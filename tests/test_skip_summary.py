@@ -53,9 +53,20 @@ def test_a_set_setting_keeps_the_specific_reasons(tmp_path):
     assert not any("ERYX_FIXTURES_DIR is not set" in line for line in lines)
 
 
-def test_grouped_reason():
-    reason = "fixture '5zck_p1' not available: unknown fixture '5zck_p1' (ERYX_FIXTURES_DIR is not set) (set ERYX_FIXTURES_DIR)"
+def test_grouped_reason(tmp_path):
+    reason = ("fixture '5zck_p1' not available: unknown fixture '5zck_p1' (ERYX_FIXTURES_DIR is not set) "
+              "(set ERYX_FIXTURES_DIR)")
     assert grouped_reason(reason, {}) .startswith("ERYX_FIXTURES_DIR is not set")
-    assert grouped_reason(reason, {"ERYX_FIXTURES_DIR": "/data"}) is None
+    assert grouped_reason(reason, {"ERYX_FIXTURES_DIR": str(tmp_path)}) is None  # a real folder: its own reason
+    assert "is not a folder" in grouped_reason(reason, {"ERYX_FIXTURES_DIR": str(tmp_path / "no")})
     assert grouped_reason("needs a GPU", {}) is None
     assert grouped_reason("no peer snapshots: set ERYX_PEERS_DIR to the folder", {}).startswith("ERYX_PEERS_DIR")
+
+
+def test_a_setting_naming_no_folder_is_one_line_naming_where_it_looked(tmp_path):
+    lines = _summary(tmp_path, {"ERYX_FIXTURES_DIR": "../shared/fixtures/pdbs", "ERYX_GOLDENS_DIR": "/nonexistent"})
+    fixtures = [line for line in lines if "ERYX_FIXTURES_DIR" in line]
+    assert len(fixtures) == 1 and fixtures[0].startswith("SKIPPED [5] data settings: ERYX_FIXTURES_DIR=../shared")
+    assert str(tmp_path / "../shared/fixtures/pdbs") in fixtures[0] and "is not a folder" in fixtures[0]
+    assert sum(line.startswith("SKIPPED [3] data settings: ERYX_GOLDENS_DIR=/nonexistent is not a folder")
+               for line in lines) == 1

@@ -226,9 +226,10 @@ def _log10_rel_hist(d: _Diff) -> dict:
 def _ulp_stats(distance: np.ndarray, flips: np.ndarray) -> dict:
     """Median/p99/max of ``distance`` where ``flips`` is False; ``sign_flips`` counts the rest.
 
-    A ULP distance between values of opposite sign counts every float in between (about
-    9.2e18 in float64 for any two tiny numbers either side of zero): it measures nothing,
-    so such pairs are counted, not measured (None when every pair flips sign).
+    A ULP distance across zero (values of opposite sign, or zero against a non-zero) counts
+    every float in between (about 4e18 to 9.2e18 in float64 for tiny numbers either side of
+    zero): it measures nothing, so such pairs are counted, not measured (None when every
+    pair is one).
     """
     kept = distance[~flips]
     stats: dict[str, Any] = ({"median": float(np.median(kept)), "p99": float(np.percentile(kept, 99)),
@@ -239,8 +240,13 @@ def _ulp_stats(distance: np.ndarray, flips: np.ndarray) -> dict:
 
 
 def _sign_flips(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pairs of strictly opposite sign (zeros of either sign never count as a flip)."""
-    return ((x > 0) & (y < 0)) | ((x < 0) & (y > 0))
+    """Pairs across zero: of strictly opposite sign, or zero on one side only.
+
+    Counting ulps from zero to 1e-17 (or from -1e-17 to 1e-17) counts every subnormal and
+    every exponent in between, ~4e18 in float64, however close the values are: such a
+    number measures nothing. Two zeros (``0.0`` and ``-0.0``) are equal, not a flip.
+    """
+    return ((x > 0) & (y < 0)) | ((x < 0) & (y > 0)) | ((x == 0) != (y == 0))
 
 
 def _ulp_summary(actual: np.ndarray, expected: np.ndarray, finite: np.ndarray) -> dict | None:

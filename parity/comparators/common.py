@@ -270,13 +270,13 @@ def format_ulp(ulp: Mapping[str, Any] | None) -> str:
     ulp : mapping or None
         ``details["ulp"]`` of an array comparison: ``median``, ``p99``, ``max``
         (and optionally ``dtype``, the precision the ulps are counted in, and
-        ``sign_flips``, the pairs of opposite sign left out of the statistics).
+        ``sign_flips``, the pairs across zero left out of the statistics).
     """
     if not ulp:
         return ""
     flips = ulp.get("sign_flips") if isinstance(ulp.get("sign_flips"), int) else 0
-    flipped = (f"{flips} pair(s) of opposite sign not measured (a ULP distance across zero "
-               f"means nothing)") if flips else ""
+    flipped = (f"{flips} pair(s) across zero (opposite signs, or zero on one side) not measured: "
+               f"a ULP distance there means nothing") if flips else ""
     if not all(k in ulp and ulp[k] is not None for k in ("median", "p99", "max")):
         return flipped
     text = (f"median {_ulp_number(ulp['median'])} ulp, 99th percentile {_ulp_number(ulp['p99'])} ulp, "
