@@ -66,7 +66,7 @@ def float32(fixture: str = "5zck_p1") -> dict:
     t0 = time.perf_counter()
     tr64, Id64 = trace_model(spec, "float64")
     tr32, Id32 = trace_model(spec, "float32")
-    cmp_ = compare_traces(tr64, tr32)
+    cmp_ = compare_traces(tr64, tr32, precision=True)
     sites = amplifier_sites(cmp_.amplifiers)
     promote = PromoteOps(sites)
     _, Id32p = trace_model(spec, "float32", promote)

@@ -225,7 +225,7 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
     tr_r = OpTrace.load(against) if against else trace_session(ref, st.quantity, inputs, grad)
     if save:
         tr_c.save(save)
-    cmp_ = compare_traces(tr_r, tr_c)
+    cmp_ = compare_traces(tr_r, tr_c, precision=run.spec.dtype != "float64")
     for name, tr in (("reference", tr_r), ("candidate", tr_c)):
         if getattr(tr, "error", None):
             cmp_.notes.append(f"the {name} raised: {tr.error}")
