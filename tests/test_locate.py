@@ -131,9 +131,11 @@ def test_fault_localised_by_trace(fault):
     assert int(where.split(":")[1]) in _fault_lines(fault), result.text()
 
 
-def test_trace_same_code_agrees():
+@pytest.mark.parametrize("stage", ["K", "Id"])
+def test_trace_same_code_agrees(stage):
+    """No root in the same code (a map's uninitialised out= buffers are not compared)."""
     run = _run()
-    result = locate_trace(run, "K")
+    result = locate_trace(run, stage)
     assert result.trace.root is None and result.trace.unaligned_root is None
     assert result.trace.alignment.startswith("identical")
 
@@ -163,6 +165,18 @@ def test_trace_save_and_compare_against_file(tmp_path):
     again = locate_trace(_run(), "ADP", against=str(path))  # the saved (faulted) trace as the reference
     assert first.trace.unaligned_root and again.trace.root is None
     assert "parity/faults.py" in (again.trace.alignment + str(again.trace.unaligned_root))
+
+
+def test_trace_spills_above_budget_and_still_compares():
+    x = torch.linspace(0, 1, 1000, dtype=torch.float64)
+    with OpTrace(budget=0) as a:
+        (x * 2).sin()
+    with OpTrace(budget=0) as b:
+        (x * 2).cos()
+    assert a.spilled > 0 and b.spilled > 0
+    cmp_ = compare_traces(a, b)
+    assert cmp_.alignment.startswith("sequence alignment") and cmp_.unaligned_root is None
+    assert cmp_.aligned[0].error == 0.0  # the mul agrees; sin and cos do not align (no claim)
 
 
 def test_rel_error_kinds():

@@ -13,14 +13,18 @@ from tests.test_adapters import snapshot
 GRID = ((-1, 1, 2), (-1, 1, 2), (-1, 1, 3))
 
 
-def test_upstream_amat_localised_to_the_loop_iteration(fixture_pdb):
+def _locate(fixture_pdb, candidate: str, snapshot_prefix: str, stage: str):
     fixture_pdb("5zck_p1")
-    run = make_run("5zck_p1", samplings=GRID, candidate="upstream-eryx", candidate_path=str(snapshot("apeck12-eryx")),
+    run = make_run("5zck_p1", samplings=GRID, candidate=candidate, candidate_path=str(snapshot(snapshot_prefix)),
                    build=False)
     try:
-        result = locate_probes(run, "Amat")
+        return locate_probes(run, stage)
     finally:
         run.cand.close()
+
+
+def test_upstream_amat_localised_to_the_loop_iteration(fixture_pdb):
+    result = _locate(fixture_pdb, "upstream-eryx", "apeck12-eryx", "Amat")
     root = result.probes.root
     # Atom 0 of ASU 0 is right (the buffer starts at zero); atom 1 reads atom 0's leftovers.
     assert root is not None and root.first_bad == "A_block[asu=0, atom=1]", result.text()
@@ -30,13 +34,7 @@ def test_upstream_amat_localised_to_the_loop_iteration(fixture_pdb):
 
 @pytest.mark.slow
 def test_port_kvec_localised_to_its_line(fixture_pdb):
-    fixture_pdb("5zck_p1")
-    run = make_run("5zck_p1", samplings=GRID, candidate="torch-port", build=False,
-                   candidate_path=str(snapshot("slac-dynaboost-eryx")))
-    try:
-        result = locate_probes(run, "kvec")
-    finally:
-        run.cand.close()
+    result = _locate(fixture_pdb, "torch-port", "slac-dynaboost-eryx", "kvec")
     root = result.probes.root
     assert root is not None and root.key == "kvec", result.text()
     assert root.where_candidate.startswith("eryx/models_torch.py:")

@@ -39,7 +39,7 @@ def run_locate(args, run: Run) -> int:
     else:
         result = locate_probes(run, args.stage)
     print(result.text())
-    found = (result.probes is not None and result.probes.root is not None) or (
+    found = bool(result.raised) or (result.probes is not None and result.probes.root is not None) or (
         result.trace is not None and (result.trace.root is not None or result.trace.unaligned_root))
     if args.json or args.html:
         out = assemble_result(run, result.records, started_at=started, duration_s=time.perf_counter() - t0)

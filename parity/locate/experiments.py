@@ -66,7 +66,7 @@ def float32(fixture: str = "5zck_p1") -> dict:
     t0 = time.perf_counter()
     tr64, Id64 = trace_model(spec, "float64")
     tr32, Id32 = trace_model(spec, "float32")
-    cmp_ = compare_traces(tr64, tr32)
+    cmp_ = compare_traces(tr64, tr32, precision=True)
     sites = amplifier_sites(cmp_.amplifiers)
     promote = PromoteOps(sites)
     _, Id32p = trace_model(spec, "float32", promote)
@@ -163,18 +163,24 @@ def overhead(fixture: str = "5zck_p1", repeats: int = 7) -> dict:
     return out
 
 
-def trace_time(fixture: str = "5zck_p1", stage: str = "Id") -> dict:
+STANDARD_GRID = ((-4, 4, 3), (-17, 17, 3), (-29, 29, 3))  # docs/benchmarks.md
+
+
+def trace_time(fixture: str = "5zck_p1") -> dict:
+    """Seconds (and trace memory) of ``parity locate --trace`` for the stages K and Id."""
     from ..runner import make_run
     from .run import locate_trace
 
     out = {}
-    for label, samplings in (("default", None), ("standard", ((-4, 4, 3), (-4, 4, 3), (-4, 4, 3)))):
-        run = make_run(fixture, samplings=samplings, build=False)
-        t = time.perf_counter()
-        res = locate_trace(run, stage)
-        out[label] = {"grid": [list(x) for x in run.spec.samplings], "seconds": time.perf_counter() - t,
-                      "n_ops": res.trace.n_ref, "n_q": int(run.spec.n_q)}
-    print(json.dumps(out, indent=1))
+    for label, samplings in (("default", None), ("standard", STANDARD_GRID)):
+        for stage in ("K", "Id"):
+            run = make_run(fixture, samplings=samplings, build=False)
+            t = time.perf_counter()
+            res = locate_trace(run, stage)
+            out[f"{label} {stage}"] = {"grid": [list(x) for x in run.spec.samplings], "n_q": int(run.spec.n_q),
+                                       "seconds": time.perf_counter() - t, "n_ops": res.trace.n_ref,
+                                       "notes": res.trace.notes, "root": res.trace.root is not None}
+            print(label, stage, out[f"{label} {stage}"], flush=True)
     return out
 
 

@@ -69,7 +69,8 @@ def _child(mutant, out_path: str) -> None:
         root = res.probes.root if res.probes else None
         Path(out_path).write_text(json.dumps({"stage": res.stage, "root": root.key if root else None,
                                               "first_bad": root.first_bad if root else None,
-                                              "where": root.where_candidate if root else None}))
+                                              "where": root.where_candidate if root else None,
+                                              "raised": res.raised}))
         rc = 0
     except BaseException as exc:  # noqa: BLE001 -- the child reports, never raises
         Path(out_path).write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
@@ -108,19 +109,25 @@ def main(argv=None) -> int:
         os.unlink(out)
         want = expected(m.function)
         root = got.get("root")
-        status = ("timeout" if timed_out else "error" if "error" in got else "no probe covers it" if not want
-                  else "hit" if root in want else "miss")
+        raised_in = (got.get("raised") or "").split(": ")[0].split(" in ")[-1]
+        if got.get("raised") and raised_in == m.function.split(".")[-1]:
+            status = "hit (raised)"  # the candidate raised inside the mutated function: its line is the root
+        else:
+            status = ("timeout" if timed_out else "error" if "error" in got else "no probe covers it" if not want
+                      else "hit" if root in want else "miss")
         rows.append({"id": m.id, "file": m.file, "line": m.line, "function": m.function, "operator": m.operator,
                      "change": f"{m.original} -> {m.mutated}", "expected": sorted(want), **got, "status": status,
                      "seconds": time.perf_counter() - started})
-        print(f"{status:20s} {m.id} {m.function:28s} root={got.get('first_bad') or root} stage={got.get('stage')}",
-              flush=True)
-    judged = [r for r in rows if r["status"] in ("hit", "miss")]
+        print(f"{status:20s} {m.id} {m.function:28s} root={got.get('first_bad') or root} stage={got.get('stage')} "
+              f"raised={(got.get('raised') or '')[:80]}", flush=True)
+    judged = [r for r in rows if r["status"] in ("hit", "hit (raised)", "miss")]
     summary = {"sampled": len(rows), "killed_and_current": len(current), "seed": args.seed,
-               "hits": sum(r["status"] == "hit" for r in rows), "misses": sum(r["status"] == "miss" for r in rows),
+               "hits": sum(r["status"].startswith("hit") for r in rows),
+               "hits_raised": sum(r["status"] == "hit (raised)" for r in rows),
+               "misses": sum(r["status"] == "miss" for r in rows),
                "uncovered": sum(r["status"] == "no probe covers it" for r in rows),
                "errors": sum(r["status"] in ("error", "timeout") for r in rows),
-               "hit_rate": (sum(r["status"] == "hit" for r in judged) / len(judged)) if judged else None,
+               "hit_rate": (sum(r["status"].startswith("hit") for r in judged) / len(judged)) if judged else None,
                "seconds": time.perf_counter() - t0}
     print(json.dumps(summary, indent=1))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

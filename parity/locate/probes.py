@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..compare import as_numpy, compare_arrays
-from ..tiers import Tier, resolve_tier
+from ..tiers import Tier
 
 #: Bytes of probe copies kept in memory per side; beyond it they go to disk (memory-mapped).
 MEMORY_BUDGET = int(os.environ.get("PARITY_PROBE_BUDGET", 512 << 20))

@@ -30,14 +30,17 @@ class LocateResult:
     trace: Any = None
     notes: list[str] = field(default_factory=list)
     records: list = field(default_factory=list)  # the stage records run to find the stage
+    raised: str | None = None  # where the candidate raised, when it did (its own line: the root)
 
     def to_dict(self) -> dict:
         return {"stage": self.stage, "why": self.why, "notes": self.notes,
                 "probes": self.probes.to_dict() if self.probes else None,
-                "trace": self.trace.to_dict() if self.trace is not None else None}
+                "trace": self.trace.to_dict() if self.trace is not None else None, "raised": self.raised}
 
     def text(self) -> str:
         lines = [f"parity locate: stage {self.stage} ({self.why})"]
+        if self.raised:
+            lines.append(f"the candidate raised: {self.raised}")
         if self.probes is not None:
             lines.append(self.probes.summary())
             if self.probes.diagnosis:
@@ -49,6 +52,24 @@ class LocateResult:
             lines.append(self.trace.summary())
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def raised_at(error: BaseException | None) -> str | None:
+    """``file:line in function: error`` of the innermost frame outside torch, NumPy and the harness."""
+    import os
+    import traceback
+
+    if error is None:
+        return None
+    inner = getattr(error, "error", error)  # a BuildFailure wraps what construction raised
+    frames = traceback.extract_tb(inner.__traceback__)
+    for f in reversed(frames):
+        path = f.filename.replace(os.sep, "/")
+        if not any(part in path for part in ("/torch/", "/numpy/", "/parity/backends/", "/parity/runner", "/eryx/build.py")):
+            rel = os.path.relpath(f.filename)
+            return f"{rel if not rel.startswith('..') else f.filename}:{f.lineno} in {f.name}: " \
+                   f"{type(inner).__name__}: {inner}"
+    return None
 
 
 def _refresh(run: Run, side: str, quantity: str, recorder: ProbeRecorder) -> None:
@@ -117,6 +138,11 @@ def locate_probes(run: Run, stage_name: str | None = None) -> LocateResult:
     default = stage_tier(default_stage, run) if default_stage else resolve_tier("tight", run.dtype)
     loc = compare_probes(rec_r.records, rec_c.records, resolve, default, n_terms)
     out = LocateResult(stage_name or "(none)", why, probes=loc, records=records)
+    err = run.cand.build_error
+    if err is None and default_stage is not None:
+        cached = run.cand._cache.get(default_stage.quantity)
+        err = cached[1] if cached and not cached[0] else None
+    out.raised = raised_at(err)
     for side, rec in (("reference", rec_r), ("candidate", rec_c)):
         if not rec.records:
             out.notes.append(f"the {side} ({run.session(side).backend.name}) recorded no probes")
@@ -199,7 +225,7 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
     tr_r = OpTrace.load(against) if against else trace_session(ref, st.quantity, inputs, grad)
     if save:
         tr_c.save(save)
-    cmp_ = compare_traces(tr_r, tr_c)
+    cmp_ = compare_traces(tr_r, tr_c, precision=run.spec.dtype != "float64")
     for name, tr in (("reference", tr_r), ("candidate", tr_c)):
         if getattr(tr, "error", None):
             cmp_.notes.append(f"the {name} raised: {tr.error}")
