@@ -159,6 +159,32 @@ def _non_regular_kind(mode: int) -> str | None:
 _DATA_RECORDS = (b"ATOM  ", b"HETATM", b"ANISOU", b"CRYST1", b"SCALE", b"ORIGX", b"MODEL ", b"REMARK 290")
 
 
+#: Columns (0-based, end exclusive) of the numbers of an ATOM/HETATM record; x, y, z are required.
+_ATOM_NUMBER_FIELDS = (("x", 30, 38, True), ("y", 38, 46, True), ("z", 46, 54, True),
+                       ("occupancy", 54, 60, False), ("B factor", 60, 66, False))
+
+
+def _check_atom_numbers(data: bytes, path: Path) -> None:
+    """Refuse an ATOM/HETATM record whose coordinate, occupancy or B field is not a number.
+
+    gemmi reads such a field (``abc.def``) as 0 without a word: the atom would silently sit
+    at the origin.
+    """
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.startswith((b"ATOM  ", b"HETATM")):
+            continue
+        for name, start, end, required in _ATOM_NUMBER_FIELDS:
+            field_ = line[start:end].strip()
+            if not field_ and not required:
+                continue
+            try:
+                float(field_)
+            except ValueError:
+                shown = field_.decode("latin-1") if field_ else "(blank)"
+                raise StructureError(f"PDB file {path}, line {number}: the {name} field (columns {start + 1}-{end}) "
+                                     f"is not a number: {shown!r}") from None
+
+
 def _pdb_text(path: Path) -> str | None:
     """The file's text when gemmi cannot be given the file as it is, else None.
 
@@ -175,6 +201,7 @@ def _pdb_text(path: Path) -> str | None:
     if b"\r" in data and b"\n" not in data:
         raise StructureError(f"PDB file {path} has CR-only line endings (classic Mac OS), so it reads as one "
                              "line: convert them to LF, e.g. tr '\\r' '\\n' < FILE > fixed.pdb")
+    _check_atom_numbers(data, path)
     try:
         data.decode("utf-8")
         return None

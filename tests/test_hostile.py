@@ -157,6 +157,29 @@ def test_unreadable_bytes_are_named(pdb, edit, fragment):
         load_crystal(pdb)
 
 
+def _set_field(start: int, end: int, text: str):
+    def edit(data: bytes) -> bytes:
+        lines = data.split(b"\n")
+        i = next(i for i, line in enumerate(lines) if line.startswith(b"ATOM"))
+        lines[i] = lines[i][:start] + text.rjust(end - start).encode() + lines[i][end:]
+        return b"\n".join(lines)
+    return edit
+
+
+@pytest.mark.parametrize("start, end, text, name", [
+    (30, 38, "abc.def", "x"), (38, 46, "", "y"), (46, 54, "1.2.3", "z"), (54, 60, "x.yz", "occupancy"),
+    (60, 66, "abc", "B factor"),
+])
+def test_atom_fields_that_are_not_numbers_are_refused(pdb, start, end, text, name):
+    _edit(pdb, _set_field(start, end, text))
+    with pytest.raises(StructureError, match=f"the {name} field .* is not a number"):
+        load_crystal(pdb)
+
+
+def test_blank_occupancy_is_still_read(pdb):
+    load_crystal(_edit(pdb, _set_field(54, 60, "")))
+
+
 def _with_symmetry(pdb: Path, cryst1_group: str) -> Path:
     """The fixture on an orthorhombic cell (10 x 12 x 14 A) with ``cryst1_group`` and no REMARK 290."""
     lines = pdb.read_text().splitlines()
@@ -453,6 +476,16 @@ def test_a_full_disk_is_one_line(capsys, tiny_disk):
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "No space left" in err
     assert not [p for p in tiny_disk.iterdir() if p.name != "fill"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("argv", [["run", GRID, "--stages", "hkl_grid", "--no-progress", "--json"],
+                                  ["dump", GRID, "--backend", "numpy", "--no-progress", "--out"]])
+def test_a_full_disk_during_run_and_dump_is_one_line(capsys, tiny_disk, argv):
+    (tiny_disk / "fill").write_bytes(b"\0" * 60_000)
+    code, out, err = run_cli(capsys, *argv, str(tiny_disk / "out.bin"))
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "No space left" in err
+    assert not [p for p in tiny_disk.iterdir() if p.name != "fill"]
 
 
 def test_the_console_script_entry_point_guards_its_imports():
