@@ -536,3 +536,77 @@ def test_dashboard_on_a_history_with_text_in_a_numeric_column(capsys, tmp_path, 
     before = db.read_bytes()
     refused(capsys, "dashboard", "--db", str(db), "--out", str(tmp_path / "d.html"), fragment=f"{table}.{column}")
     assert db.read_bytes() == before and not (tmp_path / "d.html").exists()
+
+
+# ----------------------------------------- input both backends accept: tiers and refusals right for it
+class _SpectrumRun:
+    """Just enough of a Run for a stage's terms: the reference's Winv (1 / eigenvalue)."""
+
+    def __init__(self, eigenvalues):
+        self.winv = 1.0 / np.asarray(eigenvalues, dtype=float)[None, :]
+
+    def reference_value(self, name):
+        assert name == "Winv"
+        return self.winv
+
+
+def test_cluster_map_tiers_scale_with_the_eigenvector_conditioning():
+    from parity.stages import get_stage
+
+    terms = get_stage("Id_cluster0").terms
+    assert terms(_SpectrumRun([1.0, 2.0, 3.0])) == 9  # n_dof 3 x lambda_max 3 / gap 1
+    near = terms(_SpectrumRun([1.0, 1.0 + 1e-4, 3.0]))  # an almost degenerate neighbour: 3 x 3 / 1e-4
+    assert 8.9e4 < near < 9.1e4
+    # A cluster (relative gap under 1e-6) is one subspace: its own spread does not count.
+    assert terms(_SpectrumRun([1.0, 1.0 + 1e-9, 3.0])) == 5  # 3 x 3 / 2, rounded up
+
+
+def _pdb_with_atoms(pdb: Path, positions) -> Path:
+    lines = [line for line in pdb.read_text().splitlines() if not line.startswith(("ATOM", "HETATM"))]
+    end = next((i for i, line in enumerate(lines) if line.startswith(("END", "MASTER"))), len(lines))
+    atoms = [f"ATOM  {i + 1:5d}  CA  ALA A{i + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00 10.00           C"
+             for i, (x, y, z) in enumerate(positions)]
+    pdb.write_text("\n".join(lines[:end] + atoms + lines[end:]) + "\n")
+    return pdb
+
+
+def test_coincident_atoms_are_refused_up_front(pdb):
+    positions = [(1.0, 2.0, 3.0)] * 3000 + [(2.0, 2.5, 3.5), (3.0, 1.0, 2.0)]
+    with pytest.raises(StructureError, match="share a position"):
+        load_crystal(_pdb_with_atoms(pdb, positions))
+
+
+def test_an_atom_far_outside_the_cell_is_named(pdb):
+    positions = [(1.0, 2.0, 3.0), (2.0, 2.5, 3.5), (3.0, 1.0, 2.0), (9999.0, 1.0, 1.0)]
+    with pytest.raises(StructureError, match="atom 4 .* beyond the unit cell's diagonal"):
+        load_crystal(_pdb_with_atoms(pdb, positions))
+
+
+def test_a_compact_asu_far_from_the_origin_still_loads(pdb):
+    load_crystal(_pdb_with_atoms(pdb, [(5001.0, 5002.0, 5003.0), (5002.0, 5002.5, 5003.5), (5003.0, 5001.0, 5002.0)]))
+
+
+def test_ctrl_c_in_a_nightly_after_a_recorded_run_says_what_was_kept(capsys, tmp_path, monkeypatch):
+    import uuid
+
+    from test_dashboard import make_result
+
+    from parity import runner
+    from parity.history import HistoryStore
+
+    calls = []
+
+    def fake_run(fixture, **options):
+        calls.append(fixture)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return {**make_result(dtype=options.get("dtype", "float64")), "run_uuid": str(uuid.uuid4())}
+
+    monkeypatch.setattr(runner, "run_parity", fake_run)
+    matrix = tmp_path / "m.json"
+    matrix.write_text(json.dumps({"fixtures": ["synthetic"], "dtypes": ["float64", "float32"], "devices": ["cpu"]}))
+    code, out, err = run_cli(capsys, "nightly", "--matrix", str(matrix), "--db", str(tmp_path / "h.db"),
+                             "--repeats", "0", "--no-dashboard", "--no-progress")
+    assert code == 130 and "1 run(s) of this nightly were recorded" in err and "nothing was written" not in err
+    with HistoryStore(tmp_path / "h.db") as store:
+        assert len(store.runs()) == 1
