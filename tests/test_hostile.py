@@ -610,3 +610,23 @@ def test_ctrl_c_in_a_nightly_after_a_recorded_run_says_what_was_kept(capsys, tmp
     assert code == 130 and "1 run(s) of this nightly were recorded" in err and "nothing was written" not in err
     with HistoryStore(tmp_path / "h.db") as store:
         assert len(store.runs()) == 1
+
+
+def test_warnings_reach_the_user_as_one_line():
+    code = ("import sys, warnings\n"
+            "sys.argv = ['parity', 'stages']\n"
+            "import parity._entry as e\n"
+            "import parity.cli\n"
+            "real = parity.cli.main\n"
+            "def noisy(argv=None):\n"
+            "    import numpy as np\n"
+            "    np.array([0.0]) / 0.0\n"
+            "    warnings.warn('first line\\nsecond line', UserWarning)\n"
+            "    return 0\n"
+            "parity.cli.main = noisy\n"
+            "sys.exit(e.main())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("parity: warning: ") for line in lines), lines
+    assert "RuntimeWarning" in lines[0] and "first line second line" in lines[1]
