@@ -243,6 +243,8 @@ def test_undefined_adp_does_not_refuse_the_stages_that_do_not_need_it(capsys):
     (["run", "--html", ""], "--html names no file"),
     (["dump", "--out", ""], "--out names no file"),
     (["report", "r.json", "--out", ""], "--out names no file"),
+    (["dashboard", "--db", "r.json", "--out", ""], "--out names no file"),
+    (["dashboard", "--db", "r.json", "--out", "x" * 300], "bytes long"),
     (["run", "--candidate-path", "/tmp"], "does not apply"),
     (["run", "--reference-path", "/tmp"], "does not apply"),
     (["run", "--candidate-python", sys.executable], "does not apply"),
@@ -250,7 +252,7 @@ def test_undefined_adp_does_not_refuse_the_stages_that_do_not_need_it(capsys):
 ])
 def test_options_that_would_be_ignored_are_refused(capsys, argv, fragment):
     Path("r.json").write_text(json.dumps(failing_result()))
-    refused(capsys, *argv, *([GRID] if argv[0] != "report" else []), fragment=fragment)
+    refused(capsys, *argv, *([GRID] if argv[0] not in ("report", "dashboard") else []), fragment=fragment)
 
 
 def test_empty_fixture_in_the_api_is_refused():
