@@ -632,3 +632,19 @@ def test_warnings_reach_the_user_as_one_line():
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("parity: warning: ") for line in lines), lines
     assert "RuntimeWarning" in lines[0] and "first line second line" in lines[1]
+
+
+def test_a_folder_that_cannot_be_searched_is_not_called_missing(tmp_path, monkeypatch):
+    """(Root searches any folder, so the refusal of the file system is simulated.)"""
+    real = os.lstat
+
+    def lstat(path, *args, **kwargs):
+        if str(path).startswith(str(tmp_path / "locked")):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    with pytest.raises(StructureError, match="permission denied"):
+        resolve_fixture(tmp_path / "locked" / "in.pdb")
+    with pytest.raises(EryxInputError, match="not found"):
+        resolve_fixture(tmp_path / "missing" / "in.pdb")
