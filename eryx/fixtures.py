@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import FixtureNotFoundError, InputTypeError
+from .errors import FixtureNotFoundError, InputTypeError, StructureError
 from .structure import check_pdb_path
 
 ENV_VAR = "ERYX_FIXTURES_DIR"
@@ -69,10 +69,15 @@ def resolve_fixture(name_or_path: str | os.PathLike, directory: str | os.PathLik
                                    "or a PDB path")
     as_path = Path(text).expanduser()
     if isinstance(name_or_path, os.PathLike) or as_path.suffix.lower() in (".pdb", ".ent") or os.sep in text:
-        if os.path.lexists(as_path):
-            # A directory, FIFO or device is named as such (StructureError), never opened.
-            return check_pdb_path(as_path).resolve()
-        raise FixtureNotFoundError(f"PDB file not found: {as_path}")
+        try:
+            os.lstat(as_path)
+        except PermissionError:  # os.path.lexists would call this "not found"
+            raise StructureError(f"PDB file {as_path} cannot be reached: permission denied (a folder on its "
+                                 "path cannot be searched)") from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise FixtureNotFoundError(f"PDB file not found: {as_path}") from None
+        # A directory, FIFO or device is named as such (StructureError), never opened.
+        return check_pdb_path(as_path).resolve()
     if text in synthetic_names():
         from .synthetic import ensure_fixture
 

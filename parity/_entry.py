@@ -22,8 +22,18 @@ def _interrupted() -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning (NumPy's RuntimeWarning, a library's notice) as one line on stderr, source named."""
+    text = " ".join(str(message).split())
+    print(f"parity: warning: {category.__name__}: {text} ({os.path.basename(filename)}:{lineno})",
+          file=file or sys.stderr)
+
+
 def main() -> int:
     """Run the ``parity`` command with ``sys.argv``; returns (or exits with) its exit code."""
+    import warnings
+
+    warnings.showwarning = _one_line_warning
     try:
         from .cli import main as cli_main
     except KeyboardInterrupt:

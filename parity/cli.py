@@ -659,7 +659,9 @@ def cmd_dashboard(args) -> int:
     from .history import HistoryStore, find_regressions
     from .nightly import default_outputs, refuse_same_file
 
-    out = Path(args.out) if args.out else default_outputs(args.db)[1]
+    if args.out is not None:
+        _check_outputs(args, {"--db": args.db})
+    out = Path(args.out) if args.out is not None else default_outputs(args.db)[1]
     refuse_same_file({"--out": out}, {"--db": args.db})
     if not Path(args.db).exists():
         raise UsageError(f"no history store at {args.db}: run 'parity nightly' first")

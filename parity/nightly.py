@@ -667,38 +667,39 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
                     n_passed += bool(result["passed"])
                 n_crashed += crashed
                 out(_run_line(result, crashed, report_path))
+            bar.close()
+
+            mine = set(run_ids)
+            all_regressions = find_regressions(store, rule=rule)
+            regressions = [r for r in all_regressions if r.run_id in mine]
+            numerical = [r for r in regressions if r.kind != "slowdown"]
+            slowdowns = [r for r in regressions if r.kind == "slowdown"]
+            n = len(combos) - n_opinions
+            print(f"{nightly_id}: {n_passed} of {n} run(s) passed"
+                  + (f", {n_crashed} crashed" if n_crashed else "")
+                  + (f"; {n_opinions} third-opinion run(s), judged by their changes" if n_opinions else "")
+                  + f"; {len(numerical)} numerical regression(s), {len(slowdowns)} slowdown(s) flagged")
+            for r in regressions:
+                link = f"  report: {store.resolve_report(r.report_path)}" if r.report_path else ""
+                print(f"  REGRESSION {r.fixture}/{r.device}/{r.dtype} {r.kind}: {r.message}{link}")
+            if slowdowns and not fail_on_slowdown:
+                print("  (slowdowns are reported, not failed: pass --fail-on-slowdown to exit 1 on them)")
+            if repeats:
+                print(f"timing: {repeats} repeat(s) + {warmup} warm-up per run, single-threaded worker, "
+                      f"{timing_s:.0f} s of the nightly's {time.perf_counter() - t_start:.0f} s")
+            if dashboard is not None:
+                from .dashboard import render_dashboard
+
+                path = render_dashboard(store, dashboard, regressions=all_regressions, rule=rule)
+                print(f"dashboard: {path}")
         except KeyboardInterrupt:
             if run_ids:  # what was recorded stays recorded (each run is committed on its own)
                 from .options import Interrupted
 
                 raise Interrupted(f"parity: interrupted; {len(run_ids)} run(s) of this nightly were recorded in "
-                                  f"{db} with their reports; the run in progress was not") from None
+                                  f"{db} with their reports (the run in progress, if any, and the dashboard "
+                                  "were not)") from None
             raise
-        bar.close()
-
-        mine = set(run_ids)
-        all_regressions = find_regressions(store, rule=rule)
-        regressions = [r for r in all_regressions if r.run_id in mine]
-        numerical = [r for r in regressions if r.kind != "slowdown"]
-        slowdowns = [r for r in regressions if r.kind == "slowdown"]
-        n = len(combos) - n_opinions
-        print(f"{nightly_id}: {n_passed} of {n} run(s) passed"
-              + (f", {n_crashed} crashed" if n_crashed else "")
-              + (f"; {n_opinions} third-opinion run(s), judged by their changes" if n_opinions else "")
-              + f"; {len(numerical)} numerical regression(s), {len(slowdowns)} slowdown(s) flagged")
-        for r in regressions:
-            link = f"  report: {store.resolve_report(r.report_path)}" if r.report_path else ""
-            print(f"  REGRESSION {r.fixture}/{r.device}/{r.dtype} {r.kind}: {r.message}{link}")
-        if slowdowns and not fail_on_slowdown:
-            print("  (slowdowns are reported, not failed: pass --fail-on-slowdown to exit 1 on them)")
-        if repeats:
-            print(f"timing: {repeats} repeat(s) + {warmup} warm-up per run, single-threaded worker, "
-                  f"{timing_s:.0f} s of the nightly's {time.perf_counter() - t_start:.0f} s")
-        if dashboard is not None:
-            from .dashboard import render_dashboard
-
-            path = render_dashboard(store, dashboard, regressions=all_regressions, rule=rule)
-            print(f"dashboard: {path}")
     failed = (n_passed < n or n_opinions_crashed > 0 or bool(numerical)
               or (fail_on_slowdown and bool(slowdowns)))
     return 1 if failed else 0

@@ -157,6 +157,29 @@ def test_unreadable_bytes_are_named(pdb, edit, fragment):
         load_crystal(pdb)
 
 
+def _set_field(start: int, end: int, text: str):
+    def edit(data: bytes) -> bytes:
+        lines = data.split(b"\n")
+        i = next(i for i, line in enumerate(lines) if line.startswith(b"ATOM"))
+        lines[i] = lines[i][:start] + text.rjust(end - start).encode() + lines[i][end:]
+        return b"\n".join(lines)
+    return edit
+
+
+@pytest.mark.parametrize("start, end, text, name", [
+    (30, 38, "abc.def", "x"), (38, 46, "", "y"), (46, 54, "1.2.3", "z"), (54, 60, "x.yz", "occupancy"),
+    (60, 66, "abc", "B factor"),
+])
+def test_atom_fields_that_are_not_numbers_are_refused(pdb, start, end, text, name):
+    _edit(pdb, _set_field(start, end, text))
+    with pytest.raises(StructureError, match=f"the {name} field .* is not a number"):
+        load_crystal(pdb)
+
+
+def test_blank_occupancy_is_still_read(pdb):
+    load_crystal(_edit(pdb, _set_field(54, 60, "")))
+
+
 def _with_symmetry(pdb: Path, cryst1_group: str) -> Path:
     """The fixture on an orthorhombic cell (10 x 12 x 14 A) with ``cryst1_group`` and no REMARK 290."""
     lines = pdb.read_text().splitlines()
@@ -220,6 +243,8 @@ def test_undefined_adp_does_not_refuse_the_stages_that_do_not_need_it(capsys):
     (["run", "--html", ""], "--html names no file"),
     (["dump", "--out", ""], "--out names no file"),
     (["report", "r.json", "--out", ""], "--out names no file"),
+    (["dashboard", "--db", "r.json", "--out", ""], "--out names no file"),
+    (["dashboard", "--db", "r.json", "--out", "x" * 300], "bytes long"),
     (["run", "--candidate-path", "/tmp"], "does not apply"),
     (["run", "--reference-path", "/tmp"], "does not apply"),
     (["run", "--candidate-python", sys.executable], "does not apply"),
@@ -227,7 +252,7 @@ def test_undefined_adp_does_not_refuse_the_stages_that_do_not_need_it(capsys):
 ])
 def test_options_that_would_be_ignored_are_refused(capsys, argv, fragment):
     Path("r.json").write_text(json.dumps(failing_result()))
-    refused(capsys, *argv, *([GRID] if argv[0] != "report" else []), fragment=fragment)
+    refused(capsys, *argv, *([GRID] if argv[0] not in ("report", "dashboard") else []), fragment=fragment)
 
 
 def test_empty_fixture_in_the_api_is_refused():
@@ -455,6 +480,16 @@ def test_a_full_disk_is_one_line(capsys, tiny_disk):
     assert not [p for p in tiny_disk.iterdir() if p.name != "fill"]  # no temporary file left behind
 
 
+@pytest.mark.parametrize("argv", [["run", GRID, "--stages", "hkl_grid", "--no-progress", "--json"],
+                                  ["dump", GRID, "--backend", "numpy", "--no-progress", "--out"]])
+def test_a_full_disk_during_run_and_dump_is_one_line(capsys, tiny_disk, argv):
+    (tiny_disk / "fill").write_bytes(b"\0" * 60_000)
+    code, out, err = run_cli(capsys, *argv, str(tiny_disk / "out.bin"))
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "No space left" in err
+    assert not [p for p in tiny_disk.iterdir() if p.name != "fill"]
+
+
 def test_the_console_script_entry_point_guards_its_imports():
     """pip's generated script imports the entry point module, then calls it: that module must
     not import the CLI (or NumPy/torch) itself, so a Ctrl-C during those imports is handled."""
@@ -503,3 +538,113 @@ def test_dashboard_on_a_history_with_text_in_a_numeric_column(capsys, tmp_path, 
     before = db.read_bytes()
     refused(capsys, "dashboard", "--db", str(db), "--out", str(tmp_path / "d.html"), fragment=f"{table}.{column}")
     assert db.read_bytes() == before and not (tmp_path / "d.html").exists()
+
+
+# ----------------------------------------- input both backends accept: tiers and refusals right for it
+class _SpectrumRun:
+    """Just enough of a Run for a stage's terms: the reference's Winv (1 / eigenvalue)."""
+
+    def __init__(self, eigenvalues):
+        self.winv = 1.0 / np.asarray(eigenvalues, dtype=float)[None, :]
+
+    def reference_value(self, name):
+        assert name == "Winv"
+        return self.winv
+
+
+def test_cluster_map_tiers_scale_with_the_eigenvector_conditioning():
+    from parity.stages import get_stage
+
+    terms = get_stage("Id_cluster0").terms
+    assert terms(_SpectrumRun([1.0, 2.0, 3.0])) == 9  # n_dof 3 x lambda_max 3 / gap 1
+    near = terms(_SpectrumRun([1.0, 1.0 + 1e-4, 3.0]))  # an almost degenerate neighbour: 3 x 3 / 1e-4
+    assert 8.9e4 < near < 9.1e4
+    # A cluster (relative gap under 1e-6) is one subspace: its own spread does not count.
+    assert terms(_SpectrumRun([1.0, 1.0 + 1e-9, 3.0])) == 5  # 3 x 3 / 2, rounded up
+
+
+def _pdb_with_atoms(pdb: Path, positions) -> Path:
+    lines = [line for line in pdb.read_text().splitlines() if not line.startswith(("ATOM", "HETATM"))]
+    end = next((i for i, line in enumerate(lines) if line.startswith(("END", "MASTER"))), len(lines))
+    atoms = [f"ATOM  {i + 1:5d}  CA  ALA A{i + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00 10.00           C"
+             for i, (x, y, z) in enumerate(positions)]
+    pdb.write_text("\n".join(lines[:end] + atoms + lines[end:]) + "\n")
+    return pdb
+
+
+def test_coincident_atoms_are_refused_up_front(pdb):
+    positions = [(1.0, 2.0, 3.0)] * 3000 + [(2.0, 2.5, 3.5), (3.0, 1.0, 2.0)]
+    with pytest.raises(StructureError, match="share a position"):
+        load_crystal(_pdb_with_atoms(pdb, positions))
+
+
+def test_an_atom_far_outside_the_cell_is_named(pdb):
+    positions = [(1.0, 2.0, 3.0), (2.0, 2.5, 3.5), (3.0, 1.0, 2.0), (9999.0, 1.0, 1.0)]
+    with pytest.raises(StructureError, match="atom 4 .* beyond the unit cell's diagonal"):
+        load_crystal(_pdb_with_atoms(pdb, positions))
+
+
+def test_a_compact_asu_far_from_the_origin_still_loads(pdb):
+    load_crystal(_pdb_with_atoms(pdb, [(5001.0, 5002.0, 5003.0), (5002.0, 5002.5, 5003.5), (5003.0, 5001.0, 5002.0)]))
+
+
+def test_ctrl_c_in_a_nightly_after_a_recorded_run_says_what_was_kept(capsys, tmp_path, monkeypatch):
+    import uuid
+
+    from test_dashboard import make_result
+
+    from parity import runner
+    from parity.history import HistoryStore
+
+    calls = []
+
+    def fake_run(fixture, **options):
+        calls.append(fixture)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return {**make_result(dtype=options.get("dtype", "float64")), "run_uuid": str(uuid.uuid4())}
+
+    monkeypatch.setattr(runner, "run_parity", fake_run)
+    matrix = tmp_path / "m.json"
+    matrix.write_text(json.dumps({"fixtures": ["synthetic"], "dtypes": ["float64", "float32"], "devices": ["cpu"]}))
+    code, out, err = run_cli(capsys, "nightly", "--matrix", str(matrix), "--db", str(tmp_path / "h.db"),
+                             "--repeats", "0", "--no-dashboard", "--no-progress")
+    assert code == 130 and "1 run(s) of this nightly were recorded" in err and "nothing was written" not in err
+    with HistoryStore(tmp_path / "h.db") as store:
+        assert len(store.runs()) == 1
+
+
+def test_warnings_reach_the_user_as_one_line():
+    code = ("import sys, warnings\n"
+            "sys.argv = ['parity', 'stages']\n"
+            "import parity._entry as e\n"
+            "import parity.cli\n"
+            "real = parity.cli.main\n"
+            "def noisy(argv=None):\n"
+            "    import numpy as np\n"
+            "    np.array([0.0]) / 0.0\n"
+            "    warnings.warn('first line\\nsecond line', UserWarning)\n"
+            "    return 0\n"
+            "parity.cli.main = noisy\n"
+            "sys.exit(e.main())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("parity: warning: ") for line in lines), lines
+    assert "RuntimeWarning" in lines[0] and "first line second line" in lines[1]
+
+
+def test_a_folder_that_cannot_be_searched_is_not_called_missing(tmp_path, monkeypatch):
+    """(Root searches any folder, so the refusal of the file system is simulated.)"""
+    real = os.lstat
+
+    def lstat(path, *args, **kwargs):
+        if str(path).startswith(str(tmp_path / "locked")):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    with pytest.raises(StructureError, match="permission denied"):
+        resolve_fixture(tmp_path / "locked" / "in.pdb")
+    with pytest.raises(EryxInputError, match="not found"):
+        resolve_fixture(tmp_path / "missing" / "in.pdb")
