@@ -259,6 +259,11 @@ def p1_pass(case: Case, accept: Accept, expand: Callable[[Case], np.ndarray | No
     new_atoms = p1_candidate(case.atoms, xyz) if xyz is not None else None
     if new_atoms is not None:
         new = case.with_atoms(new_atoms)
+        if not any(L >= 2 and n_points(s) >= 2 for s in case.samplings for L in (s[2],)):
+            # One ASU sampled at k = 0 only has an undefined ADP scale (its translations are
+            # the zero modes): a point off k = 0 along l (l = lo + 1/2) goes with the move.
+            lo, hi, L = case.samplings[2]
+            new = replace(new, samplings=with_axis(case.samplings, 2, (lo, max(hi, lo + 1), max(L, 2))))
         if accept(f"space group {case.atoms.space_group} -> P 1 (explicit expansion, {case.atoms.n_asu} ASUs "
                   "as one)", new):
             return new

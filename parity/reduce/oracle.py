@@ -144,7 +144,27 @@ class Oracle:
         except (EryxInputError, ValueError) as exc:
             return None, f"{type(exc).__name__}: {str(exc).replace(str(path), 'the candidate PDB')}"
         self.n_runs += 1
+        refusal = self.map_refusal(run)
+        if refusal:
+            return None, refusal
         return run_stages(run, stages, progress=False, fail_fast=True), ""
+
+    def map_refusal(self, run) -> str:
+        """Why the reference will refuse this input's maps, when the run compares maps ('' otherwise).
+
+        A grid whose every point is a Bragg point leaves every map stage nothing to compare.
+
+        The project's models decide at construction whether the ADP scale is defined
+        (``adp_undefined_reason``: no contacts between ASUs, only k = 0 with one ASU, ...);
+        every map and gradient of such an input is refused by the reference, so a reduced
+        case there would not be a whole run the reference accepts.
+        """
+        if not any(s.phase >= 3 for s in self.stages):
+            return ""
+        if any(s.is_map for s in self.stages) and not run.spec.bragg_free.any():
+            return "every grid point is a Bragg point (k = 0): the maps would compare nothing"
+        reason = getattr(getattr(run.ref, "model", None), "adp_undefined_reason", None)
+        return f"UndefinedADPError: the ADP scale is undefined: {reason}" if reason else ""
 
     def establish(self, case: Case, keep_stage: bool = False) -> Target:
         """Run the initial input over every selected stage (stopping at the first failure): its target.
