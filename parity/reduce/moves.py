@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..spec import DEFAULT_PARAMS
+from ..spec import DEFAULT_PARAMS, RunSpec
 from .crystal import SIMPLE_B, SIMPLE_ELEMENT, SIMPLE_OCC, Atoms, expanded_p1, to_pdb
 
 Sampling = tuple[int, int, int]
@@ -49,16 +49,9 @@ class Case:
         return dict(self.params)
 
     @property
-    def map_shape(self) -> tuple[int, int, int]:
-        return tuple(int(L * (hi - lo) + 1) for lo, hi, L in self.samplings)  # type: ignore[return-value]
-
-    @property
-    def n_q(self) -> int:
-        return int(np.prod(self.map_shape))
-
-    @property
-    def n_bz(self) -> int:
-        return int(np.prod([s[2] for s in self.samplings]))
+    def grid(self) -> RunSpec:
+        """The grid's sizes as a run computes them (a spec with no structure behind it)."""
+        return RunSpec("", "", self.samplings)
 
     @property
     def cell_atoms(self) -> int:
@@ -76,8 +69,9 @@ class Case:
 
     def size(self) -> dict:
         """Sizes for the log: atoms per ASU, ASUs, atoms in the cell, grid points, BZ points."""
+        g = self.grid
         return {"atoms": self.atoms.n_atoms, "n_asu": self.atoms.n_asu, "cell_atoms": self.cell_atoms,
-                "grid": list(self.map_shape), "n_q": self.n_q, "n_bz": self.n_bz}
+                "grid": list(g.map_shape), "n_q": g.n_q, "n_bz": g.n_bz}
 
     def describe(self) -> str:
         s = self.size()

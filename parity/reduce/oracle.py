@@ -139,6 +139,8 @@ class Oracle:
     def _records(self, case: Case, stages: Sequence[Stage]) -> tuple[list[dict] | None, str]:
         """The records of ``stages`` (fail-fast), or (None, why the reference refuses the input)."""
         path = self.write(case)
+        if any(s.is_map for s in self.stages) and not case.grid.bragg_free.any():  # decided before any build
+            return None, "every grid point is a Bragg point (k = 0): the maps would compare nothing"
         try:
             run = make_run(str(path), samplings=case.samplings, params=case.param_dict, **self.options)
         except (EryxInputError, ValueError) as exc:
@@ -152,7 +154,6 @@ class Oracle:
     def map_refusal(self, run) -> str:
         """Why the reference will refuse this input's maps, when the run compares maps ('' otherwise).
 
-        A grid whose every point is a Bragg point leaves every map stage nothing to compare.
 
         The project's models decide at construction whether the ADP scale is defined
         (``adp_undefined_reason``: no contacts between ASUs, only k = 0 with one ASU, ...);
@@ -161,8 +162,6 @@ class Oracle:
         """
         if not any(s.phase >= 3 for s in self.stages):
             return ""
-        if any(s.is_map for s in self.stages) and not run.spec.bragg_free.any():
-            return "every grid point is a Bragg point (k = 0): the maps would compare nothing"
         reason = getattr(getattr(run.ref, "model", None), "adp_undefined_reason", None)
         return f"UndefinedADPError: the ADP scale is undefined: {reason}" if reason else ""
 
