@@ -8,8 +8,10 @@ failure; every stage before the target must pass for the target to be the first 
 
 Every candidate is validated by the reference itself: an input the reference refuses
 (``make_run`` raises :class:`~eryx.errors.EryxInputError`, e.g. a rigid body of collinear
-atoms, a grid the model refuses, a disconnected contact network) is ``invalid``, never
-"not reproducing" and never kept. Verdicts are memoised by the input's content hash, so
+atoms, a grid the model refuses, spring constants out of range) is ``invalid``, never
+"not reproducing" and never kept. When the run compares maps, so is an input whose maps
+the reference would refuse (an undefined ADP scale) or that has no grid point off k = 0
+(every map stage would compare nothing). Verdicts are memoised by the input's content hash, so
 an input met twice is run once.
 """
 from __future__ import annotations
