@@ -258,6 +258,18 @@ def test_cli_refuses_bad_options(capsys, tmp_path):
     assert code == 2 and "--budget" in err
 
 
+def test_cli_budget_zero_writes_the_initial_case_as_best_so_far(capsys, tmp_path):
+    out_dir = tmp_path / "b"
+    code, out, err = _cli(capsys, "reduce", "--fault", "linv_upper", "--phases", "1,2", "--grid=-1,1,2",
+                          "--budget", "0", "--out", str(out_dir), "--no-progress")
+    assert code == 0, err
+    assert "budget reached: best so far" in out
+    assert load_crystal(out_dir / "reduced.pdb").n_at == 14
+    result = json.loads((out_dir / "reduced.json").read_text())
+    assert result["first_failure"] == "Linv" and result["reduce"]["budget_reached"]
+    assert result["reduce"]["steps"] == [] and "--grid=-1,1,2;-1,1,2;-1,1,2" in (out_dir / "command.txt").read_text()
+
+
 def test_reduce_end_to_end_fast_phases_1_2(capsys, tmp_path, monkeypatch):
     """The fast sibling of the end-to-end test: phases 1-2, command.txt re-run in-process."""
     import shlex
