@@ -8,6 +8,7 @@ it) and still shows the divergence is the oracle's business, never decided here.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, replace
@@ -58,14 +59,23 @@ class Case:
         n_asu = self.atoms.n_asu if self.param_dict.get("expand_p1", True) else 1
         return self.atoms.n_atoms * n_asu
 
-    def pdb_text(self) -> str:
+    @functools.cached_property
+    def _pdb(self) -> str:
         return to_pdb(self.atoms)
+
+    @functools.cached_property
+    def _key(self) -> str:
+        digest = hashlib.sha256(self._pdb.encode())
+        digest.update(json.dumps([self.samplings, self.params]).encode())
+        return digest.hexdigest()
+
+    def pdb_text(self) -> str:
+        """The crystal as PDB text (written once per case)."""
+        return self._pdb
 
     def key(self) -> str:
         """Content hash of the whole input (equal inputs, equal keys: the oracle's memo)."""
-        digest = hashlib.sha256(self.pdb_text().encode())
-        digest.update(json.dumps([self.samplings, self.params]).encode())
-        return digest.hexdigest()
+        return self._key
 
     def size(self) -> dict:
         """Sizes for the log: atoms per ASU, ASUs, atoms in the cell, grid points, BZ points."""

@@ -156,7 +156,6 @@ class Oracle:
     def map_refusal(self, run) -> str:
         """Why the reference will refuse this input's maps, when the run compares maps ('' otherwise).
 
-
         The project's models decide at construction whether the ADP scale is defined
         (``adp_undefined_reason``: no contacts between ASUs, only k = 0 with one ASU, ...);
         every map and gradient of such an input is refused by the reference, so a reduced
