@@ -604,7 +604,8 @@ def cmd_reduce(args) -> int:
     write_together({out / name: text for name, text in files.items()})
     print(red.summary())
     print(f"reduced run: first failure {result.get('first_failure')} "
-          f"[{result['reduce']['reduced_signature']}], {result['duration_s']:.2f} s of stages")
+          f"[{result['reduce']['reduced_signature']}], {result['duration_s']:.2f} s of stages "
+          "(with the report's figures)")
     print(f"reduced case: {out}/ (reproduce: cd {out} && bash command.txt)")
     return EXIT_OK
 

@@ -68,6 +68,8 @@ SUBCOMMAND_OPTIONS = {
     "bench": ["--quick", "--json", "--device"],
     "nightly": ["--matrix", "--db", "--reports-dir", "--dashboard"],
     "dashboard": ["--db", "--out"],
+    "reduce": ["--fixture", "--grid", "--fault", "--reference", "--candidate", "--skip", "--keep-stage",
+               "--budget", "--out", "--no-progress"],
     "stages": [],
     "faults": [],
     "locate": ["--fixture", "--grid", "--device", "--dtype", "--candidate", "--candidate-path", "--stage", "--trace",

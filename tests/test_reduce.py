@@ -42,8 +42,8 @@ def synthetic_case() -> Case:
     return Case.make(read_atoms(str(resolve_fixture("synthetic"))), GRID, {})
 
 
-def _oracle(fault, tmp_path, **kw):
-    return Oracle({"fault": fault, **kw}, STAGES, workdir=tmp_path)
+def _oracle(fault, tmp_path, stages=STAGES, **kw):
+    return Oracle({"fault": fault, **kw}, stages, workdir=tmp_path)
 
 
 # ------------------------------------------------------------------ ddmin
@@ -173,6 +173,19 @@ def test_an_input_the_reference_refuses_is_invalid_never_reproducing(synthetic_c
             _reference_accepts(bad, tmp_path)
         out = oracle.evaluate(bad)
         assert out.verdict == INVALID and "refuses" in out.reason
+    # Built, but every map refused: three atoms, no contact between ASUs (ADP scale undefined).
+    s_atom = int(np.flatnonzero(case.atoms.element == "S")[0])
+    no_maps = replace(case.with_atoms(case.atoms.subset([s_atom - 2, s_atom - 1, s_atom])),
+                      samplings=((0, 0, 1), (0, 0, 1), (0, 1, 2)))
+    _reference_accepts(no_maps, tmp_path)
+    out = oracle.evaluate(no_maps)
+    assert out.verdict == INVALID and "ADP scale is undefined" in out.reason
+    # A grid of Bragg points only: every map stage would compare nothing.
+    out = oracle.evaluate(case.with_atoms(case.atoms.subset([0, 1, 2, 3])))
+    assert out.verdict == INVALID and "Bragg point" in out.reason
+    phases12 = _oracle("sulphur_mass", tmp_path, [s for s in STAGES if s.phase <= 2])
+    phases12.establish(case)
+    assert phases12.evaluate(no_maps).verdict == REPRODUCES  # maps not compared: valid there
 
 
 # ------------------------------------------------------------------ the predicate
@@ -182,7 +195,9 @@ def test_a_move_that_changes_the_signature_is_rejected(synthetic_case, tmp_path)
     s_atom = int(np.flatnonzero(atoms.element == "S")[0])
     mixed = case.with_atoms(atoms.subset([s_atom - 2, s_atom - 1, s_atom]))     # C, C, S: some rows differ
     all_s = mixed.with_atoms(replace(mixed.atoms, element=np.array(["S"] * 3, dtype=object)))  # every row
-    strict, loose = _oracle("sulphur_mass", tmp_path / "a"), _oracle("sulphur_mass", tmp_path / "b")
+    # Phases 1-2 only: on 3 atoms sampled at k = 0 the maps would be refused (undefined ADP scale).
+    phases12 = [s for s in STAGES if s.phase <= 2]
+    strict, loose = _oracle("sulphur_mass", tmp_path / "a", phases12), _oracle("sulphur_mass", tmp_path / "b", phases12)
     for o in (strict, loose):
         o.workdir.mkdir()
     target = strict.establish(case)
@@ -243,6 +258,42 @@ def test_cli_refuses_bad_options(capsys, tmp_path):
     assert code == 2 and "--budget" in err
 
 
+def test_cli_budget_zero_writes_the_initial_case_as_best_so_far(capsys, tmp_path):
+    out_dir = tmp_path / "b"
+    code, out, err = _cli(capsys, "reduce", "--fault", "linv_upper", "--phases", "1,2", "--grid=-1,1,2",
+                          "--budget", "0", "--out", str(out_dir), "--no-progress")
+    assert code == 0, err
+    assert "budget reached: best so far" in out
+    assert load_crystal(out_dir / "reduced.pdb").n_at == 14
+    result = json.loads((out_dir / "reduced.json").read_text())
+    assert result["first_failure"] == "Linv" and result["reduce"]["budget_reached"]
+    assert result["reduce"]["steps"] == [] and "--grid=-1,1,2;-1,1,2;-1,1,2" in (out_dir / "command.txt").read_text()
+
+
+def test_reduce_end_to_end_fast_phases_1_2(capsys, tmp_path, monkeypatch):
+    """The fast sibling of the end-to-end test: phases 1-2, command.txt re-run in-process."""
+    import shlex
+
+    out_dir = tmp_path / "red"
+    code, out, err = _cli(capsys, "reduce", "--fault", "linv_upper", "--phases", "1,2", "--grid=-1,1,2",
+                          "--out", str(out_dir), "--no-progress")
+    assert code == 0, err
+    result = json.loads((out_dir / "reduced.json").read_text())
+    assert result["first_failure"] == "Linv" and result["reduce"]["target"]["signature"] == "transpose: transpose"
+    assert result["reduce"]["reduced_signature"] == "transpose: transpose"
+    assert result["reduce"]["final"]["cell_atoms"] <= 4 and result["reduce"]["final"]["n_q"] == 1
+    command = (out_dir / "command.txt").read_text().splitlines()[-1]
+    argv = shlex.split(command)
+    assert argv[:2] == ["parity", "run"] and "--phases" in argv
+    monkeypatch.chdir(out_dir)
+    (out_dir / "reduced.json").unlink()
+    assert cli.main(argv[1:]) == 1
+    again = json.loads((out_dir / "reduced.json").read_text())
+    assert again["first_failure"] == "Linv"
+    assert signature_key(next(s for s in again["stages"] if s["name"] == "Linv")) == "transpose: transpose"
+
+
+@pytest.mark.slow
 def test_reduce_end_to_end_sulphur_mass(capsys, tmp_path):
     out_dir = tmp_path / "red"
     code, out, err = _cli(capsys, "reduce", "--fault", "sulphur_mass", "--grid=-1,1,3", "--out", str(out_dir))
@@ -253,6 +304,9 @@ def test_reduce_end_to_end_sulphur_mass(capsys, tmp_path):
     result = json.loads((out_dir / "reduced.json").read_text())
     assert result["first_failure"] == "M_allatoms"
     assert result["reduce"]["reduced_signature"] == result["reduce"]["target"]["signature"]
+    # The whole reduced run is one the reference accepts: no stage refused, none raised.
+    assert not [(s["name"], s["message"]) for s in result["stages"] if s["status"] == "error"
+                or "refuses" in (s.get("message") or "")]
     crystal = load_crystal(out_dir / "reduced.pdb")   # the reference reads it
     assert crystal.n_asu * crystal.n_at <= 4 and "S" in crystal.elements
     assert result["reduce"]["final"]["n_q"] <= 27

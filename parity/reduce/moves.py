@@ -8,6 +8,7 @@ it) and still shows the divergence is the oracle's business, never decided here.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, replace
@@ -15,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..spec import DEFAULT_PARAMS
+from ..spec import DEFAULT_PARAMS, RunSpec
 from .crystal import SIMPLE_B, SIMPLE_ELEMENT, SIMPLE_OCC, Atoms, expanded_p1, to_pdb
 
 Sampling = tuple[int, int, int]
@@ -49,35 +50,38 @@ class Case:
         return dict(self.params)
 
     @property
-    def map_shape(self) -> tuple[int, int, int]:
-        return tuple(int(L * (hi - lo) + 1) for lo, hi, L in self.samplings)  # type: ignore[return-value]
-
-    @property
-    def n_q(self) -> int:
-        return int(np.prod(self.map_shape))
-
-    @property
-    def n_bz(self) -> int:
-        return int(np.prod([s[2] for s in self.samplings]))
+    def grid(self) -> RunSpec:
+        """The grid's sizes as a run computes them (a spec with no structure behind it)."""
+        return RunSpec("", "", self.samplings)
 
     @property
     def cell_atoms(self) -> int:
         n_asu = self.atoms.n_asu if self.param_dict.get("expand_p1", True) else 1
         return self.atoms.n_atoms * n_asu
 
-    def pdb_text(self) -> str:
+    @functools.cached_property
+    def _pdb(self) -> str:
         return to_pdb(self.atoms)
 
-    def key(self) -> str:
-        """Content hash of the whole input (equal inputs, equal keys: the oracle's memo)."""
-        digest = hashlib.sha256(self.pdb_text().encode())
+    @functools.cached_property
+    def _key(self) -> str:
+        digest = hashlib.sha256(self._pdb.encode())
         digest.update(json.dumps([self.samplings, self.params]).encode())
         return digest.hexdigest()
 
+    def pdb_text(self) -> str:
+        """The crystal as PDB text (written once per case)."""
+        return self._pdb
+
+    def key(self) -> str:
+        """Content hash of the whole input (equal inputs, equal keys: the oracle's memo)."""
+        return self._key
+
     def size(self) -> dict:
         """Sizes for the log: atoms per ASU, ASUs, atoms in the cell, grid points, BZ points."""
+        g = self.grid
         return {"atoms": self.atoms.n_atoms, "n_asu": self.atoms.n_asu, "cell_atoms": self.cell_atoms,
-                "grid": list(self.map_shape), "n_q": self.n_q, "n_bz": self.n_bz}
+                "grid": list(g.map_shape), "n_q": g.n_q, "n_bz": g.n_bz}
 
     def describe(self) -> str:
         s = self.size()
@@ -259,6 +263,11 @@ def p1_pass(case: Case, accept: Accept, expand: Callable[[Case], np.ndarray | No
     new_atoms = p1_candidate(case.atoms, xyz) if xyz is not None else None
     if new_atoms is not None:
         new = case.with_atoms(new_atoms)
+        if not any(L >= 2 and n_points(s) >= 2 for s in case.samplings for L in (s[2],)):
+            # One ASU sampled at k = 0 only has an undefined ADP scale (its translations are
+            # the zero modes): a point off k = 0 along l (l = lo + 1/2) goes with the move.
+            lo, hi, L = case.samplings[2]
+            new = replace(new, samplings=with_axis(case.samplings, 2, (lo, max(hi, lo + 1), max(L, 2))))
         if accept(f"space group {case.atoms.space_group} -> P 1 (explicit expansion, {case.atoms.n_asu} ASUs "
                   "as one)", new):
             return new

@@ -8,8 +8,10 @@ failure; every stage before the target must pass for the target to be the first 
 
 Every candidate is validated by the reference itself: an input the reference refuses
 (``make_run`` raises :class:`~eryx.errors.EryxInputError`, e.g. a rigid body of collinear
-atoms, a grid the model refuses, a disconnected contact network) is ``invalid``, never
-"not reproducing" and never kept. Verdicts are memoised by the input's content hash, so
+atoms, a grid the model refuses, spring constants out of range) is ``invalid``, never
+"not reproducing" and never kept. When the run compares maps, so is an input whose maps
+the reference would refuse (an undefined ADP scale) or that has no grid point off k = 0
+(every map stage would compare nothing). Verdicts are memoised by the input's content hash, so
 an input met twice is run once.
 """
 from __future__ import annotations
@@ -139,12 +141,30 @@ class Oracle:
     def _records(self, case: Case, stages: Sequence[Stage]) -> tuple[list[dict] | None, str]:
         """The records of ``stages`` (fail-fast), or (None, why the reference refuses the input)."""
         path = self.write(case)
+        if any(s.is_map for s in self.stages) and not case.grid.bragg_free.any():  # decided before any build
+            return None, "every grid point is a Bragg point (k = 0): the maps would compare nothing"
         try:
             run = make_run(str(path), samplings=case.samplings, params=case.param_dict, **self.options)
         except (EryxInputError, ValueError) as exc:
             return None, f"{type(exc).__name__}: {str(exc).replace(str(path), 'the candidate PDB')}"
         self.n_runs += 1
+        refusal = self.map_refusal(run)
+        if refusal:
+            return None, refusal
         return run_stages(run, stages, progress=False, fail_fast=True), ""
+
+    def map_refusal(self, run) -> str:
+        """Why the reference will refuse this input's maps, when the run compares maps ('' otherwise).
+
+        The project's models decide at construction whether the ADP scale is defined
+        (``adp_undefined_reason``: no contacts between ASUs, only k = 0 with one ASU, ...);
+        every map and gradient of such an input is refused by the reference, so a reduced
+        case there would not be a whole run the reference accepts.
+        """
+        if not any(s.phase >= 3 for s in self.stages):
+            return ""
+        reason = getattr(getattr(run.ref, "model", None), "adp_undefined_reason", None)
+        return f"UndefinedADPError: the ADP scale is undefined: {reason}" if reason else ""
 
     def establish(self, case: Case, keep_stage: bool = False) -> Target:
         """Run the initial input over every selected stage (stopping at the first failure): its target.
