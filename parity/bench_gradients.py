@@ -91,6 +91,11 @@ def peak_child(spec_json: str) -> None:
     spec = json.loads(spec_json)
     import gc
 
+    if os.environ.get("ERYX_GRID_GRAD_ENGINE"):  # benchmarks/gradients.py --engine (before/after)
+        from eryx import models_torch as tm
+
+        tm.GRID_GRAD_ENGINE = os.environ["ERYX_GRID_GRAD_ENGINE"]
+
     fns = gradient_callables(spec["pdb"], spec["grid"], spec["dtype"], spec["device"], spec["n_q"])
     gc.collect()
     before = _rss_mb()
