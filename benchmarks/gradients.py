@@ -3,7 +3,7 @@
 Usage (from the repository root, fixtures under $ERYX_FIXTURES_DIR)::
 
     python benchmarks/gradients.py                       # 5zck_p1, standard grid, float64
-    python benchmarks/gradients.py --pdb 193l --grid -10,10,2 --dtype float32
+    python benchmarks/gradients.py --pdb 193l --grid='-10,10,2;-10,10,2;-6,6,2' --dtype float32
     python benchmarks/gradients.py --engine autograd     # the plain-autograd path (the "before")
     python benchmarks/gradients.py --fresh               # + a first call in fresh processes
 
@@ -26,10 +26,11 @@ STANDARD = ((-4, 4, 3), (-17, 17, 3), (-29, 29, 3))
 
 
 def _grid(text: str):
+    """'standard', 'lo,hi,n' for all three axes, or 'h;k;l' triples ('-10,10,2;-10,10,2;-6,6,2')."""
     if text == "standard":
         return STANDARD
-    lo, hi, n = (int(float(v)) for v in text.split(","))
-    return ((lo, hi, n),) * 3
+    axes = [tuple(int(float(v)) for v in part.split(",")) for part in text.split(";")]
+    return tuple(axes) if len(axes) == 3 else (axes[0],) * 3
 
 
 def _engine(name: str | None) -> None:
