@@ -244,6 +244,33 @@ def k_derivative(hessian: torch.Tensor, k: torch.Tensor, cell_origin: torch.Tens
     return torch.stack(out)
 
 
+#: Most distinct k-points in a q-vector chunk for the grouped products (else gathered).
+MAX_GROUPS_PER_CHUNK = 64
+
+
+def _q_terms_grouped(F, KinvT, dKT, rows: list, counts: list):
+    """(F^H K^-T F (n,), d Id / d k (n, 3)) for points sorted by k-point, one product per k-point."""
+    values, S = [], []
+    for b, Fg in zip(rows, F.split(counts, dim=1)):
+        Y = KinvT[b] @ Fg  # K^-T F, (n_dof, n_g)
+        values.append(torch.real(torch.sum(Y * Fg.conj(), dim=0)))  # as intensity_blocks
+        with torch.no_grad():
+            Yd = Y.detach()
+            S.append(-torch.real(torch.sum(Yd.conj() * (dKT[:, b] @ Yd), dim=1)).T)  # -Re(Y^H dK_x^T Y)
+    return torch.cat(values), torch.cat(S)
+
+
+def _q_terms_gathered(F, KinvT, dKT, r):
+    """:func:`_q_terms_grouped` with each point's K^-T and dK^T gathered (many k-points)."""
+    Fp = F.T[:, :, None]  # (n, n_dof, 1)
+    Y = KinvT.index_select(0, r) @ Fp
+    values = torch.real(torch.sum(Y * Fp.conj(), dim=(1, 2)))
+    with torch.no_grad():
+        Yd = Y.detach()
+        S = -torch.real(torch.sum(Yd[None].conj() * (dKT.index_select(1, r) @ Yd[None]), dim=(2, 3))).T
+    return values, S
+
+
 def full_map_q_grad(model, use_data_adp: bool) -> torch.Tensor:
     """The full map at the model's q-vectors, differentiable in q (and the gammas),
     with one K factorisation per k-point: see the module docstring.
@@ -262,19 +289,22 @@ def full_map_q_grad(model, use_data_adp: bool) -> torch.Tensor:
     # One K(k)^-1 and dK/dk per k-point: (n_k, n_dof, n_dof) and (3, n_k, n_dof, n_dof).
     KinvT = torch.linalg.inv(st.build_K(model.hessian, k_all[ks], model.cell_origin)).transpose(1, 2)
     dKT = k_derivative(model.hessian, k_all[ks], model.cell_origin).transpose(-1, -2)
-    # Per point: gathered K^-T (with its gradient), dK^T (3, no gradient), their products.
+    # Points sorted by k-point: a chunk's points of one k-point take one matrix product
+    # with that k-point's K^-T and dK^T (few k-points per chunk, as on grid samples); a
+    # chunk spread over many k-points (off-lattice q) gathers them per point instead.
+    order = torch.argsort(row, stable=True)
+    idx, row = idx[order], row[order]
     step = model._direct_chunk_points(extra_per_point=6 * 2 * model.real_dtype.itemsize * model.n_dof**2)
     parts = []
     for s in range(0, len(idx), step):
         sel, r = idx[s:s + step], row[s:s + step]
         F = st.structure_factors_T(q[sel], model.xyz, model.ff_a[0], model.ff_b[0], model.ff_c[0], U,
-                                   model.Amat).T[:, :, None]  # (n, n_dof, 1)
-        Y = KinvT.index_select(0, r) @ F  # K^-T F, (n, n_dof, 1)
-        values = torch.real(torch.sum(Y * F.conj(), dim=(1, 2)))  # F^H K^-T F, as intensity_blocks
-        with torch.no_grad():
-            Yd = Y.detach()
-            # d Id / d k_x = -Re(Y^H dK_x^T Y), (n, 3)
-            S = -torch.real(torch.sum(Yd[None].conj() * (dKT.index_select(1, r) @ Yd[None]), dim=(2, 3))).T
+                                   model.Amat)  # (n_dof, n)
+        rows, counts = torch.unique_consecutive(r, return_counts=True)
+        if len(rows) <= MAX_GROUPS_PER_CHUNK:
+            values, S = _q_terms_grouped(F, KinvT, dKT, rows.tolist(), counts.tolist())
+        else:
+            values, S = _q_terms_gathered(F, KinvT, dKT, r)
         dk = q[sel] - q[sel].detach()  # value 0, d dk / d q = I (k = q - G, G piecewise constant)
         parts.append(values + _FirstOrderK.apply(dk, S))
     return out.index_put((idx,), torch.cat(parts))

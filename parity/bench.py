@@ -797,9 +797,13 @@ def main(quick: bool = False, json_path: str | os.PathLike | None = None, device
         "cases": records,
     }
     payload["ratios"] = ratios(records)
+    from . import bench_gradients  # forward, forward+backward, d Id / d q, peak memory (issue 20)
+
+    payload["gradients"] = bench_gradients.run_plan(quick, devices, fixtures_dir=fixtures_dir, memory=memory, log=log)
     machine["load_avg_end"] = _load_avg()
     machine["other_cpu_cores_mean"] = contention.other_cores()
     print(format_table(payload))
+    print(bench_gradients.format_table(payload["gradients"]))
     busy = [r for r in records if (r.get("other_cpu_cores") or 0) > CONTENTION_WARN_CORES]
     if busy:
         print(f"warning: {len(busy)} of {len(records)} cases were measured while other processes used more "
@@ -809,7 +813,7 @@ def main(quick: bool = False, json_path: str | os.PathLike | None = None, device
     if json_path:
         write_json(json_path, payload)
         print(f"JSON: {json_path}")
-    return 1 if any(r["status"] == "error" for r in records) else 0
+    return 1 if any(r["status"] == "error" for r in records + payload["gradients"]) else 0
 
 
 if __name__ == "__main__":  # python -m parity.bench [--quick] [--json FILE]

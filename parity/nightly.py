@@ -652,6 +652,15 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
                                                           fixtures_dir=fixtures_dir, repeats=repeats, warmup=warmup)
                     except TimingError as exc:  # the numbers still count; only this night's timing is lost
                         out(f"  warning: no timing repeats for {combo.label()}: {exc}")
+                    try:  # the torch candidate's gradient cost and memory (parity.bench_gradients)
+                        from .bench_gradients import measure_gradients
+                        from .spec import default_grid
+
+                        result["gradient_timing"] = measure_gradients(
+                            combo.fixture, grid or default_grid(combo.fixture), combo.dtype, combo.device,
+                            fixtures_dir=fixtures_dir, repeats=repeats)
+                    except Exception as exc:  # the run still counts; only this night's gradient timing is lost
+                        out(f"  warning: no gradient timing for {combo.label()}: {type(exc).__name__}: {exc}")
                     timing_s += time.perf_counter() - t1
                 report_path: Path | None = reports_dir / f"{result['run_uuid']}.html"
                 try:

@@ -173,8 +173,10 @@ def sample_q(pdb):
     return torch.cat([off, base.q_grid[::41]])  # off-lattice and grid (on-lattice) points
 
 
+@pytest.mark.parametrize("groups", (gm.MAX_GROUPS_PER_CHUNK, 0), ids=("grouped", "gathered"))
 @pytest.mark.parametrize("chunk", (3, tm.DEFAULT_CHUNK))
-def test_q_gradients_match_plain_autograd(fixture_pdb, engine, chunk):
+def test_q_gradients_match_plain_autograd(fixture_pdb, engine, monkeypatch, chunk, groups):
+    monkeypatch.setattr(gm, "MAX_GROUPS_PER_CHUNK", groups)  # both ways of applying K^-T per point
     pdb = fixture_pdb("synthetic")
     q0 = sample_q(pdb)
     ref_map, ref_q, ref_g = q_grads(pdb, "autograd", engine, q0, chunk)

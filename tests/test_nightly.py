@@ -407,6 +407,9 @@ def test_nightly_times_each_run_in_a_single_threaded_worker(tmp_path):
     assert all(len(v) == 2 and all(x > 0 for x in v) for v in timing["samples"].values())
     assert timing["min"] == {k: min(v) for k, v in timing["samples"].items()}
     assert set(result["phase_timings"]) >= {"1", "2"}  # the run's own wall-clock times stay
+    grad = result["gradient_timing"]  # parity.bench_gradients: gradient cost and memory
+    assert set(grad["median_s"]) == {"forward", "forward+backward", "q forward", "q gradient"}
+    assert grad["ratio"]["forward+backward / forward"] > 0 and grad["peak_mb"]["forward+backward"] > 0
     assert series == [{"run_id": run["id"], "started_at": run["started_at"], "clock": "cpu",
                        "samples": timing["samples"]}]
 
