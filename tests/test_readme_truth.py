@@ -44,9 +44,9 @@ def synopsis() -> dict[str, str]:
     out: dict[str, str] = {}
     current = None
     for line in block.splitlines():
-        match = re.match(r"parity (\w+)", line)
+        match = re.match(r"parity ([\w-]+)", line)
         if match:
-            for name in re.findall(r"parity (\w+)", line):
+            for name in re.findall(r"parity ([\w-]+)", line):
                 out[name] = ""
             current = match.group(1)
             line = re.sub(r"^parity \w+", "", line)
