@@ -20,8 +20,13 @@ done
   --candidate-path "$ERYX_PEERS_DIR/slac-dynaboost-eryx-d27a4c7.tar.gz" --grid=-1,1,3 --budget 1200 \
   --out "$out/port_kvec" 2> "$out/port_kvec.err"
 tail -1 "$out/port_kvec.err"
+# ... and under the final validity rules, from a 3-point grid with a point off k = 0.
+/usr/bin/time -f "port (rerun): reduce wall %e s, max rss %M kB" parity reduce --candidate torch-port \
+  --candidate-path "$ERYX_PEERS_DIR/slac-dynaboost-eryx-d27a4c7.tar.gz" "--grid=0,0,1;0,0,1;0,1,2" --budget 900 \
+  --out "$out/port_kvec2" 2> "$out/port_kvec2.err"
+tail -1 "$out/port_kvec2.err"
 # The reduced cases: bash command.txt (a new process: imports, the run, JSON + HTML), three times.
-for d in "$out"/193l_sulphur "$out"/193l_linv "$out"/port_kvec; do
+for d in "$out"/193l_sulphur "$out"/193l_linv "$out"/port_kvec "$out"/port_kvec2; do
   for i in 1 2 3; do
     ( cd "$d" && /usr/bin/time -f "$(basename "$d"): bash command.txt wall %e s (exit code follows)" \
       bash command.txt > /dev/null; echo "exit $?" )
