@@ -114,7 +114,8 @@ def _fault_lines(fault: str) -> set[int]:
     import parity.faults as pf
 
     out = set()
-    for fn in (FAULTS[fault].patch,) + ((pf._reflected,) if fault == "q_gradient_sign" else ()):
+    helpers = {"q_gradient_sign": (pf._reflected,), "sulphur_mass": (pf._as_oxygen,)}
+    for fn in (FAULTS[fault].patch,) + helpers.get(fault, ()):
         src, start = inspect.getsourcelines(fn)
         out |= set(range(start, start + len(src)))
     return out

@@ -149,8 +149,13 @@ def reduction_size(op: str, in_shapes: Sequence[tuple], out_shape: tuple) -> int
     return 1
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
+def _np(t: torch.Tensor) -> np.ndarray | None:
+    """The tensor's value as NumPy; None where it has none (meta tensors: shapes only)."""
     t = t.detach()
+    if t.is_meta:  # autograd's shape-only tensors (e.g. a custom Function's metadata): nothing to compare
+        return None
+    if t._is_zerotensor():  # autograd's efficient zeros (no storage): a gradient that is exactly zero
+        return np.zeros(tuple(t.shape), dtype=torch.empty((), dtype=t.dtype).numpy().dtype)
     if t.is_conj():
         t = t.resolve_conj()
     if t.is_neg():
@@ -178,7 +183,9 @@ class OpTrace(TorchDispatchMode):
         made = self._made.get(id(t)) if isinstance(t, torch.Tensor) else None
         self.result_op = made[1] if made is not None and made[0]() is t else None
 
-    def _keep(self, arr: np.ndarray) -> np.ndarray:
+    def _keep(self, arr: np.ndarray | None) -> np.ndarray | None:
+        if arr is None:
+            return None
         if self.bytes + arr.nbytes <= self.budget:
             self.bytes += arr.nbytes
             return arr
