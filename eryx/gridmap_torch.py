@@ -271,12 +271,45 @@ def _q_terms_gathered(F, KinvT, dKT, r):
     return values, S
 
 
+#: On the CPU, run the q-vector gradient's forward and backward with one torch thread:
+#: thousands of small operations, each split across OpenMP threads, stall on a shared
+#: machine (docs/performance.md, sections 5 and 8).
+Q_GRAD_SINGLE_THREAD = True
+
+
+class _OneThreadBackward(torch.autograd.Function):
+    """Identity whose backward switches torch to one thread for the rest of that backward
+    pass and restores the caller's count when the pass ends (an engine callback)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        before = torch.get_num_threads()
+        if before != 1:
+            torch.set_num_threads(1)
+            torch.autograd.Variable._execution_engine.queue_callback(lambda: torch.set_num_threads(before))
+        return g
+
+
 def full_map_q_grad(model, use_data_adp: bool) -> torch.Tensor:
     """The full map at the model's q-vectors, differentiable in q (and the gammas),
     with one K factorisation per k-point: see the module docstring.
 
     Returns (n_q,) real, NaN outside the resolution mask and at k-points with zero modes.
     """
+    if not (Q_GRAD_SINGLE_THREAD and model.device.type == "cpu"):
+        return _full_map_q_grad(model, use_data_adp)
+    from .models_torch import torch_threads
+
+    with torch_threads(1):
+        out = _full_map_q_grad(model, use_data_adp)
+    return _OneThreadBackward.apply(out) if out.requires_grad else out
+
+
+def _full_map_q_grad(model, use_data_adp: bool) -> torch.Tensor:
     q, bz, mask = model._points()
     zero_k = torch.isnan(model._Winv_all).any(dim=1)
     out = torch.full((len(q),), math.nan, dtype=model.real_dtype, device=model.device)

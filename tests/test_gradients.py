@@ -215,3 +215,21 @@ def test_estimate_has_an_autograd_term():
     # one a chunk per worker and map-sized gradients.
     assert autograd["gradients (backward)"] > 4 * 2**30
     assert analytic["gradients (backward)"] < 0.25 * 2**30
+
+
+def test_q_gradient_runs_single_threaded_and_restores_the_callers_threads(fixture_pdb):
+    """No thread side effect: one torch thread inside the q-vector gradient's forward and
+    backward (shared-machine stalls), the caller's count before and after."""
+    pdb = fixture_pdb("synthetic")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        q = sample_q(pdb).requires_grad_(True)
+        Id = tm.OnePhonon(pdb, *GRID, q_vectors=q).apply_disorder()
+        assert torch.get_num_threads() == 2
+        seen = []
+        q.register_hook(lambda g: seen.append(torch.get_num_threads()))
+        torch.nansum(Id).backward()
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
