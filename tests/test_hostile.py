@@ -1,8 +1,7 @@
 """The hostile-input battery (issue 21), part 1, the command line, class by class: inputs
 never destroyed, input errors refused up front with exit 2 (never a divergence), nothing
 accepted silently, outputs refused before the work, no traceback, messages that name the
-problem. Every test is fast: what
-is refused is refused before any model is built. Part 2 (PDB files, the models' API,
+problem. Every test is fast: what is refused is refused before any model is built. Part 2 (PDB files, the models' API,
 tiers for accepted input): test_hostile_structure.py."""
 from __future__ import annotations
 
