@@ -118,12 +118,17 @@ def test_nightly_matrix_with_a_giant_grid_is_refused(capsys, tmp_path):
     assert not (tmp_path / "h.db").exists()
 
 
-def test_check_grid_size_counts_exactly_and_without_overflow():
+def test_check_grid_size_counts_exactly_and_without_overflow(monkeypatch):
+    from eryx import validation
+
     axes = [Sampling(-2, 2, 2)] * 3
     assert check_grid_size(axes, memory_limit=10**9) == 9 ** 3
-    with pytest.raises(MemoryBudgetError):  # 729 points x 80 bytes > 50,000 bytes
-        check_grid_size(axes, memory_limit=50_000)
-    check_grid_size(axes, memory_limit=729 * 80)  # exactly at the limit is accepted
+    monkeypatch.setattr(validation, "default_memory_limit", lambda: 729 * 80)
+    check_grid_size(axes)  # 729 points x 80 bytes: exactly at the limit is accepted
+    with pytest.raises(MemoryBudgetError):
+        check_grid_size([Sampling(-2, 2, 2)] * 2 + [Sampling(-2, 3, 2)])  # 891 points
+    # A smaller limit of the caller's is left to the model's full estimate (its "memory" step).
+    check_grid_size(axes, memory_limit=1024)
     with pytest.raises(EryxInputError, match="beyond"):
         check_grid_size([Sampling(0, MAX_GRID_INTEGER + 1, 1)] + axes[:2])
     # int64 would wrap this product to a small number; Python integers do not.
