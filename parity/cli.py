@@ -661,7 +661,7 @@ def cmd_dashboard(args) -> int:
     from .nightly import default_outputs, refuse_same_file
 
     if args.out is not None:
-        _check_outputs(args, {"--db": args.db})
+        _check_outputs(args)
     out = Path(args.out) if args.out is not None else default_outputs(args.db)[1]
     refuse_same_file({"--out": out}, {"--db": args.db})
     if not Path(args.db).exists():

@@ -163,8 +163,8 @@ def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any] | None =
         key = _file_key(value)
         for option, out_key in keys.items():
             if key == out_key:
-                raise OutputPathError(f"{option} names the input {source} ({value}): refusing to overwrite "
-                                      f"it; give {option} another path")
+                raise OutputPathError(f"{source} and {option} name the same file ({value}): refusing to "
+                                      f"overwrite the input {source}; give {option} another path")
     for option, path in outputs.items():
         if path is not None:
             check_output_path(path, option)

@@ -1,11 +1,11 @@
-"""The hostile-input battery (issue 21), class by class: inputs never destroyed, input errors
-refused up front with exit 2 (never a divergence), nothing accepted silently, outputs refused
-before the work, no traceback, messages that name the problem. Every test is fast: what
-is refused is refused before any model is built."""
+"""The hostile-input battery (issue 21), part 1, the command line, class by class: inputs
+never destroyed, input errors refused up front with exit 2 (never a divergence), nothing
+accepted silently, outputs refused before the work, no traceback, messages that name the
+problem. Every test is fast: what is refused is refused before any model is built. Part 2 (PDB files, the models' API,
+tiers for accepted input): test_hostile_structure.py."""
 from __future__ import annotations
 
 import copy
-import gzip
 import json
 import os
 import shutil
@@ -16,14 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from test_report import failing_result
 
 from eryx import models as npm
 from eryx import models_torch as tm
 from eryx.errors import EryxInputError, MemoryBudgetError, StructureError
 from eryx.fixtures import resolve_fixture
-from eryx.structure import load_crystal
 from eryx.validation import MAX_GRID_INTEGER, Sampling, check_grid_size
 from parity import cli
 from parity.backends.dump import MANIFEST_KEY, DumpBackend, DumpError, save_npz_atomic
@@ -120,106 +118,22 @@ def test_nightly_matrix_with_a_giant_grid_is_refused(capsys, tmp_path):
     assert not (tmp_path / "h.db").exists()
 
 
-def test_check_grid_size_counts_exactly_and_without_overflow():
+def test_check_grid_size_counts_exactly_and_without_overflow(monkeypatch):
+    from eryx import validation
+
     axes = [Sampling(-2, 2, 2)] * 3
     assert check_grid_size(axes, memory_limit=10**9) == 9 ** 3
-    with pytest.raises(MemoryBudgetError):  # 729 points x 80 bytes > 50,000 bytes
-        check_grid_size(axes, memory_limit=50_000)
-    check_grid_size(axes, memory_limit=729 * 80)  # exactly at the limit is accepted
+    monkeypatch.setattr(validation, "default_memory_limit", lambda: 729 * 80)
+    check_grid_size(axes)  # 729 points x 80 bytes: exactly at the limit is accepted
+    with pytest.raises(MemoryBudgetError):
+        check_grid_size([Sampling(-2, 2, 2)] * 2 + [Sampling(-2, 3, 2)])  # 891 points
+    # A smaller limit of the caller's is left to the model's full estimate (its "memory" step).
+    check_grid_size(axes, memory_limit=1024)
     with pytest.raises(EryxInputError, match="beyond"):
         check_grid_size([Sampling(0, MAX_GRID_INTEGER + 1, 1)] + axes[:2])
     # int64 would wrap this product to a small number; Python integers do not.
     with pytest.raises(MemoryBudgetError):
         check_grid_size([Sampling(0, 2**31 - 2, 2**31 - 1)] * 3)
-
-
-# ------------------------------------------------------------------ PDB files read robustly
-def _edit(pdb: Path, edit) -> Path:
-    data = pdb.read_bytes()
-    pdb.write_bytes(edit(data))
-    return pdb
-
-
-def test_latin1_title_is_read(pdb):
-    _edit(pdb, lambda d: b"TITLE     CAF\xc9 PROTEIN\n" + d)
-    crystal = load_crystal(pdb)
-    assert crystal.xyz.shape[-1] == 3
-
-
-@pytest.mark.parametrize("edit, fragment", [
-    (lambda d: d.replace(b"\n", b"\r"), "CR-only line endings"),
-    (gzip.compress, "gzip-compressed"),
-    (lambda d: d.replace(b"ATOM      1", b"ATOM      \xe9", 1), "not text in a ATOM record"),
-])
-def test_unreadable_bytes_are_named(pdb, edit, fragment):
-    _edit(pdb, edit)
-    with pytest.raises(StructureError, match=fragment):
-        load_crystal(pdb)
-
-
-def _set_field(start: int, end: int, text: str):
-    def edit(data: bytes) -> bytes:
-        lines = data.split(b"\n")
-        i = next(i for i, line in enumerate(lines) if line.startswith(b"ATOM"))
-        lines[i] = lines[i][:start] + text.rjust(end - start).encode() + lines[i][end:]
-        return b"\n".join(lines)
-    return edit
-
-
-@pytest.mark.parametrize("start, end, text, name", [
-    (30, 38, "abc.def", "x"), (38, 46, "", "y"), (46, 54, "1.2.3", "z"), (54, 60, "x.yz", "occupancy"),
-    (60, 66, "abc", "B factor"),
-])
-def test_atom_fields_that_are_not_numbers_are_refused(pdb, start, end, text, name):
-    _edit(pdb, _set_field(start, end, text))
-    with pytest.raises(StructureError, match=f"the {name} field .* is not a number"):
-        load_crystal(pdb)
-
-
-def test_blank_occupancy_is_still_read(pdb):
-    load_crystal(_edit(pdb, _set_field(54, 60, "")))
-
-
-def _with_symmetry(pdb: Path, cryst1_group: str) -> Path:
-    """The fixture on an orthorhombic cell (10 x 12 x 14 A) with ``cryst1_group`` and no REMARK 290."""
-    lines = pdb.read_text().splitlines()
-    out = []
-    for line in lines:
-        if line.startswith("REMARK 290"):
-            continue
-        if line.startswith("CRYST1"):
-            line = f"CRYST1   10.000   12.000   14.000  90.00  90.00  90.00 {cryst1_group:<11}{line[66:]}"
-        out.append(line)
-    pdb.write_text("\n".join(out) + "\n")
-    return pdb
-
-
-@pytest.mark.parametrize("group", ["P 6 2 2", "P 3", "R 3"])
-def test_a_space_group_that_does_not_fit_the_cell_is_refused(pdb, group):
-    _with_symmetry(pdb, group)
-    with pytest.raises(StructureError, match="does not fit the unit cell"):
-        load_crystal(pdb)
-
-
-@pytest.mark.parametrize("group", ["P 1", "P 21 21 21", "P 2 2 2"])
-def test_a_fitting_space_group_still_loads(pdb, group):
-    load_crystal(_with_symmetry(pdb, group))
-
-
-def test_nan_in_smtry_is_refused(pdb, capsys):
-    text = pdb.read_text()
-    if "SMTRY1" not in text:
-        text = Path(resolve_fixture("synthetic")).read_text()
-    lines = text.splitlines()
-    i = next(i for i, line in enumerate(lines) if "SMTRY1" in line)
-    lines[i] = lines[i][:24] + "      nan" + lines[i][33:]
-    pdb.write_text("\n".join(lines) + "\n")
-    refused(capsys, "run", "--fixture", str(pdb), GRID, fragment="non-finite")
-
-
-def test_pdb_errors_in_run_are_input_errors_not_divergences(capsys, pdb):
-    _edit(pdb, lambda d: d.replace(b"\n", b"\r"))
-    refused(capsys, "run", "--fixture", str(pdb), GRID, fragment="CR-only")
 
 
 # ------------------------------------------------ the reference refuses: an input error, not a divergence
@@ -435,30 +349,6 @@ def _npy_bytes(array) -> bytes:
     return buf.getvalue()
 
 
-# ------------------------------------------------------------------ model API misuse
-def test_torch_model_refuses_meta_and_longdouble_q_vectors(tmp_path):
-    pdb = resolve_fixture("synthetic")
-    grid = (-1, 1, 2)
-    with pytest.raises(EryxInputError, match="meta"):
-        tm.OnePhonon(pdb, grid, grid, grid, q_vectors=torch.zeros(4, 3, device="meta", dtype=torch.float64))
-    if np.dtype(np.longdouble).itemsize > 8:
-        with pytest.raises(EryxInputError, match="wider than float64"):
-            tm.OnePhonon(pdb, grid, grid, grid, q_vectors=np.zeros((4, 3), dtype=np.longdouble))
-
-
-@pytest.mark.parametrize("kvec, fragment", [
-    (np.zeros((2, 3)), "shape \\(3,\\)"), (np.zeros(2), "shape \\(3,\\)"), ([np.nan, 0, 0], "NaN"),
-    (["a", "b", "c"], "real numbers"), (np.zeros(3, dtype=complex), "real numbers"),
-])
-def test_numpy_phonons_at_refuses_a_wrong_k_vector(kvec, fragment):
-    grid = (-1, 1, 2)
-    model = npm.OnePhonon(resolve_fixture("synthetic"), grid, grid, grid)
-    with pytest.raises(EryxInputError, match=fragment):
-        model.phonons_at(kvec)
-    winv, v = model.phonons_at(np.array([0.01, 0.02, 0.03]))  # a good one still works
-    assert np.isfinite(winv).any()
-
-
 # ------------------------------------------------------------------ no traceback: disk full, Ctrl-C
 @pytest.fixture
 def tiny_disk(tmp_path):
@@ -540,54 +430,7 @@ def test_dashboard_on_a_history_with_text_in_a_numeric_column(capsys, tmp_path, 
     assert db.read_bytes() == before and not (tmp_path / "d.html").exists()
 
 
-# ----------------------------------------- input both backends accept: tiers and refusals right for it
-class _SpectrumRun:
-    """Just enough of a Run for a stage's terms: the reference's Winv (1 / eigenvalue)."""
-
-    def __init__(self, eigenvalues):
-        self.winv = 1.0 / np.asarray(eigenvalues, dtype=float)[None, :]
-
-    def reference_value(self, name):
-        assert name == "Winv"
-        return self.winv
-
-
-def test_cluster_map_tiers_scale_with_the_eigenvector_conditioning():
-    from parity.stages import get_stage
-
-    terms = get_stage("Id_cluster0").terms
-    assert terms(_SpectrumRun([1.0, 2.0, 3.0])) == 9  # n_dof 3 x lambda_max 3 / gap 1
-    near = terms(_SpectrumRun([1.0, 1.0 + 1e-4, 3.0]))  # an almost degenerate neighbour: 3 x 3 / 1e-4
-    assert 8.9e4 < near < 9.1e4
-    # A cluster (relative gap under 1e-6) is one subspace: its own spread does not count.
-    assert terms(_SpectrumRun([1.0, 1.0 + 1e-9, 3.0])) == 5  # 3 x 3 / 2, rounded up
-
-
-def _pdb_with_atoms(pdb: Path, positions) -> Path:
-    lines = [line for line in pdb.read_text().splitlines() if not line.startswith(("ATOM", "HETATM"))]
-    end = next((i for i, line in enumerate(lines) if line.startswith(("END", "MASTER"))), len(lines))
-    atoms = [f"ATOM  {i + 1:5d}  CA  ALA A{i + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00 10.00           C"
-             for i, (x, y, z) in enumerate(positions)]
-    pdb.write_text("\n".join(lines[:end] + atoms + lines[end:]) + "\n")
-    return pdb
-
-
-def test_coincident_atoms_are_refused_up_front(pdb):
-    positions = [(1.0, 2.0, 3.0)] * 3000 + [(2.0, 2.5, 3.5), (3.0, 1.0, 2.0)]
-    with pytest.raises(StructureError, match="share a position"):
-        load_crystal(_pdb_with_atoms(pdb, positions))
-
-
-def test_an_atom_far_outside_the_cell_is_named(pdb):
-    positions = [(1.0, 2.0, 3.0), (2.0, 2.5, 3.5), (3.0, 1.0, 2.0), (9999.0, 1.0, 1.0)]
-    with pytest.raises(StructureError, match="atom 4 .* beyond the unit cell's diagonal"):
-        load_crystal(_pdb_with_atoms(pdb, positions))
-
-
-def test_a_compact_asu_far_from_the_origin_still_loads(pdb):
-    load_crystal(_pdb_with_atoms(pdb, [(5001.0, 5002.0, 5003.0), (5002.0, 5002.5, 5003.5), (5003.0, 5001.0, 5002.0)]))
-
-
+# ------------------------------------------------------------------ interrupted nightly, warnings, paths
 def test_ctrl_c_in_a_nightly_after_a_recorded_run_says_what_was_kept(capsys, tmp_path, monkeypatch):
     import uuid
 

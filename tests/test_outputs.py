@@ -69,7 +69,7 @@ def test_a_symlink_or_fifo_or_folder_is_refused(capsys, tmp_path, fifo):
 @pytest.mark.parametrize("argv, fragment", [
     (["run", GRID, "--json", "same.txt", "--html", "same.txt"], "--json and --html name the same file"),
     (["bisect", GRID, "--json", "same.txt", "--html", "./same.txt"], "--json and --html name the same file"),
-    (["report", "r.json", "--out", "r.json"], "--out names the input RESULT"),
+    (["report", "r.json", "--out", "r.json"], "RESULT and --out name the same file"),
 ])
 def test_an_output_that_is_another_input_or_output_is_refused(capsys, argv, fragment):
     # a valid result: a file that is no result is refused as such first (parity report X.html)

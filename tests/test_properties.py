@@ -169,14 +169,11 @@ def test_adp_scale_defined_or_refused_when_only_k0_is_sampled():
     # covar and ADP are NaN in both backends (undefined, identical NaN patterns) ...
     result = run_parity("synth_triclinic", samplings=grid, stage_names=["covar", "ADP"], progress=False)
     assert result["passed"], _failures(result)
-    # ... and a map that would need them is refused by the reference with the reason: the
-    # stage is not comparable (not a divergence of the candidate, which refuses too), and the
-    # run is incomplete, never passed.
-    result = run_parity("synth_triclinic", samplings=grid, stage_names=["Id"], progress=False)
-    (rec,) = result["stages"]
-    assert rec["status"] == "not_comparable" and "the reference (numpy) refuses" in rec["message"], rec["message"]
-    assert "ADP scale is undefined" in rec["message"] and "only k = 0 is sampled" in rec["message"]
-    assert result["verdict"] == "incomplete" and result["passed"] is False
+    # ... and a run that selects a map needing them is refused up front by the reference with
+    # the reason: an input error (exit 2), never a divergence of the candidate (issue 21).
+    with pytest.raises(EryxInputError, match="the reference \\(numpy\\) refuses 1 selected stage.*only k = 0 "
+                                             "is sampled.*--skip Id"):
+        run_parity("synth_triclinic", samplings=grid, stage_names=["Id"], progress=False)
     with pytest.raises(EryxInputError, match="ADP scale is undefined"):  # the model itself raises
         npm.OnePhonon(resolve_fixture("synth_triclinic"), *grid).apply_disorder()
 

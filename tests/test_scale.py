@@ -158,14 +158,17 @@ def repeated_residue_pdb(path, n_copies: int, distinct: bool) -> Path:
     ``distinct=False``: every copy has chain A, residue 1, so gemmi sees ONE residue of
     5 n atoms whose duplicate names are alternative conformations (gemmi's own removal
     erases them one by one: quadratic). ``distinct=True``: residue numbers 1-9999 in
-    chains A, B, ...: n distinct residues that all survive cleaning (5 n atoms).
+    chains A, B, ...: n distinct residues that all survive cleaning (5 n atoms), each copy
+    shifted by 0.002 A from the last (coincident atoms are refused: eryx.structure), so all
+    of them stay within a few A of each other and every pair is a contact.
     """
     lines = ["CRYST1  500.000  500.000  500.000  90.00  90.00  90.00 P 1           1"]
     for r in range(n_copies):
         chain, seq = ("A", 1) if not distinct else (CHAINS[(r // 9999) % len(CHAINS)], r % 9999 + 1)
+        shift = 0.0 if not distinct else 0.002 * r  # 1e-3 A is the smallest step the format keeps
         for a, (name, x, y, z, el) in enumerate(RESIDUE):
             lines.append("ATOM  %5d %4s ALA %s%4d    %8.3f%8.3f%8.3f  1.00 10.00          %2s"
-                         % ((5 * r + a) % 100000, name, chain, seq, x, y, z, el))
+                         % ((5 * r + a) % 100000, name, chain, seq, x + shift, y, z, el))
     Path(path).write_text("\n".join(lines) + "\nEND\n")
     return Path(path)
 
