@@ -246,8 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "2 usage error or nothing to reduce (the run agrees). See docs/reduce.md.")
     _add_model_options(p), _add_backend_options(p), _add_selection_options(p)
     g = p.add_argument_group("reduction")
-    g.add_argument("--keep-stage", action="store_true",
-                   help="keep only the first failing stage, not its diagnosis signature")
+    keep = g.add_mutually_exclusive_group()
+    keep.add_argument("--keep-stage", action="store_true",
+                      help="keep only the first failing stage, not its diagnosis signature")
+    keep.add_argument("--keep", default=None, metavar="SIGNATURE",
+                      help="keep the first failing stage with any signature containing this text "
+                           "(e.g. 'transpose', '1/(2 pi)'); default: its exact signature")
     g.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="stop after this many seconds of search with the best input so far (default: none)")
     g.add_argument("--out", required=True, metavar="DIR", help="folder for the reduced case (created if absent)")
@@ -597,7 +601,7 @@ def cmd_reduce(args) -> int:
                "fault": args.fault, "device": args.device, "dtype": args.dtype, "tier_overrides": tiers}
     try:
         red, result, files = reduce_outputs(spec, options, run_arguments(vars(args), tiers.values), stages,
-                                            budget_s=args.budget, keep_stage=args.keep_stage,
+                                            budget_s=args.budget, keep_stage=args.keep_stage, keep=args.keep,
                                             progress=not args.no_progress)
     except NothingToReduce as exc:
         raise UsageError(str(exc)) from None
@@ -673,18 +677,6 @@ def cmd_dashboard(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "bisect": cmd_bisect, "check": cmd_check, "dump": cmd_dump,
-            "compare": cmd_compare, "backends": cmd_backends, "new-backend": cmd_new_backend, "stages": cmd_stages, "faults": cmd_faults,
-            "bench": cmd_bench, "nightly": cmd_nightly, "dashboard": cmd_dashboard}
-COMMANDS["reduce"] = cmd_reduce
-
-
-def _command(argv: Sequence[str] | None) -> str | None:
-    """The subcommand named on the command line (the first word that is not an option)."""
-    words = sys.argv[1:] if argv is None else list(argv)
-    return next((w for w in words if not w.startswith("-")), None)
-
-
 def cmd_locate(args) -> int:
     from .locate.cli import run_locate
 
@@ -692,7 +684,17 @@ def cmd_locate(args) -> int:
     return run_locate(args, _run(args, build=False))
 
 
-COMMANDS["locate"] = cmd_locate
+#: Subcommand name -> handler (the parser's subcommands, one each).
+COMMANDS = {"run": cmd_run, "report": cmd_report, "bisect": cmd_bisect, "check": cmd_check, "dump": cmd_dump,
+            "compare": cmd_compare, "locate": cmd_locate, "reduce": cmd_reduce, "backends": cmd_backends,
+            "new-backend": cmd_new_backend, "stages": cmd_stages, "faults": cmd_faults, "bench": cmd_bench,
+            "nightly": cmd_nightly, "dashboard": cmd_dashboard}
+
+
+def _command(argv: Sequence[str] | None) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    return next((w for w in words if not w.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

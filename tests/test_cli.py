@@ -63,7 +63,7 @@ SUBCOMMAND_OPTIONS = {
     "compare": ["REF", "CAND", "--json", "--html", "--phases", "--stages", "--tier"],
     "backends": ["--json", "--check", "--dtype", "--fixture"],
     "new-backend": ["NAME", "--dir"],
-    "reduce": ["--fixture", "--grid", "--candidate", "--keep-stage", "--budget", "--out"],
+    "reduce": ["--fixture", "--grid", "--candidate", "--keep-stage", "--keep", "--budget", "--out"],
     "report": ["result", "--out"],
     "bench": ["--quick", "--json", "--device"],
     "nightly": ["--matrix", "--db", "--reports-dir", "--dashboard"],

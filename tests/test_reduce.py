@@ -208,6 +208,16 @@ def test_a_move_that_changes_the_signature_is_rejected(synthetic_case, tmp_path)
     assert out.signature != target.signature
     loose.establish(case, keep_stage=True)
     assert loose.evaluate(all_s).verdict == REPRODUCES
+    # --keep TEXT: the stage with any signature containing TEXT (here: partial along atom row).
+    named = _oracle("sulphur_mass", tmp_path / "c", phases12)
+    named.workdir.mkdir()
+    assert named.establish(case, keep="ALONG ATOM ROW").contains == "ALONG ATOM ROW"
+    assert named.evaluate(mixed).verdict == REPRODUCES
+    assert named.target.matches(out.signature) == ("along atom row" in out.signature)
+    other = _oracle("sulphur_mass", tmp_path / "d", phases12)
+    other.workdir.mkdir()
+    with pytest.raises(NothingToReduce, match="--keep 'transpose'.*M_allatoms shows"):
+        other.establish(case, keep="transpose")
 
 
 def test_signature_key_ignores_sizes_but_not_factors():
@@ -256,6 +266,12 @@ def test_cli_refuses_bad_options(capsys, tmp_path):
     assert code == 2 and "not a folder" in err
     code, _, err = _cli(capsys, "reduce", "--fault", "linv_upper", "--budget", "-1", "--out", str(tmp_path / "o"))
     assert code == 2 and "--budget" in err
+    code, _, err = _cli(capsys, "reduce", "--fault", "linv_upper", "--keep", "x", "--keep-stage",
+                        "--out", str(tmp_path / "o"))
+    assert code == 2 and "not allowed with" in err
+    code, _, err = _cli(capsys, "reduce", "--fault", "linv_upper", "--phases", "1,2", "--keep", "conjugate",
+                        "--no-progress", "--out", str(tmp_path / "k"))
+    assert code == 2 and "--keep 'conjugate'" in err and "Linv shows [transpose" in err and not (tmp_path / "k").exists()
 
 
 def test_cli_budget_zero_writes_the_initial_case_as_best_so_far(capsys, tmp_path):

@@ -38,7 +38,7 @@ def final_run(case: Case, oracle: Oracle, stages: Sequence[Stage]) -> dict:
 
 
 def reduce_outputs(spec: RunSpec, options: Mapping[str, Any], run_args: Sequence[str], stages: Sequence[Stage],
-                   *, budget_s: float | None = None, keep_stage: bool = False,
+                   *, budget_s: float | None = None, keep_stage: bool = False, keep: str | None = None,
                    progress: bool = True) -> tuple[Reduction, dict, dict[str, str]]:
     """Reduce the run of ``spec`` and return (reduction, reduced result, {file name: text}).
 
@@ -58,7 +58,7 @@ def reduce_outputs(spec: RunSpec, options: Mapping[str, Any], run_args: Sequence
         def on_step(step):
             if progress:
                 print(f"reduce: {step.line()}", file=sys.stderr, flush=True)
-        red = reduce_case(case, oracle, budget_s=budget_s, keep_stage=keep_stage, on_step=on_step)
+        red = reduce_case(case, oracle, budget_s=budget_s, keep_stage=keep_stage, keep=keep, on_step=on_step)
         result = final_run(red.final, oracle, stages)
         pdb_text = red.final.pdb_text()
     finally:

@@ -77,7 +77,7 @@ class Reduction:
 
 
 def reduce_case(case: Case, oracle: Oracle, *, budget_s: float | None = None, keep_stage: bool = False,
-                on_step: Callable[[Step], None] | None = None, max_rounds: int = MAX_ROUNDS) -> Reduction:
+                keep: str | None = None, on_step: Callable[[Step], None] | None = None, max_rounds: int = MAX_ROUNDS) -> Reduction:
     """Shrink ``case`` while ``oracle`` says the initial divergence persists.
 
     Parameters
@@ -89,11 +89,13 @@ def reduce_case(case: Case, oracle: Oracle, *, budget_s: float | None = None, ke
         when they are spent.
     keep_stage : bool
         Keep only the first failing stage, not its signature.
+    keep : str, optional
+        Keep the first failing stage with any signature containing this text.
     on_step : callable (Step) -> None, optional
         Called after every judged candidate (progress).
     """
     t0 = time.monotonic()
-    target = oracle.establish(case, keep_stage)
+    target = oracle.establish(case, keep_stage, keep)
     t_search = time.monotonic()
     red = Reduction(initial=case, final=case, target=target)
 

@@ -66,12 +66,26 @@ def signature_key(record: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """The divergence to keep: its first failing stage and signature (None: any signature)."""
+    """The divergence to keep: its first failing stage and signature (None: any signature).
+
+    ``contains``, when given (``parity reduce --keep TEXT``), replaces the exact signature:
+    a reduced input reproduces when its first failing stage's signature contains that text
+    (case-insensitive), e.g. ``--keep transpose`` or ``--keep "1/(2 pi)"``.
+    """
 
     stage: str
     signature: str | None
+    contains: str | None = None
+
+    def matches(self, signature: str) -> bool:
+        """Whether a candidate's signature keeps the divergence (the stage is checked apart)."""
+        if self.contains is not None:
+            return self.contains.casefold() in signature.casefold()
+        return self.signature is None or signature == self.signature
 
     def describe(self) -> str:
+        if self.contains is not None:
+            return f"{self.stage} [signature containing '{self.contains}']"
         return self.stage + (f" [{self.signature}]" if self.signature else " [any signature]")
 
 
@@ -166,13 +180,17 @@ class Oracle:
         reason = getattr(getattr(run.ref, "model", None), "adp_undefined_reason", None)
         return f"UndefinedADPError: the ADP scale is undefined: {reason}" if reason else ""
 
-    def establish(self, case: Case, keep_stage: bool = False) -> Target:
+    def establish(self, case: Case, keep_stage: bool = False, keep: str | None = None) -> Target:
         """Run the initial input over every selected stage (stopping at the first failure): its target.
+
+        ``keep`` (a piece of signature text) makes the target "this stage with a signature
+        containing ``keep``"; ``keep_stage`` makes it the stage alone.
 
         Raises
         ------
         NothingToReduce
-            When no stage fails or errors.
+            When no stage fails or errors, or the first failure's signature does not
+            contain ``keep``.
         EryxInputError
             When the reference refuses the initial input.
         """
@@ -183,8 +201,12 @@ class Oracle:
         failed = next((r for r in records if r["status"] in ("fail", "error")), None)
         if failed is None:
             raise NothingToReduce("nothing to reduce: the run agrees")
+        sig = signature_key(failed)
+        if keep is not None and keep.casefold() not in sig.casefold():
+            raise NothingToReduce(f"nothing to reduce with --keep '{keep}': the run's first failure "
+                                  f"{failed['name']} shows [{sig}]")
         self.keep_stage = keep_stage
-        self.target = Target(failed["name"], None if keep_stage else signature_key(failed))
+        self.target = Target(failed["name"], None if keep_stage else sig, keep)
         self._memo[case.key()] = Outcome(REPRODUCES, failed["name"], signature_key(failed), "the initial input", 0.0)
         return self.target
 
@@ -223,6 +245,6 @@ class Oracle:
         sig = signature_key(failed)
         if failed["name"] != self.target.stage:
             return Outcome(OTHER, failed["name"], sig, f"first failure moved to {failed['name']}", seconds)
-        if self.target.signature is not None and sig != self.target.signature:
+        if not self.target.matches(sig):
             return Outcome(OTHER, failed["name"], sig, f"signature changed to [{sig}]", seconds)
         return Outcome(REPRODUCES, failed["name"], sig, "", seconds)
