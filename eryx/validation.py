@@ -103,9 +103,9 @@ def check_grid_size(samplings: Sequence[Sampling], memory_limit: float | None = 
     n_q = math.prod(counts)
     # A limit below the default is judged by the model's full estimate (its "memory" build
     # step, which names the step); this check only stops grids no machine here could hold.
-    limit = max(resolve_memory_limit(memory_limit), default_memory_limit())
+    limit = resolve_memory_limit(memory_limit)
     need = GRID_BYTES_PER_POINT * n_q
-    if need > limit:
+    if need > max(limit, default_memory_limit()):  # then over the caller's limit too: named
         raise MemoryBudgetError(f"the grid ({' x '.join(str(c) for c in counts)} = {n_q:.3g} points)", need, limit)
     return n_q
 
