@@ -15,7 +15,6 @@ and says whether it is a root cause or inherited, and from which stage.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import pytest
 
@@ -53,44 +52,33 @@ def _record(entry: dict, stage) -> dict:
 
 
 def upstream_stages(stage) -> list:
-    """Registry stages producing ``stage``'s inputs, transitively, in phase order."""
-    from .stages import STAGES
+    """Registry stages upstream of ``stage`` in the input graph (inputs, recomputed and read
+    quantities), transitively, in phase order."""
+    from .causes import upstream
+    from .stages import STAGES, get_stage
 
-    producers: dict[str, list] = {}
-    for s in STAGES:
-        if s.kind not in ("invariant", "oracle", "dtype"):
-            producers.setdefault(s.quantity, []).append(s)
-    seen: dict[str, Any] = {}
-    todo = list(stage.inputs)
+    seen: set[str] = set()
+    todo = list(upstream(stage))
     while todo:
-        for s in producers.get(todo.pop(), ()):
-            if s.name not in seen and s.name != stage.name:
-                seen[s.name] = s
-                todo.extend(s.inputs)
-    order = {s.name: i for i, s in enumerate(STAGES)}
-    return sorted(seen.values(), key=lambda s: order[s.name])
+        name = todo.pop()
+        if name not in seen and name != stage.name:
+            seen.add(name)
+            todo.extend(upstream(get_stage(name)))
+    return [s for s in STAGES if s.name in seen]
 
 
 def lineage(entry: dict, stage, record: dict) -> str:
-    """'root cause ...' or 'inherited from STAGE ...' for a failing stage (cross-feeding when possible)."""
-    from .bisect import INHERITED, ROOT, classify
+    """'root cause' or 'inherited from STAGE' for a failing stage, with its basis.
 
-    details = record.get("details") or {}
-    if details.get("build_step"):
-        side = "reference" if (record.get("message") or "").startswith("the reference") else "candidate"
-        return (f"inherited from construction:{side} (the root cause: the {side} failed to build at step "
-                f"{details['build_step']!r})")
-    upstream = [s for s in upstream_stages(stage) if _record(entry, s)["status"] in ("fail", "error")]
-    first = upstream[0].name if upstream else None
-    verdict = classify(entry["run"], [record]).verdicts[0]
-    if verdict.verdict == ROOT:
-        return f"root cause: {stage.name} still diverges when fed the reference's inputs"
-    if verdict.verdict == INHERITED:
-        return (f"inherited from {first}: {stage.name} agrees when fed the reference's inputs" if first else
-                f"inherited: {stage.name} agrees when fed the reference's inputs")
-    if first:
-        return f"inherited from {first} (presumed: {first} is an upstream input that diverges; no cross-feed)"
-    return f"root cause: no upstream input of {stage.name} diverges"
+    The same rule as ``parity run`` and ``parity bisect`` (:mod:`parity.causes`): the
+    stage and every stage upstream of it are classified together, cross-feeding where the
+    candidate can and by the registry's input graph where it cannot.
+    """
+    from .bisect import classify
+
+    records = [_record(entry, s) for s in upstream_stages(stage)] + [record]
+    verdict = next(v for v in classify(entry["run"], records).verdicts if v.stage == stage.name)
+    return f"{verdict.text} (by {verdict.basis})"
 
 
 def failure_message(entry: dict, stage, record: dict) -> str:
@@ -99,7 +87,7 @@ def failure_message(entry: dict, stage, record: dict) -> str:
     why = lineage(entry, stage, record)
     phrase = (record.get("details") or {}).get("diagnosis_phrase")
     # the first line is what pytest's short summary shows: where, which kind, why
-    head = why.split(":")[0]
+    head = why.split(" (by ")[0]
     lines = [f"{stage.name} diverges ({head}" + (f"; diagnosis: {phrase})" if phrase else ")"), why]
     if phrase:
         lines.append(f"diagnosis: {phrase}")
