@@ -297,8 +297,10 @@ STAGES: tuple[Stage, ...] = (
           axes=("ASU", "atom", "xyz", "rigid-body dof"), matrix_axes=(), view=(0, -1, 3, 6)),
     Stage("M_allatoms", 2, "tight", "array", "all-atom mass matrix", inputs=("masses", "n_asu"),
           axes=("ASU", "atom row", "ASU", "atom row")),
+    # Mmat = A^T M A recomputes the all-atom mass matrix M from the masses internally (never
+    # forming it): a wrong mass shows in M_allatoms first, and Mmat inherits it (one root).
     Stage("Mmat", 2, "tight", "array", "projected mass matrix A^T M A", inputs=("Amat", "masses"),
-          axes=("ASU", "dof", "ASU", "dof")),
+          recomputes=("M_allatoms",), axes=("ASU", "dof", "ASU", "dof")),
     Stage("Linv", 2, "decomposition", "array", "inverse lower Cholesky factor of Mmat (real)", inputs=("Mmat",),
           axes=("dof row", "dof column")),
     Stage("form_factors", 2, "tight", "array", "IT92 form factors at the q sample",
