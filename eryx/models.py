@@ -23,6 +23,7 @@ from .errors import EryxInputError, SpringConstantError, UndefinedADPError
 from .probes import listening as _listening
 from .probes import probe, probe_scope
 from .structure import ID_CELL_REF, N_CELL, Crystal
+from .stiffness import check_model_stiffness
 from .validation import (
     Sampling, adp_scale_defined, check_common, check_k_vector, check_memory, check_q_vectors, check_spectrum,
     estimate_numpy_memory, resolve_memory_limit, undefined_adp_reason,
@@ -322,6 +323,7 @@ class OnePhonon:
         ("structure", 2, "_load_structure"),
         ("memory", 2, "_check_memory"),
         ("grid", 1, "_setup_grid"),
+        ("stiffness", 3, "_check_stiffness"),
         ("matrices", 2, "_setup_matrices"),
         ("hessian", 3, "_setup_hessian"),
         ("phonons", 3, "_setup_phonons"),
@@ -366,6 +368,10 @@ class OnePhonon:
         frac = probe("bz_fraction", bz_fractions(self.L))
         self.kvec = probe("kvec", 2 * np.pi * np.einsum("ji,...j->...i", self.crystal.A_inv, frac))
         self.kvec_norm = np.linalg.norm(self.kvec, axis=-1, keepdims=True)
+
+    def _check_stiffness(self) -> None:
+        """Refuse clearly too stiff spring constants before the Hessian (eryx.stiffness)."""
+        check_model_stiffness(self.crystal, self.L, self.gnm_cutoff, (self.gamma_intra, self.gamma_inter))
 
     def _setup_matrices(self) -> None:
         c = self.crystal

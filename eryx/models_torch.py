@@ -33,6 +33,7 @@ from .errors import EryxInputError, SpringConstantError, UndefinedADPError
 from .probes import listening as _listening
 from .probes import probe
 from .structure import ID_CELL_REF
+from .stiffness import check_model_stiffness
 from .validation import (
     check_common, check_memory, check_spectrum, contact_upper_bound, estimate_torch_memory,
     resolve_memory_limit, undefined_adp_reason,
@@ -207,6 +208,7 @@ class OnePhonon:
         ("memory", 2, "_check_memory"),
         ("tensors", 2, "_tensors_from_crystal"),
         ("grid", 1, "_setup_grid"),
+        ("stiffness", 3, "_check_stiffness"),
         ("contacts", 3, "_find_contacts"),
         ("matrices", 2, "_setup_matrices"),
         ("hessian", 3, "_setup_hessian"),
@@ -300,6 +302,10 @@ class OnePhonon:
         self.adp, self.ff_a, self.ff_b, self.ff_c = self._t(c.adp), self._t(c.ff_a), self._t(c.ff_b), self._t(c.ff_c)
         self.masses = self._t(c.masses)
         self.cell_hkl, self.cell_origin = self._t(c.cell_hkl), self._t(c.cell_origin)
+
+    def _check_stiffness(self) -> None:
+        """Refuse clearly too stiff spring constants before the Hessian (eryx.stiffness)."""
+        check_model_stiffness(self.crystal, self.L, self.gnm_cutoff, self._gamma_values())
 
     def _find_contacts(self) -> None:
         self._contacts_np = st.find_contacts(self.crystal.asu_xyz, self.crystal.cell_origin, self.gnm_cutoff)

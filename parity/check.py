@@ -14,7 +14,8 @@ Exit codes (git's meaning in brackets):
 - 128 [abort]: a usage problem, the same at every commit, so bisecting on would only
   mark commits wrongly: an argparse error (unknown option, missing value, bad number,
   bad choice), an unknown stage, phase, fault or backend name, a missing fixture, a bad
-  grid or parameter, an unavailable ``--device``, input the reference refuses.
+  grid or parameter, an unavailable ``--device``, input the reference refuses (at
+  construction, or a selected stage once built: the undefined ADP scale).
 
 The skip rule. A stage that is not comparable because a side does not provide it (or the
 grid gives it nothing to compare) says nothing about this commit; in a whole-run or
@@ -148,6 +149,19 @@ def prepare(args, spec_options: dict, tier_overrides):
     return run
 
 
+def refuse_input(run, stages) -> None:
+    """Abort when the built reference refuses a selected stage for a reason in the input
+    (the documented undefined ADP scale): the same at every commit, so not a verdict."""
+    from eryx.errors import EryxInputError
+
+    from .runner import refuse_reference_input
+
+    try:
+        refuse_reference_input(run, stages)
+    except EryxInputError as exc:
+        raise Abort(str(exc)) from None
+
+
 def verdict(records: list[dict], named: Sequence[str]) -> tuple[int, str | None]:
     """(exit code, why it is a skip) of a check's stage records (see the module's skip rule)."""
     if any(r["status"] in ("fail", "error") for r in records):
@@ -184,6 +198,7 @@ def run_check(args, spec_options: dict, tier_overrides) -> int:
     try:
         stages, named = select_stages(args.stage, args.phase, args.skip)
         run = prepare(args, spec_options, tier_overrides)
+        refuse_input(run, stages)
     except Abort as exc:
         print(abort_line(str(exc)), file=sys.stderr)
         return EXIT_ABORT

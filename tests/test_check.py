@@ -124,6 +124,18 @@ def test_usage_problems_abort_the_bisection(capsys, argv):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and out == ""
 
 
+@pytest.mark.parametrize("param, fragment", [
+    ("--gamma-inter=1e-300", "gamma_inter = 1e-300"),  # the documented undefined ADP scale
+    ("--gnm-cutoff=0.1", "no atom contacts"),
+])
+def test_input_the_reference_refuses_aborts_the_bisection(capsys, param, fragment):
+    """Not exit 2 (git: bad at every commit) after the run was described: abort, up front."""
+    code, out, err = run_cli(capsys, "check", SMALL, param)
+    assert code == 128, (code, out, err)
+    assert fragment in err and err.rstrip().endswith("aborting the bisection (128)")
+    assert len(err.strip().splitlines()) == 1 and out == ""
+
+
 def test_missing_fixtures_folder_aborts(capsys, monkeypatch):
     monkeypatch.delenv("ERYX_FIXTURES_DIR", raising=False)
     code, out, err = run_cli(capsys, "check", "--fixture", "5zck_p1")

@@ -402,7 +402,7 @@ def test_bad_q_vectors(case, q, fragments):
 
 
 # ------------------------------------------------------ construction in named steps
-NUMPY_STEPS = ["structure", "memory", "grid", "matrices", "hessian", "phonons"]
+NUMPY_STEPS = ["structure", "memory", "grid", "stiffness", "matrices", "hessian", "phonons"]
 
 
 def test_build_steps_declared(fixture_pdb):

@@ -438,7 +438,7 @@ def test_q_vector_mode_equals_numpy_q_vector_mode(fixture_pdb, name):
 
 
 # ------------------------------------------------------ construction in named steps
-TORCH_STEPS = ["structure", "memory", "tensors", "grid", "contacts", "matrices", "hessian", "phonons"]
+TORCH_STEPS = ["structure", "memory", "tensors", "grid", "stiffness", "contacts", "matrices", "hessian", "phonons"]
 
 
 def test_build_steps_declared(fixture_pdb):

@@ -137,13 +137,21 @@ class NumpySession(Session):
         return np.array([(total(value + h) - total(value - h)) / (2 * h)])
 
     def _fd_q(self) -> np.ndarray:
-        """Central differences of Id(q) along x, y, z at the q-gradient sample (one q-mode call)."""
+        """Central differences of Id(q) along x, y, z at the q-gradient sample (one q-mode call).
+
+        NaN where Id(q) itself is not finite (the candidates' rule, docs/gradients.md): at a
+        k-point with zero modes Id is undefined, yet the shifted points beside it can be
+        finite (K there is nearly singular), and their difference is then a huge number
+        that means nothing.
+        """
         idx = self.spec.grad_q_sample
         q0 = self.get("q_grid")[idx]
         steps = FD_STEP_Q * np.eye(3)
-        shifted = np.concatenate([q0 + d for d in steps] + [q0 - d for d in steps])
-        values = self._q_map(shifted).reshape(2, 3, len(idx))
-        return ((values[0] - values[1]) / (2 * FD_STEP_Q)).T
+        shifted = np.concatenate([q0 + d for d in steps] + [q0 - d for d in steps] + [q0])
+        values = self._q_map(shifted)
+        at, values = values[6 * len(idx):], values[:6 * len(idx)].reshape(2, 3, len(idx))
+        grad = ((values[0] - values[1]) / (2 * FD_STEP_Q)).T
+        return np.where(np.isfinite(at)[:, None], grad, np.nan)
 
     def _compute(self, name: str) -> Any:
         c, s = self.crystal, self.spec
