@@ -82,7 +82,8 @@ def analytic_applies(model, W: torch.Tensor, U: torch.Tensor) -> bool:
 
 def parallel_units(run, units: list, parallel: bool) -> list:
     """``[run(subset), ...]`` over the work units dealt to worker threads (see
-    ``models_torch._run_units``): one result per worker, in worker order."""
+    ``models_torch._run_units``): one result per worker, in worker order; the largest
+    units first, each to the least loaded worker. Shared by the map and its backward."""
     n_workers = min(torch.get_num_threads(), len(units))
     if not parallel or n_workers < 2:
         return [run(units)]
@@ -99,7 +100,7 @@ def parallel_units(run, units: list, parallel: bool) -> list:
         with torch.set_grad_enabled(grad_enabled):
             return run(subset)
 
-    with torch_threads(1), ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="eryx-grad") as pool:
+    with torch_threads(1), ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="eryx-map") as pool:
         return list(pool.map(work, subsets))
 
 

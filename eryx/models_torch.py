@@ -123,26 +123,7 @@ def _run_units(run, units: list, parallel: bool):
     OpenMP thread (docs/performance.md). Every value is computed by the same
     operations either way, so the map is the same bit for bit.
     """
-    n_threads = torch.get_num_threads()
-    n_workers = min(n_threads, len(units))
-    if not parallel or n_workers < 2:
-        return run(units)
-    from concurrent.futures import ThreadPoolExecutor
-
-    # Largest units first, each to the least loaded worker.
-    subsets, load = [[] for _ in range(n_workers)], [0] * n_workers
-    for unit in sorted(units, key=lambda u: -len(u[3]) * len(u[4])):
-        w = load.index(min(load))
-        subsets[w].append(unit)
-        load[w] += len(unit[3]) * len(unit[4])
-    grad_enabled = torch.is_grad_enabled()  # thread-local: carry the caller's mode over
-
-    def work(subset):
-        with torch.set_grad_enabled(grad_enabled):
-            return run(subset)
-
-    with torch_threads(1), ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="eryx-grid") as pool:
-        results = list(pool.map(work, subsets))
+    results = gm.parallel_units(run, units, parallel)  # one (idx_parts, val_parts) per worker
     return [p for r in results for p in r[0]], [p for r in results for p in r[1]]
 
 

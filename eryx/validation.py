@@ -215,12 +215,6 @@ def estimate_numpy_memory(n_asu: int, n_at: int, n_q: int, n_bz: int) -> dict[st
         "structure factors (one BZ point)": 16.0 * q_per_bz * n_at * (4 + 3 * 2 + 4) + 16.0 * q_per_bz * n_dof,
         "interpreter and libraries": float(RUNTIME_BASELINE_BYTES),
     }
-    if grad == "autograd":
-        parts["gradients (backward)"] = float(n_q) * cplx * (n_atoms + 2 * n_dof + n_at)
-    elif grad is not None:
-        parts["gradients (backward)"] = float(itemsize) * n_q * 3 + workers * (
-            cplx * chunk_size * (2 * n_atoms + n_at + 6 * n_dof) + 5.0 * group_bytes + 2 * cplx * n_bz * n_dof**2)
-    return parts
 
 
 def estimate_torch_memory(
