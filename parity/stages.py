@@ -15,7 +15,6 @@ reference against code neither backend uses.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -164,35 +163,11 @@ def _cluster(rank_of: Callable[[int], int]):
 
 
 def _cluster_terms(rank_of: Callable[[int], int]):
-    """Size-scaling terms of a cluster map: n_dof times the eigenvector conditioning.
+    """Size-scaling terms of a cluster map: its first-order perturbation bound under the
+    two backends' difference in D (:mod:`parity.conditioning`) over eps."""
+    from .conditioning import cluster_terms
 
-    The eigenvectors of a cluster are determined only to about ``n eps ||D|| / gap``
-    (Davis-Kahan, with the symmetric eigensolver's backward error ``n eps ||D||``), where
-    ``gap`` is the distance from the cluster's eigenvalues to the nearest other one. The
-    bound, ``n_dof * kappa`` with ``kappa = max over BZ points of lambda_max / gap``, is
-    measured on the reference's spectrum of this run: 5zck_p1 at unit springs has
-    kappa 116 (bound 6e-13, below the tier), at gnm_cutoff 1e9 (every atom in contact)
-    kappa 9.6e4, where the two backends' rank-0 maps differ by 2.3e-11 of their maximum
-    (0.05 of the bound; the Hessian's sums measure 0.013-0.024 of theirs).
-    """
-    def terms(run: "Run") -> int | None:
-        from .compare import cluster_eigenvalues
-
-        W = np.asarray(run.reference_value("Winv"))
-        n = W.shape[-1]
-        W = W.reshape(-1, n).real
-        kappa = 1.0
-        for row in W:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                lam = np.where(np.isfinite(row) & (row != 0), 1.0 / row, 0.0)
-            members = next(cl for cl in cluster_eigenvalues(row) if rank_of(n) in cl)
-            others = np.delete(lam, members)
-            if len(others):
-                gap = float(np.min(np.abs(others[:, None] - lam[members][None, :])))
-                if gap > 0:
-                    kappa = max(kappa, float(np.abs(lam).max()) / gap)
-        return int(math.ceil(min(n * kappa, 2.0**52)))
-    return terms
+    return cluster_terms(rank_of, lambda run: _terms(N_CELL + D_EXTRA)(run))
 
 
 def _no_finite_map(run: "Run") -> str | None:
