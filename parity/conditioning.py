@@ -122,3 +122,46 @@ def cluster_terms(rank_of: Callable[[int], int], d_terms: Callable[["Run"], int 
             return None
         return max(1, int(math.ceil(min(rel / eps, 2.0**52))))
     return terms
+
+
+# ----------------------------------------------------------------- far from the origin
+#: Largest centring conditioning ``max|x| / max|x - com|`` among the fixtures the ``tight``
+#: tier was measured on (synth_tetragonal 5.57, histidine 5.33, 5zck 5.21; 7n2h 2.82).
+KAPPA_MEASURED = 5.57
+
+
+def position_conditioning(run: "Run") -> float:
+    """``max|x| / max|x - com|`` over the P1-expanded atoms (com per ASU), dimensionless.
+
+    Centring (``x - com``, the rigid-body arms of A) and phases (``q . x``) lose
+    ``eps |x|`` absolutely, while A, M and the projected F are as large as the centred
+    coordinates: their round-off relative to their size grows with this ratio. A crystal
+    moved 5,000 A from the origin (same cell) has 1.7e3.
+    """
+    xyz = np.asarray(run.reference_value("xyz"), dtype=float)
+    xyz = xyz.reshape(-1, xyz.shape[-2], 3) if xyz.ndim >= 2 else xyz.reshape(1, -1, 3)
+    centred = float(np.max(np.linalg.norm(xyz - xyz.mean(axis=1, keepdims=True), axis=-1), initial=0.0))
+    far = float(np.max(np.linalg.norm(xyz, axis=-1), initial=0.0))
+    return far / centred if centred > 0 else 1.0
+
+
+def far_terms(base: Callable[["Run"], int | None] | None = None):
+    """A stage's ``terms`` scaled by ``kappa / KAPPA_MEASURED`` where that exceeds 1.
+
+    Within the measured range of :func:`position_conditioning` the terms are ``base``'s
+    (or none): the tier is unchanged. Beyond it the round-off grows in proportion to
+    ``|x|``, so the allowance is the larger of the tier's ``atol`` and ``base``'s bound,
+    times ``kappa / KAPPA_MEASURED``. Measured (crystal moved 5,000 A, kappa 1.7e3,
+    factor 303): Amat, Mmat, structure_factors differ by 0.01-0.05 of the scaled
+    allowance (docs/hostile-input.md).
+    """
+    from .tiers import TIERS
+
+    def terms(run: "Run") -> int | None:
+        n = base(run) if base else None
+        factor = position_conditioning(run) / KAPPA_MEASURED
+        if not factor > 1.0:
+            return n
+        floor = TIERS["tight"].atol / float(np.finfo(np.float64).eps)
+        return max(1, int(math.ceil(min(max(n or 1, floor) * factor, 2.0**52))))
+    return terms

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import invariants as inv
 from . import oracles
+from .conditioning import far_terms
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import Run
@@ -269,18 +270,18 @@ STAGES: tuple[Stage, ...] = (
     Stage("asu_xyz", 2, "tight", "array", "reference-cell ASU coordinates (A)", axes=("ASU", "atom", "xyz"),
           matrix_axes=(), recomputes=("xyz",)),
     Stage("Amat", 2, "tight", "array", "rigid-body projection A per ASU", inputs=("asu_xyz",),
-          axes=("ASU", "atom", "xyz", "rigid-body dof"), matrix_axes=(), view=(0, -1, 3, 6)),
+          axes=("ASU", "atom", "xyz", "rigid-body dof"), matrix_axes=(), view=(0, -1, 3, 6), terms=far_terms()),
     Stage("M_allatoms", 2, "tight", "array", "all-atom mass matrix", inputs=("masses", "n_asu"),
           axes=("ASU", "atom row", "ASU", "atom row")),
     Stage("Mmat", 2, "tight", "array", "projected mass matrix A^T M A", inputs=("Amat", "masses"),
-          axes=("ASU", "dof", "ASU", "dof")),
+          axes=("ASU", "dof", "ASU", "dof"), terms=far_terms()),
     Stage("Linv", 2, "decomposition", "array", "inverse lower Cholesky factor of Mmat (real)", inputs=("Mmat",),
           axes=("dof row", "dof column")),
     Stage("form_factors", 2, "tight", "array", "IT92 form factors at the q sample",
           inputs=("q_grid", "ff_a", "ff_b", "ff_c"), axes=("q sample", "atom"), matrix_axes=()),
     Stage("structure_factors", 2, "tight", "array", "projected F (n_q_sample, n_dof) at the q sample, file B factors",
           inputs=("q_grid", "xyz", "ff_a", "ff_b", "ff_c", "adp", "Amat"), axes=("q sample", "dof"), matrix_axes=(),
-          terms=_atoms_per_asu),
+          terms=far_terms(_atoms_per_asu)),
     Stage("gemmi_oracle", 2, "oracle_gemmi", "oracle",
           "reference structure factors at integer hkl (B = 0) vs gemmi's StructureFactorCalculatorX",
           quantity="F_hkl", check=oracles.check_gemmi_sf),

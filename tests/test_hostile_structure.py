@@ -247,3 +247,47 @@ def test_p1_oracle_is_right_in_a_99999_A_cell(pdb, at):
     (record,) = result["stages"]
     assert record["status"] == "pass", record["message"]
     assert record["n_compared"] > 0
+
+
+# ------------------------------------------------------------------ a crystal 5,000 A from the origin
+def _moved(pdb: Path, by: float = 5000.0) -> Path:
+    """The synthetic crystal with every atom moved by ``by`` A along x, y and z (same cell)."""
+    out = []
+    for line in pdb.read_text().splitlines():
+        if line.startswith(("ATOM", "HETATM")):
+            moved = [float(line[30:38]) + by, float(line[38:46]) + by, float(line[46:54]) + by]
+            line = line[:30] + "".join(f"{v:8.3f}" for v in moved) + line[54:]
+        out.append(line)
+    pdb.write_text("\n".join(out) + "\n")
+    return pdb
+
+
+FAR_STAGES = ["Amat", "Mmat", "structure_factors"]
+
+
+def test_far_from_the_origin_the_tight_tier_scales_with_the_centring_conditioning(pdb):
+    """Centring x - com loses eps |x|: at 5,000 A (kappa 1.7e3) the backends differ by up to
+    7.4e-13 of max|F|; the allowance grows by kappa / KAPPA_MEASURED, and only there."""
+    from parity.runner import run_parity
+    from parity.tiers import TIERS
+
+    near = {s["name"]: s for s in run_parity("synthetic", stage_names=FAR_STAGES, progress=False)["stages"]}
+    far = {s["name"]: s for s in run_parity(str(_moved(pdb)), stage_names=FAR_STAGES, progress=False)["stages"]}
+    for name in FAR_STAGES:
+        assert near[name]["atol"] == TIERS["tight"].atol
+        assert far[name]["status"] == "pass", far[name]["message"]
+        assert TIERS["tight"].atol < far[name]["atol"] < 1e-10
+
+
+def test_far_from_the_origin_a_wrong_candidate_is_still_caught(pdb):
+    from parity.runner import make_run, run_parity, run_stage
+    from parity.stages import get_stage
+
+    path = str(_moved(pdb))
+    faulty = run_parity(path, stage_names=["Amat"], fault="amat_shared_buffer", progress=False)
+    assert faulty["stages"][0]["status"] == "fail"
+    run = make_run(path)
+    amat = np.array(run.candidate_value("Amat"), dtype=float)
+    amat.flat[int(np.argmax(np.abs(amat)))] *= 1 + 1e-10  # 1e-10 of max|A|
+    run._values[("candidate", "Amat")] = amat
+    assert run_stage(get_stage("Amat"), run)["status"] == "fail"
