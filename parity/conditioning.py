@@ -152,8 +152,8 @@ def far_terms(base: Callable[["Run"], int | None] | None = None):
     (or none): the tier is unchanged. Beyond it the round-off grows in proportion to
     ``|x|``, so the allowance is the larger of the tier's ``atol`` and ``base``'s bound,
     times ``kappa / KAPPA_MEASURED``. Measured (crystal moved 5,000 A, kappa 1.7e3,
-    factor 303): Amat, Mmat, structure_factors differ by 0.01-0.05 of the scaled
-    allowance (docs/hostile-input.md).
+    factor 303): Amat, Mmat, structure_factors, hessian, K, D differ by 3e-5-0.05 of
+    the scaled allowance (docs/hostile-input.md).
     """
     from .tiers import TIERS
 

@@ -49,8 +49,8 @@ fixtures measured, except synth_trigonal's rank-0 map (3.5e-11); with every atom
 contact (gnm_cutoff 1e9) it reaches 3.3e-8 (5zck_p1) and the measured differences are
 0.0002-0.12 of it (tests/benchmarks/cluster_bound.py).
 
-Atoms far from the origin (``Amat``, ``Mmat``, ``structure_factors``): centring and
-phases lose ``eps |x|``, so beyond the fixtures' measured ``max|x| / max|x - com|``
+Atoms far from the origin (``Amat``, ``Mmat``, ``structure_factors``, ``hessian``,
+``K``, ``D``): centring and phases lose ``eps |x|``, so beyond the fixtures' measured ``max|x| / max|x - com|``
 (5.57) the allowance scales with that ratio (:func:`parity.conditioning.far_terms`).
 
 Single precision

@@ -262,7 +262,7 @@ def _moved(pdb: Path, by: float = 5000.0) -> Path:
     return pdb
 
 
-FAR_STAGES = ["Amat", "Mmat", "structure_factors"]
+FAR_STAGES = ["Amat", "Mmat", "structure_factors", "hessian", "K", "D"]
 
 
 def test_far_from_the_origin_the_tight_tier_scales_with_the_centring_conditioning(pdb):
