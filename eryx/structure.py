@@ -360,6 +360,10 @@ def parse_remark_290(remarks: list[str]) -> tuple[np.ndarray, np.ndarray] | None
 #: How far a symmetry operator's Cartesian rotation may be from orthogonal: SMTRY lines
 #: carry 6 decimals (round-off ~1e-6); a space group that does not fit the cell is off by O(0.1).
 SYMMETRY_ORTHOGONALITY_TOL = 1e-4
+#: Largest distance (A) of an operator's translation from a multiple of 1/24 of the cell:
+#: SMTRY prints 5 decimals, and a cell rounded to CRYST1's 3 decimals moves a translation
+#: by at most 5e-4 A.
+SYMMETRY_TRANSLATION_TOL_A = 1e-2
 
 
 def check_symmetry(transformations: np.ndarray, cell: np.ndarray, space_group: str, path: str) -> None:
@@ -377,12 +381,29 @@ def check_symmetry(transformations: np.ndarray, cell: np.ndarray, space_group: s
     rot = np.asarray(transformations, dtype=np.float64)[:, :, :3]
     err = np.abs(rot @ np.swapaxes(rot, 1, 2) - np.eye(3)).max(axis=(1, 2))
     worst = int(np.argmax(err))
+    a, b, c, al, be, ga = (float(x) for x in cell)
     if not np.isfinite(err).all() or err[worst] > SYMMETRY_ORTHOGONALITY_TOL:
-        a, b, c, al, be, ga = (float(x) for x in cell)
         raise StructureError(
             f"{path}: the symmetry does not fit the unit cell: operator {worst + 1} of space group "
             f"{space_group or '?'} is not a rotation in the cell {a:g} {b:g} {c:g} {al:g} {be:g} {ga:g} "
             f"(|R R^T - I| = {err[worst]:.2g}); check CRYST1's cell and space group and REMARK 290")
+    # Translations must be crystallographic: multiples of 1/24 of the cell (gemmi's and
+    # the International Tables' denominator). SMTRY translations are in A: a CRYST1 edited
+    # without its REMARK 290 (a 5 A translation in a 99,999 A cell) packs the copies
+    # half a cell away from where the space group puts them.
+    ucell = gemmi.UnitCell(a, b, c, al, be, ga)
+    frac = np.array(ucell.frac.mat.tolist())
+    orth = np.array(ucell.orth.mat.tolist())
+    t = np.asarray(transformations, dtype=np.float64)[:, :, 3]
+    t_frac = t @ frac.T
+    off = np.linalg.norm((t_frac - np.round(t_frac * 24) / 24) @ orth.T, axis=1)
+    worst = int(np.argmax(off))
+    if off[worst] > SYMMETRY_TRANSLATION_TOL_A:
+        raise StructureError(
+            f"{path}: the symmetry does not fit the unit cell: operator {worst + 1}'s translation "
+            f"{np.round(t[worst], 5).tolist()} A is {np.round(t_frac[worst], 6).tolist()} of the cell "
+            f"{a:g} {b:g} {c:g} {al:g} {be:g} {ga:g}, {off[worst]:.3g} A from a crystallographic translation "
+            f"(multiples of 1/24); check that REMARK 290 was written for this CRYST1")
 
 
 def symmetry_from_space_group(hm: str, cell: gemmi.UnitCell) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,6 @@ reference against code neither backend uses.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from . import invariants as inv
 from . import oracles
+from .conditioning import far_terms
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import Run
@@ -164,35 +164,11 @@ def _cluster(rank_of: Callable[[int], int]):
 
 
 def _cluster_terms(rank_of: Callable[[int], int]):
-    """Size-scaling terms of a cluster map: n_dof times the eigenvector conditioning.
+    """Size-scaling terms of a cluster map: its first-order perturbation bound under the
+    two backends' difference in D (:mod:`parity.conditioning`) over eps."""
+    from .conditioning import cluster_terms
 
-    The eigenvectors of a cluster are determined only to about ``n eps ||D|| / gap``
-    (Davis-Kahan, with the symmetric eigensolver's backward error ``n eps ||D||``), where
-    ``gap`` is the distance from the cluster's eigenvalues to the nearest other one. The
-    bound, ``n_dof * kappa`` with ``kappa = max over BZ points of lambda_max / gap``, is
-    measured on the reference's spectrum of this run: 5zck_p1 at unit springs has
-    kappa 116 (bound 6e-13, below the tier), at gnm_cutoff 1e9 (every atom in contact)
-    kappa 9.6e4, where the two backends' rank-0 maps differ by 2.3e-11 of their maximum
-    (0.05 of the bound; the Hessian's sums measure 0.013-0.024 of theirs).
-    """
-    def terms(run: "Run") -> int | None:
-        from .compare import cluster_eigenvalues
-
-        W = np.asarray(run.reference_value("Winv"))
-        n = W.shape[-1]
-        W = W.reshape(-1, n).real
-        kappa = 1.0
-        for row in W:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                lam = np.where(np.isfinite(row) & (row != 0), 1.0 / row, 0.0)
-            members = next(cl for cl in cluster_eigenvalues(row) if rank_of(n) in cl)
-            others = np.delete(lam, members)
-            if len(others):
-                gap = float(np.min(np.abs(others[:, None] - lam[members][None, :])))
-                if gap > 0:
-                    kappa = max(kappa, float(np.abs(lam).max()) / gap)
-        return int(math.ceil(min(n * kappa, 2.0**52)))
-    return terms
+    return cluster_terms(rank_of, lambda run: _terms(N_CELL + D_EXTRA)(run))
 
 
 def _no_finite_map(run: "Run") -> str | None:
@@ -294,20 +270,20 @@ STAGES: tuple[Stage, ...] = (
     Stage("asu_xyz", 2, "tight", "array", "reference-cell ASU coordinates (A)", axes=("ASU", "atom", "xyz"),
           matrix_axes=(), recomputes=("xyz",)),
     Stage("Amat", 2, "tight", "array", "rigid-body projection A per ASU", inputs=("asu_xyz",),
-          axes=("ASU", "atom", "xyz", "rigid-body dof"), matrix_axes=(), view=(0, -1, 3, 6)),
+          axes=("ASU", "atom", "xyz", "rigid-body dof"), matrix_axes=(), view=(0, -1, 3, 6), terms=far_terms()),
     Stage("M_allatoms", 2, "tight", "array", "all-atom mass matrix", inputs=("masses", "n_asu"),
           axes=("ASU", "atom row", "ASU", "atom row")),
     # Mmat = A^T M A recomputes the all-atom mass matrix M from the masses internally (never
     # forming it): a wrong mass shows in M_allatoms first, and Mmat inherits it (one root).
     Stage("Mmat", 2, "tight", "array", "projected mass matrix A^T M A", inputs=("Amat", "masses"),
-          recomputes=("M_allatoms",), axes=("ASU", "dof", "ASU", "dof")),
+          recomputes=("M_allatoms",), axes=("ASU", "dof", "ASU", "dof"), terms=far_terms()),
     Stage("Linv", 2, "decomposition", "array", "inverse lower Cholesky factor of Mmat (real)", inputs=("Mmat",),
           axes=("dof row", "dof column")),
     Stage("form_factors", 2, "tight", "array", "IT92 form factors at the q sample",
           inputs=("q_grid", "ff_a", "ff_b", "ff_c"), axes=("q sample", "atom"), matrix_axes=()),
     Stage("structure_factors", 2, "tight", "array", "projected F (n_q_sample, n_dof) at the q sample, file B factors",
           inputs=("q_grid", "xyz", "ff_a", "ff_b", "ff_c", "adp", "Amat"), axes=("q sample", "dof"), matrix_axes=(),
-          terms=_atoms_per_asu),
+          terms=far_terms(_atoms_per_asu)),
     Stage("gemmi_oracle", 2, "oracle_gemmi", "oracle",
           "reference structure factors at integer hkl (B = 0) vs gemmi's StructureFactorCalculatorX",
           quantity="F_hkl", check=oracles.check_gemmi_sf),
@@ -316,11 +292,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("hessian_allatoms", 3, "tight", "array", "dense all-atom GNM Hessian",
           axes=("ASU", "atom", "cell", "ASU", "atom"), terms=_per_atom, recomputes=("asu_xyz", "cell_origin")),
     Stage("hessian", 3, "tight", "array", "projected Hessian (contacts vs dense)", inputs=("Amat",),
-          recomputes=("hessian_allatoms",), axes=("ASU", "dof", "cell", "ASU", "dof"), terms=_per_asu),
+          recomputes=("hessian_allatoms",), axes=("ASU", "dof", "cell", "ASU", "dof"), terms=far_terms(_per_asu)),
     Stage("K", 3, "tight", "array", "K(k) per BZ point", locate="bz_flat", inputs=("hessian", "kvec", "cell_origin"),
-          axes=_BZ_MATRIX, terms=_terms(N_CELL)),
+          axes=_BZ_MATRIX, terms=far_terms(_terms(N_CELL))),
     Stage("D", 3, "tight", "array", "dynamical matrix Linv K Linv^T", locate="bz_flat", inputs=("K", "Linv"),
-          axes=_BZ_MATRIX, terms=_terms(N_CELL + D_EXTRA)),
+          axes=_BZ_MATRIX, terms=far_terms(_terms(N_CELL + D_EXTRA))),
     Stage("Winv", 3, "decomposition", "array", "1/w^2 per mode (NaN for zero modes)", locate="bz",
           inputs=("K", "Linv"), recomputes=("D",), axes=("dh", "dk", "dl", "mode"), matrix_axes=(), terms=_terms(N_CELL + D_EXTRA)),
     Stage("eigenspaces", 3, "decomposition", "eigenspace", "spectral projectors per eigenvalue cluster",

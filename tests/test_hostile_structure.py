@@ -142,25 +142,45 @@ def test_numpy_phonons_at_refuses_a_wrong_k_vector(kvec, fragment):
 
 # ----------------------------------------- input both backends accept: tiers and refusals right for it
 class _SpectrumRun:
-    """Just enough of a Run for a stage's terms: the reference's Winv (1 / eigenvalue)."""
+    """Just enough of a Run for the cluster bound: one BZ point, D = diag(eigenvalues), one q."""
 
-    def __init__(self, eigenvalues):
-        self.winv = 1.0 / np.asarray(eigenvalues, dtype=float)[None, :]
+    dtype = "float64"
+    tier_overrides: dict = {}
+
+    def __init__(self, eigenvalues, amplitudes, d_error=0.0):
+        lam = np.asarray(eigenvalues, dtype=float)
+        self.values = {"Winv": 1.0 / lam[None, :], "D": np.diag(lam)[None], "bz_index": np.array([0]),
+                      "mode_maps": (np.asarray(amplitudes, dtype=float) / lam)[None, :]}
+        self.cand_d = self.values["D"] + d_error * np.ones((1, 3, 3))
 
     def reference_value(self, name):
-        assert name == "Winv"
-        return self.winv
+        return self.values[name]
+
+    def candidate_value(self, name):
+        assert name == "D"
+        return self.cand_d
 
 
-def test_cluster_map_tiers_scale_with_the_eigenvector_conditioning():
-    from parity.stages import get_stage
+def test_cluster_map_bound_follows_conditioning_amplitudes_and_the_d_difference():
+    from parity.conditioning import cluster_map_bound
 
-    terms = get_stage("Id_cluster0").terms
-    assert terms(_SpectrumRun([1.0, 2.0, 3.0])) == 9  # n_dof 3 x lambda_max 3 / gap 1
-    near = terms(_SpectrumRun([1.0, 1.0 + 1e-4, 3.0]))  # an almost degenerate neighbour: 3 x 3 / 1e-4
-    assert 8.9e4 < near < 9.1e4
-    # A cluster (relative gap under 1e-6) is one subspace: its own spread does not count.
-    assert terms(_SpectrumRun([1.0, 1.0 + 1e-9, 3.0])) == 5  # 3 x 3 / 2, rounded up
+    eps = np.finfo(float).eps
+    delta = 2 * 3 * eps * 3  # both eigensolvers' backward error, 2 n eps ||D||
+    # rank 0 (lambda 1): neighbours at distances 1 and 2, unit amplitudes:
+    # W_C delta (2 |b_C| sqrt(1/1 + 1/4) + |b_C|^2 / lambda_C), relative to the map's max 1
+    want = delta * (2 * np.sqrt(1.25) + 1)
+    assert np.isclose(cluster_map_bound(_SpectrumRun([1, 2, 3], [1, 1, 1]), 0, 1, eps), want)
+    # a neighbour 100x stronger than the cluster: 100x the mixing term
+    strong = cluster_map_bound(_SpectrumRun([1, 2, 3], [1, 1e4, 1]), 0, 1, eps)
+    assert np.isclose(strong, delta * (2 * np.sqrt(1e4 + 0.25) + 1))
+    # an almost degenerate neighbour (outside the cluster's relative gap 1e-6)
+    near = cluster_map_bound(_SpectrumRun([1, 1 + 1e-4, 3], [1, 1, 1]), 0, 1, eps)
+    assert 1e4 * delta < near < 3e4 * delta
+    # the backends' D difference counts, but only up to what D's own tier allows
+    small = cluster_map_bound(_SpectrumRun([1, 2, 3], [1, 1, 1], d_error=1e-14), 0, 1, eps)
+    assert np.isclose(small, (delta + 3e-14) * (2 * np.sqrt(1.25) + 1))  # ||1e-14 ones(3,3)||_2 = 3e-14
+    huge = cluster_map_bound(_SpectrumRun([1, 2, 3], [1, 1, 1], d_error=1.0), 0, 1, eps)
+    assert np.isclose(huge, (delta + 3 * 5e-14 * 3) * (2 * np.sqrt(1.25) + 1))  # cap: n atol_tight max|D|
 
 
 def _pdb_with_atoms(pdb: Path, positions) -> Path:
@@ -186,3 +206,88 @@ def test_an_atom_far_outside_the_cell_is_named(pdb):
 
 def test_a_compact_asu_far_from_the_origin_still_loads(pdb):
     load_crystal(_pdb_with_atoms(pdb, [(5001.0, 5002.0, 5003.0), (5002.0, 5002.5, 5003.5), (5003.0, 5001.0, 5002.0)]))
+
+
+# ------------------------------------------------------------------ a 99,999 A cell
+def _huge_cell(pdb: Path, keep_remark_290: bool, at=(0.0, 0.0, 0.0), edge: float = 99999.0) -> Path:
+    """The synthetic crystal in an ``edge`` A cube-ish cell, its molecule centred at fractional ``at``."""
+    lines = pdb.read_text().splitlines()
+    xyz = np.array([[float(line[30:38]), float(line[38:46]), float(line[46:54])]
+                    for line in lines if line.startswith(("ATOM", "HETATM"))])
+    shift = np.asarray(at) * edge - xyz.mean(axis=0)
+    out = []
+    for line in lines:
+        if line.startswith("REMARK 290") and not keep_remark_290:
+            continue
+        if line.startswith("CRYST1"):
+            line = f"CRYST1{edge:9.3f}{edge:9.3f}{edge:9.3f}" + line[33:]
+        elif line.startswith(("ATOM", "HETATM")):
+            moved = np.array([float(line[30:38]), float(line[38:46]), float(line[46:54])]) + shift
+            line = line[:30] + "".join(f"{v:8.3f}" if len(f"{v:8.3f}") == 8 else f"{v:8.2f}" for v in moved) + line[54:]
+        out.append(line)
+    pdb.write_text("\n".join(out) + "\n")
+    return pdb
+
+
+def test_a_cell_edited_without_its_remark_290_is_refused(pdb):
+    """CRYST1 set to 99,999 A while SMTRY keeps the old cell's translations (a few A): the
+    copies would be packed half a cell from where the space group puts them (p1_oracle
+    failed by 5e4 A). Refused naming the operator and its translation."""
+    with pytest.raises(StructureError, match=r"operator \d's translation .* from a crystallographic translation"):
+        load_crystal(_huge_cell(pdb, keep_remark_290=True))
+
+
+@pytest.mark.parametrize("at", [(0.0, 0.0, 0.0), (0.9, 0.1, 0.7)])
+def test_p1_oracle_is_right_in_a_99999_A_cell(pdb, at):
+    """With operators that fit the cell, the oracle agrees with the reference anywhere in it."""
+    from parity.runner import run_parity
+
+    result = run_parity(str(_huge_cell(pdb, keep_remark_290=False, at=at)), stage_names=["p1_oracle"],
+                        progress=False)
+    (record,) = result["stages"]
+    assert record["status"] == "pass", record["message"]
+    assert record["n_compared"] > 0
+
+
+# ------------------------------------------------------------------ a crystal 5,000 A from the origin
+def _moved(pdb: Path, by: float = 5000.0) -> Path:
+    """The synthetic crystal with every atom moved by ``by`` A along x, y and z (same cell)."""
+    out = []
+    for line in pdb.read_text().splitlines():
+        if line.startswith(("ATOM", "HETATM")):
+            moved = [float(line[30:38]) + by, float(line[38:46]) + by, float(line[46:54]) + by]
+            line = line[:30] + "".join(f"{v:8.3f}" for v in moved) + line[54:]
+        out.append(line)
+    pdb.write_text("\n".join(out) + "\n")
+    return pdb
+
+
+FAR_STAGES = ["Amat", "Mmat", "structure_factors", "hessian", "K", "D"]
+
+
+def test_far_from_the_origin_the_tight_tier_scales_with_the_centring_conditioning(pdb):
+    """Centring x - com loses eps |x|: at 5,000 A (kappa 1.7e3) the backends differ by up to
+    7.4e-13 of max|F|; the allowance grows by kappa / KAPPA_MEASURED, and only there."""
+    from parity.runner import run_parity
+    from parity.tiers import TIERS
+
+    near = {s["name"]: s for s in run_parity("synthetic", stage_names=FAR_STAGES, progress=False)["stages"]}
+    far = {s["name"]: s for s in run_parity(str(_moved(pdb)), stage_names=FAR_STAGES, progress=False)["stages"]}
+    for name in FAR_STAGES:
+        assert near[name]["atol"] == TIERS["tight"].atol
+        assert far[name]["status"] == "pass", far[name]["message"]
+        assert TIERS["tight"].atol < far[name]["atol"] < 1e-10
+
+
+def test_far_from_the_origin_a_wrong_candidate_is_still_caught(pdb):
+    from parity.runner import make_run, run_parity, run_stage
+    from parity.stages import get_stage
+
+    path = str(_moved(pdb))
+    faulty = run_parity(path, stage_names=["Amat"], fault="amat_shared_buffer", progress=False)
+    assert faulty["stages"][0]["status"] == "fail"
+    run = make_run(path)
+    amat = np.array(run.candidate_value("Amat"), dtype=float)
+    amat.flat[int(np.argmax(np.abs(amat)))] *= 1 + 1e-10  # 1e-10 of max|A|
+    run._values[("candidate", "Amat")] = amat
+    assert run_stage(get_stage("Amat"), run)["status"] == "fail"
