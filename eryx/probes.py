@@ -100,3 +100,24 @@ class listen:
         global _listener
         _listener = self.previous
         _scope.clear()
+
+
+class quiet:
+    """No probes inside the block (the listener is suspended, then restored).
+
+    For code that reuses a step of the model outside its own computation (an input check
+    building one ASU's A matrix, for instance): its values are not the implementation's
+    intermediates and must not be aligned with the other side's.
+    """
+
+    def __init__(self) -> None:
+        self.previous: Callable[..., None] | None = None
+
+    def __enter__(self) -> "quiet":
+        global _listener
+        self.previous, _listener = _listener, None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        global _listener
+        _listener = self.previous

@@ -48,9 +48,11 @@ def asu0_block_max_eigenvalue(asu_xyz: np.ndarray, masses: np.ndarray, cell_orig
     from scipy.spatial import cKDTree
 
     from .models import build_A
+    from .probes import quiet
 
     n_asu, n_at, _ = asu_xyz.shape
-    A = build_A(asu_xyz[:1])[0].reshape(n_at, 3, 6)  # ASU 0's projection, (n_at, 3, 6)
+    with quiet():  # an input check, not a step of the model: no A_block probes from here
+        A = build_A(asu_xyz[:1])[0].reshape(n_at, 3, 6)  # ASU 0's projection, (n_at, 3, 6)
     all_xyz = (asu_xyz[None] + cell_origin[:, None, None, :]).reshape(-1, 3)
     lists = cKDTree(all_xyz).query_ball_point(asu_xyz[0], r=cutoff)
     counts = np.array([len(x) for x in lists], dtype=np.int64)
