@@ -38,6 +38,30 @@ def _run(fault=None, **kw):
 
 
 # ------------------------------------------------------------------ the probe call
+def test_quiet_blocks_keep_their_probes_to_themselves():
+    seen = []
+    with pr.listen(lambda name, *rest: seen.append(name)):
+        pr.probe("before", 1)
+        with pr.quiet():
+            pr.probe("inside", 2)  # e.g. an input check reusing a model step
+        pr.probe("after", 3)
+    assert seen == ["before", "after"] and not pr.listening()
+
+
+def test_the_stiffness_check_offers_no_probes():
+    """A candidate's probe stream holds its own steps only (the up-front stiffness check
+    builds an A matrix with the reference's code: none of its A_block values may appear)."""
+    from eryx import stiffness
+    from eryx.fixtures import resolve_fixture
+    from eryx.structure import load_crystal
+
+    crystal = load_crystal(str(resolve_fixture("synthetic")), True)
+    seen = []
+    with pr.listen(lambda name, *rest: seen.append(name)):
+        stiffness.check_model_stiffness(crystal, (2, 2, 2), 4.0, (1.0, 1.0))
+    assert seen == []
+
+
 def test_probe_is_free_and_transparent_without_listener():
     x = np.arange(3.0)
     assert pr._listener is None and not pr.listening()
