@@ -87,22 +87,12 @@ def check_stiffness_up_front(asu_xyz: np.ndarray, masses: np.ndarray, cell_origi
     """Raise the "too stiff" :class:`SpringConstantError` of :func:`validation.check_spectrum`
     when ASU 0's block alone decides it (module docstring); else return (the full check
     after the Hessian decides). Arguments as :func:`asu0_block_max_eigenvalue`."""
-    from .validation import ZERO_MODE_CUTOFF2, _spectrum_message
+    from .validation import refuse_too_stiff
 
-    n_dof = 6 * asu_xyz.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is left to the full path
         lam = asu0_block_max_eigenvalue(asu_xyz, masses, cell_origin, cutoff, gammas, kvec)
-    tau = n_dof * float(np.finfo(np.float64).eps) * lam
-    worst = int(np.argmax(tau))
-    if tau[worst] >= ZERO_MODE_CUTOFF2:
-        raise _spectrum_message(
-            "too stiff",
-            f"at BZ point {bz_labels[worst]} the largest eigenvalue of D is at least {lam[worst]:.3g} (that of "
-            f"one ASU's 6 x 6 block, decided before building the Hessian), so its round-off ({n_dof} eps x "
-            f"{lam[worst]:.3g} = {tau[worst]:.3g}) reaches the zero-mode cutoff w^2 = {ZERO_MODE_CUTOFF2:g} "
-            "(ALGORITHM.md section 7) and zero modes (Bragg points) could not be told from modes", gammas,
-            f"scale both spring constants down by a factor of at least {tau[worst] / ZERO_MODE_CUTOFF2:.3g} "
-            "(the map scales as 1 / gamma, the ADPs do not change)")
+    refuse_too_stiff(lam, 6 * asu_xyz.shape[0], bz_labels, gammas,
+                     bound="that of one ASU's 6 x 6 block, decided before building the Hessian")
 
 
 def check_model_stiffness(crystal, L: Sequence[int], cutoff: float, gammas: tuple[float, float]) -> None:

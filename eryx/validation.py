@@ -306,6 +306,35 @@ def _spectrum_message(kind: str, what: str, gammas: tuple[float, float], advice:
         "(docs/model-edges.md)", kind.replace(" ", "_"))
 
 
+def refuse_too_stiff(lam_max: np.ndarray, n_dof: int, bz_labels: Sequence, gammas: tuple[float, float],
+                     bound: str = "") -> np.ndarray:
+    """The "too stiff" rule: raise when the round-off of D, n_dof eps lambda_max(D), reaches the
+    zero-mode cutoff w^2 at some BZ point (ALGORITHM.md section 7); else return that round-off.
+
+    Parameters
+    ----------
+    lam_max : (n_k,) float
+        The largest eigenvalue of D per BZ point, or a lower bound of it (``bound`` then
+        says which, e.g. "that of one ASU's 6 x 6 block"): the rule then refuses only what
+        the exact values refuse too.
+    n_dof : int
+        Size of D (6 n_asu).
+    """
+    tau = n_dof * float(np.finfo(np.float64).eps) * lam_max
+    worst = int(np.argmax(tau))
+    if tau[worst] >= ZERO_MODE_CUTOFF2:
+        value = f"at least {lam_max[worst]:.3g} ({bound})" if bound else f"{lam_max[worst]:.3g}"
+        raise _spectrum_message(
+            "too stiff",
+            f"at BZ point {bz_labels[worst]} the largest eigenvalue of D is {value}, so its round-off "
+            f"({n_dof} eps x {lam_max[worst]:.3g} = {tau[worst]:.3g}) reaches the zero-mode cutoff "
+            f"w^2 = {ZERO_MODE_CUTOFF2:g} (ALGORITHM.md section 7) and zero modes (Bragg points) could not "
+            "be told from modes", gammas,
+            f"scale both spring constants down by a factor of at least {tau[worst] / ZERO_MODE_CUTOFF2:.3g} "
+            "(the map scales as 1 / gamma, the ADPs do not change)")
+    return tau
+
+
 def check_spectrum(
     D_abs: np.ndarray, K_abs: np.ndarray, bz_labels: Sequence, gammas: tuple[float, float],
     eps: float = float(np.finfo(np.float64).eps),
@@ -344,17 +373,7 @@ def check_spectrum(
         raise _spectrum_message("overflow", "K(k) or D(k) is not finite", gammas,
                                 "use smaller spring constants")
     lam_D, lam_K = D_abs.max(axis=1), K_abs.max(axis=1)
-    tau64_D = n * eps64 * lam_D
-    worst = int(np.argmax(tau64_D))
-    if tau64_D[worst] >= ZERO_MODE_CUTOFF2:
-        raise _spectrum_message(
-            "too stiff",
-            f"at BZ point {bz_labels[worst]} the largest eigenvalue of D is {lam_D[worst]:.3g}, so its "
-            f"round-off ({n} eps x {lam_D[worst]:.3g} = {tau64_D[worst]:.3g}) reaches the zero-mode cutoff "
-            f"w^2 = {ZERO_MODE_CUTOFF2:g} (ALGORITHM.md section 7) and zero modes (Bragg points) could not "
-            "be told from modes", gammas,
-            f"scale both spring constants down by a factor of at least {tau64_D[worst] / ZERO_MODE_CUTOFF2:.3g} "
-            "(the map scales as 1 / gamma, the ADPs do not change)")
+    tau64_D = refuse_too_stiff(lam_D, n, bz_labels, gammas)
     tau_D, tau_K = n * eps * lam_D, n * eps * lam_K
     hi_D = np.maximum(ZERO_MODE_CUTOFF2, SPECTRUM_SEPARATION * tau64_D)
     band_D = (D_abs > tau_D[:, None]) & (D_abs < hi_D[:, None])

@@ -130,13 +130,22 @@ def _check_name_length(path: Path, label: str) -> None:
 
 
 def _file_key(value: Any) -> Any:
-    """What identifies a file: device and inode when it exists (hard links too), else its real path."""
-    text = os.fspath(value)
+    """What identifies a file: device and inode when it exists (hard links too), else its real path.
+
+    The path is resolved first (symbolic links, ``..`` through folders that do not exist
+    yet), so ``sub/../in.pdb`` is ``in.pdb`` even before ``sub`` is created.
+    """
+    text = os.path.realpath(os.fspath(value))
     try:
         st = os.stat(text)
         return ("inode", st.st_dev, st.st_ino)
     except (OSError, ValueError):
         return ("path", os.path.realpath(text))
+
+
+def same_file(a: Any, b: Any) -> bool:
+    """Whether two paths name one file (the same inode, or the same resolved path)."""
+    return _file_key(a) == _file_key(b)
 
 
 def check_outputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> None:

@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence, TextIO
 
 from .history import DEFAULT_PATH
+from .io import same_file
 from .options import UsageError
 from .regressions import SlowdownRule
 
@@ -386,15 +387,6 @@ def default_outputs(db: str | Path) -> tuple[Path, Path]:
     return folder / "runs", folder / "dashboard.html"
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def refuse_same_file(outputs: Mapping[str, str | Path | None], inputs: Mapping[str, str | Path | None]) -> None:
     """Raise :class:`UsageError` when an output names the same file as an input.
 
@@ -405,7 +397,7 @@ def refuse_same_file(outputs: Mapping[str, str | Path | None], inputs: Mapping[s
         for in_name, in_path in inputs.items():
             if out_path is None or in_path is None or out_name == in_name:
                 continue
-            if _same_file(Path(out_path), Path(in_path)):
+            if same_file(out_path, in_path):
                 raise UsageError(f"{out_name} and {in_name} both name {in_path}: the output would overwrite "
                                  f"the input; give {out_name} another path")
 

@@ -61,11 +61,13 @@ def pdb(tmp_path) -> Path:
 
 
 # ------------------------------------------------------------------ inputs destroyed
-@pytest.mark.parametrize("link", ["same", "symlink", "hardlink", "dot"])
+@pytest.mark.parametrize("link", ["same", "symlink", "hardlink", "dot", "through-a-new-folder"])
 @pytest.mark.parametrize("argv", [["run", "--json"], ["run", "--html"], ["bisect", "--json"], ["dump", "--out"]])
 def test_the_fixture_is_never_overwritten(capsys, pdb, argv, link):
     before = pdb.read_bytes()
-    target = {"same": str(pdb), "dot": f"./{pdb.name}"}.get(link, f"other-{link}.pdb")
+    target = {"same": str(pdb), "dot": f"./{pdb.name}",
+              # 'new/..' names the PDB once the output's folder is created (run and report create it)
+              "through-a-new-folder": f"new/../{pdb.name}"}.get(link, f"other-{link}.pdb")
     if link == "symlink":
         os.symlink(pdb, target)
     elif link == "hardlink":
