@@ -7,7 +7,7 @@ Usage (from the repository root, fixtures under $ERYX_FIXTURES_DIR)::
     python benchmarks/gradients.py --engine autograd     # the plain-autograd path (the "before")
     python benchmarks/gradients.py --fresh               # + a first call in fresh processes
 
-The contenders and the method are :mod:`parity.bench_gradients`'s (what ``parity bench``
+The contenders and the method are :mod:`parity.benchmarking.gradients`'s (what ``parity bench``
 and ``parity nightly`` record): medians of ``--repeat`` warm runs in ONE process with
 the contenders interleaved (ratios meaningful on a shared machine; the load average is
 printed), peak memory of each contender in a fresh process. ``--engine`` sets
@@ -57,7 +57,7 @@ def _fresh_child(spec: dict) -> None:
     import time
 
     from eryx.fixtures import resolve_fixture
-    from parity.bench_gradients import gradient_callables
+    from parity.benchmarking.gradients import gradient_callables
 
     _engine(spec["engine"])
     fns = gradient_callables(str(resolve_fixture(spec["pdb"])), _grid(spec["grid"]), spec["dtype"], n_q=1)
@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     import torch
 
-    from parity import bench_gradients as bg
+    from parity.benchmarking import gradients as bg
 
     _engine(args.engine)
     if args.engine:  # the peak-memory children must run the same engine

@@ -13,7 +13,7 @@ import shlex
 import sys
 import time
 
-from parity import cli
+from parity.commands import cli
 
 for folder in sys.argv[1:]:
     argv = shlex.split(open(os.path.join(folder, "command.txt")).read().splitlines()[-1])[1:]

@@ -6,3 +6,13 @@
 - :mod:`eryx.fixtures` / :mod:`eryx.synthetic` -- fixtures, real and generated
 """
 __version__ = "0.1.0"
+
+#: Modules that moved (old dotted name -> new); the old names still import, with a
+#: DeprecationWarning (:mod:`eryx._moved`).
+MOVED = {
+    "eryx.stages_torch": "eryx.functional_torch",
+}
+
+from eryx._moved import install as _install_moved  # noqa: E402
+
+_install_moved(MOVED)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .structure import ID_CELL_REF
+from eryx.structure import ID_CELL_REF
 
 
 def find_contacts(asu_xyz: np.ndarray, cell_origin: np.ndarray, cutoff: float) -> dict[str, np.ndarray]:

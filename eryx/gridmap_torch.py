@@ -22,7 +22,7 @@ without keeping the map's intermediates alive (docs/gradients.md):
 * **In q-vector mode, with respect to q**: :func:`full_map_q_grad`, with the points
   grouped by k-point: K(k) is factorised once per k-point and its k-dependence enters as
   the exact first-order term -Re(Y^H (dK/dk_x)^T Y) dk_x, Y = K^-T F, dK/dk from forward-mode
-  AD of :func:`stages_torch.build_K` (so an injected fault in ``build_K`` still reaches
+  AD of :func:`functional_torch.build_K` (so an injected fault in ``build_K`` still reaches
   the gradient). Its k-term is also first-order only (same error on a double backward).
 
 Both are exact: the same values as the plain-autograd paths to round-off (tests compare
@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from . import stages_torch as st
+from eryx import functional_torch as st
 
 #: The stage functions the analytic backward differentiates by hand. If any of them is
 #: replaced (a fault injection), the model falls back to plain autograd, so the gradient
@@ -92,7 +92,7 @@ def parallel_units(run, units: list, parallel: bool) -> list:
         w = load.index(min(load))
         subsets[w].append(unit)
         load[w] += len(unit[3]) * len(unit[4])
-    from .models_torch import torch_threads
+    from eryx.models_torch import torch_threads
 
     grad_enabled = torch.is_grad_enabled()  # thread-local: carry the caller's mode over
 
@@ -121,7 +121,7 @@ def _backward_unit(model, tables: dict, unit, W: torch.Tensor, g: torch.Tensor, 
                    gW: torch.Tensor, gU: torch.Tensor) -> None:
     """Accumulate one work unit's dL/dW (into ``gW``) and dL/dU (into ``gU``).
 
-    Recomputes the unit's structure factors as :func:`stages_torch.structure_factors_product_T`
+    Recomputes the unit's structure factors as :func:`functional_torch.structure_factors_product_T`
     does, keeping the amplitude-weighted phases A (needed for dL/dU), then runs the chain
     backwards (the module docstring).
     """
@@ -231,7 +231,7 @@ class _FirstOrderK(torch.autograd.Function):
 def k_derivative(hessian: torch.Tensor, k: torch.Tensor, cell_origin: torch.Tensor) -> torch.Tensor:
     """dK/dk_x at the k-points ``k`` (n_k, 3): (3, n_k, n_dof, n_dof) complex, no autograd.
 
-    Forward-mode AD of :func:`stages_torch.build_K` (whatever function it currently is).
+    Forward-mode AD of :func:`functional_torch.build_K` (whatever function it currently is).
     """
     import torch.autograd.forward_ad as fwAD
 
@@ -303,7 +303,7 @@ def full_map_q_grad(model, use_data_adp: bool) -> torch.Tensor:
     """
     if not (Q_GRAD_SINGLE_THREAD and model.device.type == "cpu"):
         return _full_map_q_grad(model, use_data_adp)
-    from .models_torch import torch_threads
+    from eryx.models_torch import torch_threads
 
     with torch_threads(1):
         out = _full_map_q_grad(model, use_data_adp)

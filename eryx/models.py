@@ -17,14 +17,14 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial import KDTree
 
-from . import structure
-from .build import run_build_steps
-from .errors import EryxInputError, SpringConstantError, UndefinedADPError
-from .probes import listening as _listening
-from .probes import probe, probe_scope
-from .structure import ID_CELL_REF, N_CELL, Crystal
-from .stiffness import check_model_stiffness
-from .validation import (
+from eryx import structure
+from eryx.build import run_build_steps
+from eryx.errors import EryxInputError, SpringConstantError, UndefinedADPError
+from eryx.probes import listening as _listening
+from eryx.probes import probe, probe_scope
+from eryx.structure import ID_CELL_REF, N_CELL, Crystal
+from eryx.stiffness import check_model_stiffness
+from eryx.validation import (
     Sampling, adp_scale_defined, check_common, check_k_vector, check_memory, check_q_vectors, check_spectrum,
     estimate_numpy_memory, resolve_memory_limit, undefined_adp_reason,
 )

@@ -4,7 +4,7 @@ Same constructor as :class:`eryx.models.OnePhonon` plus ``device``, ``dtype``,
 ``q_vectors`` (arbitrary q-vector mode) and ``chunk_size``; the same intermediate
 quantities under the same names, as tensors on the chosen device. Structure loading
 is shared (:mod:`eryx.structure`); every number after it is computed in torch by the
-pure functions of :mod:`eryx.stages_torch`.
+pure functions of :mod:`eryx.functional_torch`.
 
 Differentiable in ``gamma_intra``, ``gamma_inter`` (pass tensors with
 ``requires_grad``) and, in q-vector mode, in ``q_vectors``. The full map
@@ -25,16 +25,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import gridmap_torch as gm
-from . import stages_torch as st
-from . import structure
-from .build import run_build_steps
-from .errors import EryxInputError, SpringConstantError, UndefinedADPError
-from .probes import listening as _listening
-from .probes import probe
-from .structure import ID_CELL_REF
-from .stiffness import check_model_stiffness
-from .validation import (
+from eryx import gridmap_torch as gm
+from eryx import functional_torch as st
+from eryx import structure
+from eryx.build import run_build_steps
+from eryx.errors import EryxInputError, SpringConstantError, UndefinedADPError
+from eryx.probes import listening as _listening
+from eryx.probes import probe
+from eryx.structure import ID_CELL_REF
+from eryx.stiffness import check_model_stiffness
+from eryx.validation import (
     check_common, check_memory, check_spectrum, contact_upper_bound, estimate_torch_memory,
     resolve_memory_limit, undefined_adp_reason,
 )
@@ -593,7 +593,7 @@ class OnePhonon:
 
     def _grid_chunks(self, tables: dict, units):
         """Yield (bz, flat grid indices (n,), F (n_dof, n) complex) over the work units
-        of :meth:`_grid_units`: F from :func:`stages_torch.structure_factors_product_T`
+        of :meth:`_grid_units`: F from :func:`functional_torch.structure_factors_product_T`
         with the per-axis phase tables, the amplitudes at ``q_grid`` and the same
         low-rank projection as the direct formula.
         """

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .structure import ID_CELL_REF
+from eryx.structure import ID_CELL_REF
 
 
 def asu0_block_max_eigenvalue(asu_xyz: np.ndarray, masses: np.ndarray, cell_origin: np.ndarray, cutoff: float,
@@ -47,8 +47,8 @@ def asu0_block_max_eigenvalue(asu_xyz: np.ndarray, masses: np.ndarray, cell_orig
     import scipy.linalg
     from scipy.spatial import cKDTree
 
-    from .models import build_A
-    from .probes import quiet
+    from eryx.models import build_A
+    from eryx.probes import quiet
 
     n_asu, n_at, _ = asu_xyz.shape
     with quiet():  # an input check, not a step of the model: no A_block probes from here
@@ -87,7 +87,7 @@ def check_stiffness_up_front(asu_xyz: np.ndarray, masses: np.ndarray, cell_origi
     """Raise the "too stiff" :class:`SpringConstantError` of :func:`validation.check_spectrum`
     when ASU 0's block alone decides it (module docstring); else return (the full check
     after the Hessian decides). Arguments as :func:`asu0_block_max_eigenvalue`."""
-    from .validation import refuse_too_stiff
+    from eryx.validation import refuse_too_stiff
 
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is left to the full path
         lam = asu0_block_max_eigenvalue(asu_xyz, masses, cell_origin, cutoff, gammas, kvec)
@@ -99,7 +99,7 @@ def check_model_stiffness(crystal, L: Sequence[int], cutoff: float, gammas: tupl
     """:func:`check_stiffness_up_front` at a model's grid BZ points (both models' build step
     ``stiffness``, before the Hessian). ``crystal``: :class:`eryx.structure.Crystal`;
     ``L``: the oversampling per axis."""
-    from .models import bz_fractions
+    from eryx.models import bz_fractions
 
     kvec = 2 * np.pi * np.einsum("ji,...j->...i", crystal.A_inv, bz_fractions(L)).reshape(-1, 3)
     check_stiffness_up_front(crystal.asu_xyz, crystal.masses[:crystal.n_at], crystal.cell_origin, cutoff,

@@ -19,7 +19,7 @@ from typing import Iterator
 import gemmi
 import numpy as np
 
-from .errors import InputTypeError, StructureError
+from eryx.errors import InputTypeError, StructureError
 
 #: Index of the reference cell [0, 0, 0] in the 27-cell supercell.
 ID_CELL_REF = 13

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import EryxInputError, MemoryBudgetError, SpringConstantError
+from eryx.errors import EryxInputError, MemoryBudgetError, SpringConstantError
 
 SUPPORTED_GROUP_BY = ("asu",)
 SUPPORTED_MODELS = ("gnm",)

@@ -63,7 +63,7 @@ def grid_of(name: str, pdb: str):
     if name == "standard":
         return STANDARD_GRID
     if name == "default":
-        from parity.spec import default_grid
+        from parity.contract.spec import default_grid
 
         return default_grid(pdb)
     lo, hi, n = (int(v) for v in name.split(","))

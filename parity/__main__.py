@@ -1,6 +1,6 @@
 """``python -m parity``: the same as the ``parity`` console command."""
 import sys
 
-from ._entry import main
+from parity.commands.entry import main
 
 sys.exit(main())

@@ -34,11 +34,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from .backends import ENTRY_POINT_GROUP, BackendError, get_backend, registered_backends
-from .backends.base import Backend, BuildFailure, NotProvided, Session, build_failure
-from .contract_check import ContractReport, check_backend, expected_shape, format_report, shape_symbols
-from .quantities import QUANTITIES, QUANTITY_NAMES, Quantity, get_quantity
-from .spec import (GEMMI_SAMPLE_SIZE, GRAD_Q_SAMPLE_SIZE, OFFGRID_SHIFT_Q, PROBE_CELL, Q_SAMPLE_SIZE, RunSpec,
+from parity.backends import ENTRY_POINT_GROUP, BackendError, get_backend, registered_backends
+from parity.backends.base import Backend, BuildFailure, NotProvided, Session, build_failure
+from parity.backends.selfcheck import ContractReport, check_backend, expected_shape, format_report, shape_symbols
+from parity.contract.quantities import QUANTITIES, QUANTITY_NAMES, Quantity, get_quantity
+from parity.contract.spec import (GEMMI_SAMPLE_SIZE, GRAD_Q_SAMPLE_SIZE, OFFGRID_SHIFT_Q, PROBE_CELL, Q_SAMPLE_SIZE, RunSpec,
                    make_spec)
 
 #: Version of this API: bumped when a name here changes meaning.

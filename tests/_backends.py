@@ -11,7 +11,7 @@ import numpy as np
 
 from eryx.errors import EryxInputError
 from parity.backends import NotProvided
-from parity.backends.torch import TorchBackend, TorchSession
+from parity.backends.eryx_torch import TorchBackend, TorchSession
 
 
 class _Session(TorchSession):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from parity.backends import Backend, NotProvided, Session
-from parity.backends.numpy import NumpyBackend
+from parity.backends.eryx_numpy import NumpyBackend
 
 from ._backends import FailsToBuildPhonons
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from parity import compare as cmp
-from parity import runner
-from parity.runner import make_run, run_parity  # noqa: F401  (re-exported for the tests)
-from parity.stages import get_stage
+from parity.comparison import engine as cmp
+from parity.running import runner
+from parity.running.runner import make_run, run_parity  # noqa: F401  (re-exported for the tests)
+from parity.contract.stages import get_stage
 
 __all__ = ["context", "run_parity", "n_terms_of", "stage_tier", "stage_comparison", "candidate_value"]
 
@@ -22,7 +22,7 @@ __all__ = ["context", "run_parity", "n_terms_of", "stage_tier", "stage_compariso
 def context(fixture: str, **options: Any) -> runner.Run:
     """A built run; skips the test when the fixture is missing."""
     from eryx.fixtures import synthetic_names
-    from parity.pytest_plugin import fixture_path_or_skip
+    from parity.testing.plugin import fixture_path_or_skip
 
     if fixture not in synthetic_names():
         fixture_path_or_skip(fixture)

@@ -1,6 +1,6 @@
 """The project's own test settings (the parity plugin loads through its ``pytest11`` entry point).
 
-Here, not in a root conftest: ``pytest --parity`` collects ``parity/stage_tests.py`` from
+Here, not in a root conftest: ``pytest --parity`` collects ``parity/testing/stage_tests.py`` from
 an editable checkout, and a conftest above it would apply to the user's session.
 """
 import importlib.util

@@ -25,8 +25,8 @@ import pytest
 
 from parity.backends import get_backend
 from parity.backends.external import ExternalError, resolve_checkout
-from parity.runner import execute, make_run
-from parity.stages import get_stage, select
+from parity.running.runner import execute, make_run
+from parity.contract.stages import get_stage, select
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ((-1, 1, 2), (-1, 1, 2), (-1, 1, 2))  # 125 grid points, 8 BZ points
@@ -129,7 +129,7 @@ def by_name(result: dict) -> dict:
 
 
 def cli(args: list[str], capsys, env: dict | None = None, monkeypatch=None) -> tuple[int, str, str]:
-    from parity.cli import main
+    from parity.commands.cli import main
 
     for k, v in (env or {}).items():
         monkeypatch.setenv(k, v)
@@ -561,7 +561,7 @@ def _load_worker(name: str):
 @pytest.mark.parametrize("worker, backend", [("upstream_worker", "upstream-eryx"), ("port_worker", "torch-port")])
 def test_each_worker_maps_exactly_what_its_backend_declares(worker, backend):
     from parity.backends import _load, registered_backends
-    from parity.quantities import QUANTITY_NAMES
+    from parity.contract.quantities import QUANTITY_NAMES
 
     declared = _load(registered_backends()[backend]).static_provides()
     getters = set(_load_worker(worker).GETTERS)

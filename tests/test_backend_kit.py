@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from parity.backends import BackendError, backend_clashes, get_backend
-from parity.scaffold import scaffold
-from parity.tiers import _toml_module
+from parity.backends.scaffold import scaffold
+from parity.contract.tiers import _toml_module
 
 NAME = "myport"
 BACKEND = '''\
@@ -133,7 +133,7 @@ def parity_cmd(*args) -> list[str]:
 
 
 def test_scaffold_lists_every_quantity_and_the_entry_point(tmp_path):
-    from parity.quantities import QUANTITY_NAMES
+    from parity.contract.quantities import QUANTITY_NAMES
 
     scaffold("my-port", tmp_path / "p")
     text = (tmp_path / "p" / "my_port_parity" / "backend.py").read_text()
@@ -144,8 +144,8 @@ def test_scaffold_lists_every_quantity_and_the_entry_point(tmp_path):
 
 
 def test_the_untouched_skeleton_builds_and_provides_nothing(tmp_path, monkeypatch):
-    from parity.contract_check import check_backend
-    from parity.quantities import QUANTITY_NAMES
+    from parity.backends.selfcheck import check_backend
+    from parity.contract.quantities import QUANTITY_NAMES
 
     scaffold("fresh", tmp_path / "fresh")
     monkeypatch.syspath_prepend(str(tmp_path / "fresh"))
@@ -156,7 +156,7 @@ def test_the_untouched_skeleton_builds_and_provides_nothing(tmp_path, monkeypatc
 
 
 def test_new_backend_refuses_a_taken_directory_and_a_builtin_name(tmp_path, capsys):
-    from parity.cli import main
+    from parity.commands.cli import main
 
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("mine")
@@ -169,7 +169,7 @@ def test_new_backend_refuses_a_taken_directory_and_a_builtin_name(tmp_path, caps
 
 def test_the_docs_backend_registers_and_passes_the_contract_check(tmp_path, monkeypatch):
     """Fast sibling of the end-to-end test: entry point + contract self-test, in process."""
-    from parity.contract_check import check_backend
+    from parity.backends.selfcheck import check_backend
 
     root = make_package(tmp_path)
     put_on_path(root)
@@ -247,7 +247,7 @@ def _dist(root: Path, dist: str, entries: dict) -> None:
 
 
 def test_two_distributions_registering_one_name_are_refused_naming_both(tmp_path, monkeypatch, capsys):
-    from parity.cli import main
+    from parity.commands.cli import main
 
     _dist(tmp_path, "alpha_port", {"shared": "tests._backends:DoublesTheMap"})
     _dist(tmp_path, "beta_port", {"shared": "tests._backends:LacksTheHessian"})
@@ -285,7 +285,7 @@ def test_pytest_parity_in_a_bare_repository_runs_every_stage_with_registered_mar
     done = _pytest(repo, "--parity", "--parity-fixture", "synthetic", "--candidate", "numpy", "-m", "phase1",
                    "--strict-markers", "-W", "error::pytest.PytestUnknownMarkWarning", "-q")
     assert done.returncode == 0, done.stdout + done.stderr
-    from parity.stages import STAGES
+    from parity.contract.stages import STAGES
 
     n1 = sum(s.phase == 1 for s in STAGES)
     assert re.search(rf"\b{n1} passed", done.stdout), done.stdout
@@ -317,8 +317,8 @@ def test_parity_require_fails_a_required_stage_that_is_not_comparable(tmp_path):
 
 
 def test_parity_require_names_are_checked():
-    from parity.pytest_plugin import parse_require
-    from parity.stages import STAGES
+    from parity.testing.plugin import parse_require
+    from parity.contract.stages import STAGES
 
     assert parse_require("all") == {s.name for s in STAGES}
     assert parse_require("Linv, phase1") == {"Linv"} | {s.name for s in STAGES if s.phase == 1}
@@ -348,7 +348,7 @@ class _Config:
 
 def test_the_plugin_leaves_torch_threads_alone_and_registers_its_markers(monkeypatch):
     torch = pytest.importorskip("torch")
-    from parity import pytest_plugin
+    from parity.testing import plugin as pytest_plugin
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
@@ -365,9 +365,9 @@ def test_a_float64_offgrid_shift_in_a_float32_run_is_named(monkeypatch):
     """The bug the issue met: a float64 OFFGRID_SHIFT_Q added to float32 q-vectors."""
     import numpy as np
 
-    import parity.backends.torch as tb
-    from parity.contract_check import check_backend
-    from parity.spec import OFFGRID_SHIFT_Q, make_spec
+    import parity.backends.eryx_torch as tb
+    from parity.backends.selfcheck import check_backend
+    from parity.contract.spec import OFFGRID_SHIFT_Q, make_spec
 
     spec = make_spec("synthetic", dtype="float32")
     q32 = np.zeros((2, 3), dtype=np.float32)
@@ -387,18 +387,18 @@ def test_a_float64_offgrid_shift_in_a_float32_run_is_named(monkeypatch):
 
 # ------------------------------------------------------------------ the docs
 def test_the_docs_quantity_table_is_the_contract():
-    """docs/writing-a-backend.md's table is generated from parity.quantities (python -m parity.backend_docs)."""
-    from parity.backend_docs import DOC, render
-    from parity.quantities import QUANTITY_NAMES
+    """docs/writing-a-backend.md's table is generated from parity.contract.quantities (python -m parity.contract.quantity_table)."""
+    from parity.contract.quantity_table import DOC, render
+    from parity.contract.quantities import QUANTITY_NAMES
 
     text = DOC.read_text()
-    assert render(text) == text, "the doc's quantity table is stale: run python -m parity.backend_docs"
+    assert render(text) == text, "the doc's quantity table is stale: run python -m parity.contract.quantity_table"
     assert all(f"| `{name}` |" in text for name in QUANTITY_NAMES)
 
 
 def test_the_public_api_names_are_importable_and_documented():
     import parity.backend_api as api
-    from parity.backend_docs import DOC
+    from parity.contract.quantity_table import DOC
 
     text = DOC.read_text()
     for name in api.__all__:
@@ -413,10 +413,10 @@ def test_the_public_api_names_are_importable_and_documented():
 
 def test_stage_test_messages_say_root_cause_or_inherited_with_the_diagnosis():
     """Fast sibling of the end-to-end pytest run: the messages the packaged stage tests fail with."""
-    from parity.backends.torch import TorchBackend
-    from parity.runner import make_run
-    from parity.stage_tests import _record, failure_message
-    from parity.stages import get_stage
+    from parity.backends.eryx_torch import TorchBackend
+    from parity.running.runner import make_run
+    from parity.testing.stage_tests import _record, failure_message
+    from parity.contract.stages import get_stage
 
     entry = {"run": make_run("synthetic", candidate=TorchBackend(fault="linv_upper")), "records": {}, "error": None}
     linv, d, mmat = (get_stage(n) for n in ("Linv", "D", "Mmat"))
@@ -436,8 +436,8 @@ def test_a_moved_name_warns_through_its_alias(monkeypatch):
 
 
 def test_the_self_test_reports_a_backend_that_cannot_open_or_build():
-    from parity.backends.torch import TorchBackend
-    from parity.contract_check import check_backend, format_report
+    from parity.backends.eryx_torch import TorchBackend
+    from parity.backends.selfcheck import check_backend, format_report
 
     class OpensBadly(TorchBackend):
         name = "opens-badly"

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from eryx.errors import EryxInputError
-from parity import cli
+from parity.commands import cli
 from parity.backends import (BUILTIN_BACKENDS, ENTRY_POINT_GROUP, Backend, BackendError, get_backend,
                              registered_backends)
-from parity.backends.numpy import NumpyBackend
-from parity.backends.torch import CROSSFEED, TorchBackend, crossfeed_inputs
-from parity.quantities import QUANTITY_NAMES
-from parity.runner import make_run, run_parity
-from parity.stages import STAGES, get_stage
+from parity.backends.eryx_numpy import NumpyBackend
+from parity.backends.eryx_torch import CROSSFEED, TorchBackend, crossfeed_inputs
+from parity.contract.quantities import QUANTITY_NAMES
+from parity.running.runner import make_run, run_parity
+from parity.contract.stages import STAGES, get_stage
 
 GRID3 = ((-2, 2, 3),) * 3
 
@@ -140,8 +140,8 @@ def test_reference_refusal_is_bad_input_exit_2(capsys):
 
 def test_failed_construction_is_the_first_failure_with_its_step_and_phase():
     run = make_run("synthetic", samplings=GRID3, candidate="tests._backends:FailsToBuildPhonons")
-    from parity.bisect import classify
-    from parity.runner import execute
+    from parity.running.crossfeed import classify
+    from parity.running.runner import execute
 
     result = execute(run, STAGES, progress=False)
     first = result["stages"][0]
@@ -195,7 +195,7 @@ def test_a_grid_that_cannot_see_phase_signs_says_so(capsys):
 
 @pytest.mark.parametrize("fixture", ["synthetic", "5zck_p1", "7n2h", "193l"])
 def test_default_grids_see_phase_signs(fixture):
-    from parity.spec import default_grid
+    from parity.contract.spec import default_grid
 
     assert any(L % 2 == 1 and L > 1 for _, _, L in default_grid(fixture))
 

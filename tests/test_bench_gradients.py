@@ -1,7 +1,7 @@
-"""parity.bench_gradients: the gradient section of ``parity bench`` and ``parity nightly``."""
+"""parity.benchmarking.gradients: the gradient section of ``parity bench`` and ``parity nightly``."""
 from __future__ import annotations
 
-from parity import bench_gradients as bg
+from parity.benchmarking import gradients as bg
 
 GRID = ((-1, 1, 2),) * 3
 

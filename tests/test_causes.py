@@ -1,17 +1,17 @@
-"""Root causes told apart (parity.causes): the input graph, recomputed inputs, the first failure in phase order."""
+"""Root causes told apart (parity.diagnosis.causes): the input graph, recomputed inputs, the first failure in phase order."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from parity import bisect as bs
-from parity import causes
-from parity.quantities import QUANTITY_NAMES
-from parity.report import render_report
-from parity.runner import execute, make_run
-from parity.stages import STAGES, get_stage, select
-from parity.terminal import format_summary, format_table
+from parity.running import crossfeed as bs
+from parity.diagnosis import causes
+from parity.contract.quantities import QUANTITY_NAMES
+from parity.rendering.report import render_report
+from parity.running.runner import execute, make_run
+from parity.contract.stages import STAGES, get_stage, select
+from parity.rendering.terminal import format_summary, format_table
 
 REPO = Path(__file__).resolve().parents[1]
 USER = "tests._check_backends:"
@@ -133,7 +133,7 @@ def test_phase_sign_is_one_root_by_cross_feeding():
 
 
 def test_adp_scale_lands_on_covar_and_ADP_inherits():
-    from parity.faults import FAULTS
+    from parity.backends.faults import FAULTS
 
     assert FAULTS["adp_scale"].stage == "covar"
     run = make_run("synthetic", samplings=SMALL, fault="adp_scale")

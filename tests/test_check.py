@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from parity import cli
-from parity.check import verdict
-from parity.options import EXIT_DIVERGED, EXIT_OK, EXIT_SKIP
+from parity.commands import cli
+from parity.commands.check import verdict
+from parity.contract.options import EXIT_DIVERGED, EXIT_OK, EXIT_SKIP
 
 REPO = Path(__file__).resolve().parents[1]
 USER = "tests._check_backends:"
@@ -185,7 +185,7 @@ def test_unavailable_device_is_refused_once_before_any_backend_runs(capsys, buil
 
 def test_unavailable_device_in_bench_and_the_python_api(capsys):
     from eryx.errors import EryxInputError
-    from parity.runner import make_run
+    from parity.running.runner import make_run
 
     device = _unavailable_device()
     rc, out, err = run_cli(capsys, "bench", "--quick", "--device", device)

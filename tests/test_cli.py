@@ -1,4 +1,4 @@
-"""The ``parity`` command: in-process through ``parity.cli.main`` plus real console-script calls."""
+"""The ``parity`` command: in-process through ``parity.commands.cli.main`` plus real console-script calls."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from parity import cli
-from parity.faults import FAULTS, inject
-from parity.stages import PHASE_TITLES, STAGE_NAMES, STAGES
+from parity.commands import cli
+from parity.backends.faults import FAULTS, inject
+from parity.contract.stages import PHASE_TITLES, STAGE_NAMES, STAGES
 
 GRID = "--grid=-2,2,3"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from parity import cli
-from parity.faults import FAULTS
-from parity.stages import STAGE_NAMES
+from parity.commands import cli
+from parity.backends.faults import FAULTS
+from parity.contract.stages import STAGE_NAMES
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +133,7 @@ def test_grid_without_a_value_hints_at_the_equals_form(capsys):
 
 
 def test_join_negative_values_leaves_other_tokens_alone():
-    from parity.options import join_negative_values
+    from parity.contract.options import join_negative_values
 
     argv = ["run", "--gnm-cutoff", "4", "--grid", "-1,1,2", "--fixture", "-x", "--tier", "tight=1e-3"]
     assert join_negative_values(argv) == ["run", "--gnm-cutoff", "4", "--grid=-1,1,2", "--fixture", "-x",

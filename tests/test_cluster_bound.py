@@ -1,4 +1,4 @@
-"""Cluster maps judged by their first-order perturbation bound (parity.conditioning, issue 21):
+"""Cluster maps judged by their first-order perturbation bound (parity.contract.conditioning, issue 21):
 the README's all-contacts example passes, unit springs keep the end_to_end floor, and a wrong
 map or wrong eigenvectors are still caught under the scaled allowance."""
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parity.runner import make_run, run_parity, run_stage
-from parity.stages import get_stage
-from parity.tiers import TIERS
+from parity.running.runner import make_run, run_parity, run_stage
+from parity.contract.stages import get_stage
+from parity.contract.tiers import TIERS
 
 ALL_CONTACTS = {"gnm_cutoff": 1e9, "gamma_intra": 0.5, "gamma_inter": 0.5}
 CLUSTERS = ["Id_cluster0", "Id_cluster_last"]

@@ -16,7 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from parity.compare import (
+from parity.comparison.engine import (
     ELEMENTWISE,
     HIST_EDGES,
     NORMWISE,
@@ -35,7 +35,7 @@ from parity.compare import (
     spectral_projectors,
     ulp_distance,
 )
-from parity.tiers import TIERS, Tier
+from parity.contract.tiers import TIERS, Tier
 
 TIGHT = TIERS["tight"]
 EXACT = TIERS["exact"]
@@ -635,8 +635,8 @@ def _pair_rotated(values, angle, i=0, j=1, seed=3):
 
 
 def test_projector_allowance_grows_only_for_near_degenerate_clusters():
-    from parity.compare import compare_eigenspaces
-    from parity.tiers import TIERS
+    from parity.comparison.engine import compare_eigenspaces
+    from parity.contract.tiers import TIERS
 
     tier = TIERS["decomposition"]  # 1e-10
     close = np.array([1.0, 1.0 + 1e-5, 2.0, 3.0])  # relative gap 1e-5: allowance 1e-9

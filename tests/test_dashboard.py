@@ -1,4 +1,4 @@
-"""Tests of parity.dashboard: the self-contained HTML page of the run history."""
+"""Tests of parity.rendering.dashboard: the self-contained HTML page of the run history."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("jinja2")
 pytest.importorskip("matplotlib")
 
-from parity.dashboard import HIGHLIGHT_COLOURS, render_dashboard, series_figure  # noqa: E402
-from parity.history import HistoryStore, find_regressions  # noqa: E402
+from parity.rendering.dashboard import HIGHLIGHT_COLOURS, render_dashboard, series_figure  # noqa: E402
+from parity.storage.history import HistoryStore, find_regressions  # noqa: E402
 
 try:  # tests/ is not a package; both import styles must work
     from tests._chromium import check_page, chromium_unavailable_reason, find_chromium
@@ -171,8 +171,8 @@ def registry_result(*, night: int, fixture: str, dtype: str = "float64", failing
                     phase4_scale: float = 1.0) -> dict[str, Any]:
     """A result shaped like a real run: the registry's 38 stages with their tiers' tolerances,
     stage errors spread over decades, and a timing block of 3 repeats."""
-    from parity.stages import STAGES as REGISTRY
-    from parity.tiers import resolve_tier
+    from parity.contract.stages import STAGES as REGISTRY
+    from parity.contract.tiers import resolve_tier
 
     rows = []
     for index, stage in enumerate(REGISTRY):
@@ -214,8 +214,8 @@ def test_only_what_moved_is_coloured_and_named_in_the_legend(store: HistoryStore
     assert {(r.fixture, r.kind, r.target) for r in regressions} == {
         ("5zck_p1", "status_flip", "Kinv"), ("5zck_p1", "error_growth", "Kinv"),
         ("5zck_p1", "slowdown", "phase 4"), ("5zck_p1", "slowdown", "total")}
-    from parity.dashboard import moved_stages, slow_targets, stage_tolerances
-    from parity.history import judged_timings, timing_verdicts
+    from parity.rendering.dashboard import moved_stages, slow_targets, stage_tolerances
+    from parity.storage.history import judged_timings, timing_verdicts
 
     order = dict(store.stage_order())
     figures = {}
@@ -234,8 +234,8 @@ def test_only_what_moved_is_coloured_and_named_in_the_legend(store: HistoryStore
     assert figures["synthetic"].highlights == []
     assert not any("(" in label and "rtol" not in label for label in figures["synthetic"].legend)
     # Tier tolerances are drawn: one dashed line per tier of each phase, at rtol + atol.
-    from parity.stages import STAGES as REGISTRY
-    from parity.tiers import resolve_tier
+    from parity.contract.stages import STAGES as REGISTRY
+    from parity.contract.tiers import resolve_tier
 
     expected = {(str(s.phase), resolve_tier(s.tier).name, resolve_tier(s.tier).rtol + resolve_tier(s.tier).atol)
                 for s in REGISTRY if resolve_tier(s.tier).rtol + resolve_tier(s.tier).atol > 0}

@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from parity import dashboard  # noqa: E402
-from parity.dashboard import render_dashboard, series_figure  # noqa: E402
-from parity.history import HistoryStore  # noqa: E402
+from parity.rendering import dashboard  # noqa: E402
+from parity.rendering.dashboard import render_dashboard, series_figure  # noqa: E402
+from parity.storage.history import HistoryStore  # noqa: E402
 
 try:  # tests/ is not a package; both import styles must work
     from tests._chromium import check_page, chromium_unavailable_reason, find_chromium

@@ -1,4 +1,4 @@
-"""Divergence signatures (parity.diagnose): each signature on arrays with the defect built in,
+"""Divergence signatures (parity.diagnosis.signatures): each signature on arrays with the defect built in,
 near-misses that must not match, noise that must give "no simple signature", odd input.
 
 The arrays are synthetic and the defects are applied here with plain NumPy, independently of
@@ -13,11 +13,11 @@ import math
 import numpy as np
 import pytest
 
-from parity import diagnose as dg
-from parity.compare import cluster_eigenvalues, compare_arrays
-from parity.diagnose import (NO_SIGNATURE, Signature, diagnose_arrays, diagnose_eigenspaces,
+from parity.diagnosis import signatures as dg
+from parity.comparison.engine import cluster_eigenvalues, compare_arrays
+from parity.diagnosis.signatures import (NO_SIGNATURE, Signature, diagnose_arrays, diagnose_eigenspaces,
                              diagnose_gradient, figure, simple_expression, summary_phrase)
-from parity.tiers import TIERS
+from parity.contract.tiers import TIERS
 
 TIGHT, DECOMP, EXACT, GRAD = TIERS["tight"], TIERS["decomposition"], TIERS["exact"], TIERS["gradient"]
 BUDGET = 30.0  # generous: the tests check what is found, never how fast (no wall-clock asserts)

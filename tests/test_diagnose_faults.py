@@ -1,18 +1,18 @@
-"""Each named fault (parity/faults.py) is diagnosed by its own signature in its own stage.
+"""Each named fault (parity/backends/faults.py) is diagnosed by its own signature in its own stage.
 
-Each stage is diagnosed through the runner's own path (``parity.runner.diagnose_stage``): the
+Each stage is diagnosed through the runner's own path (``parity.running.runner.diagnose_stage``): the
 registry's axes, views and subsets (docs/diagnosis.md), exactly as a failing run gets them.
 """
 from __future__ import annotations
 
 import pytest
 
-from parity import runner
-from parity.diagnose import summary_phrase
-from parity.faults import FAULTS
-from parity.runner import make_run
-from parity.stages import get_stage
-from parity.tiers import resolve_tier
+from parity.running import runner
+from parity.diagnosis.signatures import summary_phrase
+from parity.backends.faults import FAULTS
+from parity.running.runner import make_run
+from parity.contract.stages import get_stage
+from parity.contract.tiers import resolve_tier
 
 # Oversampling 3: at oversampling 2, k and -k coincide and phase_sign is invisible.
 SAMPLINGS = ((-2, 2, 3),) * 3

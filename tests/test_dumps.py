@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity import cli
+from parity.commands import cli
 from parity.backends.dump import DUMP_SCHEMA_VERSION, MANIFEST_KEY, DumpBackend, DumpError, read_manifest
-from parity.quantities import QUANTITY_NAMES
+from parity.contract.quantities import QUANTITY_NAMES
 
 GRID = "--grid=-2,2,3"
 FOREIGN = Path(__file__).resolve().parents[1] / "reports" / "dumps"

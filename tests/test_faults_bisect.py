@@ -15,14 +15,14 @@ import torch
 
 from eryx import models as npm
 from eryx import models_torch as tm
-from eryx import stages_torch as st
-from parity import bisect as bs
-from parity.compare import compare_full_product
-from parity.backends.torch import TorchBackend
-from parity.faults import FAULTS, get_fault, inject
-from parity.runner import make_run, run_parity, run_stage, run_stages
-from parity.stages import STAGE_NAMES, STAGES, get_stage, select
-from parity.tiers import resolve_tier
+from eryx import functional_torch as st
+from parity.running import crossfeed as bs
+from parity.comparison.engine import compare_full_product
+from parity.backends.eryx_torch import TorchBackend
+from parity.backends.faults import FAULTS, get_fault, inject
+from parity.running.runner import make_run, run_parity, run_stage, run_stages
+from parity.contract.stages import STAGE_NAMES, STAGES, get_stage, select
+from parity.contract.tiers import resolve_tier
 
 GRID3 = ((-2, 2, 3),) * 3
 GRID2 = ((-2, 2, 2),) * 3
@@ -348,7 +348,7 @@ def _hkl_shifted(orig):
 
 
 INVARIANT_BREAKS = {
-    # (object, attribute, patch): stages_torch functions, or the torch model's map
+    # (object, attribute, patch): functional_torch functions, or the torch model's map
     "K_hermitian": (st, "build_K", _non_hermitian_K),
     # Id < 0 on the half space h > 0
     "Id_nonnegative": (tm.OnePhonon, "apply_disorder", _map_patch(lambda Id, h: torch.where(h > 0, -Id, Id))),

@@ -2,17 +2,17 @@
 
 The old kind tiers (decomposition_f32 = 1e-2) let ADP x 1.001 pass. The per-stage
 tiers are the worst float32 error measured for the stage times a margin of 5
-(parity/tiers.py, docs/tiers.md).
+(parity/contract/tiers.py, docs/tiers.md).
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from parity.compare import compare_arrays
-from parity.faults import FAULTS, inject
-from parity.stages import get_stage
-from parity.tiers import F32_STAGE_TIERS, TIERS
+from parity.comparison.engine import compare_arrays
+from parity.backends.faults import FAULTS, inject
+from parity.contract.stages import get_stage
+from parity.contract.tiers import F32_STAGE_TIERS, TIERS
 
 try:  # tests/ is not a package; both import styles must work
     from tests._parity_today import candidate_value, context, run_parity, stage_comparison, stage_tier

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.runner import build_sessions, make_run
+from parity.running.runner import build_sessions, make_run
 
 GRID = [(-1, 1, 2)] * 3
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import parity.backends.numpy as nb
+import parity.backends.eryx_numpy as nb
 from eryx import models as npm
-from parity.backends.torch import TorchSession
-from parity.runner import make_run, run_parity
-from parity.tiers import resolve_tier
+from parity.backends.eryx_torch import TorchSession
+from parity.running.runner import make_run, run_parity
+from parity.contract.tiers import resolve_tier
 
 GRID = ((-2, 2, 2),) * 3
 PARAMS = {"gamma_intra": 1.3, "gamma_inter": 0.6}

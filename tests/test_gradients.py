@@ -13,7 +13,7 @@ import torch
 import eryx.gridmap_torch as gm
 import eryx.models_torch as tm
 from eryx import models as npm
-from parity.tiers import resolve_tier
+from parity.contract.tiers import resolve_tier
 
 try:
     from tests._helpers import assert_rel
@@ -136,7 +136,7 @@ def test_double_backward_is_refused_clearly_and_the_autograd_engine_supports_it(
 
 def test_a_replaced_stage_function_falls_back_to_autograd(fixture_pdb, engine, monkeypatch):
     """A fault injected into a hand-differentiated stage reaches the gradient (plain autograd)."""
-    from eryx import stages_torch as st
+    from eryx import functional_torch as st
 
     pdb = fixture_pdb("synthetic")
 

@@ -1,4 +1,4 @@
-"""Tests of parity.history: the SQLite run history and regression detection."""
+"""Tests of parity.storage.history: the SQLite run history and regression detection."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from parity import history
-from parity.history import (HistoryError, HistoryStore, error_grew, find_regressions, judged_timings,
+from parity.storage import history
+from parity.storage.history import (HistoryError, HistoryStore, error_grew, find_regressions, judged_timings,
                             timing_verdicts)
-from parity.regressions import SlowdownRule, judge_slowdown
+from parity.benchmarking.regressions import SlowdownRule, judge_slowdown
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,7 +217,7 @@ def test_failure_inside_the_transaction_leaves_no_run(store: HistoryStore,
 _WRITER_SCRIPT = r"""
 import json, logging, os, sys, time
 from pathlib import Path
-from parity.history import HistoryStore
+from parity.storage.history import HistoryStore
 
 logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(message)s")
 db, results_file, go_file = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -23,10 +23,10 @@ from eryx import models_torch as tm
 from eryx.errors import EryxInputError, MemoryBudgetError, StructureError
 from eryx.fixtures import resolve_fixture
 from eryx.validation import MAX_GRID_INTEGER, Sampling, check_grid_size
-from parity import cli
+from parity.commands import cli
 from parity.backends.dump import MANIFEST_KEY, DumpBackend, DumpError, save_npz_atomic
-from parity.io import OutputPathError, check_output_path, check_outputs
-from parity.result_schema import ResultTypeError, check_result_types
+from parity.storage.outputs import OutputPathError, check_output_path, check_outputs
+from parity.contract.result_schema import ResultTypeError, check_result_types
 
 GRID = "--grid=-1,1,2"
 
@@ -386,14 +386,14 @@ def test_a_full_disk_during_run_and_dump_is_one_line(capsys, tiny_disk, argv):
 def test_the_console_script_entry_point_guards_its_imports():
     """pip's generated script imports the entry point module, then calls it: that module must
     not import the CLI (or NumPy/torch) itself, so a Ctrl-C during those imports is handled."""
-    code = ("import sys; import parity._entry; "
-            "print(sorted(m for m in ('parity.cli', 'numpy', 'torch') if m in sys.modules))")
+    code = ("import sys; import parity.commands.entry; "
+            "print(sorted(m for m in ('parity.commands.cli', 'numpy', 'torch') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
     from importlib.metadata import entry_points
 
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts.get("parity") == "parity._entry:main"
+    assert scripts.get("parity") == "parity.commands.entry:main"
 
 
 def test_ctrl_c_during_the_imports_of_the_installed_script_exits_130():
@@ -401,11 +401,11 @@ def test_ctrl_c_during_the_imports_of_the_installed_script_exits_130():
     code = ("import builtins, os, signal, sys\n"
             "real = builtins.__import__\n"
             "def imp(name, *a, **k):\n"
-            "    if name in ('cli',) or name.endswith('parity.cli'):\n"
+            "    if name in ('cli',) or name.endswith('parity.commands.cli'):\n"
             "        builtins.__import__ = real; os.kill(os.getpid(), signal.SIGINT)\n"
             "    return real(name, *a, **k)\n"
             "builtins.__import__ = imp\n"
-            "from parity._entry import main\n"
+            "from parity.commands.entry import main\n"
             "sys.argv = ['parity', 'stages']\n"
             "sys.exit(main())\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -421,7 +421,7 @@ def test_dashboard_on_a_history_with_text_in_a_numeric_column(capsys, tmp_path, 
 
     from test_dashboard import make_result
 
-    from parity.history import HistoryStore
+    from parity.storage.history import HistoryStore
 
     db = tmp_path / "h.sqlite"
     with HistoryStore(db) as store:
@@ -439,8 +439,8 @@ def test_ctrl_c_in_a_nightly_after_a_recorded_run_says_what_was_kept(capsys, tmp
 
     from test_dashboard import make_result
 
-    from parity import runner
-    from parity.history import HistoryStore
+    from parity.running import runner
+    from parity.storage.history import HistoryStore
 
     calls = []
 
@@ -463,15 +463,15 @@ def test_ctrl_c_in_a_nightly_after_a_recorded_run_says_what_was_kept(capsys, tmp
 def test_warnings_reach_the_user_as_one_line():
     code = ("import sys, warnings\n"
             "sys.argv = ['parity', 'stages']\n"
-            "import parity._entry as e\n"
-            "import parity.cli\n"
-            "real = parity.cli.main\n"
+            "import parity.commands.entry as e\n"
+            "import parity.commands.cli\n"
+            "real = parity.commands.cli.main\n"
             "def noisy(argv=None):\n"
             "    import numpy as np\n"
             "    np.array([0.0]) / 0.0\n"
             "    warnings.warn('first line\\nsecond line', UserWarning)\n"
             "    return 0\n"
-            "parity.cli.main = noisy\n"
+            "parity.commands.cli.main = noisy\n"
             "sys.exit(e.main())\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -162,7 +162,7 @@ class _SpectrumRun:
 
 
 def test_cluster_map_bound_follows_conditioning_amplitudes_and_the_d_difference():
-    from parity.conditioning import cluster_map_bound
+    from parity.contract.conditioning import cluster_map_bound
 
     eps = np.finfo(float).eps
     delta = 2 * 3 * eps * 3  # both eigensolvers' backward error, 2 n eps ||D||
@@ -240,7 +240,7 @@ def test_a_cell_edited_without_its_remark_290_is_refused(pdb):
 @pytest.mark.parametrize("at", [(0.0, 0.0, 0.0), (0.9, 0.1, 0.7)])
 def test_p1_oracle_is_right_in_a_99999_A_cell(pdb, at):
     """With operators that fit the cell, the oracle agrees with the reference anywhere in it."""
-    from parity.runner import run_parity
+    from parity.running.runner import run_parity
 
     result = run_parity(str(_huge_cell(pdb, keep_remark_290=False, at=at)), stage_names=["p1_oracle"],
                         progress=False)
@@ -268,8 +268,8 @@ FAR_STAGES = ["Amat", "Mmat", "structure_factors", "hessian", "K", "D"]
 def test_far_from_the_origin_the_tight_tier_scales_with_the_centring_conditioning(pdb):
     """Centring x - com loses eps |x|: at 5,000 A (kappa 1.7e3) the backends differ by up to
     7.4e-13 of max|F|; the allowance grows by kappa / KAPPA_MEASURED, and only there."""
-    from parity.runner import run_parity
-    from parity.tiers import TIERS
+    from parity.running.runner import run_parity
+    from parity.contract.tiers import TIERS
 
     near = {s["name"]: s for s in run_parity("synthetic", stage_names=FAR_STAGES, progress=False)["stages"]}
     far = {s["name"]: s for s in run_parity(str(_moved(pdb)), stage_names=FAR_STAGES, progress=False)["stages"]}
@@ -280,8 +280,8 @@ def test_far_from_the_origin_the_tight_tier_scales_with_the_centring_conditionin
 
 
 def test_far_from_the_origin_a_wrong_candidate_is_still_caught(pdb):
-    from parity.runner import make_run, run_parity, run_stage
-    from parity.stages import get_stage
+    from parity.running.runner import make_run, run_parity, run_stage
+    from parity.contract.stages import get_stage
 
     path = str(_moved(pdb))
     faulty = run_parity(path, stage_names=["Amat"], fault="amat_shared_buffer", progress=False)

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from eryx import probes as pr
-from parity.cli import main
-from parity.faults import FAULTS
+from parity.commands.cli import main
+from parity.backends.faults import FAULTS
 from parity.locate.probes import ProbeRecorder, compare_probes, groups
 from parity.locate.run import locate_probes, locate_trace, trace_session, _clean_torch_session
 from parity.locate.trace import OpTrace, PerturbOp, compare_traces, rel_error
-from parity.runner import make_run
-from parity.tiers import resolve_tier
+from parity.running.runner import make_run
+from parity.contract.tiers import resolve_tier
 
 GRID3 = ((-2, 2, 3),) * 3
 
@@ -135,7 +135,7 @@ def test_gradient_only_fault_is_not_claimed_by_value_probes():
 # -------------------------------------------------------- every fault, by the trace
 def _fault_lines(fault: str) -> set[int]:
     """Lines of the fault's code: its patch function (and the helper it differentiates through)."""
-    import parity.faults as pf
+    import parity.backends.faults as pf
 
     out = set()
     helpers = {"q_gradient_sign": (pf._reflected,), "sulphur_mass": (pf._as_oxygen,)}
@@ -152,7 +152,7 @@ def test_fault_localised_by_trace(fault):
     tr = result.trace
     text = (tr.root.label if tr.root else tr.unaligned_root) or ""
     where = text.split()[0]
-    assert where.startswith("parity/faults.py:"), result.text()
+    assert where.startswith("parity/backends/faults.py:"), result.text()
     assert int(where.split(":")[1]) in _fault_lines(fault), result.text()
 
 
@@ -170,7 +170,7 @@ def test_cpu_stand_in_one_perturbed_operation_is_the_root():
     run = _run()
     run.ref.build(), run.cand.build()
     ref = _clean_torch_session(run)
-    from parity.backends.torch import crossfeed_inputs
+    from parity.backends.eryx_torch import crossfeed_inputs
 
     inputs = {p: ref.get(p) for p in crossfeed_inputs("D")}
     clean = trace_session(ref, "D", inputs)
@@ -189,7 +189,7 @@ def test_trace_save_and_compare_against_file(tmp_path):
     first = locate_trace(run, "ADP", save=str(path))
     again = locate_trace(_run(), "ADP", against=str(path))  # the saved (faulted) trace as the reference
     assert first.trace.unaligned_root and again.trace.root is None
-    assert "parity/faults.py" in (again.trace.alignment + str(again.trace.unaligned_root))
+    assert "parity/backends/faults.py" in (again.trace.alignment + str(again.trace.unaligned_root))
 
 
 def test_trace_spills_above_budget_and_still_compares():
@@ -226,16 +226,16 @@ def test_cli_locate_trace_html_has_stream_and_figure(capsys, tmp_path):
     code = main(["locate", "--fixture", "synthetic", "--grid=-2,2,3", "--fault", "phase_sign", "--stage", "K",
                  "--trace", "--html", str(html)])
     text = html.read_text()
-    assert code == 1 and "parity/faults.py:" in capsys.readouterr().out
+    assert code == 1 and "parity/backends/faults.py:" in capsys.readouterr().out
     assert "data:image/png;base64," in text
     assert "Operation trace" in text and "<img alt=\"error along the operation stream\"" in text
 
 
 def test_bisect_proposes_locate():
-    from parity.bisect import bisect_run, format_bisect
+    from parity.running.crossfeed import bisect_run, format_bisect
 
     run = make_run("synthetic", samplings=GRID3, fault="phase_sign")
-    from parity.stages import select
+    from parity.contract.stages import select
 
     text = format_bisect(bisect_run(run, select(names=["kvec", "hessian", "K"]), progress=False)[1])
     assert "Next: parity locate --stage K" in text

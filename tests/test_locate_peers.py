@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from parity.locate.run import locate_probes
-from parity.runner import make_run
+from parity.running.runner import make_run
 
 from tests.test_adapters import snapshot
 

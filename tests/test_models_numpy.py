@@ -17,9 +17,9 @@ from scipy.spatial.distance import cdist
 
 from eryx.errors import EryxInputError
 from eryx.models import OnePhonon, grid_indices_of_bz, resolution
-from parity.compare import compare_eigenspaces
-from parity.pytest_plugin import fixture_path_or_skip, golden_or_skip
-from parity.tiers import TIERS
+from parity.comparison.engine import compare_eigenspaces
+from parity.testing.plugin import fixture_path_or_skip, golden_or_skip
+from parity.contract.tiers import TIERS
 
 try:
     from tests._helpers import assert_rel, cluster_of

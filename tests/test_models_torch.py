@@ -1,6 +1,6 @@
 """PyTorch OnePhonon (eryx/models_torch.py) against the goldens and the NumPy reference.
 
-Float64 comparisons use the project's tolerance tiers (parity/tiers.py: an element
+Float64 comparisons use the project's tolerance tiers (parity/contract/tiers.py: an element
 passes iff |a - e| <= atol max|e| + rtol |e|, NaN patterns identical): ``tight`` for
 direct arithmetic, ``decomposition`` for Linv/Winv/Kinv/covar/ADP and eigenspaces,
 ``end_to_end`` for intensity maps. Gradients against central finite differences of
@@ -16,12 +16,12 @@ import torch
 
 from eryx import models as npm
 from eryx.errors import EryxInputError, MemoryBudgetError
-from eryx import stages_torch as st
+from eryx import functional_torch as st
 from eryx.models import grid_indices_of_bz, project_hessian
 from eryx.models_torch import OnePhonon
-from parity.compare import compare_eigenspaces
-from parity.pytest_plugin import fixture_path_or_skip, golden_or_skip
-from parity.tiers import TIERS
+from parity.comparison.engine import compare_eigenspaces
+from parity.testing.plugin import fixture_path_or_skip, golden_or_skip
+from parity.contract.tiers import TIERS
 
 try:
     from tests._helpers import np_, assert_rel, cluster_of
@@ -45,7 +45,7 @@ Q_GRAD_BOUND = 1e-8
 
 
 def assert_tier(actual, expected, tier: str, what: str = "") -> None:
-    """Every element within the named tier of parity/tiers.py; NaN patterns identical."""
+    """Every element within the named tier of parity/contract/tiers.py; NaN patterns identical."""
     t = TIERS[tier]
     a, e = np_(actual), np_(expected)
     assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"

@@ -255,18 +255,18 @@ def test_results_round_trip_and_cache(tmp_path):
 
 
 def test_harness_hash_ignores_the_mutated_files_and_the_driver(tmp_path):
-    for rel in ("parity/a.py", "parity/mutation/generate.py", "eryx/stages_torch.py", "eryx/models_torch.py"):
+    for rel in ("parity/a.py", "parity/mutation/generate.py", "eryx/functional_torch.py", "eryx/models_torch.py"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x = 1\n")
     h = mu.harness_hash(tmp_path)
-    (tmp_path / "eryx" / "stages_torch.py").write_text("x = 2\n")
+    (tmp_path / "eryx" / "functional_torch.py").write_text("x = 2\n")
     assert mu.harness_hash(tmp_path) == h
     (tmp_path / "parity" / "a.py").write_text("x = 2\n")
     assert mu.harness_hash(tmp_path) != h
 
 
 def _record(mid, status, rc, line):
-    return mid, {"file": "eryx/stages_torch.py", "line": line, "col": 0, "function": "f", "operator": "binop",
+    return mid, {"file": "eryx/functional_torch.py", "line": line, "col": 0, "function": "f", "operator": "binop",
                  "original": "a | b", "mutated": "a & b", "status": status, "rc": rc, "seconds": 1.0}
 
 
@@ -296,7 +296,7 @@ def test_format_report():
     assert "equivalent: dead branch" in text and "not equivalent: differs on 2ol9" in text
     assert "**not judged**" in text and "`a \\| b`" in text  # t1, e2 unjudged; pipes escaped
     assert "| k1 |" not in text  # killed mutants are counted, not listed
-    rows = [line.split(" | ")[0] for line in text.splitlines() if "stages_torch.py:" in line]
+    rows = [line.split(" | ")[0] for line in text.splitlines() if "functional_torch.py:" in line]
     assert rows == ["| s1", "| t1", "| e2", "| s2"]  # in source order
 
 
@@ -312,8 +312,8 @@ def test_compare_outputs():
 
 def test_fail_fast_same_verdict_fewer_stages():
     pytest.importorskip("torch")
-    from parity.runner import make_run, execute
-    from parity.stages import STAGES
+    from parity.running.runner import make_run, execute
+    from parity.contract.stages import STAGES
 
     stages = [s for s in STAGES if s.phase <= 2]  # Linv fails in phase 2; the rest would only add time
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from parity import cli
-from parity.history import HistoryStore, find_regressions, parse_timestamp
+from parity.commands import cli
+from parity.storage.history import HistoryStore, find_regressions, parse_timestamp
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"fixtures": ["synthetic"], "dtypes": ["float64"], "devices": ["cpu"]}
@@ -133,7 +133,7 @@ def test_two_nightlies_then_dashboard(two_nightlies, tmp_path, capsys):
 
 def test_nightly_renders_dashboard_and_defaults(tmp_path, monkeypatch, capsys):
     """No --matrix: the default matrix (synthetic + the real fixtures present x 2 dtypes x devices)."""
-    from parity import nightly as nightly_mod
+    from parity.running import nightly as nightly_mod
 
     monkeypatch.delenv("ERYX_FIXTURES_DIR", raising=False)
     m = nightly_mod.default_matrix()
@@ -188,7 +188,7 @@ def test_seeded_degraded_run_is_flagged_identical_rerun_is_not(store_copy, tmp_p
 
 def test_nightly_exits_1_and_prints_a_regression(store_copy, tmp_path, monkeypatch, capsys):
     """A nightly whose own run degrades a stage: exit 1, the regression printed."""
-    from parity import runner
+    from parity.running import runner
 
     real = runner.run_parity
     with HistoryStore(store_copy) as store:
@@ -208,7 +208,7 @@ def test_nightly_exits_1_and_prints_a_regression(store_copy, tmp_path, monkeypat
 
 
 def test_a_crashing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch, capsys):
-    from parity import runner
+    from parity.running import runner
 
     real = runner.run_parity
 
@@ -354,7 +354,7 @@ def test_sigkill_mid_nightly_keeps_the_earlier_runs(tmp_path, capsys):
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "w") as err, open(tmp_path / "stdout.txt", "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parity.cli", "nightly", "--matrix", str(matrix), "--db", str(db),
+            [sys.executable, "-m", "parity.commands.cli", "nightly", "--matrix", str(matrix), "--db", str(db),
              "--reports-dir", str(tmp_path / "runs"), "--no-progress", *QUICK],
             cwd=REPO, env=env, stdout=out, stderr=err)
         try:
@@ -407,7 +407,7 @@ def test_nightly_times_each_run_in_a_single_threaded_worker(tmp_path):
     assert all(len(v) == 2 and all(x > 0 for x in v) for v in timing["samples"].values())
     assert timing["min"] == {k: min(v) for k, v in timing["samples"].items()}
     assert set(result["phase_timings"]) >= {"1", "2"}  # the run's own wall-clock times stay
-    grad = result["gradient_timing"]  # parity.bench_gradients: gradient cost and memory
+    grad = result["gradient_timing"]  # parity.benchmarking.gradients: gradient cost and memory
     assert set(grad["median_s"]) == {"forward", "forward+backward", "q forward", "q gradient"}
     assert grad["ratio"]["forward+backward / forward"] > 0 and grad["peak_mb"]["forward+backward"] > 0
     assert series == [{"run_id": run["id"], "started_at": run["started_at"], "clock": "cpu",
@@ -539,7 +539,7 @@ def test_five_real_nightlies_flag_no_slowdown_then_a_real_twofold_one_is_flagged
     repeats): no timing flag, although the rule is armed on the fifth (2 earlier runs + 3).
     Then the work of phase 4 doubles (a denser grid): flagged on the third slow night, exit
     0 before and 1 with --fail-on-slowdown."""
-    from parity.history import timing_verdicts
+    from parity.storage.history import timing_verdicts
 
     matrix = write_matrix(tmp_path, SMALL)
     for night in range(5):
@@ -572,7 +572,7 @@ def test_negative_repeats_exit_2(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- a third opinion
 def _upstream_snapshot() -> str:
-    from parity.nightly import upstream_snapshot
+    from parity.running.nightly import upstream_snapshot
 
     found = upstream_snapshot()
     if not found:
@@ -581,7 +581,7 @@ def _upstream_snapshot() -> str:
 
 
 def test_the_default_matrix_asks_upstream_eryx_for_a_third_opinion(monkeypatch):
-    from parity.nightly import THIRD_OPINION, default_matrix
+    from parity.running.nightly import THIRD_OPINION, default_matrix
 
     snapshot = _upstream_snapshot()
     combos = default_matrix().combinations()

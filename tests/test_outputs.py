@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from parity import cli
-from parity.io import OutputPathError, check_output_path, write_text_atomic
+from parity.commands import cli
+from parity.storage.outputs import OutputPathError, check_output_path, write_text_atomic
 
 GRID = "--grid=-2,2,3"
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def test_check_output_path_accepts_new_paths_and_regular_files(tmp_path):
 
 
 def test_outputs_of_one_run_appear_together_or_not_at_all(capsys, tmp_path, monkeypatch):
-    from parity import report
+    from parity.rendering import report
 
     def broken(result, path=None):
         raise KeyboardInterrupt  # Ctrl-C while the HTML is rendered, after the JSON was made

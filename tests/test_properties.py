@@ -19,8 +19,8 @@ from eryx import models as npm
 from eryx import structure
 from eryx.errors import EryxInputError
 from eryx.fixtures import resolve_fixture, synthetic_names
-from parity.runner import run_parity
-from parity.stages import STAGES
+from parity.running.runner import run_parity
+from parity.contract.stages import STAGES
 
 CRYSTAL_SYSTEMS = ("synthetic", "synth_triclinic", "synth_monoclinic", "synth_orthorhombic", "synth_trigonal",
                    "synth_tetragonal")
@@ -195,14 +195,14 @@ def test_cluster_map_that_vanishes_on_a_one_point_grid_found_by_exploration():
     symmetry: ~1e-28 in both backends, against 59 for the strongest mode at that point.
 
     The harness's Id_cluster_last stage judges the two round-off values against their own
-    max and fails: a limitation of that stage's yardstick (parity/stages.py should take the
+    max and fails: a limitation of that stage's yardstick (parity/contract/stages.py should take the
     scale of the whole mode-map family, as here), not a divergence of the backends. So the
     backends are compared here directly, at the end-to-end tier of that scale: a real check
     that passes, and fails if either backend's rank-7 map stops vanishing or the two differ.
     """
     from eryx import models as npm
     from eryx import models_torch as tm
-    from parity.tiers import TIERS
+    from parity.contract.tiers import TIERS
 
     try:
         from tests._helpers import cluster_of

@@ -36,7 +36,7 @@ def test_python_is_one_that_the_project_claims():
 
 def test_tier_overrides_are_read_from_pyproject(tmp_path):
     """tomllib on 3.11+, tomli below: the same overrides either way."""
-    from parity.tiers import gather_overrides
+    from parity.contract.tiers import gather_overrides
 
     (tmp_path / "pyproject.toml").write_text("[tool.parity.tiers.tight]\nrtol = 1e-12\natol = 1e-14\n")
     active = gather_overrides((), pyproject_path=tmp_path / "pyproject.toml")

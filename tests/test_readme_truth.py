@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from parity import cli
-from parity.faults import FAULTS
-from parity.stages import STAGE_NAMES
+from parity.commands import cli
+from parity.backends.faults import FAULTS
+from parity.contract.stages import STAGE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

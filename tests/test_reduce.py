@@ -17,16 +17,16 @@ from eryx.errors import EryxInputError
 from eryx.fixtures import resolve_fixture
 from eryx.structure import load_crystal
 from eryx.validation import check_sampling
-from parity import cli
+from parity.commands import cli
 from parity.reduce import (INVALID, OTHER, REPRODUCES, Case, NothingToReduce, Oracle, ddmin, is_one_minimal,
                            reduce_case, signature_key)
 from parity.reduce.crystal import read_atoms, to_pdb
 from parity.reduce.ddmin import split
 from parity.reduce.moves import (keep_groups, oversampling_candidates, p1_candidate, param_candidates,
                                  range_candidates, simple_value_candidates, with_elements_kept)
-from parity.runner import make_run
-from parity.spec import DEFAULT_PARAMS
-from parity.stages import STAGES
+from parity.running.runner import make_run
+from parity.contract.spec import DEFAULT_PARAMS
+from parity.contract.stages import STAGES
 
 GRID = ((-1, 1, 3), (-1, 1, 2), (-1, 1, 2))
 POINT = ((0, 0, 1),) * 3

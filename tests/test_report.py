@@ -1,4 +1,4 @@
-"""Tests of the self-contained HTML divergence report (``parity.report``)."""
+"""Tests of the self-contained HTML divergence report (``parity.rendering.report``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from parity import report
-from parity.report import divergence_summary, load_result, render_report
+from parity.rendering import report
+from parity.rendering.report import divergence_summary, load_result, render_report
 
 try:  # tests/ is not a package; both import styles must work
     from tests._chromium import check_page, chromium_unavailable_reason, find_chromium
@@ -445,9 +445,9 @@ def test_render_accepts_numpy_values() -> None:
 
 
 def test_bisect_section_names_root_cause_and_inherited(tmp_path):
-    from parity.bisect import classify
-    from parity.runner import execute, make_run
-    from parity.stages import select
+    from parity.running.crossfeed import classify
+    from parity.running.runner import execute, make_run
+    from parity.contract.stages import select
 
     ctx = make_run("synthetic", samplings=((-2, 2, 3),) * 3, fault="amat_shared_buffer")
     result = execute(ctx, select([1, 2]), progress=False)
@@ -531,8 +531,8 @@ def test_a_run_that_only_failed_to_compare_is_labelled_not_comparable() -> None:
 
 def test_report_of_a_real_comparison_uses_its_fields() -> None:
     """A stage record built from a Comparison (as the runner copies it) renders both figures."""
-    from parity.compare import compare_arrays
-    from parity.tiers import TIERS
+    from parity.comparison.engine import compare_arrays
+    from parity.contract.tiers import TIERS
 
     e = np.array([1.0, 1e-3, -2.0])
     comparison = compare_arrays(np.array([1.0 + 1e-3, 2e-3, -2.0]), e, TIERS["tight"], name="Id")

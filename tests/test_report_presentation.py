@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.comparators.arrays import compare_arrays
-from parity.comparators.common import format_ulp
-from parity.report import render_report
-from parity.tiers import TIERS
+from parity.comparison.arrays import compare_arrays
+from parity.comparison.common import format_ulp
+from parity.rendering.report import render_report
+from parity.contract.tiers import TIERS
 
 try:  # tests/ is not a package; both import styles must work
     from tests._chromium import check_page, chromium_unavailable_reason, find_chromium
@@ -229,7 +229,7 @@ def test_layout_check_sees_a_covered_atol(tmp_path: Path) -> None:
 def test_one_letter_axis_label_of_a_slice_stays_upright(monkeypatch, ylabel, upright):
     from matplotlib.figure import Figure
 
-    from parity.report import _slice_figure
+    from parity.rendering.report import _slice_figure
 
     drawn = []
     original = Figure.savefig

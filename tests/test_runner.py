@@ -11,12 +11,12 @@ import pytest
 
 from eryx import models as npm
 from eryx.errors import EryxInputError
-from parity.io import json_safe
-from parity.runner import (
+from parity.storage.outputs import json_safe
+from parity.running.runner import (
     DEFAULT_PARAMS, SCHEMA_VERSION, assemble_result, make_run, run_parity, run_stage,
 )
-from parity.stages import STAGE_NAMES, STAGES, Stage, get_stage
-from parity.tiers import TIERS, resolve_tier
+from parity.contract.stages import STAGE_NAMES, STAGES, Stage, get_stage
+from parity.contract.tiers import TIERS, resolve_tier
 
 GRID3 = ((-2, 2, 3),) * 3
 ARCH = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from eryx import models as npm
-from eryx import stages_torch as st
+from eryx import functional_torch as st
 from eryx import structure, validation
 from eryx.errors import MemoryBudgetError, format_bytes
 from eryx.models import project_hessian
@@ -317,7 +317,7 @@ SCRIPT_193L = textwrap.dedent("""
     import json, math, resource, sys, time
     t0 = time.perf_counter()
     import numpy as np, torch
-    from eryx import stages_torch as st
+    from eryx import functional_torch as st
     from eryx.models_torch import OnePhonon
 
     def peak_rss():

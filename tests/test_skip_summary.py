@@ -6,11 +6,11 @@ import subprocess
 import sys
 import textwrap
 
-from parity.pytest_skips import grouped_reason
+from parity.testing.skips import grouped_reason
 
 TESTS = textwrap.dedent('''
     import pytest
-    from parity.pytest_plugin import fixture_path_or_skip, golden_or_skip
+    from parity.testing.plugin import fixture_path_or_skip, golden_or_skip
 
     @pytest.mark.parametrize("name", ["5zck_p1", "7n2h", "193l", "2ol9", "6o2h_clean"])
     def test_fixture(name):
@@ -29,7 +29,7 @@ def _summary(tmp_path, env_updates):
     (tmp_path / "test_data.py").write_text(TESTS)
     env = {k: v for k, v in os.environ.items() if k not in ("ERYX_FIXTURES_DIR", "ERYX_GOLDENS_DIR")}
     env.update(env_updates)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "parity.pytest_skips", "-p", "no:cacheprovider",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "parity.testing.skips", "-p", "no:cacheprovider",
                            "-rs", "-q", "test_data.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     return [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from parity import cli
-from parity.stages import STAGES
+from parity.commands import cli
+from parity.contract.stages import STAGES
 
 MAPS = [s.name for s in STAGES if s.is_map]
 
@@ -63,7 +63,7 @@ def test_the_summary_says_how_many_elements_were_compared(capsys, tmp_path):
 
 def test_a_candidate_crashing_in_its_spec_check_is_a_divergence_not_a_traceback(capsys, tmp_path, monkeypatch):
     """Found by mutation testing: a TypeError from the candidate's device resolution escaped
-    ``parity.cli.main`` as a traceback. It is the candidate's failure: exit 1, reported."""
+    ``parity.commands.cli.main`` as a traceback. It is the candidate's failure: exit 1, reported."""
     from eryx import models_torch as tm
 
     def broken(device):
@@ -81,7 +81,7 @@ def test_a_candidate_crashing_in_its_spec_check_is_a_divergence_not_a_traceback(
 def test_a_d_spacing_formula_without_its_angle_terms_is_caught(capsys, monkeypatch):
     """The fixture's orthogonal cell cannot show the angle terms; the triclinic probe cell can."""
     torch = pytest.importorskip("torch")
-    from eryx import stages_torch as st
+    from eryx import functional_torch as st
 
     orig = st.resolution
 
@@ -96,7 +96,7 @@ def test_a_d_spacing_formula_without_its_angle_terms_is_caught(capsys, monkeypat
 
 def test_a_q_vector_mode_evaluated_at_the_wrong_points_is_caught(capsys, monkeypatch):
     """Id_q_offgrid: the candidate's q-vector mode between k-points, shifted by another amount."""
-    import parity.backends.torch as tb
+    import parity.backends.eryx_torch as tb
 
     monkeypatch.setitem(tb._QUANTITIES, "Id_q_offgrid", lambda s: s._q_mode(
         s._need().q_grid[s.spec.grad_q_sample] + s.tensor(s.spec.offgrid_shift_q * 1.01)))

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity import cli
+from parity.commands import cli
 from parity.backends.dump import MANIFEST_KEY
-from parity.report import render_report
-from parity.runner import run_parity
-from parity.terminal import REASON_WIDTH, format_table
+from parity.rendering.report import render_report
+from parity.running.runner import run_parity
+from parity.rendering.terminal import REASON_WIDTH, format_table
 
 SMALL = ((-1, 1, 3),) * 3
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import Backend, BuildFailure, NotProvided, Session, build_failure
+from parity.backends.base import Backend, BuildFailure, NotProvided, Session, build_failure
 
 __all__ = ["Backend", "BuildFailure", "NotProvided", "Session", "build_failure", "ENTRY_POINT_GROUP",
            "BUILTIN_BACKENDS", "registered_backends", "backend_registrations", "backend_clashes", "get_backend",
@@ -22,8 +22,8 @@ __all__ = ["Backend", "BuildFailure", "NotProvided", "Session", "build_failure",
 
 ENTRY_POINT_GROUP = "eryx_parity.backends"
 BUILTIN_BACKENDS: dict[str, str] = {
-    "numpy": "parity.backends.numpy:NumpyBackend",
-    "torch": "parity.backends.torch:TorchBackend",
+    "numpy": "parity.backends.eryx_numpy:NumpyBackend",
+    "torch": "parity.backends.eryx_torch:TorchBackend",
     "dump": "parity.backends.dump:DumpBackend",
     "upstream-eryx": "parity.backends.upstream:UpstreamEryxBackend",
     "torch-port": "parity.backends.port:TorchPortBackend",

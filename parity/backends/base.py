@@ -1,8 +1,8 @@
-"""The backend protocol: anything that turns a :class:`~parity.spec.RunSpec` into named quantities.
+"""The backend protocol: anything that turns a :class:`~parity.contract.spec.RunSpec` into named quantities.
 
 A :class:`Backend` is a factory with an identity (name, version, where its code came from).
 :meth:`Backend.open` builds a :class:`Session` for one spec: the backend's model constructed
-once, its quantities (``parity.quantities``) computed on demand and cached. The harness
+once, its quantities (``parity.contract.quantities``) computed on demand and cached. The harness
 judges every implementation through this protocol only, the project's own NumPy and torch
 code included (as Polygraphy judges every runtime through one runner interface).
 
@@ -21,7 +21,7 @@ import time
 import traceback as _tb
 from typing import Any, ClassVar, Mapping
 
-from ..spec import RunSpec
+from parity.contract.spec import RunSpec
 
 
 class NotProvided(Exception):
@@ -189,15 +189,15 @@ class Backend(abc.ABC):
     def static_provides(cls) -> frozenset[str]:
         """Quantity names the backend provides whatever the spec (``parity backends`` lists them).
 
-        Default: every quantity of the contract (``parity.quantities``); override it to
+        Default: every quantity of the contract (``parity.contract.quantities``); override it to
         declare fewer.
         """
-        from ..quantities import QUANTITY_NAMES
+        from parity.contract.quantities import QUANTITY_NAMES
 
         return frozenset(QUANTITY_NAMES)
 
     def provides(self) -> frozenset[str]:
-        """Quantity names this backend can compute (``parity.quantities``); default
+        """Quantity names this backend can compute (``parity.contract.quantities``); default
         :meth:`static_provides`. The harness asks the session for no other name: a stage
         reading an undeclared quantity is not comparable."""
         return self.static_provides()

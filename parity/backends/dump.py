@@ -1,7 +1,7 @@
 """Stage dumps: every quantity a backend provides, in one ``.npz`` file, and a dump as a backend.
 
 A dump is a NumPy ``.npz`` archive (``numpy.load(path)`` reads it; no pickle anywhere):
-each quantity of ``parity.quantities`` under its own name, at full size and in the
+each quantity of ``parity.contract.quantities`` under its own name, at full size and in the
 backend's own dtype, plus ``__manifest__``, a 0-d unicode array holding JSON:
 
 ``schema`` ("eryx-parity-dump"), ``schema_version``, ``created_at``, ``backend`` (its
@@ -32,10 +32,10 @@ import numpy as np
 from eryx.errors import format_bytes
 from eryx.validation import default_memory_limit
 
-from ..io import json_safe
-from ..quantities import QUANTITY_NAMES
-from ..spec import RunSpec
-from .base import Backend, BuildFailure, NotProvided, Session
+from parity.storage.outputs import json_safe
+from parity.contract.quantities import QUANTITY_NAMES
+from parity.contract.spec import RunSpec
+from parity.backends.base import Backend, BuildFailure, NotProvided, Session
 
 DUMP_SCHEMA = "eryx-parity-dump"
 DUMP_SCHEMA_VERSION = 1
@@ -52,7 +52,7 @@ class DumpedError(RuntimeError):
 
 def to_numpy(value: Any) -> np.ndarray:
     """A quantity as a NumPy array (torch tensors detached, conjugation resolved)."""
-    from ..compare import as_numpy
+    from parity.comparison.engine import as_numpy
 
     return np.asarray(as_numpy(value))
 
@@ -103,7 +103,7 @@ def write_dump(session: Session, path: str | os.PathLike, *, names: Iterable[str
     ``probes``: also record the named probes of the construction and of the map
     (``parity.locate``), stored as ``probe*`` entries listed in ``manifest["probes"]``.
     """
-    from ..io import check_output_path
+    from parity.storage.outputs import check_output_path
 
     path = Path(path)
     check_output_path(path)
@@ -131,7 +131,7 @@ def _record_probes(session: Session) -> tuple[list, dict]:
     """The probes of ``session``'s construction and map: (metadata, arrays) for the dump."""
     from eryx.probes import listen
 
-    from ..locate.probes import ProbeRecorder
+    from parity.locate.probes import ProbeRecorder
 
     rec = ProbeRecorder()
     session.want_probes = True  # type: ignore[attr-defined]  (subprocess adapters)
@@ -148,7 +148,7 @@ def _record_probes(session: Session) -> tuple[list, dict]:
 
 
 def _environment() -> dict:
-    from ..runner import environment
+    from parity.running.runner import environment
 
     return environment()
 
@@ -330,7 +330,7 @@ class DumpSession(Session):
         meta = self.backend.manifest.get("probes")
         if meta is None:
             return None
-        from ..locate.probes import ProbeRecorder
+        from parity.locate.probes import ProbeRecorder
 
         with np.load(self.backend.path, allow_pickle=False) as data:
             return ProbeRecorder.from_arrays(meta, data).records

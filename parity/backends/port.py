@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..spec import RunSpec
-from .external import ExternalBackend
-from .upstream import PROVIDED as _UPSTREAM
+from parity.contract.spec import RunSpec
+from parity.backends.external import ExternalBackend
+from parity.backends.upstream import PROVIDED as _UPSTREAM
 
 PROVIDED = _UPSTREAM | {"Id_qvectors", "Id_q_sample", "grad_q", "grad_gamma_inter", "grad_gamma_intra"}
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..spec import RunSpec
-from .external import ExternalBackend
+from parity.contract.spec import RunSpec
+from parity.backends.external import ExternalBackend
 
 _NOT_MAPPED_D = ("not mapped by this adapter yet (their eryx.map_utils.compute_resolution could be called on "
                  "the probe cell; its use is compared through res_mask)")

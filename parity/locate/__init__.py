@@ -6,4 +6,4 @@ trace of torch code (``parity locate``, docs/locate.md).
   operation with its source line, aligned and compared between two runs of torch code;
 - :mod:`parity.locate.run`: the driver behind ``parity locate``.
 """
-from .probes import ProbeLocation, ProbeRecorder, compare_probes  # noqa: F401
+from parity.locate.probes import ProbeLocation, ProbeRecorder, compare_probes  # noqa: F401

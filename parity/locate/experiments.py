@@ -25,7 +25,7 @@ OUT = Path(__file__).resolve().parents[2] / "reports" / "locate"
 
 
 def _session(spec, dtype: str):
-    from ..backends.torch import TorchBackend
+    from parity.backends.eryx_torch import TorchBackend
 
     s = TorchBackend().open(replace(spec, dtype=dtype, device="cpu"))
     return s
@@ -37,7 +37,7 @@ def trace_model(spec, dtype: str, promote=None, quantity: str = "Id"):
 
     import eryx.models_torch as tm
 
-    from .trace import OpTrace
+    from parity.locate.trace import OpTrace
 
     before, tm.GRID_WORKERS = tm.GRID_WORKERS, False
     try:
@@ -59,8 +59,8 @@ def map_error(ref: np.ndarray, x: np.ndarray) -> float:
 
 
 def float32(fixture: str = "5zck_p1") -> dict:
-    from ..spec import make_spec
-    from .trace import PromoteOps, amplifier_sites, compare_traces
+    from parity.contract.spec import make_spec
+    from parity.locate.trace import PromoteOps, amplifier_sites, compare_traces
 
     spec = make_spec(fixture)
     t0 = time.perf_counter()
@@ -100,9 +100,9 @@ def overhead(fixture: str = "5zck_p1", repeats: int = 7) -> dict:
     """Model construction + full map, with the probe calls (nobody listening) vs without them."""
     import eryx.models as npm
     import eryx.models_torch as tm
-    import eryx.stages_torch as st
+    import eryx.functional_torch as st
 
-    from ..spec import make_spec
+    from parity.contract.spec import make_spec
 
     spec = make_spec(fixture)
 
@@ -168,8 +168,8 @@ STANDARD_GRID = ((-4, 4, 3), (-17, 17, 3), (-29, 29, 3))  # docs/benchmarks.md
 
 def trace_time(fixture: str = "5zck_p1") -> dict:
     """Seconds (and trace memory) of ``parity locate --trace`` for the stages K and Id."""
-    from ..runner import make_run
-    from .run import locate_trace
+    from parity.running.runner import make_run
+    from parity.locate.run import locate_trace
 
     out = {}
     for label, samplings in (("default", None), ("standard", STANDARD_GRID)):

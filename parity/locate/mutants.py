@@ -63,7 +63,7 @@ def _child(mutant, out_path: str) -> None:
 
         apply_mutant(mutant)
         from parity.locate.run import locate_probes
-        from parity.runner import make_run
+        from parity.running.runner import make_run
 
         res = locate_probes(make_run("5zck_p1", build=False))
         root = res.probes.root if res.probes else None

@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..compare import as_numpy, compare_arrays
-from ..tiers import Tier
+from parity.comparison.engine import as_numpy, compare_arrays
+from parity.contract.tiers import Tier
 
 #: Bytes of probe copies kept in memory per side; beyond it they go to disk (memory-mapped).
 MEMORY_BUDGET = int(os.environ.get("PARITY_PROBE_BUDGET", 512 << 20))
@@ -354,7 +354,7 @@ def compare_probes(ref: Sequence[Record], cand: Sequence[Record], resolve, defau
 
 
 def _diagnose(e: Group, a: Group, resolve, default: Tier) -> list:
-    from .. import diagnose as dg
+    from parity.diagnosis import signatures as dg
 
     try:
         ed, _ = e.dense()

@@ -16,7 +16,7 @@ def error_figure(stream: list[Mapping[str, Any]], root_index: int | None, amplif
         return None
     from matplotlib.figure import Figure
 
-    from ..report import png_data_uri
+    from parity.rendering.report import png_data_uri
 
     def lg(x):
         return math.log10(x) if x and x > 0 and math.isfinite(x) else (-17.0 if not x else 1.0)

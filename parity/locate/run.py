@@ -15,11 +15,11 @@ import numpy as np
 
 from eryx.probes import listen
 
-from .. import compare as cmp
-from ..runner import Run, _n_terms, run_stages, stage_tier, verdict
-from ..stages import STAGES, get_stage
-from ..tiers import resolve_tier
-from .probes import ProbeLocation, ProbeRecorder, compare_probes
+from parity.comparison import engine as cmp
+from parity.running.runner import Run, _n_terms, run_stages, stage_tier, verdict
+from parity.contract.stages import STAGES, get_stage
+from parity.contract.tiers import resolve_tier
+from parity.locate.probes import ProbeLocation, ProbeRecorder, compare_probes
 
 
 @dataclass
@@ -92,7 +92,7 @@ def _foreign(run: Run, side: str) -> list | None:
 
 def record_probes(run: Run, stage_name: str | None = None) -> tuple[str, str, ProbeRecorder, ProbeRecorder, list]:
     """Build both sides (``run`` made with ``build=False``) with probes on; (stage, why, ref, cand)."""
-    from ..runner import build_sessions
+    from parity.running.runner import build_sessions
 
     rec_r, rec_c = ProbeRecorder(), ProbeRecorder()
     for session in (run.ref, run.cand):  # subprocess adapters: their worker records probes
@@ -157,7 +157,7 @@ def _clean_torch_session(run: Run, dtype: str = "float64"):
     """The project's torch backend, float64 on the CPU, no fault: the trace's reference side."""
     from dataclasses import replace
 
-    from ..backends.torch import TorchBackend
+    from parity.backends.eryx_torch import TorchBackend
 
     session = TorchBackend().open(replace(run.spec, dtype=dtype, device="cpu"))
     session.build()
@@ -171,7 +171,7 @@ def trace_session(session, quantity: str, inputs: dict, backward_lines: bool = F
     from ``inputs`` (cross-fed: only this stage's operations run), single-threaded."""
     import eryx.models_torch as tm
 
-    from .trace import OpTrace
+    from parity.locate.trace import OpTrace
 
     import contextlib
 
@@ -201,8 +201,8 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
                  save: str | None = None) -> LocateResult:
     """Trace the candidate's (torch) computation of the stage against a clean float64 CPU run
     of the same code (or a saved trace, ``against``), fed the same inputs."""
-    from ..backends.torch import crossfeed_inputs
-    from .trace import OpTrace, compare_traces
+    from parity.backends.eryx_torch import crossfeed_inputs
+    from parity.locate.trace import OpTrace, compare_traces
 
     why, records = "chosen", []
     if not stage_name:
@@ -233,7 +233,7 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
 
 
 def build_sessions_checked(run: Run) -> None:
-    from ..runner import build_sessions
+    from parity.running.runner import build_sessions
 
     if not (run.ref._built and run.cand._built):
         build_sessions(run)

@@ -2,7 +2,7 @@
 
 Every mutant is the torch backend with one small change -- an operator, a sign, a
 conjugate, a transpose, a real/imag part, a constant or a slice bound -- in
-``eryx/stages_torch.py`` or ``eryx/models_torch.py``. A mutant is *killed* when
+``eryx/functional_torch.py`` or ``eryx/models_torch.py``. A mutant is *killed* when
 ``parity run --fixture 5zck_p1 --no-progress`` exits 1 with it in place.
 
 Nothing is written to ``eryx/``: the driver is a fork server. The parent imports numpy,
@@ -10,7 +10,7 @@ torch, gemmi, scipy and the harness once (and, by default, computes the NumPy re
 once: it does not change between mutants); for each mutant a forked child compiles the
 mutated module's AST and ``exec``s it into the existing module object's ``__dict__``
 (other modules reach the torch backend through these module objects at call time), then
-calls :func:`parity.cli.main` and exits with its code. A child that runs past the
+calls :func:`parity.commands.cli.main` and exits with its code. A child that runs past the
 timeout is killed.
 
 Commands (``python -m parity.mutation COMMAND --help``)::
@@ -27,15 +27,15 @@ resume), :mod:`.diff` (the differential check), :mod:`.report` (scores, Markdown
 """
 from __future__ import annotations
 
-from .diff import CASE_SETS, DIFF_CASES, DIFF_RTOL, PROBE_CASES, DiffCase, compare_outputs, diff_mutants, diff_outputs, diff_verdict
-from .execute import (DEFAULT_FIXTURE, DEFAULT_TIMEOUT_S, EXIT_CRASH, EXIT_INVALID, RESULTS_SCHEMA, RunConfig,
+from parity.mutation.diff import CASE_SETS, DIFF_CASES, DIFF_RTOL, PROBE_CASES, DiffCase, compare_outputs, diff_mutants, diff_outputs, diff_verdict
+from parity.mutation.execute import (DEFAULT_FIXTURE, DEFAULT_TIMEOUT_S, EXIT_CRASH, EXIT_INVALID, RESULTS_SCHEMA, RunConfig,
                       config_key, default_jobs, harness_hash, load_results, needs_run, run_children,
                       run_mutation, save_results, wait_child, warm_reference)
-from .generate import (DEFAULT_FILES, MODULES, OPERATORS, ROOT, Mutant, all_mutants, apply_mutant, compile_mutant,
+from parity.mutation.generate import (DEFAULT_FILES, MODULES, OPERATORS, ROOT, Mutant, all_mutants, apply_mutant, compile_mutant,
                        file_hashes, generate_mutants, mutated_tree, node_mutations, parse_file, select_mutants)
-from .report import (DEFAULT_VERDICTS, equivalent_ids, format_report, format_summary, load_verdicts, merge_diffs,
+from parity.mutation.report import (DEFAULT_VERDICTS, equivalent_ids, format_report, format_summary, load_verdicts, merge_diffs,
                      summarize)
-from .cli import main  # noqa: E402 -- after the modules it uses
+from parity.mutation.cli import main  # noqa: E402 -- after the modules it uses
 
 __all__ = ["CASE_SETS", "DIFF_CASES", "DIFF_RTOL", "PROBE_CASES", "DiffCase", "compare_outputs", "diff_mutants", "diff_outputs", "diff_verdict",
            "DEFAULT_FIXTURE", "DEFAULT_TIMEOUT_S", "EXIT_CRASH", "EXIT_INVALID", "RESULTS_SCHEMA", "RunConfig",

@@ -1,6 +1,6 @@
 """``python -m parity.mutation``."""
 import sys
 
-from .cli import main
+from parity.mutation.cli import main
 
 sys.exit(main())

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from . import __doc__ as PACKAGE_DOC
-from .diff import CASE_SETS, diff_mutants, diff_verdict
-from .execute import (DEFAULT_FIXTURE, DEFAULT_TIMEOUT_S, RunConfig, default_jobs, load_results, run_mutation,
+from parity.mutation import __doc__ as PACKAGE_DOC
+from parity.mutation.diff import CASE_SETS, diff_mutants, diff_verdict
+from parity.mutation.execute import (DEFAULT_FIXTURE, DEFAULT_TIMEOUT_S, RunConfig, default_jobs, load_results, run_mutation,
                       save_results)
-from .generate import DEFAULT_FILES, OPERATORS, ROOT, Mutant, _cut, all_mutants, select_mutants
-from .report import (DEFAULT_VERDICTS, equivalent_ids, format_report, format_summary, load_verdicts, merge_diffs,
+from parity.mutation.generate import DEFAULT_FILES, OPERATORS, ROOT, Mutant, _cut, all_mutants, select_mutants
+from parity.mutation.report import (DEFAULT_VERDICTS, equivalent_ids, format_report, format_summary, load_verdicts, merge_diffs,
                      summarize)
 
 

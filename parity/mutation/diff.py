@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .execute import _import_everything, _limit_threads, wait_child
-from .generate import Mutant, _cut, apply_mutant
+from parity.mutation.execute import _import_everything, _limit_threads, wait_child
+from parity.mutation.generate import Mutant, _cut, apply_mutant
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def diff_outputs(case: DiffCase, fixtures_dir: str | None = None) -> dict[str, A
 
     from eryx import models_torch as tm
     from eryx.fixtures import resolve_fixture
-    from parity.spec import default_grid
+    from parity.contract.spec import default_grid
 
     pdb = str(resolve_fixture(case.fixture, fixtures_dir))
     grid = case.samplings or default_grid(case.fixture)

@@ -2,7 +2,7 @@
 
 The parent imports numpy, torch, gemmi, scipy and the harness once and (by default)
 computes the NumPy reference once; every child applies its mutant
-(:func:`parity.mutation.generate.apply_mutant`), calls :func:`parity.cli.main` and exits
+(:func:`parity.mutation.generate.apply_mutant`), calls :func:`parity.commands.cli.main` and exits
 with its code. Exit 1 is a kill; 0 a survivor; a timeout, a crash, a mutant that does not
 apply and any other exit code (2, 3) are recorded as such and are not kills.
 """
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .generate import DEFAULT_FILES, ROOT, Mutant, _cut, apply_mutant, file_hashes
+from parity.mutation.generate import DEFAULT_FILES, ROOT, Mutant, _cut, apply_mutant, file_hashes
 
 DEFAULT_FIXTURE = "5zck_p1"
 #: Seconds one mutant's run may take before it is killed (a hang).
 DEFAULT_TIMEOUT_S = 60.0
-#: Exit code of a child whose harness raised past parity.cli.main (a crash, not a verdict).
+#: Exit code of a child whose harness raised past parity.commands.cli.main (a crash, not a verdict).
 EXIT_CRASH = 97
 #: Exit code of a child that could not apply its mutant (compile or exec error).
 EXIT_INVALID = 98
@@ -88,13 +88,13 @@ def _import_everything() -> None:
 
     import eryx.models  # noqa: F401
     import eryx.models_torch  # noqa: F401
-    import eryx.stages_torch  # noqa: F401
-    import parity.backends.numpy  # noqa: F401
-    import parity.backends.torch  # noqa: F401
-    import parity.cli  # noqa: F401
-    import parity.diagnose  # noqa: F401
-    import parity.runner  # noqa: F401
-    import parity.terminal  # noqa: F401
+    import eryx.functional_torch  # noqa: F401
+    import parity.backends.eryx_numpy  # noqa: F401
+    import parity.backends.eryx_torch  # noqa: F401
+    import parity.commands.cli  # noqa: F401
+    import parity.diagnosis.signatures  # noqa: F401
+    import parity.running.runner  # noqa: F401
+    import parity.rendering.terminal  # noqa: F401
 
 
 def _spec_key(spec) -> tuple:
@@ -107,12 +107,13 @@ def warm_reference(config: RunConfig):
 
     Runs all stages with the NumPy reference on both sides (no torch computation in the
     parent: children fork from a process that never started torch's thread pools), then
-    makes :meth:`parity.backends.numpy.NumpyBackend.open` return that session for the
+    makes :meth:`parity.backends.eryx_numpy.NumpyBackend.open` return that session for the
     same spec. Returns the session.
     """
-    from parity import cli, runner
-    from parity.backends import numpy as npb
-    from parity.stages import STAGES
+    from parity.commands import cli
+    from parity.running import runner
+    from parity.backends import eryx_numpy as npb
+    from parity.contract.stages import STAGES
 
     args = cli.build_parser().parse_args(["run", "--fixture", config.fixture, *config.parity_args])
     options = cli._spec_options(args)
@@ -152,7 +153,7 @@ def _child(mutant: Mutant | None, config: RunConfig, json_path: str, log_path: s
                 traceback.print_exc()
                 rc = EXIT_INVALID
                 return
-        from parity import cli
+        from parity.commands import cli
 
         rc = cli.main(config.argv(json_path))
     except SystemExit as exc:

@@ -1,6 +1,6 @@
 """The mutants: an AST walk over the torch backend, and their application in memory.
 
-A mutant is one node of ``eryx/stages_torch.py`` or ``eryx/models_torch.py`` replaced
+A mutant is one node of ``eryx/functional_torch.py`` or ``eryx/models_torch.py`` replaced
 (an operator, a sign, a conjugate, a transpose, a real/imag part, a constant or a slice
 bound). :func:`apply_mutant` compiles the mutated module's AST and ``exec``s it into the
 live module object's ``__dict__``: nothing on disk changes, and it is meant for a forked
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 #: The files mutated by default, relative to the repository root, and their modules.
-MODULES: dict[str, str] = {"eryx/stages_torch.py": "eryx.stages_torch", "eryx/models_torch.py": "eryx.models_torch"}
+MODULES: dict[str, str] = {"eryx/functional_torch.py": "eryx.functional_torch", "eryx/models_torch.py": "eryx.models_torch"}
 DEFAULT_FILES: tuple[str, ...] = tuple(MODULES)
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,9 +58,9 @@ class Mutant:
     Attributes
     ----------
     file : str
-        Path relative to the repository root (e.g. ``eryx/stages_torch.py``).
+        Path relative to the repository root (e.g. ``eryx/functional_torch.py``).
     module : str
-        The module it is exec'd into (``eryx.stages_torch``).
+        The module it is exec'd into (``eryx.functional_torch``).
     line, col : int
         Where the mutated node starts (1-based line, 0-based column).
     function : str
@@ -307,7 +307,7 @@ def generate_mutants(file: str, module: str | None = None, root: Path = ROOT) ->
     Parameters
     ----------
     file : str
-        Path relative to ``root``, e.g. ``eryx/stages_torch.py``.
+        Path relative to ``root``, e.g. ``eryx/functional_torch.py``.
     module : str, optional
         The module to exec mutants into (default: from :data:`MODULES`, else the path).
     """

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .generate import ROOT, _cut
+from parity.mutation.generate import ROOT, _cut
 
 
 def summarize(records: Sequence[dict], equivalent: dict[str, str] | None = None) -> dict:

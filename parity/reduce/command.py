@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..io import json_safe
-from ..runner import execute, make_run
-from ..spec import RunSpec
-from ..stages import Stage
-from .crystal import read_atoms
-from .driver import Reduction, command_text, reduce_case
-from .moves import Case
-from .oracle import NothingToReduce, Oracle, signature_key  # noqa: F401 (re-exported)
+from parity.storage.outputs import json_safe
+from parity.running.runner import execute, make_run
+from parity.contract.spec import RunSpec
+from parity.contract.stages import Stage
+from parity.reduce.crystal import read_atoms
+from parity.reduce.driver import Reduction, command_text, reduce_case
+from parity.reduce.moves import Case
+from parity.reduce.oracle import NothingToReduce, Oracle, signature_key  # noqa: F401 (re-exported)
 
 OUTPUT_NAMES = ("reduced.pdb", "command.txt", "reduced.json", "reduced.html", "reduction.log", "reduction.json")
 
@@ -47,7 +47,7 @@ def reduce_outputs(spec: RunSpec, options: Mapping[str, Any], run_args: Sequence
     NothingToReduce
         The run agrees (the CLI's exit 2).
     """
-    from ..report import render_report
+    from parity.rendering.report import render_report
 
     oracle = Oracle(options, stages)
     try:
@@ -99,7 +99,7 @@ def run_arguments(args: Mapping[str, Any], overrides: Mapping[str, Mapping[str, 
         The tier overrides in force (``pyproject.toml``'s included: the reduced case is
         re-run from another folder), ``{tier: {"rtol"/"atol": value}}``.
     """
-    from ..tiers import resolve_tier
+    from parity.contract.tiers import resolve_tier
 
     out: list[str] = []
     for key in ("reference", "candidate", "fault", "phases", "stages", "skip"):

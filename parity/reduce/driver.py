@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 
 from eryx import structure
 
-from .ddmin import ddmin
-from .moves import Case, grid_pass, p1_pass, param_pass, simplify_pass, structure_pass
-from .oracle import REPRODUCES, Oracle, Target
+from parity.reduce.ddmin import ddmin
+from parity.reduce.moves import Case, grid_pass, p1_pass, param_pass, simplify_pass, structure_pass
+from parity.reduce.oracle import REPRODUCES, Oracle, Target
 
 #: Rounds of all passes at most (a round that changes nothing ends the reduction earlier).
 MAX_ROUNDS = 3

@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..spec import DEFAULT_PARAMS, RunSpec
-from .crystal import SIMPLE_B, SIMPLE_ELEMENT, SIMPLE_OCC, Atoms, expanded_p1, to_pdb
+from parity.contract.spec import DEFAULT_PARAMS, RunSpec
+from parity.reduce.crystal import SIMPLE_B, SIMPLE_ELEMENT, SIMPLE_OCC, Atoms, expanded_p1, to_pdb
 
 Sampling = tuple[int, int, int]
 #: Contact cutoffs (A) tried below the current one: fewer contacts, smaller Hessians.
@@ -33,7 +33,7 @@ class Case:
     atoms : Atoms
     samplings : ((hmin, hmax, L_h), (kmin, kmax, L_k), (lmin, lmax, L_l))
     params : tuple of (name, value)
-        Model parameters (sorted items; see :data:`parity.spec.DEFAULT_PARAMS`).
+        Model parameters (sorted items; see :data:`parity.contract.spec.DEFAULT_PARAMS`).
     """
 
     atoms: Atoms

@@ -24,9 +24,9 @@ from typing import Any, Mapping, Sequence
 
 from eryx.errors import EryxInputError
 
-from ..runner import make_run, run_stages
-from ..stages import Stage
-from .moves import Case
+from parity.running.runner import make_run, run_stages
+from parity.contract.stages import Stage
+from parity.reduce.moves import Case
 
 #: Signature kinds whose phrase names indices, counts or angles that change as the input
 #: shrinks: compared by kind (and, for 'partial', the axes or subset) only.

@@ -50,7 +50,7 @@ def stage_summary(record: dict) -> dict:
 
 
 def run_summary(fault: str | None) -> dict:
-    from parity.runner import run_parity
+    from parity.running.runner import run_parity
 
     result = run_parity("synthetic", samplings=GRID3, fault=fault, progress=False)
     return {"verdict": result["verdict"], "first_failure": result.get("first_failure"),
@@ -58,7 +58,7 @@ def run_summary(fault: str | None) -> dict:
 
 
 def cli_code(argv: list[str]) -> int:
-    from parity import cli
+    from parity.commands import cli
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -69,7 +69,7 @@ def cli_code(argv: list[str]) -> int:
 
 
 def record() -> dict:
-    from parity.faults import FAULTS
+    from parity.backends.faults import FAULTS
 
     return {"runs": {name or "clean": run_summary(name) for name in [None, *sorted(FAULTS)]},
             "cli": {" ".join(argv): cli_code(argv) for argv in CLI_CASES}}

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from parity import bench
-from parity.pytest_plugin import fixture_path_or_skip
+from parity.benchmarking import bench
+from parity.testing.plugin import fixture_path_or_skip
 
 #: (backend, dtype, device) variants; the CUDA ones are marked ``gpu``.
 BACKENDS = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from parity import bench
+from parity.benchmarking import bench
 
 HERE = Path(__file__).resolve().parent
 

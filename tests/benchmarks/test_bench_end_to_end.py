@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from parity import bench
+from parity.benchmarking import bench
 
 from _benchutil import BACKENDS, GRIDS, describe, record_memory, run_pedantic, time_once, workload
 

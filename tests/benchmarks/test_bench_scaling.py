@@ -3,14 +3,14 @@ the number of atoms (5zck_p1, 7n2h, 6o2h_clean, 193l on the small grid).
 
 End to end (construction + apply_disorder), peak RSS in ``extra_info``. The NumPy
 reference runs only where its memory estimate fits the bench cap
-(:data:`parity.bench.NUMPY_MEMORY_CAP`); 193l's dense all-atom Hessian does not, so
+(:data:`parity.benchmarking.bench.NUMPY_MEMORY_CAP`); 193l's dense all-atom Hessian does not, so
 193l is torch only (the NumPy variant skips, saying why).
 """
 from __future__ import annotations
 
 import pytest
 
-from parity import bench
+from parity.benchmarking import bench
 
 from _benchutil import BACKENDS, describe, record_memory, run_pedantic, time_once, workload
 

@@ -1,0 +1,1 @@
+"""Benchmarking: ``parity bench``, the gradient benchmark, timing-regression statistics."""

@@ -1,0 +1,1 @@
+"""Rendering: what a person reads: the terminal table, the HTML report, the dashboard."""

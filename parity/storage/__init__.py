@@ -1,0 +1,1 @@
+"""Storage: safe output files (``outputs``, ``inputs``) and the SQLite run history (``history``)."""
