@@ -29,7 +29,7 @@ def _summary(tmp_path, env_updates):
     (tmp_path / "test_data.py").write_text(TESTS)
     env = {k: v for k, v in os.environ.items() if k not in ("ERYX_FIXTURES_DIR", "ERYX_GOLDENS_DIR")}
     env.update(env_updates)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "parity.testing.skips", "-p", "no:cacheprovider",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "parity.pytest_skips", "-p", "no:cacheprovider",
                            "-rs", "-q", "test_data.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     return [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]

@@ -11,7 +11,7 @@ setting, which pytest then folds into one line with a count, e.g.::
 A setting that names no folder (a relative path read from another folder) is folded the
 same way, naming the folder it resolved to. A skip for any other reason (a fixture
 missing from a folder that exists, no GPU) keeps its own words and place. Loaded by the
-project's ``conftest.py``; usable elsewhere with ``-p parity.testing.skips``.
+project's ``conftest.py``; usable elsewhere with ``-p parity.pytest_skips`` (its registered plugin name).
 """
 from __future__ import annotations
 
