@@ -48,4 +48,5 @@ class MovedFinder(importlib.abc.MetaPathFinder):
 def install(table: Mapping[str, str]) -> None:
     """Serve ``table``'s old names (old dotted name -> new dotted name) from now on."""
     if not any(isinstance(f, MovedFinder) and f.table == dict(table) for f in sys.meta_path):
-        sys.meta_path.append(MovedFinder(table))
+        sys.meta_path.insert(0, MovedFinder(table))  # before the path finders: a stale old folder (a
+        # namespace package of leftover __pycache__) must not shadow the alias
