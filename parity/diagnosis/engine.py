@@ -67,9 +67,11 @@ class Clock:
         self.hit = False
 
     def left(self) -> float:
+        """CPU seconds left (0 once spent)."""
         return max(self.deadline - time.thread_time(), 0.0)
 
     def out(self) -> bool:
+        """Whether the budget is spent; once True, True for good (``hit``)."""
         if not self.hit and time.thread_time() > self.deadline:
             self.hit = True
         return self.hit
@@ -208,7 +210,7 @@ def subset_masks(subsets: Mapping[str, Any] | None, orig_shape: tuple, shape: tu
 
 
 def re_im_parts(x: np.ndarray) -> np.ndarray:
-    """Real values as they are; complex ones as their real parts followed by their imaginary parts (1-D)."""
+    """A 1-D array as it is when real; when complex, its real parts followed by its imaginary parts."""
     return np.concatenate([x.real, x.imag]) if np.iscomplexobj(x) else x
 
 
@@ -291,6 +293,10 @@ def group_name(p: Pair, g: tuple[int, ...]) -> str:
 
 @dataclass
 class Fit:
+    """A judged ``candidate ~ factor * T(reference)``: its factor (and that factor's simple
+    expression), the normwise residual, whether it is within the tier, and how many
+    elements had a counterpart (``covered``) or not (``uncovered``)."""
+
     factor: complex | float
     residual: float
     explains: bool

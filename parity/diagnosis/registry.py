@@ -48,8 +48,9 @@ class Stage(enum.Enum):
     #: run until one reports, and a report replaces the TRANSFORM stage (round-off leaves
     #: nothing for a transform to remove).
     ROUNDOFF = "roundoff"
-    #: Every family runs, until the time budget is spent: several transforms can explain the
-    #: same data (``conj(K) == K^T`` for a Hermitian K), and all of them are reported.
+    #: Every family runs, until the time budget is spent (each family checks it before every
+    #: transform, as ``engine.run_transforms`` does): several transforms can explain the same
+    #: data (``conj(K) == K^T`` for a Hermitian K), and all of them are reported.
     TRANSFORM = "transform"
     #: Costlier searches: each runs only while nothing explains and time is left.
     SEARCH = "search"

@@ -45,16 +45,19 @@ figure(signature, expected, actual) -> str | None
 """
 from __future__ import annotations
 
+# The tuning constants, simple_expression and _cluster_labels (tests use it) stay importable
+# from here too, as before the split.
 from parity.diagnosis.arrays import diagnose_arrays, diagnose_gradient
-from parity.diagnosis.eigen import MAX_MIXED_FRACTION, _cluster_labels, diagnose_eigenspaces
-from parity.diagnosis.engine import MIN_ELEMENTS_FOR_FREE_FACTOR, N_PROBE, N_SAMPLE, N_WORST, NEAR
-from parity.diagnosis.expressions import simple_expression
+from parity.diagnosis.eigen import MAX_MIXED_FRACTION, _cluster_labels, diagnose_eigenspaces  # noqa: F401
+from parity.diagnosis.engine import MIN_ELEMENTS_FOR_FREE_FACTOR, N_PROBE, N_SAMPLE, N_WORST, NEAR  # noqa: F401
+from parity.diagnosis.expressions import simple_expression  # noqa: F401
 from parity.diagnosis.figures import figure
-from parity.diagnosis.hypotheses.accumulation import ACCUMULATION_STRIDES
-from parity.diagnosis.hypotheses.permutation import MAX_PERMUTATION_AXIS, N_FEATURES
-from parity.diagnosis.hypotheses.precision import (CAST_ALLOWANCE_U, FORMATS, MIN_ELEMENTS_FOR_PRECISION,
-                                                   ROUNDOFF_BAND_U, ROUNDOFF_MIN_SPREAD, ROUNDOFF_P99_U)
-from parity.diagnosis.hypotheses.shift import SHIFTS
+from parity.diagnosis.hypotheses.accumulation import ACCUMULATION_STRIDES  # noqa: F401
+from parity.diagnosis.hypotheses.permutation import MAX_PERMUTATION_AXIS, N_FEATURES  # noqa: F401
+from parity.diagnosis.hypotheses.precision import (CAST_ALLOWANCE_U, FORMATS,  # noqa: F401
+                                                   MIN_ELEMENTS_FOR_PRECISION, ROUNDOFF_BAND_U,
+                                                   ROUNDOFF_MIN_SPREAD, ROUNDOFF_P99_U)
+from parity.diagnosis.hypotheses.shift import SHIFTS  # noqa: F401
 from parity.diagnosis.result import NO_SIGNATURE, Signature, summary_phrase
 
 __all__ = [
@@ -66,9 +69,3 @@ __all__ = [
     "summary_phrase",
     "figure",
 ]
-
-# Names kept importable from here besides __all__: the tuning constants, simple_expression,
-# and _cluster_labels (tests use it).
-_KEPT = (ACCUMULATION_STRIDES, CAST_ALLOWANCE_U, FORMATS, MAX_MIXED_FRACTION, MAX_PERMUTATION_AXIS,
-         MIN_ELEMENTS_FOR_FREE_FACTOR, MIN_ELEMENTS_FOR_PRECISION, N_FEATURES, N_PROBE, N_SAMPLE, N_WORST, NEAR,
-         ROUNDOFF_BAND_U, ROUNDOFF_MIN_SPREAD, ROUNDOFF_P99_U, SHIFTS, _cluster_labels, simple_expression)
