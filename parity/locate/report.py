@@ -6,6 +6,8 @@ import html
 import math
 from typing import Any, Mapping
 
+from parity.rendering.figures import png_data_uri
+
 #: Rows of the aligned stream shown on each side of the root.
 CONTEXT = 8
 
@@ -14,9 +16,7 @@ def error_figure(stream: list[Mapping[str, Any]], root_index: int | None, amplif
     """log10 of each aligned output's error (and tolerance) along the stream, as a PNG data URI."""
     if not stream:
         return None
-    from matplotlib.figure import Figure
-
-    from parity.rendering.report import png_data_uri
+    from matplotlib.figure import Figure  # lazy: matplotlib is an extra
 
     def lg(x):
         return math.log10(x) if x and x > 0 and math.isfinite(x) else (-17.0 if not x else 1.0)

@@ -17,32 +17,32 @@ Sections, in order of urgency:
    (status flip, error growth, slowdown) are drawn in colour, named in the legend
    and under the figure; everything else is grey, so what changed stands out;
 5. recent runs.
-5. recent runs.
+
+The page renders with the package's one jinja environment
+(:mod:`parity.rendering.templating`) and embeds its figures with the one image
+helper (:func:`parity.rendering.figures.png_data_uri`).
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
 import urllib.parse
-from base64 import b64encode
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import jinja2
-
+from parity.rendering.figures import png_data_uri
+from parity.rendering.formatting import fmt_sci, fmt_seconds
+from parity.rendering.templating import environment
 from parity.storage.outputs import write_text_atomic
 from parity.storage.history import HistoryStore, Regression, find_regressions, parse_timestamp
 from parity.benchmarking.regressions import SlowdownRule
 
 __all__ = ["render_dashboard"]
 
-_TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 _TEMPLATE_NAME = "dashboard.html.j2"
 #: Zero errors cannot sit on a log axis; they are drawn at this value.
 _LOG_FLOOR = 1e-18
@@ -90,38 +90,12 @@ def render_dashboard(store: HistoryStore, out: Path, *, regressions: Sequence[Re
         "recent": _recent_rows(store, out_dir, recent),
         "recent_limit": recent,
     }
-    html = _environment().get_template(_TEMPLATE_NAME).render(**context)
+    html = environment().get_template(_TEMPLATE_NAME).render(**context)
     write_text_atomic(out, html)
     return out
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    # autoescape=True, not select_autoescape(): the template ends in ".j2", which
-    # select_autoescape's extension list would not escape.
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATE_DIR)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["sci"] = _fmt_sci
-    env.filters["seconds"] = _fmt_seconds
-    return env
-
-
 # --------------------------------------------------------------------------- formatting
-
-
-def _fmt_sci(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, str):
-        return value
-    return f"{float(value):.2e}"
-
-
-def _fmt_seconds(value: Any) -> str:
-    if value is None:
-        return "—"
-    seconds = float(value)
-    return f"{seconds:.3g} s" if seconds < 100 else f"{seconds:.0f} s"
 
 
 def _fmt_when(started_at: str | None) -> str:
@@ -163,8 +137,8 @@ def _header(store: HistoryStore) -> dict[str, Any]:
 def _regression_rows(store: HistoryStore, regressions: Sequence[Regression], out_dir: Path) -> list[dict]:
     def value(regression: Regression, number: Any) -> str:
         if isinstance(number, str) or number is None:
-            return _fmt_sci(number)
-        return _fmt_seconds(number) if regression.kind == "slowdown" else _fmt_sci(number)
+            return fmt_sci(number)
+        return fmt_seconds(number) if regression.kind == "slowdown" else fmt_sci(number)
 
     return [{
         "series": _series_label(r.fixture, r.device, r.dtype),
@@ -201,7 +175,7 @@ def _matrix_cell(store: HistoryStore, entry: Mapping[str, Any] | None, out_dir: 
     return {
         "label": _STATUS_LABEL.get(status, status),
         "css": "st-" + _STATUS_LABEL.get(status, "error"),
-        "title": (f"max_rel {_fmt_sci(entry['max_rel'])}, max_abs {_fmt_sci(entry['max_abs'])}; "
+        "title": (f"max_rel {fmt_sci(entry['max_rel'])}, max_abs {fmt_sci(entry['max_abs'])}; "
                   f"run {entry['run_id']} at {_fmt_when(entry['started_at'])}"),
         "link": report_link(store, entry["report_path"], out_dir),
     }
@@ -245,7 +219,7 @@ def _recent_rows(store: HistoryStore, out_dir: Path, limit: int) -> list[dict[st
         "expected": _expected_outcome(run),
         "first_failure": run["first_failure"] or "",
         "fault": run["fault"] or "",
-        "duration": _fmt_seconds(run["duration_s"]),
+        "duration": fmt_seconds(run["duration_s"]),
         "link": report_link(store, run["report_path"], out_dir),
     } for run in store.runs(limit=limit)]
 
@@ -355,13 +329,6 @@ def _run_axis(ax, stamps: Sequence[str]) -> None:
     ax.tick_params(labelsize=7)
     ax.set_xlim(-0.5, max(len(stamps) - 0.5, 0.5))
     ax.grid(True, which="major", alpha=0.25)
-
-
-def png_data_uri(fig) -> str:
-    buffer = io.BytesIO()
-    # Software=None drops matplotlib's PNG text chunk (it carries a URL).
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return "data:image/png;base64," + b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _phase_sort_key(phase: Any) -> tuple[bool, float]:
