@@ -61,7 +61,8 @@ class FakeRun:
 
 
 def _judge(stage: Stage, run: FakeRun):
-    return stage.comparator.compare(stage, run, Setting(resolve_tier(stage.tier, run.dtype)))
+    return stage.comparator.compare(stage, run, Setting(resolve_tier(stage.tier, run.dtype),
+                                                        not_provided=(NotProvided,)))
 
 
 # ------------------------------------------------------------------ one wrong value per kind
@@ -156,6 +157,8 @@ def test_each_kind_passes_the_right_value_and_catches_a_wrong_one(kind):
 
 def test_the_eigenspace_kind_checks_the_eigen_equation_only_where_d_and_u_are_provided():
     stage, good, _ = _runs("eigenspace")
+    with pytest.raises(NotProvided):  # only the run's own "not provided" is caught
+        stage.comparator.compare(stage, good, Setting(resolve_tier(stage.tier, "float64")))
     result = _judge(stage, good)  # the stand-in provides no D or U: NotProvided is not an error
     assert result.status == "pass" and all(row["residual"] is None for row in result.details["eigen_table"])
     w, v = good.sides["candidate"]["Winv"], good.sides["candidate"]["V"]

@@ -68,11 +68,16 @@ class Setting:
         Terms of the longest floating-point sum behind one element (the tier is scaled for
         it); called only once the values are in hand, as the comparison needs it, so that
         working it out never runs before a side's own error (:meth:`n_terms`).
+    not_provided : tuple of exception types
+        What the run raises when a side does not provide a quantity (the backends'
+        ``NotProvided``): a kind that reads an optional quantity catches these. Given by
+        the runner, so this package does not import the backends (they import it).
     """
 
     tier: Tier
     locate: Locate | None = None
     terms: Callable[[], int | None] = lambda: None
+    not_provided: tuple[type[BaseException], ...] = ()
 
     def n_terms(self) -> int | None:
         """:attr:`terms`, evaluated now."""

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
-from parity.backends.base import NotProvided
 from parity.contract.tiers import Tier
 from parity.comparison.arrays import _argmax_masked, _elementwise, _shape_failure, compare_arrays
 from parity.comparison.common import (Comparison, Locate, _fmt, _label, _scalar, _where, as_numpy, failure_message,
@@ -542,7 +541,7 @@ class EigenspaceKind(Comparator):
             av, aV = run.candidate_value("Winv"), run.candidate_value(stage.quantity)
             try:
                 D, U = run.candidate_value("D"), run.candidate_value("U")
-            except NotProvided:
+            except setting.not_provided:  # the eigen-equation is checked where D and U are given
                 D = U = None
         extra = {} if D is None else dict(matrix=D.reshape(-1, n, n), unitary=U.reshape(-1, n, n))
         return compare_eigenspaces(av.reshape(-1, n), aV.reshape(-1, n, n), ev.reshape(-1, n),

@@ -226,7 +226,7 @@ def _n_terms(stage: Stage, run: Run) -> int | None:
 def _comparison(stage: Stage, run: Run, feed: Any = None) -> cmp.Comparison:
     """Compare one stage (``feed``: the candidate's value recomputed on reference inputs)."""
     setting = Setting(tier=stage_tier(stage, run), locate=run.locator(stage.locate),
-                      terms=lambda: _n_terms(stage, run))
+                      terms=lambda: _n_terms(stage, run), not_provided=(NotProvided,))
     reason = stage.vacuous(run) if stage.vacuous else None
     if reason:
         raise NotProvided(reason)
