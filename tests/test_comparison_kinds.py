@@ -304,3 +304,27 @@ def test_no_kind_name_is_tested_outside_the_comparison_package():
         if lines:
             found[str(rel)] = lines
     assert not found, f"ask stage.comparator instead of testing a kind's name: {found}"
+
+
+def test_adding_a_kind_is_one_class_and_one_registry_entry(monkeypatch):
+    from parity.comparison import kinds
+    from parity.comparison.common import Comparison
+
+    class TotalKind(Comparator):
+        """A new kind: the two sides' totals must agree exactly."""
+
+        name = "total"
+
+        def compare(self, stage, run, setting, feed=None):
+            e, a = run.stage_value(stage, "reference").sum(), run.stage_value(stage, "candidate", feed).sum()
+            return Comparison(kind=self.name, passed=bool(a == e), n_mismatch=int(a != e), n_total=1,
+                              n_compared=1, message=f"{stage.name}: total {a} vs {e}")
+
+    monkeypatch.setitem(kinds.REGISTRY, "total", TotalKind())
+    stage = Stage("n_atoms", 2, "exact", "total", "test")
+    assert stage.comparator is kinds.REGISTRY["total"] and crossfeed._feed_names(stage) == ("n_atoms",)
+    run = FakeRun({"n_atoms": [3, 4]}, {"n_atoms": [4, 3]})
+    assert _judge(stage, run).status == "pass"
+    run.sides["candidate"]["n_atoms"] = [4, 4]
+    assert _judge(stage, run).status == "fail"
+    assert find_kind("total").count_units(1) == ("elements", "elements")
