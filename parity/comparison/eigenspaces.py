@@ -533,12 +533,11 @@ class EigenspaceKind(Comparator):
     name = "eigenspace"
 
     def compare(self, stage: "Stage", run: RunView, setting: Setting, feed: Any = None) -> Comparison:
-        ev, eV = run.reference_value("Winv"), run.reference_value(stage.reference_quantity)
+        ev, eV, av, aV = _sides(stage, run, feed)
         n = ev.shape[-1]
         if feed is not None:
-            av, aV, D, U = (np.asarray(as_numpy(feed[k])) for k in _EIGEN_QUANTITIES)
+            D, U = (np.asarray(as_numpy(feed[k])) for k in ("D", "U"))
         else:
-            av, aV = run.candidate_value("Winv"), run.candidate_value(stage.quantity)
             try:
                 D, U = run.candidate_value("D"), run.candidate_value("U")
             except setting.not_provided:  # the eigen-equation is checked where D and U are given
@@ -553,11 +552,7 @@ class EigenspaceKind(Comparator):
         # At call time: the diagnosis builds on this module (clusters, gaps).
         from parity.diagnosis import signatures as dg
 
-        ev, eV = run.reference_value("Winv"), run.reference_value(stage.reference_quantity)
-        if feed is not None:
-            av, aV = np.asarray(as_numpy(feed["Winv"])), np.asarray(as_numpy(feed["V"]))
-        else:
-            av, aV = run.candidate_value("Winv"), run.candidate_value(stage.quantity)
+        ev, eV, av, aV = _sides(stage, run, feed)
         n = ev.shape[-1]
         sigs = dg.diagnose_eigenspaces(ev.reshape(-1, n), eV.reshape(-1, n, n), av.reshape(-1, n),
                                        aV.reshape(-1, n, n), tier, rel_gap=rel_gap(run.dtype),
@@ -572,3 +567,14 @@ class EigenspaceKind(Comparator):
 
     def count_units(self, n_total: Any) -> tuple[str, str]:
         return "BZ points", "eigenvalue clusters"
+
+
+def _sides(stage: "Stage", run: RunView, feed: Mapping[str, Any] | None) -> tuple[Any, Any, Any, Any]:
+    """(expected values, expected vectors, actual values, actual vectors), as given.
+
+    The actual side is the cross-fed one where ``feed`` is given (:meth:`EigenspaceKind.fed_value`).
+    """
+    ev, eV = run.reference_value("Winv"), run.reference_value(stage.reference_quantity)
+    if feed is not None:
+        return ev, eV, np.asarray(as_numpy(feed["Winv"])), np.asarray(as_numpy(feed["V"]))
+    return ev, eV, run.candidate_value("Winv"), run.candidate_value(stage.quantity)
