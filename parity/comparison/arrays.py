@@ -11,27 +11,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parity.comparison.comparator import Comparator, RunView, Setting
 from parity.contract.tiers import Tier
 from parity.comparison.common import (
     Comparison,
     Locate,
     _label,
-    _percent,
     _scalar,
     _where,
     as_numpy,
+    failure_message,
     format_errors,
     format_ulp,
+    greatest,
     normwise_rel,
     not_comparable,
     working_eps,
 )
 
 __all__ = [
+    "ArrayKind",
+    "ExactKind",
+    "GradientKind",
     "HIST_EDGES",
     "compare_arrays",
     "compare_nan_pattern",
@@ -41,6 +46,9 @@ __all__ = [
 #: Fixed bin edges of ``details["log10_rel_hist"]`` (log10 of the relative
 #: difference, clipped into [-17, 1]): fixed so histograms of different runs compare.
 HIST_EDGES: tuple[int, ...] = tuple(range(-17, 2))
+
+if TYPE_CHECKING:  # pragma: no cover
+    from parity.contract.stages import Stage
 
 # How many non-finite-pattern mismatches are named in messages/details.
 _N_FIRST = 5
@@ -385,24 +393,20 @@ def compare_arrays(actual: Any, expected: Any, tier: Tier, *, name: str = "",
         message = (f"{label}: OK under {tier.describe()}: {n_compared} of {n_total} elements compared; "
                    f"{format_errors(max_abs, max_rel, max_rel_el)}")
     else:
-        lines = [f"{label}: not close under {tier.describe()}",
-                 f"Mismatched elements: {n_mismatch} / {n_total} ({_percent(n_mismatch, n_total)})"]
-        if pattern["mismatched"]:
-            lines.append(_pattern_line(pattern))
+        findings = [_pattern_line(pattern) if pattern["mismatched"] else ""]
         if at_abs is not None:
-            lines.append(f"Greatest absolute difference: {max_abs:.3g} at {_where(locate, at_abs)} "
-                         f"(up to {d.allowed[at_abs]:.3g} allowed)")
-            lines.append(f"Greatest relative difference (element-wise, |a-e|/|e|): {max_rel_el:.3g} at "
-                         f"{_where(locate, at_rel)} (up to {tier.rtol:.3g} allowed)")
-            lines.append(f"Normwise relative difference (max|a-e|/max|e|): {max_rel:.3g} "
-                         f"(max|e| = {d.scale:.3g})")
+            findings += [greatest("absolute difference", max_abs, _where(locate, at_abs), d.allowed[at_abs]),
+                         greatest("relative difference (element-wise, |a-e|/|e|)", max_rel_el,
+                                  _where(locate, at_rel), tier.rtol),
+                         f"Normwise relative difference (max|a-e|/max|e|): {max_rel:.3g} (max|e| = {d.scale:.3g})"]
         worst = worst_elements[0] if worst_elements else None
         if worst is not None and (at_abs is None or tuple(worst["index"]) != at_abs):
-            lines.append(f"Worst element (largest excess over its allowance): {worst['location']}: "
-                         f"expected {worst['expected']}, actual {worst['actual']}")
+            findings.append(f"Worst element (largest excess over its allowance): {worst['location']}: "
+                            f"expected {worst['expected']}, actual {worst['actual']}")
         if ulp is not None:
-            lines.append(f"ULP distance over the compared elements: {format_ulp(ulp)}")
-        message = "\n".join(lines)
+            findings.append(f"ULP distance over the compared elements: {format_ulp(ulp)}")
+        message = failure_message(f"{label}: not close under {tier.describe()}", n_mismatch=n_mismatch,
+                                  n_total=n_total, findings=findings)
 
     return Comparison(kind=kind, passed=n_mismatch == 0, max_abs=max_abs, max_rel=max_rel,
                       n_mismatch=n_mismatch, n_total=n_total,
@@ -492,3 +496,91 @@ def ulp_distance(a: Any, b: Any) -> np.ndarray:
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     dist = np.where(nan_a & nan_b, 0, np.where(nan_a | nan_b, np.iinfo(np.int64).max, dist))
     return np.asarray(dist, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------
+# The kinds: element-wise arrays, exact arrays, gradients
+# --------------------------------------------------------------------------
+
+
+class ArrayKind(Comparator):
+    """Both sides' values of the stage's quantity, element by element under its tier."""
+
+    name = "array"
+    draws_slice = True
+
+    def compare(self, stage: "Stage", run: RunView, setting: Setting, feed: Any = None) -> Comparison:
+        # The reference first: where it refuses the input, the stage is not comparable (even if
+        # the candidate raises too), not a divergence of the candidate.
+        expected = run.stage_value(stage, "reference")
+        actual = run.stage_value(stage, "candidate", feed)
+        return compare_arrays(actual, expected, setting.tier, name=stage.name, locate=setting.locate,
+                              require_nonzero=stage.require_nonzero, n_terms=setting.n_terms())
+
+    def diagnose(self, stage: "Stage", run: RunView, tier: Tier, feed: Any = None, *,
+                 budget_s: float = 0.05) -> tuple[list, Any, Any]:
+        # At call time: the diagnosis builds on this package (non-finite codes, clusters).
+        from parity.diagnosis import signatures as dg
+
+        expected = run.stage_value(stage, "reference")
+        actual = run.stage_value(stage, "candidate", feed)
+        e, a = _view(expected, stage.view), _view(actual, stage.view)
+        options = _diagnosis_options(stage, run, e)
+        return dg.diagnose_arrays(e, a, tier, time_budget_s=budget_s, **options), e, a
+
+
+class ExactKind(ArrayKind):
+    """An array under the exact tier (bitwise equal; NaN == NaN at the same place)."""
+
+    name = "exact"
+
+
+class GradientKind(ArrayKind):
+    """Derivatives of the model (autograd or finite differences, per backend), element-wise."""
+
+    name = "gradient"
+    draws_slice = False
+    differentiates = True
+
+    def diagnose(self, stage: "Stage", run: RunView, tier: Tier, feed: Any = None, *,
+                 budget_s: float = 0.05) -> tuple[list, Any, Any]:
+        from parity.diagnosis import signatures as dg  # at call time: see ArrayKind.diagnose
+
+        expected = run.stage_value(stage, "reference")
+        actual = run.stage_value(stage, "candidate", feed)
+        return dg.diagnose_gradient(expected, actual, tier, axes=stage.axes), expected, actual
+
+
+def _view(x: np.ndarray, view: tuple[int, ...] | None) -> np.ndarray:
+    """Reshape for the diagnosis; 0 in ``view`` keeps that axis's length."""
+    if view is None or x.ndim > len(view):
+        return x
+    try:
+        return x.reshape(tuple(x.shape[i] if v == 0 else v for i, v in enumerate(view)))
+    except ValueError:
+        return x
+
+
+def _diagnosis_options(stage: "Stage", run: RunView, e: np.ndarray) -> dict[str, Any]:
+    """The array diagnosis's options for ``stage``: axis names, grid shape, telling subsets.
+
+    ``e`` is the expected array as diagnosed. A grid map (n_q,) is analysed as (h, k, l)
+    with its Bragg points as a subset; a per-BZ-point array singles out k = 0; ``Winv``
+    its zero modes.
+    """
+    options: dict[str, Any] = {"axes": stage.axes, "matrix_axes": stage.matrix_axes}
+    subsets: dict[str, np.ndarray] = {}
+    if stage.locate == "grid" and e.shape[:1] == (run.spec.n_q,):
+        options["grid_shape"] = run.spec.map_shape
+        options["axes"] = stage.axes or ("grid point",)
+        if e.ndim == 1 and np.issubdtype(e.dtype, np.floating):
+            subsets["Bragg points"] = np.isnan(e)
+    if stage.locate == "bz_flat" and e.ndim >= 1:
+        k0 = np.zeros(e.shape, dtype=bool)
+        k0[0] = True
+        subsets["k = 0 point"] = k0
+    if stage.name == "Winv":
+        subsets["zero modes"] = np.isnan(e)
+    if subsets:
+        options["subsets"] = subsets
+    return {k: v for k, v in options.items() if v is not None}

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -43,6 +43,8 @@ __all__ = [
     "working_eps",
     "not_comparable",
     "invariant_result",
+    "failure_message",
+    "greatest",
 ]
 
 Locate = Callable[[tuple[int, ...]], str]
@@ -284,6 +286,46 @@ def format_ulp(ulp: Mapping[str, Any] | None) -> str:
     if ulp.get("dtype"):
         text += f" (ulps of {ulp['dtype']})"
     return text + (f"; {flipped}" if flipped else "")
+
+
+# --------------------------------------------------------------------------
+# The one failure-message layout (torch.testing's ErrorMeta -> one message)
+# --------------------------------------------------------------------------
+
+
+def failure_message(title: str, *, n_mismatch: int | None = None, n_total: int = 0, unit: str = "elements",
+                    findings: Iterable[str] = ()) -> str:
+    """A failed comparison's message, laid out the same way by every kind.
+
+    Parameters
+    ----------
+    title : str
+        The first line; it stands alone (terminal tables and bisection print only it),
+        e.g. ``"Linv: not close under tier 'tight' (...)"``.
+    n_mismatch, n_total : int, optional
+        Failing units of all units: adds ``"Mismatched {unit}: n / N (p%)"`` as the
+        second line (left out when ``n_mismatch`` is None: the title counts already).
+    unit : str
+        What the counts count (``"elements"``, ``"batch items"``).
+    findings : iterable of str
+        One line per finding, most telling first (``""`` entries are skipped), e.g.
+        :func:`greatest` lines.
+
+    Returns
+    -------
+    str
+        The lines joined by newlines.
+    """
+    lines = [title]
+    if n_mismatch is not None:
+        lines.append(f"Mismatched {unit}: {n_mismatch} / {n_total} ({_percent(n_mismatch, n_total)})")
+    lines += [line for line in findings if line]
+    return "\n".join(lines)
+
+
+def greatest(what: str, value: float, where: str, allowed: float) -> str:
+    """``"Greatest {what}: 0.1 at index (1,) (up to 1e-05 allowed)"``: one finding line."""
+    return f"Greatest {what}: {value:.3g} at {where} (up to {allowed:.3g} allowed)"
 
 
 # --------------------------------------------------------------------------

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from parity.comparison.common import Comparison, _dtype_name, _family, not_comparable
+from parity.comparison.common import Comparison, _dtype_name, _family, failure_message, not_comparable
+from parity.comparison.comparator import Comparator, RunView, Setting
 
-__all__ = ["check_dtype", "audit_dtypes"]
+if TYPE_CHECKING:  # pragma: no cover
+    from parity.contract.stages import Stage
+
+__all__ = ["DtypeKind", "check_dtype", "audit_dtypes"]
 
 
 def check_dtype(name: str, tensor_or_array: Any, expected: str) -> Comparison:
@@ -83,9 +87,10 @@ def audit_dtypes(named: Mapping[str, Any], expected_real: str, expected_complex:
         return not_comparable("dtype_audit", "dtype audit", f"no floating tensor among the "
                               f"{len(named)} given to audit", details=details)
     if offenders:
-        lines = [f"dtype audit: {len(offenders)} of {audited} floating tensors have the wrong dtype"]
-        lines += [f"  {o['name']}: {o['dtype']}, expected {o['expected']} ({o['reason']})" for o in offenders]
-        message = "\n".join(lines)
+        # The title counts the offenders already: no "Mismatched" line.
+        message = failure_message(f"dtype audit: {len(offenders)} of {audited} floating tensors have the wrong dtype",
+                                  findings=[f"  {o['name']}: {o['dtype']}, expected {o['expected']} ({o['reason']})"
+                                            for o in offenders])
         first = offenders[0]
         worst = {"index": [], "location": first["name"], "expected": first["expected"],
                  "actual": first["dtype"]}
@@ -95,3 +100,29 @@ def audit_dtypes(named: Mapping[str, Any], expected_real: str, expected_complex:
     return Comparison(kind="dtype_audit", passed=not offenders, n_mismatch=len(offenders),
                       n_total=audited, worst=worst, message=message, details=details,
                       n_compared=audited)
+
+
+class _Dtype:
+    """A dtype name standing in for an array in the dtype audit."""
+
+    def __init__(self, name: str) -> None:
+        self.dtype = str(name)
+
+
+class DtypeKind(Comparator):
+    """Every candidate intermediate at the run's precision (the candidate alone).
+
+    The stage's quantity maps each intermediate's name to its dtype name.
+    """
+
+    name = "dtype"
+    needs_reference = False
+    computes = False
+
+    def compare(self, stage: "Stage", run: RunView, setting: Setting, feed: Any = None) -> Comparison:
+        want_r, want_c = ("float64", "complex128") if run.dtype == "float64" else ("float32", "complex64")
+        named = {k: _Dtype(v) for k, v in run.candidate_value(stage.quantity).items()}
+        return audit_dtypes(named, want_r, want_c)
+
+    def count_units(self, n_total: Any) -> tuple[str, str]:
+        return "tensors", "tensors"

@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
 from parity.contract.tiers import Tier
 from parity.comparison.arrays import _argmax_masked, _elementwise, _shape_failure, compare_arrays
-from parity.comparison.common import Comparison, Locate, _fmt, _label, _percent, _scalar, _where, as_numpy, not_comparable, working_eps
+from parity.comparison.common import (Comparison, Locate, _fmt, _label, _scalar, _where, as_numpy, failure_message,
+                                      not_comparable, working_eps)
+from parity.comparison.comparator import Comparator, RunView, Setting, rel_gap
+
+if TYPE_CHECKING:  # pragma: no cover
+    from parity.contract.stages import Stage
 
 __all__ = [
+    "EigenspaceKind",
     "GAP_REFERENCE",
     "cluster_eigenvalues",
     "spectral_projectors",
@@ -453,23 +459,24 @@ def compare_eigenspaces(actual_values: Any, actual_vectors: Any, expected_values
                    f"(largest {biggest}; {n_compared} finite clusters compared), max projector err "
                    f"{_fmt(max_rel)} (relative to max|P|)")
     else:
-        lines = [f"{label} differ under {tier.describe()}",
-                 f"Mismatched batch items: {len(failing)} / {n_total} ({_percent(len(failing), n_total)})"]
+        findings: list[str] = []
         if nonfinite:
             count = sum(len(r) for r in nonfinite.values())
-            lines.append(f"Non-finite values outside the zero-mode pattern at {len(nonfinite)} batch item(s) "
-                         f"({count} finding(s)); first: {next(iter(nonfinite.values()))[0]}")
-        # worst_item ranks failing items first, so it fails whenever any item does.
+            findings.append(f"Non-finite values outside the zero-mode pattern at {len(nonfinite)} batch item(s) "
+                            f"({count} finding(s)); first: {next(iter(nonfinite.values()))[0]}")
+        # worst_item ranks failing items first, so it fails whenever any item does; a reason
+        # already inside the line before it is not repeated.
         if failing:
-            lines += [r for r in worst_item.reasons if r not in lines[-1]]
+            findings += [r for r in worst_item.reasons if not findings or r not in findings[-1]]
         if worst_proj is not None:
             w = worst_proj.worst
-            lines.append(f"Greatest projector error: {w['max_projector_err']:.3g} (relative to max|P|) at "
-                         f"{w['location']}; worst entry {tuple(w['entry'])} of cluster {w['cluster']} "
-                         f"(size {w['cluster_size']}) off by {w['abs']:.3g}, up to {w['allowed']:.3g} allowed")
+            findings.append(f"Greatest projector error: {w['max_projector_err']:.3g} (relative to max|P|) at "
+                            f"{w['location']}; worst entry {tuple(w['entry'])} of cluster {w['cluster']} "
+                            f"(size {w['cluster_size']}) off by {w['abs']:.3g}, up to {w['allowed']:.3g} allowed")
         if values_failed:
-            lines.append("Eigenvalues: " + values.message)
-        message = "\n".join(lines)
+            findings.append("Eigenvalues: " + values.message)
+        message = failure_message(f"{label} differ under {tier.describe()}", n_mismatch=len(failing),
+                                  n_total=n_total, unit="batch items", findings=findings)
 
     return Comparison(kind=kind, passed=passed, max_abs=max_abs, max_rel=max_rel,
                       n_mismatch=len(failing), n_total=n_total, worst=worst, message=message,
@@ -505,3 +512,69 @@ def compare_full_product(actual_vectors: Any, expected_vectors: Any, tier: Tier,
                             tier, name=_label(name, "V V^H"), locate=locate)
     result.kind = "full_product"
     return result
+
+
+# --------------------------------------------------------------------------
+# The kind
+# --------------------------------------------------------------------------
+
+#: The candidate quantities an eigenspace comparison reads (and a cross-feed recomputes):
+#: eigenvalues, eigenvectors, and the decomposed matrix with its unitary eigenvectors.
+_EIGEN_QUANTITIES = ("Winv", "V", "D", "U")
+
+
+class EigenspaceKind(Comparator):
+    """Eigenvalues element-wise and eigenvectors through each cluster's spectral projector.
+
+    The stage's quantity is the eigenvectors (``V``); the eigenvalues are ``Winv``. The
+    eigen-equation is checked too where the candidate provides ``D`` and ``U``.
+    """
+
+    name = "eigenspace"
+
+    def compare(self, stage: "Stage", run: RunView, setting: Setting, feed: Any = None) -> Comparison:
+        ev, eV, av, aV = _sides(stage, run, feed)
+        n = ev.shape[-1]
+        if feed is not None:
+            D, U = (np.asarray(as_numpy(feed[k])) for k in ("D", "U"))
+        else:
+            try:
+                D, U = run.candidate_value("D"), run.candidate_value("U")
+            except setting.not_provided:  # the eigen-equation is checked where D and U are given
+                D = U = None
+        extra = {} if D is None else dict(matrix=D.reshape(-1, n, n), unitary=U.reshape(-1, n, n))
+        return compare_eigenspaces(av.reshape(-1, n), aV.reshape(-1, n, n), ev.reshape(-1, n),
+                                   eV.reshape(-1, n, n), setting.tier, locate=setting.locate, name=stage.name,
+                                   rel_gap=rel_gap(run.dtype), n_terms=setting.n_terms(), **extra)
+
+    def diagnose(self, stage: "Stage", run: RunView, tier: Tier, feed: Any = None, *,
+                 budget_s: float = 0.05) -> tuple[list, Any, Any]:
+        # At call time: the diagnosis builds on this module (clusters, gaps).
+        from parity.diagnosis import signatures as dg
+
+        ev, eV, av, aV = _sides(stage, run, feed)
+        n = ev.shape[-1]
+        sigs = dg.diagnose_eigenspaces(ev.reshape(-1, n), eV.reshape(-1, n, n), av.reshape(-1, n),
+                                       aV.reshape(-1, n, n), tier, rel_gap=rel_gap(run.dtype),
+                                       locate=run.locator(stage.locate), axes=stage.axes, time_budget_s=budget_s)
+        return sigs, None, None
+
+    def feed_names(self, stage: "Stage") -> tuple[str, ...]:
+        return _EIGEN_QUANTITIES
+
+    def fed_value(self, stage: "Stage", values: Mapping[str, Any]) -> Any:
+        return values
+
+    def count_units(self, n_total: Any) -> tuple[str, str]:
+        return "BZ points", "eigenvalue clusters"
+
+
+def _sides(stage: "Stage", run: RunView, feed: Mapping[str, Any] | None) -> tuple[Any, Any, Any, Any]:
+    """(expected values, expected vectors, actual values, actual vectors), as given.
+
+    The actual side is the cross-fed one where ``feed`` is given (:meth:`EigenspaceKind.fed_value`).
+    """
+    ev, eV = run.reference_value("Winv"), run.reference_value(stage.reference_quantity)
+    if feed is not None:
+        return ev, eV, np.asarray(as_numpy(feed["Winv"])), np.asarray(as_numpy(feed["V"]))
+    return ev, eV, run.candidate_value("Winv"), run.candidate_value(stage.quantity)

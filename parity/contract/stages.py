@@ -15,19 +15,21 @@ reference against code neither backend uses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from parity.comparison import invariants as inv
 from parity.comparison import oracles
+from parity.comparison.kinds import KIND_NAMES, Comparator, get_kind
 from parity.contract.conditioning import far_terms
 
 if TYPE_CHECKING:  # pragma: no cover
     from parity.running.runner import Run
 
-KINDS = ("array", "exact", "eigenspace", "dtype", "gradient", "oracle", "invariant")
+#: The comparison kinds' names (the registry, :mod:`parity.comparison.kinds`, owns them).
+KINDS = KIND_NAMES
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,11 @@ class Stage:
     Attributes
     ----------
     name, phase, tier, kind, description : str, int, str, str, str
-        ``kind`` is one of :data:`KINDS`.
+        ``kind`` is one of :data:`KINDS` (a registered comparator or its class is accepted
+        too and stored as its name).
+    comparator : Comparator
+        The kind's comparator from the registry (:mod:`parity.comparison.kinds`): how the
+        stage is compared, diagnosed and cross-fed. Set from ``kind``.
     quantity : str
         The contract quantity both sides provide (default: the stage's name).
     reference_quantity : str
@@ -96,10 +102,16 @@ class Stage:
     view: tuple[int, ...] | None = None
     terms: Callable[["Run"], int | None] | None = None
     require_nonzero: bool = False
+    comparator: Comparator = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"stage {self.name}: unknown kind {self.kind!r}")
+        try:
+            comparator = get_kind(self.kind)
+        except ValueError:
+            raise ValueError(f"stage {self.name}: unknown kind {self.kind!r}; known kinds: "
+                             f"{', '.join(KINDS)}") from None
+        object.__setattr__(self, "kind", comparator.name)
+        object.__setattr__(self, "comparator", comparator)
         if not self.quantity:
             object.__setattr__(self, "quantity", self.name)
         if not self.reference_quantity:
@@ -116,7 +128,7 @@ class Stage:
 
     @property
     def needs_reference(self) -> bool:
-        return self.kind not in ("invariant", "dtype")
+        return self.comparator.needs_reference
 
 
 PHASE_TITLES = {

@@ -44,10 +44,6 @@ ROOT = "root_cause"
 INHERITED = "inherited"
 DIVERGING = ("fail", "error")
 
-#: Stage kinds whose quantity is the candidate's computation (invariants and the dtype audit
-#: check it, oracles check the reference): only these are upstream of other stages.
-_PRODUCING_KINDS = ("array", "exact", "eigenspace", "gradient")
-
 
 @lru_cache(maxsize=1)
 def producers() -> dict[str, tuple[str, ...]]:
@@ -56,7 +52,9 @@ def producers() -> dict[str, tuple[str, ...]]:
 
     out: dict[str, list[str]] = {}
     for s in STAGES:
-        if s.kind in _PRODUCING_KINDS:
+        # Only a stage comparing the candidate's computation is upstream of other stages
+        # (invariants and the dtype audit check it, oracles check the reference).
+        if s.comparator.computes:
             out.setdefault(s.quantity, []).append(s.name)
     return {q: tuple(names) for q, names in out.items()}
 

@@ -112,7 +112,7 @@ def record_probes(run: Run, stage_name: str | None = None) -> tuple[str, str, Pr
         st = get_stage(stage_name)
         # A gradient stage's extra models (finite differences, autograd) would repeat every
         # probe: its probes are the construction's (the trace compares gradients).
-        if st.kind in ("array", "exact", "eigenspace"):
+        if st.comparator.computes and not st.comparator.differentiates:
             _refresh(run, "reference", st.reference_quantity, rec_r)
             _refresh(run, "candidate", st.quantity, rec_c)
     for side, rec in (("reference", rec_r), ("candidate", rec_c)):
@@ -220,7 +220,7 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
     build_sessions_checked(run)
     ref = _clean_torch_session(run)
     inputs = {p: ref.get(p) for p in crossfeed_inputs(st.quantity)}
-    grad = st.kind == "gradient"
+    grad = st.comparator.differentiates
     tr_c = trace_session(run.cand, st.quantity, inputs, grad)
     tr_r = OpTrace.load(against) if against else trace_session(ref, st.quantity, inputs, grad)
     if save:

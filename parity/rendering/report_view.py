@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+from parity.comparison.kinds import find_kind
 from parity.comparison.engine import ELEMENTWISE, NORMWISE, format_ulp
 from parity.diagnosis.causes import cause_text
 from parity.rendering.divergence import (DIVERGING, divergence_clause, divergence_summary, effective_tier,
@@ -352,14 +353,8 @@ def _count_units(stage: Mapping[str, Any]) -> tuple[str, str]:
     :class:`parity.comparison.common.Comparison`): elements, except an eigenspace
     comparison (BZ points; eigenvalue clusters), a dtype audit (tensors) and a single
     check over many elements (an invariant or oracle with ``n_total`` 1)."""
-    kind, n_tot = str(stage.get("kind")), stage.get("n_total")
-    if kind == "eigenspace":
-        return "BZ points", "eigenvalue clusters"
-    if kind == "dtype":
-        return "tensors", "tensors"
-    if kind in ("invariant", "oracle") and n_tot == 1:
-        return "checks", "elements"
-    return "elements", "elements"
+    kind = find_kind(stage.get("kind"))  # None for a construction record: elements
+    return kind.count_units(stage.get("n_total")) if kind is not None else ("elements", "elements")
 
 
 def _count_phrases(stage: Mapping[str, Any], n_compared: Any) -> list[str]:

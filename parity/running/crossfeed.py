@@ -79,8 +79,8 @@ def _first_line(text: str | None) -> str:
 
 
 def _feed_names(stage: Stage) -> tuple[str, ...]:
-    """The candidate quantities a cross-fed comparison of ``stage`` needs."""
-    return ("Winv", "V", "D", "U") if stage.kind == "eigenspace" else (stage.quantity,)
+    """The candidate quantities a cross-fed comparison of ``stage`` needs (its kind says)."""
+    return stage.comparator.feed_names(stage)
 
 
 def crossfeed(run: Run, stage: Stage):
@@ -90,7 +90,7 @@ def crossfeed(run: Run, stage: Stage):
     the candidate cannot cross-feed it, or the reference lacks an input. A stage without
     inputs (the grid) is recomputed from the spec alone.
     """
-    if stage.kind in ("invariant", "oracle", "dtype"):
+    if not stage.comparator.computes:
         raise NotProvided(f"{stage.name} is a {stage.kind} check: it has no computation to re-feed")
     supported = run.cand.backend.crossfeeds()
     missing = [q for q in _feed_names(stage) if q not in supported]
@@ -99,7 +99,7 @@ def crossfeed(run: Run, stage: Stage):
                           f"given inputs")
     inputs = {name: run.reference_value(name) for name in stage.inputs}
     values = {q: run.cand.crossfeed(q, inputs) for q in _feed_names(stage)}
-    return values if stage.kind == "eigenspace" else values[stage.quantity]
+    return stage.comparator.fed_value(stage, values)
 
 
 def _crossfed_record(run: Run, stage: Stage) -> tuple[dict | None, str]:

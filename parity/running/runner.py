@@ -31,6 +31,7 @@ import numpy as np
 from eryx.errors import EryxInputError, MemoryBudgetError
 
 from parity.comparison import engine as cmp
+from parity.comparison.comparator import Setting
 from parity.backends import Backend, BackendError, NotProvided, Session, get_backend
 from parity.contract.spec import DEFAULT_PARAMS, RunSpec, default_grid, make_spec  # noqa: F401 (re-exported)
 from parity.contract.stages import STAGES, Stage
@@ -224,52 +225,12 @@ def _n_terms(stage: Stage, run: Run) -> int | None:
 
 def _comparison(stage: Stage, run: Run, feed: Any = None) -> cmp.Comparison:
     """Compare one stage (``feed``: the candidate's value recomputed on reference inputs)."""
-    tier = stage_tier(stage, run)
-    locate = run.locator(stage.locate)
+    setting = Setting(tier=stage_tier(stage, run), locate=run.locator(stage.locate),
+                      terms=lambda: _n_terms(stage, run), not_provided=(NotProvided,))
     reason = stage.vacuous(run) if stage.vacuous else None
     if reason:
         raise NotProvided(reason)
-    if stage.kind in ("invariant", "oracle"):
-        return stage.check(run)
-    if stage.kind == "dtype":
-        want_r, want_c = ("float64", "complex128") if run.dtype == "float64" else ("float32", "complex64")
-        named = {k: _Dtype(v) for k, v in run.candidate_value("dtypes").items()}
-        return cmp.audit_dtypes(named, want_r, want_c)
-    if stage.kind == "eigenspace":
-        return _eigenspaces(stage, run, tier, locate, feed)
-    # The reference first: where it refuses the input, the stage is not comparable (even if
-    # the candidate raises too), not a divergence of the candidate.
-    expected = run.stage_value(stage, "reference")
-    actual = run.stage_value(stage, "candidate", feed)
-    return cmp.compare_arrays(actual, expected, tier, name=stage.name, locate=locate,
-                              require_nonzero=stage.require_nonzero, n_terms=_n_terms(stage, run))
-
-
-class _Dtype:
-    """A dtype name standing in for an array in the dtype audit."""
-
-    def __init__(self, name: str) -> None:
-        self.dtype = str(name)
-
-
-def _eigenspaces(stage: Stage, run: Run, tier, locate, feed: Mapping[str, Any] | None) -> cmp.Comparison:
-    ev, eV = run.reference_value("Winv"), run.reference_value(stage.reference_quantity)
-    n = ev.shape[-1]
-    if feed is not None:
-        av, aV, D, U = (np.asarray(cmp.as_numpy(feed[k])) for k in ("Winv", "V", "D", "U"))
-    else:
-        av, aV = run.candidate_value("Winv"), run.candidate_value(stage.quantity)
-        try:
-            D, U = run.candidate_value("D"), run.candidate_value("U")
-        except NotProvided:
-            D = U = None
-    extra = {} if D is None else dict(matrix=D.reshape(-1, n, n), unitary=U.reshape(-1, n, n))
-    # float32 eigenvalues cannot resolve a relative gap of 1e-6: cluster coarser there
-    # (a larger cluster's projector is still basis-independent).
-    rel_gap = 1e-6 if run.dtype == "float64" else 1e-3
-    return cmp.compare_eigenspaces(av.reshape(-1, n), aV.reshape(-1, n, n), ev.reshape(-1, n),
-                                   eV.reshape(-1, n, n), tier, locate=locate, name=stage.name,
-                                   rel_gap=rel_gap, n_terms=_n_terms(stage, run), **extra)
+    return stage.comparator.compare(stage, run, setting, feed)
 
 
 def _slice_details(run: Run, actual: np.ndarray, expected: np.ndarray, worst: dict | None) -> dict | None:
@@ -302,59 +263,12 @@ def _slice_details(run: Run, actual: np.ndarray, expected: np.ndarray, worst: di
     }
 
 
-def _view(x: np.ndarray, view: tuple[int, ...] | None) -> np.ndarray:
-    """Reshape for the diagnosis; 0 in ``view`` keeps that axis's length."""
-    if view is None or x.ndim > len(view):
-        return x
-    try:
-        return x.reshape(tuple(x.shape[i] if v == 0 else v for i, v in enumerate(view)))
-    except ValueError:
-        return x
-
-
 def diagnose_stage(stage: Stage, run: Run, tier, feed: Any = None) -> tuple[list, np.ndarray | None, Any]:
     """Divergence signatures of a failing stage: (signatures, expected, actual) as diagnosed.
 
     Never changes a verdict; a stage kind without a reference pair gives no signature.
     """
-    from parity.diagnosis import signatures as dg
-
-    if stage.kind == "eigenspace":
-        ev, eV = run.reference_value("Winv"), run.reference_value(stage.reference_quantity)
-        if feed is not None:
-            av, aV = np.asarray(cmp.as_numpy(feed["Winv"])), np.asarray(cmp.as_numpy(feed["V"]))
-        else:
-            av, aV = run.candidate_value("Winv"), run.candidate_value(stage.quantity)
-        n = ev.shape[-1]
-        rel_gap = 1e-6 if run.dtype == "float64" else 1e-3
-        sigs = dg.diagnose_eigenspaces(ev.reshape(-1, n), eV.reshape(-1, n, n), av.reshape(-1, n),
-                                       aV.reshape(-1, n, n), tier, rel_gap=rel_gap, locate=run.locator(stage.locate),
-                                       axes=stage.axes, time_budget_s=DIAGNOSIS_BUDGET_S)
-        return sigs, None, None
-    if stage.kind not in ("array", "exact", "gradient"):
-        return [], None, None
-    expected = run.stage_value(stage, "reference")
-    actual = run.stage_value(stage, "candidate", feed)
-    if stage.kind == "gradient":
-        return dg.diagnose_gradient(expected, actual, tier, axes=stage.axes), expected, actual
-    e, a = _view(expected, stage.view), _view(actual, stage.view)
-    options: dict[str, Any] = {"axes": stage.axes, "matrix_axes": stage.matrix_axes}
-    subsets: dict[str, np.ndarray] = {}
-    if stage.locate == "grid" and e.shape[:1] == (run.spec.n_q,):
-        options["grid_shape"] = run.spec.map_shape
-        options["axes"] = stage.axes or ("grid point",)
-        if e.ndim == 1 and np.issubdtype(e.dtype, np.floating):
-            subsets["Bragg points"] = np.isnan(e)
-    if stage.locate == "bz_flat" and e.ndim >= 1:
-        k0 = np.zeros(e.shape, dtype=bool)
-        k0[0] = True
-        subsets["k = 0 point"] = k0
-    if stage.name == "Winv":
-        subsets["zero modes"] = np.isnan(e)
-    if subsets:
-        options["subsets"] = subsets
-    options = {k: v for k, v in options.items() if v is not None}
-    return dg.diagnose_arrays(e, a, tier, time_budget_s=DIAGNOSIS_BUDGET_S, **options), e, a
+    return stage.comparator.diagnose(stage, run, tier, feed, budget_s=DIAGNOSIS_BUDGET_S)
 
 
 def _attach_diagnosis(record: dict, stage: Stage, run: Run, feed: Any) -> None:
@@ -409,7 +323,7 @@ def run_stage(stage: Stage, run: Run, feed: Any = None) -> dict:
         tier_used = record["details"].get("tier") if isinstance(record["details"], dict) else None
         if isinstance(tier_used, dict):  # the scaled values the stage was judged by
             record["rtol"], record["atol"] = tier_used.get("rtol", record["rtol"]), tier_used.get("atol", record["atol"])
-        if record["status"] == "fail" and stage.locate == "grid" and stage.kind in ("array", "exact"):
+        if record["status"] == "fail" and stage.locate == "grid" and stage.comparator.draws_slice:
             sl = _slice_details(run, run.stage_value(stage, "candidate", feed), run.stage_value(stage, "reference"),
                                 result.worst)
             if sl:
