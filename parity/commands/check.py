@@ -37,7 +37,8 @@ import sys
 from typing import Any, Sequence
 
 from parity.commands.command import Command
-from parity.commands.run_options import add_backend_options, add_model_options, dump_defaults, spec_options, tier_overrides
+from parity.commands.run_options import (add_backend_options, add_model_options, dump_defaults, spec_options,
+                                         tier_overrides)
 from parity.contract.options import EXIT_ABORT_BISECT, EXIT_DIVERGED, EXIT_OK, EXIT_SKIP, UsageError, parse_phases
 
 EXIT_ABORT = EXIT_ABORT_BISECT

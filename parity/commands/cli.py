@@ -28,9 +28,12 @@ from typing import Sequence
 from parity.commands import (backends, bench, bisection, check, compare, dashboard, dump, faults, locate, new_backend,
                              nightly, reduce, report, run, stages)
 from parity.commands.command import Command
-from parity.commands.run_options import add_run_options  # noqa: F401 (a stable name: docs/writing-a-backend.md)
-from parity.contract.options import (EXIT_ABORT_BISECT, EXIT_DIVERGED, EXIT_INCOMPLETE, EXIT_INTERRUPTED,  # noqa: F401
+from parity.commands.run_options import add_run_options  # a stable name, kept importable from here
+from parity.contract.options import (EXIT_ABORT_BISECT, EXIT_DIVERGED, EXIT_INCOMPLETE, EXIT_INTERRUPTED,
                                      EXIT_OK, EXIT_SKIP, EXIT_USAGE, INTERRUPTED_MESSAGE, Parser, UsageError)
+
+__all__ = ["TABLE", "COMMANDS", "build_parser", "main", "add_run_options", "Parser", "UsageError", "EXIT_OK",
+           "EXIT_DIVERGED", "EXIT_USAGE", "EXIT_INCOMPLETE", "EXIT_SKIP", "EXIT_ABORT_BISECT", "EXIT_INTERRUPTED"]
 
 #: The subcommands, in the order of ``parity --help``.
 TABLE: tuple[Command, ...] = (run.COMMAND, report.COMMAND, bisection.COMMAND, check.COMMAND, dump.COMMAND,
