@@ -31,13 +31,17 @@ that did not pass and the run's summary (first failure, root cause, diagnosis).
 """
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from typing import Any, Sequence
 
-from parity.contract.options import EXIT_DIVERGED, EXIT_OK, EXIT_SKIP, UsageError, parse_phases
+from parity.commands.command import Command
+from parity.commands.run_options import (add_backend_options, add_model_options, dump_defaults, spec_options,
+                                         tier_overrides)
+from parity.contract.options import EXIT_ABORT_BISECT, EXIT_DIVERGED, EXIT_OK, EXIT_SKIP, UsageError, parse_phases
 
-EXIT_ABORT = 128
+EXIT_ABORT = EXIT_ABORT_BISECT
 PROG = "parity check"
 
 
@@ -222,3 +226,38 @@ def run_check(args, spec_options: dict, tier_overrides) -> int:
     if code == EXIT_SKIP:
         print(f"{PROG}: {why}; skipping (125)", file=sys.stderr)
     return code
+
+
+# ------------------------------------------------------------------ the subcommand
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
+    add_backend_options(p)
+    p.add_argument("--stage", action="append", default=None, metavar="NAME",
+                   help="a stage that must be compared (repeatable, or comma-separated; default: every stage)")
+    p.add_argument("--phase", default=None, metavar="N", help="phases to check, e.g. 3 or 1,2 (default all)")
+    p.add_argument("--skip", action="append", default=None, metavar="STAGES",
+                   help="stages not to run (repeatable, or comma-separated)")
+    p.add_argument("--tier", action="append", default=[], metavar="NAME=RTOL[,ATOL]",
+                   help="override a tolerance tier (repeatable)")
+    p.add_argument("--fault", default=None, help="inject a named fault into the candidate (see 'parity faults')")
+
+
+def handle(args: argparse.Namespace) -> int:
+    """For git bisect run: 0 agree, 1 diverge, 125 skip, 128 usage error."""
+    try:
+        if args.reference_dump and args.reference not in (None, "dump"):
+            raise UsageError("give either --reference or --reference-dump, not both")
+        options, tiers = spec_options(args, dump_defaults(args.reference_dump)), tier_overrides(args.tier)
+    except UsageError as exc:  # as argparse's errors in parity.commands.cli.main (the message kept whole)
+        print(f"{PROG}: error: {exc}; aborting the bisection (128)", file=sys.stderr)
+        return EXIT_ABORT
+    return run_check(args, options, tiers)
+
+
+COMMAND = Command(
+    "check", help="exit code for 'git bisect run': 0 agree, 1 diverge, 125 skip, 128 abort",
+    description="Judge this commit for 'git bisect run parity check ...': the whole run by default, or the "
+                "named stages/phases. Exit 0 agree, 1 diverge, 125 cannot run at this commit or a named stage "
+                "not comparable here (skip), 128 any usage problem (aborts the bisection). Stages a side does "
+                "not provide are left out of the verdict unless named with --stage.",
+    add_arguments=add_arguments, handle=handle)

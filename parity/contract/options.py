@@ -1,13 +1,17 @@
 """What the CLI and its subcommands share: exit codes, the usage error, option parsers.
 
-Lives below :mod:`parity.commands.cli` so that ``bench``, ``nightly`` and the CLI can all import
-it without importing each other.
+Lives below :mod:`parity.commands` so that ``bench``, ``nightly``, the tools and the CLI can
+all import it without importing each other.
 """
 from __future__ import annotations
 
 import argparse
 
-EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_SKIP = 0, 1, 2, 125
+#: The exit codes (the meaning of each: :mod:`parity.commands.cli`). ``EXIT_INCOMPLETE``: nothing
+#: diverged but an end-to-end stage compared nothing; ``EXIT_SKIP`` and ``EXIT_ABORT_BISECT``:
+#: ``parity check``'s "skip this commit" and "abort git bisect run".
+EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_SKIP = 0, 1, 2, 3, 125
+EXIT_ABORT_BISECT = 128
 EXIT_INTERRUPTED = 130
 #: The one line a Ctrl-C prints, whenever it arrives (start-up included).
 INTERRUPTED_MESSAGE = "parity: interrupted; nothing was written"

@@ -1,14 +1,18 @@
-"""``parity locate``: the handler behind the CLI's parser block (``parity.commands.cli``)."""
+"""``parity locate``: its own options and the locating (:mod:`parity.commands.locate` adds the
+run's options, builds the run and writes the outputs)."""
 from __future__ import annotations
 
+import argparse
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
 from parity.running.runner import Run, assemble_result
 from parity.locate.run import locate_probes, locate_trace
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The "locate" options: the stage, the trace and its files, tiers, fault, outputs."""
     g = p.add_argument_group("locate")
     g.add_argument("--stage", default=None, help="stage to localise (default: the run's first failing stage)")
     g.add_argument("--trace", action="store_true",
@@ -25,8 +29,12 @@ def add_arguments(p) -> None:
                    help="write the HTML report with the locate section (aligned stream, error figure)")
 
 
-def run_locate(args, run: Run) -> int:
-    """Print the root probe or root operation; 1 when one was named, 0 when nothing diverges."""
+def run_locate(args: argparse.Namespace, run: Run, write_result: Callable[[dict], None] | None = None) -> int:
+    """Print the root probe or root operation; 1 when one was named, 0 when nothing diverges.
+
+    With ``--json`` or ``--html``, the run's result with a ``locate`` key is passed to
+    ``write_result`` (the CLI writes it; None: nothing is written).
+    """
     from parity.contract.stages import STAGE_NAMES
 
     if args.stage and args.stage not in STAGE_NAMES:
@@ -41,10 +49,8 @@ def run_locate(args, run: Run) -> int:
     print(result.text())
     found = bool(result.raised) or (result.probes is not None and result.probes.root is not None) or (
         result.trace is not None and (result.trace.root is not None or result.trace.unaligned_root))
-    if args.json or args.html:
+    if (args.json or args.html) and write_result is not None:
         out = assemble_result(run, result.records, started_at=started, duration_s=time.perf_counter() - t0)
         out["locate"] = result.to_dict()
-        from parity.commands.cli import _outputs
-
-        _outputs(args, out)
+        write_result(out)
     return 1 if found else 0

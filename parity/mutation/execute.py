@@ -1,10 +1,15 @@
 """The fork server: each mutant in a forked child running ``parity run``; results and resume.
 
 The parent imports numpy, torch, gemmi, scipy and the harness once and (by default)
-computes the NumPy reference once; every child applies its mutant
+computes the NumPy reference once (:func:`warm_reference`); every child applies its mutant
 (:func:`parity.mutation.generate.apply_mutant`), calls :func:`parity.commands.cli.main` and exits
 with its code. Exit 1 is a kill; 0 a survivor; a timeout, a crash, a mutant that does not
 apply and any other exit code (2, 3) are recorded as such and are not kills.
+
+The children read the parent's reference through public means only: their ``parity run``
+names the reference backend :data:`WARM_REFERENCE` (the backends' ``module:callable`` form):
+:class:`parity.mutation.reference.WarmNumpyBackend`, whose ``open`` returns the session the
+parent computed for that spec (inherited across the fork) and a fresh one for any other spec.
 """
 from __future__ import annotations
 
@@ -18,9 +23,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from parity.mutation.generate import DEFAULT_FILES, ROOT, Mutant, _cut, apply_mutant, file_hashes
+
+if TYPE_CHECKING:  # the backends load NumPy: only after _limit_threads
+    from parity.backends.base import Session
 
 DEFAULT_FIXTURE = "5zck_p1"
 #: Seconds one mutant's run may take before it is killed (a hang).
@@ -30,6 +38,9 @@ EXIT_CRASH = 97
 #: Exit code of a child that could not apply its mutant (compile or exec error).
 EXIT_INVALID = 98
 RESULTS_SCHEMA = 1
+#: The ``--reference`` of a child's ``parity run`` when the reference is computed once (a
+#: string: importing the backend here would load NumPy before :func:`_limit_threads`).
+WARM_REFERENCE = "parity.mutation.reference:WarmNumpyBackend"
 
 
 @dataclass
@@ -61,9 +72,16 @@ class RunConfig:
     reference_cache: bool = True
 
     def argv(self, json_path: str) -> list[str]:
-        """The ``parity`` command line a child runs."""
+        """The ``parity`` command line a child runs.
+
+        With ``reference_cache``, the reference is :data:`WARM_REFERENCE` (the NumPy reference,
+        served from :func:`warm_reference`'s sessions), unless ``parity_args`` choose a reference
+        themselves (``--reference...``).
+        """
+        warm = self.reference_cache and not any(a.startswith("--reference") for a in self.parity_args)
         return (["run", "--fixture", self.fixture, "--no-progress"] + (["--fail-fast"] if self.fail_fast else [])
-                + list(self.parity_args) + ["--json", json_path])
+                + (["--reference", WARM_REFERENCE] if warm else []) + list(self.parity_args)
+                + ["--json", json_path])
 
 
 def default_jobs() -> int:
@@ -93,43 +111,32 @@ def _import_everything() -> None:
     import parity.backends.eryx_torch  # noqa: F401
     import parity.commands.cli  # noqa: F401
     import parity.diagnosis.signatures  # noqa: F401
+    import parity.mutation.reference  # noqa: F401
     import parity.running.runner  # noqa: F401
     import parity.rendering.terminal  # noqa: F401
 
 
-def _spec_key(spec) -> tuple:
-    return (spec.pdb_path, tuple(map(tuple, spec.samplings)), tuple(sorted(dict(spec.params).items())),
-            spec.device, spec.dtype)
-
-
-def warm_reference(config: RunConfig):
+def warm_reference(config: RunConfig) -> "Session":
     """Compute every NumPy reference quantity the run reads, once, in this process.
 
     Runs all stages with the NumPy reference on both sides (no torch computation in the
-    parent: children fork from a process that never started torch's thread pools), then
-    makes :meth:`parity.backends.eryx_numpy.NumpyBackend.open` return that session for the
-    same spec. Returns the session.
+    parent: children forked afterwards never inherit torch's thread pools) on the spec of the
+    child's ``parity run`` options, and keeps the reference session for
+    :class:`parity.mutation.reference.WarmNumpyBackend` (:data:`WARM_REFERENCE`). Returns the
+    session.
     """
-    from parity.commands import cli
-    from parity.running import runner
-    from parity.backends import eryx_numpy as npb
+    # function-local: NumPy loads only after _limit_threads (run_mutation)
+    from parity.commands.cli import build_parser
+    from parity.commands.run_options import run_spec
     from parity.contract.stages import STAGES
+    from parity.mutation.reference import keep_session
+    from parity.running.runner import make_run, run_stages
 
-    args = cli.build_parser().parse_args(["run", "--fixture", config.fixture, *config.parity_args])
-    options = cli._spec_options(args)
-    options.pop("fault", None)
-    run = runner.make_run(**options, reference="numpy", candidate="numpy")
-    runner.run_stages(run, STAGES, progress=False)
-    memo = run.ref
-    original_open = npb.NumpyBackend.open
-
-    def open_memo(self, spec):
-        if self.path is None and _spec_key(spec) == _spec_key(memo.spec):
-            return memo
-        return original_open(self, spec)
-
-    npb.NumpyBackend.open = open_memo
-    return memo
+    spec = run_spec(build_parser().parse_args(["run", "--fixture", config.fixture, *config.parity_args]))
+    run = make_run(spec.fixture, spec=spec, reference="numpy", candidate="numpy")
+    run_stages(run, STAGES, progress=False)
+    keep_session(run.ref)
+    return run.ref
 
 
 def _child(mutant: Mutant | None, config: RunConfig, json_path: str, log_path: str) -> None:

@@ -1,5 +1,8 @@
 """``parity reduce``: the command's glue (the CLI parses, this reduces and assembles the outputs).
 
+:func:`add_arguments` adds the reduction's own options to the subcommand's parser
+(:mod:`parity.commands.reduce` adds the run options and handles the command).
+
 Outputs (all written together at the end, nothing half-way): ``reduced.pdb``,
 ``command.txt`` (``bash command.txt`` in the folder re-runs the divergence with one
 ``parity run``), ``reduced.json`` and ``reduced.html`` (the reduced input's full run),
@@ -7,6 +10,7 @@ Outputs (all written together at the end, nothing half-way): ``reduced.pdb``,
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,6 +26,21 @@ from parity.reduce.moves import Case
 from parity.reduce.oracle import NothingToReduce, Oracle, signature_key  # noqa: F401 (re-exported)
 
 OUTPUT_NAMES = ("reduced.pdb", "command.txt", "reduced.json", "reduced.html", "reduction.log", "reduction.json")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The "reduction" options: what must persist (``--keep-stage``/``--keep``), ``--budget``, ``--out``."""
+    g = p.add_argument_group("reduction")
+    keep = g.add_mutually_exclusive_group()
+    keep.add_argument("--keep-stage", action="store_true",
+                      help="keep only the first failing stage, not its diagnosis signature")
+    keep.add_argument("--keep", default=None, metavar="SIGNATURE",
+                      help="keep the first failing stage with any signature containing this text "
+                           "(e.g. 'transpose', '1/(2 pi)'); default: its exact signature")
+    g.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="stop after this many seconds of search with the best input so far (default: none)")
+    g.add_argument("--out", required=True, metavar="DIR", help="folder for the reduced case (created if absent)")
+    g.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
 
 def initial_case(spec: RunSpec) -> Case:
