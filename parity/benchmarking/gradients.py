@@ -2,7 +2,8 @@
 
 Used by ``parity bench`` (its "gradients" table and JSON section), ``parity nightly``
 (``result["gradient_timing"]``) and ``benchmarks/gradients.py`` (issue 20's table).
-Each workload times four contenders interleaved in ONE process, after a warm-up:
+Each workload times four contenders interleaved in ONE process, after a warm-up
+(:func:`parity.benchmarking.timing.measure`):
 
 * ``forward``: ``OnePhonon(...)`` + ``apply_disorder()`` without autograd;
 * ``forward+backward``: the same with both spring constants ``requires_grad``, then
@@ -24,6 +25,9 @@ import subprocess
 import sys
 import time
 from typing import Any, Callable
+
+from parity.benchmarking import timing
+from parity.benchmarking.workloads import SCALE_GRID, SMALL_GRID, STANDARD_GRID
 
 #: q-vectors of the q-gradient contender.
 N_Q = 10_000
@@ -135,16 +139,9 @@ def measure_gradients(fixture: str, grid, dtype: str = "float64", device: str = 
                            "threads": torch.get_num_threads(), "load_avg_start": os.getloadavg()[0],
                            "n_q_gradient": n_q}
     fns = gradient_callables(pdb, grid, dtype, device, n_q)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-    for _ in range(repeats):
-        for k, fn in fns.items():  # interleaved: the ratios see the same machine state
-            t0 = time.perf_counter()
-            fn()
-            if str(device).startswith("cuda"):
-                torch.cuda.synchronize(device)
-            times[k].append(time.perf_counter() - t0)
+    sync = (lambda: torch.cuda.synchronize(device)) if str(device).startswith("cuda") else None
+    # Interleaved after one warm-up of each: the ratios see the same machine state.
+    times = timing.measure(fns, warmup=1, min_repeats=repeats, sync=sync)
     med = {k: statistics.median(v) for k, v in times.items()}
     rec.update(median_s=med, times_s=times, load_avg_end=os.getloadavg()[0],
                ratio={"forward+backward / forward": med["forward+backward"] / med["forward"],
@@ -163,8 +160,6 @@ def measure_gradients(fixture: str, grid, dtype: str = "float64", device: str = 
 
 def plan(quick: bool) -> list[tuple[str, tuple, str]]:
     """(fixture, grid, dtype) of ``parity bench``'s gradient section."""
-    from parity.benchmarking.bench import SCALE_GRID, SMALL_GRID, STANDARD_GRID
-
     cases = [("5zck_p1", SMALL_GRID, "float64"), ("5zck_p1", SMALL_GRID, "float32")]
     if not quick:
         cases += [("5zck_p1", STANDARD_GRID, "float64"), ("5zck_p1", STANDARD_GRID, "float32"),
