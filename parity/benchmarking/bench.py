@@ -208,7 +208,6 @@ def main(quick: bool = False, json_path: str | os.PathLike | None = None, device
     """
     import torch  # the device checks (torch loads with the backends anyway)
 
-
     if json_path is not None:  # refuse a bad output before measuring anything
         try:
             check_output_path(json_path, "--json")
@@ -241,7 +240,8 @@ def main(quick: bool = False, json_path: str | os.PathLike | None = None, device
                    "peak_rss": "peak RSS of a fresh subprocess running construction + apply_disorder once: "
                                "VmHWM on Linux (ru_maxrss elsewhere; Linux carries ru_maxrss over fork+exec)",
                    "contention": "other_cpu_cores = CPU used by other processes during the case, in cores",
-                   "numpy_memory_cap_gib": NUMPY_MEMORY_CAP / 2**30, "q_sample_phase2": len(q_sample_indices(STANDARD_GRID))},
+                   "numpy_memory_cap_gib": NUMPY_MEMORY_CAP / 2**30,
+                   "q_sample_phase2": len(q_sample_indices(STANDARD_GRID))},
         "cases": records,
     }
     payload["ratios"] = ratios(records)

@@ -27,6 +27,7 @@ import time
 from typing import Any, Callable
 
 from parity.benchmarking import timing
+from parity.benchmarking.machine import status_mb
 from parity.benchmarking.workloads import SCALE_GRID, SMALL_GRID, STANDARD_GRID
 
 #: q-vectors of the q-gradient contender.
@@ -74,20 +75,10 @@ def gradient_callables(pdb: str, grid, dtype: str = "float64", device: str = "cp
             "q gradient": q_gradient}
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _hwm_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def _status_mb(field: str) -> float:
+    """:func:`parity.benchmarking.machine.status_mb`, NaN where there is no /proc (not Linux)."""
+    value = status_mb(field)
+    return float("nan") if value is None else value
 
 
 def peak_child(spec_json: str) -> None:
@@ -102,7 +93,7 @@ def peak_child(spec_json: str) -> None:
 
     fns = gradient_callables(spec["pdb"], spec["grid"], spec["dtype"], spec["device"], spec["n_q"])
     gc.collect()
-    before = _rss_mb()
+    before = _status_mb("VmRSS")
     try:  # reset the high-water mark to the current RSS (Linux)
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
@@ -110,7 +101,8 @@ def peak_child(spec_json: str) -> None:
         pass
     t0 = time.perf_counter()
     fns[spec["contender"]]()
-    print("PARITY_GRAD_PEAK " + json.dumps({"peak_mb": _hwm_mb() - before, "wall_s": time.perf_counter() - t0}))
+    peak = _status_mb("VmHWM") - before
+    print("PARITY_GRAD_PEAK " + json.dumps({"peak_mb": peak, "wall_s": time.perf_counter() - t0}))
 
 
 def peak_memory(spec: dict, contender: str, env: dict | None = None, timeout: float = 1800.0) -> dict:

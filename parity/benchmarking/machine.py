@@ -67,6 +67,18 @@ CONTENTION_WARN_CORES = 0.25
 _CHILD = "import sys; from parity.benchmarking.machine import _rss_child; _rss_child(sys.argv[1])"
 
 
+def status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (``VmRSS``: resident now, ``VmHWM``: its peak), in MiB;
+    None where there is no such file (not Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _rss_mb() -> float:
     """Peak resident memory of THIS process image, in MB.
 
@@ -75,12 +87,9 @@ def _rss_mb() -> float:
     there because Linux carries it across fork + exec: a child of a 1 GB parent
     reports at least 1 GB however little it uses. Elsewhere ``ru_maxrss``.
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    hwm = status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 

@@ -103,7 +103,8 @@ def summarize(times: Sequence[float]) -> dict:
     """``{"median_s", "iqr_s" (p75 - p25), "repeats", "times_s"}`` of the seconds ``times``
     (the minimum, the nightly's statistic, is ``min(times)``)."""
     q1, q3 = np.percentile(times, [25, 75]) if len(times) > 1 else (times[0], times[0])
-    return {"median_s": float(statistics.median(times)), "iqr_s": float(q3 - q1), "repeats": len(times), "times_s": [float(t) for t in times]}
+    return {"median_s": float(statistics.median(times)), "iqr_s": float(q3 - q1), "repeats": len(times),
+            "times_s": [float(t) for t in times]}
 
 
 def peak_memory(fn: Callable[[], Any], *, device: str | None = None, trace: bool = True) -> dict:
