@@ -31,11 +31,13 @@ them at every chunk size, and against finite differences of the NumPy reference)
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from eryx import functional_torch as st
+from eryx import mapengine_torch as me
+# Old home of these two (they moved to the map engine with the chunk scheduling): still importable here.
+from eryx.mapengine_torch import parallel_units, torch_threads  # noqa: F401
 
 #: The stage functions the analytic backward differentiates by hand. If any of them is
 #: replaced (a fault injection), the model falls back to plain autograd, so the gradient
@@ -80,40 +82,16 @@ def analytic_applies(model, W: torch.Tensor, U: torch.Tensor) -> bool:
     return stages_are_original()
 
 
-def parallel_units(run, units: list, parallel: bool) -> list:
-    """``[run(subset), ...]`` over the work units dealt to worker threads (see
-    ``models_torch._run_units``): one result per worker, in worker order; the largest
-    units first, each to the least loaded worker. Shared by the map and its backward."""
-    n_workers = min(torch.get_num_threads(), len(units))
-    if not parallel or n_workers < 2:
-        return [run(units)]
-    subsets, load = [[] for _ in range(n_workers)], [0] * n_workers
-    for unit in sorted(units, key=lambda u: -len(u[3]) * len(u[4])):
-        w = load.index(min(load))
-        subsets[w].append(unit)
-        load[w] += len(unit[3]) * len(unit[4])
-    from eryx.models_torch import torch_threads
-
-    grad_enabled = torch.is_grad_enabled()  # thread-local: carry the caller's mode over
-
-    def work(subset):
-        with torch.set_grad_enabled(grad_enabled):
-            return run(subset)
-
-    with torch_threads(1), ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="eryx-map") as pool:
-        return list(pool.map(work, subsets))
-
-
-def _forward_values(model, tables: dict, units: list, W: torch.Tensor, parallel: bool):
+def _forward_values(model, settings: me.MapSettings, tables: dict, units: list, W: torch.Tensor, parallel: bool):
     """(idx_parts, val_parts) of the full map over ``units`` (no autograd)."""
     def run(subset):
         idx_parts, val_parts = [], []
-        for b, idx, F in model._grid_chunks(tables, subset):
+        for b, idx, F in me.grid_chunks(model, settings, tables, subset):
             idx_parts.append(idx)
             val_parts.append(st.intensity_factored(F, W[b]))
         return idx_parts, val_parts
 
-    results = parallel_units(run, units, parallel)
+    results = me.parallel_units(run, units, parallel)
     return [p for r in results for p in r[0]], [p for r in results for p in r[1]]
 
 
@@ -171,18 +149,19 @@ def _backward_unit(model, tables: dict, unit, W: torch.Tensor, g: torch.Tensor, 
 class FullGridMap(torch.autograd.Function):
     """The full map on the grid as a function of (W, U), with the analytic backward.
 
-    ``forward(ctx, W, U, model, use_data_adp, blocks, parallel)`` returns the (n_q,) map
-    (NaN where no BZ point serves a point, before the resolution mask).
+    ``forward(ctx, W, U, model, settings, use_data_adp, blocks, parallel)`` returns the (n_q,)
+    map (NaN where no BZ point serves a point, before the resolution mask); ``settings``: the
+    map's chunking (:class:`eryx.mapengine_torch.MapSettings`).
     """
 
     @staticmethod
-    def forward(ctx, W, U, model, use_data_adp, blocks, parallel):
-        tables = model._grid_tables(use_data_adp)
+    def forward(ctx, W, U, model, settings, use_data_adp, blocks, parallel):
+        tables = me.grid_tables(model, use_data_adp)
         tables["U"] = U.detach()
-        units = model._grid_units(tables, blocks)
+        units = me.grid_units(model, settings, tables, blocks)
         n_q = model.q_grid.shape[0]
         out = torch.full((n_q,), math.nan, dtype=model.real_dtype, device=model.device)
-        idx_parts, val_parts = _forward_values(model, tables, units, W.detach(), parallel)
+        idx_parts, val_parts = _forward_values(model, settings, tables, units, W.detach(), parallel)
         if idx_parts:
             out = out.index_put((torch.cat(idx_parts),), torch.cat(val_parts))
         ctx.save_for_backward(W, U)
@@ -205,10 +184,20 @@ class FullGridMap(torch.autograd.Function):
                 _backward_unit(model, tables, unit, W, g, need_U, gW, gU)
             return gW, gU
 
-        parts = parallel_units(run, ctx.units, ctx.parallel)
+        parts = me.parallel_units(run, ctx.units, ctx.parallel)
         gW = torch.stack([p[0] for p in parts]).sum(0) if len(parts) > 1 else parts[0][0]
         gU = torch.stack([p[1] for p in parts]).sum(0) if len(parts) > 1 else parts[0][1]
-        return (gW if need_W else None), (gU if need_U else None), None, None, None, None
+        return (gW if need_W else None), (gU if need_U else None), None, None, None, None, None
+
+
+def analytic_full_map(model, settings: me.MapSettings, W: torch.Tensor, U: torch.Tensor, use_data_adp: bool,
+                      blocks: list, parallel: bool) -> torch.Tensor | None:
+    """The full grid map (n_q,) through :class:`FullGridMap` where :func:`analytic_applies`,
+    else None (the map engine then runs its plain chunks): the ``analytic`` hook of
+    :func:`eryx.mapengine_torch.map_grid`."""
+    if not analytic_applies(model, W, U):
+        return None
+    return FullGridMap.apply(W, U, model, settings, use_data_adp, blocks, parallel)
 
 
 # ------------------------------------------------------------ q-vector mode: d Id / d q
@@ -303,15 +292,13 @@ def full_map_q_grad(model, use_data_adp: bool) -> torch.Tensor:
     """
     if not (Q_GRAD_SINGLE_THREAD and model.device.type == "cpu"):
         return _full_map_q_grad(model, use_data_adp)
-    from eryx.models_torch import torch_threads
-
-    with torch_threads(1):
+    with me.torch_threads(1):
         out = _full_map_q_grad(model, use_data_adp)
     return _OneThreadBackward.apply(out) if out.requires_grad else out
 
 
 def _full_map_q_grad(model, use_data_adp: bool) -> torch.Tensor:
-    q, bz, mask = model._points()
+    q, bz, mask = me.points(model)
     zero_k = torch.isnan(model._Winv_all).any(dim=1)
     out = torch.full((len(q),), math.nan, dtype=model.real_dtype, device=model.device)
     idx = torch.nonzero(mask & ~zero_k[bz]).reshape(-1)
@@ -328,7 +315,8 @@ def _full_map_q_grad(model, use_data_adp: bool) -> torch.Tensor:
     # chunk spread over many k-points (off-lattice q) gathers them per point instead.
     order = torch.argsort(row, stable=True)
     idx, row = idx[order], row[order]
-    step = model._direct_chunk_points(extra_per_point=6 * 2 * model.real_dtype.itemsize * model.n_dof**2)
+    step = me.direct_chunk_points(model, model.map_settings(),
+                                  extra_per_point=6 * 2 * model.real_dtype.itemsize * model.n_dof**2)
     parts = []
     for s in range(0, len(idx), step):
         sel, r = idx[s:s + step], row[s:s + step]

@@ -4,7 +4,8 @@ Same constructor as :class:`eryx.models.OnePhonon` plus ``device``, ``dtype``,
 ``q_vectors`` (arbitrary q-vector mode) and ``chunk_size``; the same intermediate
 quantities under the same names, as tensors on the chosen device. Structure loading
 is shared (:mod:`eryx.structure`); every number after it is computed in torch by the
-pure functions of :mod:`eryx.functional_torch`.
+pure functions of :mod:`eryx.functional_torch`; the maps are evaluated chunk by chunk by
+the map engine :mod:`eryx.mapengine_torch` (its full-map gradient: :mod:`eryx.gridmap_torch`).
 
 Differentiable in ``gamma_intra``, ``gamma_inter`` (pass tensors with
 ``requires_grad``) and, in q-vector mode, in ``q_vectors``. The full map
@@ -17,7 +18,6 @@ eigenvalue is non-degenerate (torch's eigh backward divides by eigenvalue gaps).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from typing import Sequence
@@ -27,8 +27,11 @@ import torch
 
 from eryx import gridmap_torch as gm
 from eryx import functional_torch as st
+from eryx import mapengine_torch as me
 from eryx import structure
 from eryx.build import run_build_steps
+# Moved to the map engine (which runs the worker threads); still importable here.
+from eryx.mapengine_torch import torch_threads  # noqa: F401
 from eryx.errors import EryxInputError, SpringConstantError, UndefinedADPError
 from eryx.probes import listening as _listening
 from eryx.probes import probe
@@ -98,35 +101,6 @@ def resolve_dtype(dtype) -> torch.dtype:
     return dtype
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run the block with ``torch.set_num_threads(n)`` (None: unchanged), then restore."""
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _run_units(run, units: list, parallel: bool):
-    """``run(subset)`` -> (idx_parts, val_parts) over the work ``units``, in worker threads.
-
-    With ``parallel`` and more than one torch thread, the units are dealt to
-    ``torch.get_num_threads()`` Python threads while torch runs single-threaded
-    (``torch.set_num_threads(1)``, restored afterwards): independent units scale
-    without a fork/join per operation, and a CPU shared with other processes slows
-    the map down in proportion instead of stalling every operation on its slowest
-    OpenMP thread (docs/performance.md). Every value is computed by the same
-    operations either way, so the map is the same bit for bit.
-    """
-    results = gm.parallel_units(run, units, parallel)  # one (idx_parts, val_parts) per worker
-    return [p for r in results for p in r[0]], [p for r in results for p in r[1]]
-
-
 class OnePhonon:
     """One-phonon diffuse scattering (PyTorch backend); see :class:`eryx.models.OnePhonon`.
 
@@ -179,7 +153,7 @@ class OnePhonon:
         # Construction is many small operations (the largest are n_q-element passes):
         # on the CPU they run single-threaded, which costs a few ms on an idle machine
         # and avoids an OpenMP stall per operation on a busy one (docs/performance.md).
-        with torch_threads(1 if (SINGLE_THREAD_SETUP and self.device.type == "cpu") else None):
+        with me.torch_threads(1 if (SINGLE_THREAD_SETUP and self.device.type == "cpu") else None):
             run_build_steps(self, self.BUILD_STEPS)
 
     #: Construction, in order: (step name, phase, method). See :mod:`eryx.build`: a step
@@ -256,10 +230,11 @@ class OnePhonon:
         self.n_contacts_bound = contact_upper_bound(self.crystal.asu_xyz, self.crystal.cell_origin,
                                                     self.gnm_cutoff)
         if q is None:
-            sf_chunk, axis_points, group = self._grid_chunk_points(), sum(self.map_shape), GRID_GROUP_BYTES
+            sf_chunk, axis_points = me.grid_chunk_points(self, self.map_settings()), sum(self.map_shape)
+            group = GRID_GROUP_BYTES
             workers = torch.get_num_threads() if (GRID_WORKERS and self.device.type == "cpu") else 1
         else:
-            sf_chunk, axis_points, group, workers = self._direct_chunk_points(), 0, 0, 1
+            sf_chunk, axis_points, group, workers = me.direct_chunk_points(self, self.map_settings()), 0, 0, 1
         self.memory_estimate = check_memory(
             estimate_torch_memory(self.n_asu, self.n_at, n_q, int(np.prod(self.L)), self.n_contacts_bound,
                                   min(sf_chunk, n_q), self.real_dtype.itemsize,
@@ -431,7 +406,7 @@ class OnePhonon:
     def structure_factors(self, q: torch.Tensor, use_data_adp: bool = False) -> torch.Tensor:
         """F(q), (n, n_dof) complex, computed in chunks (at most ``chunk_size`` points)."""
         U = self.debye_waller_U(use_data_adp)
-        step = self._direct_chunk_points()
+        step = me.direct_chunk_points(self, self.map_settings())
         parts = [
             st.structure_factors(q[s:s + step], self.xyz, self.ff_a[0], self.ff_b[0],
                                  self.ff_c[0], U, self.Amat)
@@ -439,241 +414,19 @@ class OnePhonon:
         ]
         return torch.cat(parts) if parts else torch.zeros(0, self.n_dof, dtype=self.complex_dtype, device=self.device)
 
-    def _points(self):
-        """(q, bz index, valid mask) of the map's points: the grid or the q-vectors."""
-        if self.q_vectors is None:
-            return self.q_grid, self.bz_index, self.res_mask
-        return self.q_vectors, self.q_bz_index, self.q_res_mask
-
-    def _bz_table(self, bz: torch.Tensor, compute: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Group the points to compute by k-point, by index arithmetic.
-
-        Returns
-        -------
-        ks : (n_rows,) int64
-            The k-points (BZ or extra) that serve at least one point.
-        table : (n_rows, n_max) int64
-            Point indices served by each k, padded with -1.
-        """
-        idx = torch.nonzero(compute).reshape(-1)
-        b = bz[idx]
-        b, order = torch.sort(b, stable=True)
-        idx = idx[order]
-        ks, counts = torch.unique_consecutive(b, return_counts=True)
-        starts = torch.cumsum(counts, 0) - counts
-        row = torch.repeat_interleave(torch.arange(len(ks), device=idx.device), counts)
-        pos = torch.arange(len(idx), device=idx.device) - starts[row]
-        n_max = int(counts.max()) if len(counts) else 0
-        table = torch.full((len(ks), n_max), -1, dtype=torch.long, device=idx.device)
-        table[row, pos] = idx
-        return ks, table
+    # ---------------------------------------------------------------- the map
+    def map_settings(self) -> me.MapSettings:
+        """The map engine's chunking and threads, from this module's knobs as they are now
+        (a test or a tool may change ``GRID_CHUNK_BYTES``, ``GRID_WORKERS``, ... between maps)."""
+        return me.MapSettings(grid_chunk_bytes=GRID_CHUNK_BYTES, grid_group_bytes=GRID_GROUP_BYTES,
+                              grid_chunk_min_points=GRID_CHUNK_MIN_POINTS, direct_chunk_bytes=DIRECT_CHUNK_BYTES,
+                              grid_workers=GRID_WORKERS)
 
     def _map(self, per_block, n_cols: int | None, use_data_adp: bool, full_map: bool = False) -> torch.Tensor:
-        """Evaluate a map over the valid points, k-point by k-point in batched blocks.
-
-        ``per_block(F, ks)`` gets F as (n_rows, n_dof, c) complex (the points of each
-        k-point ``ks[row]``) and returns (n_rows, c) or (n_rows, n_cols, c) reals.
-        Points outside the resolution mask (and, for the full map, at k-points with
-        zero modes) are NaN. On the grid the structure factors come from the per-axis
-        phase tables (:meth:`_grid_chunks`); ``full_map`` then evaluates F K^-1 F^H
-        through the inverse Cholesky factor of each K.
-        """
-        if self._grid_axes() is not None:
-            return self._map_grid(per_block, n_cols, use_data_adp, full_map)
-        q, bz, mask = self._points()
-        zero_k = torch.isnan(self._Winv_all).any(dim=1)
-        shape = (len(q),) if n_cols is None else (len(q), n_cols)
-        out = torch.full(shape, math.nan, dtype=self.real_dtype, device=self.device)
-        compute = mask if n_cols is not None else mask & ~zero_k[bz]
-        ks, table = self._bz_table(bz, compute)
-        if table.numel() == 0:
-            return out
-        U = self.debye_waller_U(use_data_adp)
-        budget = self._direct_chunk_points()
-        cols = max(1, budget // len(ks))
-        rows = max(1, budget // cols)
-        idx_parts, val_parts = [], []
-        for r0 in range(0, len(ks), rows):
-            for s in range(0, table.shape[1], cols):
-                sel = table[r0:r0 + rows, s:s + cols]
-                valid = sel >= 0
-                F = st.structure_factors_T(q[sel.clamp(min=0).reshape(-1)], self.xyz, self.ff_a[0],
-                                           self.ff_b[0], self.ff_c[0], U, self.Amat)
-                F = F.reshape(self.n_dof, *sel.shape).permute(1, 0, 2)  # (n_rows, n_dof, c)
-                values = per_block(F, ks[r0:r0 + rows])
-                if n_cols is not None:
-                    values = values.transpose(1, 2)  # (n_rows, c, n_cols)
-                idx_parts.append(sel[valid])
-                val_parts.append(values[valid])
-        return out.index_put((torch.cat(idx_parts),), torch.cat(val_parts))
-
-    # ------------------------------------------------------ the grid's fast path
-    def _grid_axes(self):
-        """Per-axis BZ indices (bh, bk, bl) when the map is the grid and its grid -> BZ
-        mapping is a product over the axes (it always is: section 5); else None.
-
-        Read from ``bz_index`` itself, so the map follows whatever mapping the model
-        holds (a cross-fed one, or an injected fault).
-        """
-        if self.q_vectors is not None or self.bz_index.numel() != int(np.prod(self.map_shape)):
-            return None
-        nh, nk, nl = self.map_shape
-        Lh, Lk, Ll = self.L
-        bz3 = self.bz_index.reshape(nh, nk, nl)
-        bh = torch.div(bz3[:, 0, 0], Lk * Ll, rounding_mode="floor")
-        bk = torch.div(bz3[0, :, 0], Ll, rounding_mode="floor") % Lk
-        bl = bz3[0, 0, :] % Ll
-        if bh.min() < 0 or bh.max() >= Lh:
-            return None
-        rebuilt = (bh[:, None, None] * Lk + bk[None, :, None]) * Ll + bl[None, None, :]
-        if not torch.equal(rebuilt, bz3):
-            return None
-        return bh, bk, bl
-
-    def _direct_chunk_points(self, extra_per_point: int = 0) -> int:
-        """Points per chunk of the direct formula: ``chunk_size``, and the phases of all
-        atoms (plus ``extra_per_point`` bytes) within DIRECT_CHUNK_BYTES."""
-        per_point = 2 * self.n_asu * self.n_at * self.real_dtype.itemsize + extra_per_point
-        return max(1, min(self.chunk_size, DIRECT_CHUNK_BYTES // per_point))
-
-    def _grid_chunk_points(self) -> int:
-        """Grid points per structure-factor chunk (cache-sized, at most ``chunk_size``)."""
-        per_point = 2 * self.real_dtype.itemsize * self.n_asu * self.n_at
-        return max(1, min(self.chunk_size, max(GRID_CHUNK_MIN_POINTS, GRID_CHUNK_BYTES // per_point)))
-
-    def _grid_tables(self, use_data_adp: bool) -> dict:
-        """What every grid chunk shares: per-axis phase tables, form-factor types, the
-        projection operators, the Debye-Waller U."""
-        nh, nk, nl = self.map_shape
-        U = self.debye_waller_U(use_data_adp)
-        frac = st.fractional_coordinates(self.xyz, self.A_inv)  # (n_asu, n_at, 3)
-        hkl = self.hkl_grid.reshape(nh, nk, nl, 3)
-        types, inverse = st.form_factor_types(self.ff_a[0], self.ff_b[0], self.ff_c[0])
-        Q, Pq = st.projection_operators(self.Amat)
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (U, self.xyz, self.Amat, self.A_inv, self.q_grid))
-        return dict(
-            axes=self._grid_axes(), U=U, types=types, inverse=inverse, Q=Q, Pq=Pq, needs_grad=needs_grad,
-            E_h=st.axis_phase_table(hkl[:, 0, 0, 0], frac[..., 0]),  # (n_asu, n_at, n_h)
-            E_k=st.axis_phase_table(hkl[0, :, 0, 1], frac[..., 1]),
-            E_l=st.axis_phase_table(hkl[0, 0, :, 2], frac[..., 2]),
-        )
-
-    def _grid_units(self, tables: dict, blocks) -> list[tuple]:
-        """Split the grid points of the BZ points ``blocks`` into work units.
-
-        Each BZ point's grid points form a product grid: rows = (h, k) pairs, columns =
-        l values. A unit is (bz, row_h, row_k, row_flat, cols, rows_per_chunk): a group
-        of rows (within GRID_GROUP_BYTES of per-row tables) times a run of columns.
-        """
-        bh, bk, bl = tables["axes"]
-        nk = self.map_shape[1]
-        n_chunk = self._grid_chunk_points()
-        per_row_atoms = 2 * self.real_dtype.itemsize * self.n_asu * self.n_at
-        units = []
-        for b in blocks:
-            dh, dk, dl = np.unravel_index(b, self.L)
-            ih = torch.nonzero(bh == dh).reshape(-1)
-            ik = torch.nonzero(bk == dk).reshape(-1)
-            il = torch.nonzero(bl == dl).reshape(-1)
-            if min(len(ih), len(ik), len(il)) == 0:
-                continue
-            row_h = ih.repeat_interleave(len(ik))  # (h, k) pairs, k fastest
-            row_k = ik.repeat(len(ih))
-            row_flat = row_h * nk + row_k
-            cols_l = min(len(il), n_chunk)
-            n_rows = max(1, n_chunk // cols_l)
-            per_row = per_row_atoms + self.real_dtype.itemsize * (self.n_at + 4) * cols_l
-            group = max(n_rows, GRID_GROUP_BYTES // per_row // n_rows * n_rows)
-            for c0 in range(0, len(il), cols_l):
-                for g0 in range(0, len(row_flat), group):
-                    g = slice(g0, g0 + group)
-                    units.append((b, row_h[g], row_k[g], row_flat[g], il[c0:c0 + cols_l], n_rows))
-        return units
-
-    def _grid_chunks(self, tables: dict, units):
-        """Yield (bz, flat grid indices (n,), F (n_dof, n) complex) over the work units
-        of :meth:`_grid_units`: F from :func:`functional_torch.structure_factors_product_T`
-        with the per-axis phase tables, the amplitudes at ``q_grid`` and the same
-        low-rank projection as the direct formula.
-        """
-        E_h, E_k, E_l = tables["E_h"], tables["E_k"], tables["E_l"]
-        types, inverse, U, Q, Pq = (tables[k] for k in ("types", "inverse", "U", "Q", "Pq"))
-        nl = self.map_shape[2]
-        n_chunk = self._grid_chunk_points()
-        buf = None if tables["needs_grad"] else torch.empty(
-            self.n_asu * self.n_at * n_chunk, dtype=self.complex_dtype, device=self.device)
-        for b, row_h, row_k, row_flat, cl, n_rows in units:
-            G, c = len(row_flat), len(cl)
-            # Per group of rows: the phase products E_h E_k, q and the amplitudes.
-            E_cols = E_l.index_select(2, cl)
-            E_group = E_h.index_select(2, row_h) * E_k.index_select(2, row_k)
-            idx_g = (row_flat[:, None] * nl + cl[None, :]).reshape(-1)
-            qT_g = self.q_grid.index_select(0, idx_g).T.contiguous()  # (3, G c)
-            amp_g = st.atomic_amplitudes(torch.sum(qT_g * qT_g, dim=0), types, inverse, U)
-            # Complex once per group: the per-chunk product then needs no promotion.
-            amp_g = amp_g.to(self.complex_dtype).reshape(self.n_at, G, c)
-            qT_g = qT_g.reshape(3, G, c)
-            # One split per row group: a slice per chunk would give each chunk's autograd
-            # node a zero-filled gradient of the whole group (issue 20).
-            sizes = [min(n_rows, G - r0) for r0 in range(0, G, n_rows)]
-            for qT, amp, E_rows, idx in zip(qT_g.split(sizes, dim=1), amp_g.split(sizes, dim=1),
-                                            E_group.split(sizes, dim=2), idx_g.split([s * c for s in sizes])):
-                m = qT.shape[1]
-                out = None if buf is None else buf[:self.n_asu * self.n_at * m * c].view(
-                    self.n_asu, self.n_at, m, c)
-                F = st.structure_factors_product_T(
-                    qT.reshape(3, m * c).T, E_rows, E_cols, amp.reshape(self.n_at, m * c), Q, Pq, out)
-                yield b, idx, F
-
-    def _map_grid(self, per_block, n_cols: int | None, use_data_adp: bool, full_map: bool) -> torch.Tensor:
-        """:meth:`_map` on the grid, with the per-axis phase tables (see there)."""
-        zero_k = torch.isnan(self._Winv_all).any(dim=1)
-        n_q = int(np.prod(self.map_shape))
-        shape = (n_q,) if n_cols is None else (n_q, n_cols)
-        out = torch.full(shape, math.nan, dtype=self.real_dtype, device=self.device)
-        state = {}
-        if full_map:
-            eye = torch.eye(self.n_dof, dtype=self.complex_dtype, device=self.device)
-            W, ok = st.hermitian_inverse_factor(torch.where(zero_k[:, None, None], eye, self._K_all))
-            ok = ok.tolist()  # one device sync
-        skip = zero_k.tolist() if n_cols is None else [False] * len(zero_k)
-        blocks = [b for b in range(int(np.prod(self.L))) if not skip[b]]
-        if full_map and GRID_GRAD_ENGINE == "analytic" and all(ok[b] for b in blocks):
-            U = self.debye_waller_U(use_data_adp)
-            if gm.analytic_applies(self, W, U):
-                parallel = GRID_WORKERS and self.device.type == "cpu"
-                out = gm.FullGridMap.apply(W, U, self, use_data_adp, blocks, parallel)
-                mask = self.res_mask
-                return out if bool(mask.all()) else torch.where(mask, out, torch.full_like(out, math.nan))
-        tables = self._grid_tables(use_data_adp)
-        units = self._grid_units(tables, blocks)
-
-        def run(subset):
-            idx_parts, val_parts = [], []
-            for b, idx, F in self._grid_chunks(tables, subset):
-                if full_map and ok[b]:
-                    values = st.intensity_factored(F, W[b])
-                elif full_map:
-                    if "Kinv" not in state:
-                        state["Kinv"] = self._full_rank_inverse()
-                    values = st.intensity_blocks(F[None], state["Kinv"][b:b + 1])[0]
-                else:
-                    values = per_block(F[None], torch.tensor([b], device=self.device))[0]
-                    if n_cols is not None:
-                        values = values.T  # (n, n_cols)
-                idx_parts.append(idx)
-                val_parts.append(values)
-            return idx_parts, val_parts
-
-        idx_parts, val_parts = _run_units(run, units, parallel=(
-            GRID_WORKERS and self.device.type == "cpu" and not tables["needs_grad"]))
-        if idx_parts:
-            out = out.index_put((torch.cat(idx_parts),), torch.cat(val_parts))
-        mask = self.res_mask
-        if not bool(mask.all()):
-            out = torch.where(mask if n_cols is None else mask[:, None], out, torch.full_like(out, math.nan))
-        return out
+        """A map through the engine (:func:`eryx.mapengine_torch.evaluate_map`, ``per_block`` there),
+        with the analytic gradient of the full grid map when GRID_GRAD_ENGINE says so."""
+        analytic = gm.analytic_full_map if GRID_GRAD_ENGINE == "analytic" else None
+        return me.evaluate_map(self, self.map_settings(), per_block, n_cols, use_data_adp, full_map, analytic)
 
     def apply_disorder(self, rank: int = -1, use_data_adp: bool = False) -> torch.Tensor:
         """Diffuse intensity, (n_q,) real (grid order, or the q-vectors' order).
@@ -691,11 +444,11 @@ class OnePhonon:
         if rank == -1 and self.q_vectors is not None and self.q_vectors.requires_grad:
             if GRID_GRAD_ENGINE == "analytic" and torch.is_grad_enabled():
                 return gm.full_map_q_grad(self, use_data_adp)
-            return self._full_map_per_q(use_data_adp)
+            return me.full_map_per_q(self, self.map_settings(), use_data_adp)
         if rank == -1:
-            if self._grid_axes() is not None:
+            if me.grid_axes(self) is not None:
                 return probe("Id", self._map(None, None, use_data_adp, full_map=True))
-            Kinv_full = self._full_rank_inverse()
+            Kinv_full = me.full_rank_inverse(self)
             return self._map(lambda F, ks: st.intensity_blocks(F, Kinv_full[ks]), None, use_data_adp)
         maps = self._map(
             lambda F, ks: st.mode_intensity_blocks(F, self._V_all[ks][:, :, rank:rank + 1],
@@ -709,36 +462,6 @@ class OnePhonon:
         self.debye_waller_U(use_data_adp)
         return self._map(lambda F, ks: st.mode_intensity_blocks(F, self._V_all[ks], self._Winv_all[ks]),
                          self.n_dof, use_data_adp)
-
-    def _full_map_per_q(self, use_data_adp: bool) -> torch.Tensor:
-        """The full map with K(k(q)) per q-vector, so that d/dq includes the k-dependence.
-
-        k(q) = q - 2 pi A_inv^T G with G piecewise constant, so dk/dq = I: each point's k
-        is its k-point's value plus (q - q.detach()) (same value, identity gradient).
-        """
-        q, bz, mask = self._points()
-        zero_k = torch.isnan(self._Winv_all).any(dim=1)
-        out = torch.full((len(q),), math.nan, dtype=self.real_dtype, device=self.device)
-        idx = torch.nonzero(mask & ~zero_k[bz]).reshape(-1)
-        k_all = torch.cat([self.kvec.reshape(-1, 3), self.extra_kvec])
-        U = self.debye_waller_U(use_data_adp)
-        # K(k), its inverse and their temporaries per point, besides the phases.
-        step = self._direct_chunk_points(extra_per_point=3 * 2 * self.real_dtype.itemsize * self.n_dof**2)
-        parts = []
-        for s in range(0, len(idx), step):
-            sel = idx[s:s + step]
-            k = k_all[bz[sel]] + (q[sel] - q[sel].detach())
-            Kinv = torch.linalg.inv(st.build_K(self.hessian, k, self.cell_origin))
-            F = st.structure_factors_T(q[sel], self.xyz, self.ff_a[0], self.ff_b[0], self.ff_c[0], U, self.Amat)
-            parts.append(st.intensity_blocks(F.T[:, :, None], Kinv)[:, 0])
-        return out.index_put((idx,), torch.cat(parts)) if parts else out
-
-    def _full_rank_inverse(self) -> torch.Tensor:
-        """K(k)^-1 at every BZ point without zero modes (identity elsewhere, unused)."""
-        zero = torch.isnan(self._Winv_all).any(dim=1)
-        eye = torch.eye(self.n_dof, dtype=self.complex_dtype, device=self.device)
-        safe = torch.where(zero[:, None, None], eye, self._K_all)
-        return torch.linalg.inv(safe)
 
     # ----------------------------------------------------------------- utilities
     def bz_points(self):

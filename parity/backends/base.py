@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import time
 import traceback as _tb
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from parity.contract.spec import RunSpec
 
@@ -57,6 +57,13 @@ def build_failure(exc: BaseException, default_step: str = "construct", default_p
     """
     return BuildFailure(getattr(exc, "build_step", default_step), getattr(exc, "build_phase", default_phase),
                         exc, "".join(_tb.format_exception(type(exc), exc, exc.__traceback__, limit=12)))
+
+
+#: What :meth:`Session.timed_phase` may be asked for: the four phases of the model
+#: (1 grid + k-vectors; 2 A/M/Linv + structure factors at the spec's q sample; 3 Hessian,
+#: K, phonons, covariance and ADPs; 4 the full map ``Id``) and ``"end_to_end"``
+#: (construction + the full map). ``parity bench`` times these.
+TIMED_PHASES = ("1", "2", "3", "4", "end_to_end")
 
 
 class Session(abc.ABC):
@@ -144,6 +151,28 @@ class Session(abc.ABC):
 
     def _crossfeed(self, name: str, inputs: Mapping[str, Any]) -> Any:
         raise NotProvided(f"backend {self.backend.name!r} does not cross-feed")
+
+    # -- benchmarks
+    def timed_phase(self, phase: str) -> Callable[[], Any]:
+        """A callable that redoes one phase of this session's computation, for benchmarks.
+
+        ``phase`` is one of :data:`TIMED_PHASES`. Phases 1-4 redo that phase's work on the
+        built model (each alone: what it needs is already built); ``"end_to_end"``
+        constructs a fresh model and computes its full map. The callable returns when the
+        work is done (device work synchronised) and leaves the session's quantities as
+        they were. ``parity bench`` times what it returns.
+
+        Raises
+        ------
+        NotProvided
+            The backend cannot time this phase (the default: every phase), or not for
+            this spec (e.g. a model refused for memory); the message says why.
+        KeyError
+            ``phase`` is not one of :data:`TIMED_PHASES`.
+        """
+        if phase not in TIMED_PHASES:
+            raise KeyError(f"unknown phase {phase!r}: phases are {', '.join(TIMED_PHASES)}")
+        raise NotProvided(f"backend {self.backend.name!r} does not time its phases")
 
     def close(self) -> None:
         """Release what the session holds (subprocesses, files)."""

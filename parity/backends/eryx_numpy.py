@@ -14,6 +14,7 @@ every quantity that needs the model).
 """
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 from typing import Any, Callable
 
@@ -21,12 +22,13 @@ import numpy as np
 
 from eryx import models as npm
 from eryx import structure
+from eryx.build import run_build_steps
 from eryx.errors import MemoryBudgetError, UndefinedADPError
 from eryx.probes import probe
 from eryx.validation import check_sampling
 
 from parity.contract.spec import PROBE_CELL, RunSpec
-from parity.backends.base import Backend, NotProvided, Session
+from parity.backends.base import TIMED_PHASES, Backend, NotProvided, Session
 
 #: Relative step of the central finite differences of the spring-constant gradients:
 #: truncation (h^2) and round-off (eps / h) balance near 1e-5 (measured on 5zck_p1 and
@@ -38,6 +40,9 @@ EULER_INTRA = True
 #: Step (1/A) of the central finite differences of d Id / d q: truncation and round-off
 #: balance near 1e-6 (measured FD error 9.1e-10 of max|grad| on 5zck_p1, 3.7e-10 on 7n2h).
 FD_STEP_Q = 1e-6
+#: The model's build steps (``OnePhonon.BUILD_STEPS``, :mod:`eryx.build`) that
+#: :meth:`NumpySession.timed_phase` redoes for phases 1-3.
+TIMED_STEPS = {"1": ("grid",), "2": ("matrices",), "3": ("hessian", "phonons")}
 
 
 def real_checked(x: np.ndarray, what: str) -> np.ndarray:
@@ -79,7 +84,7 @@ class NumpySession(Session):
         s = self.spec
         self.crystal = structure.load_crystal(s.pdb_path, s.params.get("expand_p1", True))
         try:
-            self.model = npm.OnePhonon(s.pdb_path, *s.samplings, **s.model_kwargs)
+            self.model = npm.OnePhonon(s.pdb_path, *s.samplings, **self._model_kwargs())
         except MemoryBudgetError as exc:
             self.refusal = f"the dense NumPy reference does not fit: {exc}"
 
@@ -94,6 +99,11 @@ class NumpySession(Session):
         return None
 
     # -- helpers
+    def _model_kwargs(self) -> dict:
+        """The spec's model parameters, plus the backend's ``memory_limit`` option when given."""
+        limit = self.backend.opts.get("memory_limit")
+        return {**self.spec.model_kwargs, **({} if limit is None else {"memory_limit": limit})}
+
     def _needs_model(self) -> npm.OnePhonon:
         if self.model is None:
             raise NotProvided(self.refusal or "the NumPy reference model was not built")
@@ -187,6 +197,30 @@ class NumpySession(Session):
         m = self._needs_model()
         return {k: str(v.dtype) for k, v in vars(m).items() if isinstance(v, np.ndarray)}
 
+    def timed_phase(self, phase: str) -> Callable[[], Any]:
+        """See :meth:`Session.timed_phase`: phases 1-3 rerun the model's build steps of
+        :data:`TIMED_STEPS` on a shallow copy (phase 2 adds the structure factors at the q
+        sample), phase 4 is ``apply_disorder()``. NotProvided where the model was refused for
+        memory (``"end_to_end"`` raises the refusal when called)."""
+        if phase not in TIMED_PHASES:
+            return super().timed_phase(phase)
+        s = self.spec
+        if phase == "end_to_end":  # a fresh model: this session's own is not built for it
+            kwargs = self._model_kwargs()
+            return lambda: npm.OnePhonon(s.pdb_path, *s.samplings, **kwargs).apply_disorder()
+        self.build()
+        m = self._needs_model()
+        if phase == "4":
+            return m.apply_disorder
+        steps = [step for step in m.BUILD_STEPS if step[0] in TIMED_STEPS[phase]]
+        q_sample = s.q_sample
+
+        def redo() -> Any:
+            run_build_steps(copy.copy(m), steps)
+            return m.structure_factors_at(q_sample) if phase == "2" else None
+
+        return redo
+
 
 _CRYSTAL: dict[str, Callable[[Any], Any]] = {
     "cell": lambda c: c.cell, "A_inv": lambda c: c.A_inv, "unit_cell_axes": lambda c: c.unit_cell_axes,
@@ -230,6 +264,8 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     description = "this project's NumPy reference (eryx.models.OnePhonon)"
+    #: ``memory_limit`` (bytes): the model's memory cap (``OnePhonon(memory_limit=...)``).
+    options = ("memory_limit",)
     takes_path = takes_python = False
 
     @classmethod

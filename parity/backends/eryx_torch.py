@@ -29,12 +29,16 @@ import torch
 
 from eryx import models_torch as tm
 from eryx import functional_torch as st
+from eryx.build import run_build_steps
 
 from parity.contract.spec import PROBE_CELL, RunSpec
-from parity.backends.base import Backend, NotProvided, Session
+from parity.backends.base import TIMED_PHASES, Backend, NotProvided, Session
 from parity.backends.eryx_numpy import gemmi_free_F_hkl
 
 _TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: The model's build steps (``OnePhonon.BUILD_STEPS``, :mod:`eryx.build`) that
+#: :meth:`TorchSession.timed_phase` redoes for phases 1-3.
+TIMED_STEPS = {"1": ("grid",), "2": ("matrices",), "3": ("contacts", "hessian", "phonons")}
 
 
 class TorchSession(Session):
@@ -131,6 +135,36 @@ class TorchSession(Session):
             (g,) = torch.autograd.grad(Id[finite].sum(), q)
             grad = torch.where(finite[:, None], g, grad)
         return grad.detach()
+
+    def timed_phase(self, phase: str) -> Callable[[], Any]:
+        """See :meth:`Session.timed_phase`: phases 1-3 rerun the model's build steps of
+        :data:`TIMED_STEPS` on a shallow copy (phase 2 adds the structure factors at the q
+        sample), phase 4 is ``apply_disorder()``; CUDA work is synchronised before returning,
+        and the backend's fault (if any) is injected."""
+        if phase not in TIMED_PHASES:
+            return super().timed_phase(phase)
+        device = tm.resolve_device(self.spec.device)
+        if phase == "end_to_end":  # a fresh model: this session's own is not built for it
+            work: Callable[[], Any] = lambda: self._model().apply_disorder()  # noqa: E731
+        elif phase == "4":
+            work = self.build()._need().apply_disorder
+        else:
+            m = self.build()._need()
+            steps = [step for step in m.BUILD_STEPS if step[0] in TIMED_STEPS[phase]]
+            q = m.q_grid[torch.as_tensor(self.spec.q_sample, device=m.device)]
+
+            def work() -> Any:
+                run_build_steps(copy.copy(m), steps)
+                return m.structure_factors(q) if phase == "2" else None
+
+        def timed() -> Any:
+            with self._injected():
+                out = work()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return out
+
+        return timed
 
     def dtypes(self) -> dict:
         m = self._need()

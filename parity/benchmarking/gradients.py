@@ -2,7 +2,8 @@
 
 Used by ``parity bench`` (its "gradients" table and JSON section), ``parity nightly``
 (``result["gradient_timing"]``) and ``benchmarks/gradients.py`` (issue 20's table).
-Each workload times four contenders interleaved in ONE process, after a warm-up:
+Each workload times four contenders interleaved in ONE process, after a warm-up
+(:func:`parity.benchmarking.timing.measure`):
 
 * ``forward``: ``OnePhonon(...)`` + ``apply_disorder()`` without autograd;
 * ``forward+backward``: the same with both spring constants ``requires_grad``, then
@@ -24,6 +25,10 @@ import subprocess
 import sys
 import time
 from typing import Any, Callable
+
+from parity.benchmarking import timing
+from parity.benchmarking.machine import status_mb
+from parity.benchmarking.workloads import SCALE_GRID, SMALL_GRID, STANDARD_GRID
 
 #: q-vectors of the q-gradient contender.
 N_Q = 10_000
@@ -70,20 +75,10 @@ def gradient_callables(pdb: str, grid, dtype: str = "float64", device: str = "cp
             "q gradient": q_gradient}
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _hwm_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def _status_mb(field: str) -> float:
+    """:func:`parity.benchmarking.machine.status_mb`, NaN where there is no /proc (not Linux)."""
+    value = status_mb(field)
+    return float("nan") if value is None else value
 
 
 def peak_child(spec_json: str) -> None:
@@ -98,7 +93,7 @@ def peak_child(spec_json: str) -> None:
 
     fns = gradient_callables(spec["pdb"], spec["grid"], spec["dtype"], spec["device"], spec["n_q"])
     gc.collect()
-    before = _rss_mb()
+    before = _status_mb("VmRSS")
     try:  # reset the high-water mark to the current RSS (Linux)
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
@@ -106,7 +101,8 @@ def peak_child(spec_json: str) -> None:
         pass
     t0 = time.perf_counter()
     fns[spec["contender"]]()
-    print("PARITY_GRAD_PEAK " + json.dumps({"peak_mb": _hwm_mb() - before, "wall_s": time.perf_counter() - t0}))
+    peak = _status_mb("VmHWM") - before
+    print("PARITY_GRAD_PEAK " + json.dumps({"peak_mb": peak, "wall_s": time.perf_counter() - t0}))
 
 
 def peak_memory(spec: dict, contender: str, env: dict | None = None, timeout: float = 1800.0) -> dict:
@@ -135,16 +131,9 @@ def measure_gradients(fixture: str, grid, dtype: str = "float64", device: str = 
                            "threads": torch.get_num_threads(), "load_avg_start": os.getloadavg()[0],
                            "n_q_gradient": n_q}
     fns = gradient_callables(pdb, grid, dtype, device, n_q)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-    for _ in range(repeats):
-        for k, fn in fns.items():  # interleaved: the ratios see the same machine state
-            t0 = time.perf_counter()
-            fn()
-            if str(device).startswith("cuda"):
-                torch.cuda.synchronize(device)
-            times[k].append(time.perf_counter() - t0)
+    sync = (lambda: torch.cuda.synchronize(device)) if str(device).startswith("cuda") else None
+    # Interleaved after one warm-up of each: the ratios see the same machine state.
+    times = timing.measure(fns, warmup=1, min_repeats=repeats, sync=sync)
     med = {k: statistics.median(v) for k, v in times.items()}
     rec.update(median_s=med, times_s=times, load_avg_end=os.getloadavg()[0],
                ratio={"forward+backward / forward": med["forward+backward"] / med["forward"],
@@ -163,8 +152,6 @@ def measure_gradients(fixture: str, grid, dtype: str = "float64", device: str = 
 
 def plan(quick: bool) -> list[tuple[str, tuple, str]]:
     """(fixture, grid, dtype) of ``parity bench``'s gradient section."""
-    from parity.benchmarking.bench import SCALE_GRID, SMALL_GRID, STANDARD_GRID
-
     cases = [("5zck_p1", SMALL_GRID, "float64"), ("5zck_p1", SMALL_GRID, "float32")]
     if not quick:
         cases += [("5zck_p1", STANDARD_GRID, "float64"), ("5zck_p1", STANDARD_GRID, "float32"),

@@ -39,7 +39,10 @@ PRODUCERS: dict[str, set[str]] = {
 MAP_FUNCTIONS = ("structure_factors", "form_factor", "atomic_amplitudes", "projection_operators", "amat_low_rank",
                  "axis_phase_table", "fractional_coordinates", "intensity", "hermitian_inverse_factor", "_map",
                  "_grid", "_points", "_bz_table", "apply_disorder", "debye_waller_U", "_unique_rows",
-                 "_direct_chunk", "_full_rank_inverse", "mode_maps")
+                 "_direct_chunk", "_full_rank_inverse", "mode_maps",
+                 # the map engine (eryx/mapengine_torch.py, moved out of models_torch.OnePhonon)
+                 "points", "bz_table", "evaluate_map", "grid_", "direct_chunk", "full_rank_inverse", "run_units",
+                 "parallel_units")
 
 
 def expected(function: str) -> set[str]:

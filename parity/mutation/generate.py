@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 #: The files mutated by default, relative to the repository root, and their modules.
-MODULES: dict[str, str] = {"eryx/functional_torch.py": "eryx.functional_torch", "eryx/models_torch.py": "eryx.models_torch"}
+MODULES: dict[str, str] = {"eryx/functional_torch.py": "eryx.functional_torch", "eryx/models_torch.py": "eryx.models_torch",
+                           # the map engine, moved out of models_torch.py (issue 17): still mutated
+                           "eryx/mapengine_torch.py": "eryx.mapengine_torch"}
 DEFAULT_FILES: tuple[str, ...] = tuple(MODULES)
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -63,7 +63,6 @@ Defaults (no file): the built-in ``synthetic`` fixture plus ``5zck_p1`` and
 from __future__ import annotations
 
 import datetime as _dt
-import gc
 import itertools
 import json
 import os
@@ -79,6 +78,7 @@ from typing import Any, Mapping, NamedTuple, Sequence, TextIO
 from parity.storage.history import DEFAULT_PATH
 from parity.storage.outputs import same_file
 from parity.contract.options import UsageError
+from parity.benchmarking import timing
 from parity.benchmarking.regressions import SlowdownRule
 
 __all__ = ["Combination", "Matrix", "MatrixError", "TimingError", "default_matrix", "load_matrix",
@@ -439,7 +439,8 @@ def measure_timing(combination: "Combination", *, grid=None, phases: Sequence[in
                    warmup: int = DEFAULT_WARMUP) -> dict[str, Any]:
     """Time one combination ``warmup + repeats`` times in this process.
 
-    Each repeat is a full :func:`parity.running.runner.run_parity` on a fresh context (the
+    Timed by :func:`parity.benchmarking.timing.time_call`. Each repeat is a full
+    :func:`parity.running.runner.run_parity` on a fresh context (the
     same work as the recorded run); a phase's time is the clock's advance between
     the end of the stage before it and the end of its last stage, so the lazy model
     builds land in the phase that triggers them, as in the run's own timings.
@@ -460,11 +461,12 @@ def measure_timing(combination: "Combination", *, grid=None, phases: Sequence[in
     from parity.running.runner import run_parity
 
     clock_name = timing_clock(combination.device)
-    clock = time.process_time if clock_name == "cpu" else time.perf_counter
-    samples: dict[str, list[float]] = {}
-    for index in range(warmup + repeats):
+    clock = timing.CLOCKS[clock_name]
+    runs: list[dict[str, float]] = []  # per-phase seconds of every call, warm-ups included
+
+    def once() -> None:
         per_phase: dict[str, float] = {}
-        mark = [0.0]
+        mark = [clock()]
 
         def on_result(record: dict) -> None:
             now = clock()
@@ -472,17 +474,13 @@ def measure_timing(combination: "Combination", *, grid=None, phases: Sequence[in
             per_phase[key] = per_phase.get(key, 0.0) + now - mark[0]
             mark[0] = now
 
-        gc.collect()
-        gc.disable()
-        try:
-            mark[0] = start = clock()
-            run_parity(combination.fixture, phases=phases, progress=False, samplings=grid,
-                       fixtures_dir=fixtures_dir, on_result=on_result, **combination.run_options())
-            total = clock() - start
-        finally:
-            gc.enable()
-        if index < warmup:
-            continue
+        run_parity(combination.fixture, phases=phases, progress=False, samplings=grid,
+                   fixtures_dir=fixtures_dir, on_result=on_result, **combination.run_options())
+        runs.append(per_phase)
+
+    totals = timing.time_call(once, warmup=warmup, min_repeats=repeats, clock=clock_name, pause_gc=True)
+    samples: dict[str, list[float]] = {}
+    for per_phase, total in zip(runs[warmup:], totals):
         for key, seconds in per_phase.items():
             samples.setdefault(key, []).append(seconds)
         samples.setdefault("total", []).append(total)

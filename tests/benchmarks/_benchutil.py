@@ -1,11 +1,14 @@
-"""Shared helpers of the benchmark modules (workloads, groups, rounds, memory)."""
-from __future__ import annotations
+"""Shared helpers of the benchmark modules (workloads, groups, rounds, memory).
 
-import time
+Workloads are built through the backends (:class:`parity.benchmarking.workloads.Workload`)
+and single calls timed by the one timing engine (:mod:`parity.benchmarking.timing`);
+pytest-benchmark times the rounds.
+"""
+from __future__ import annotations
 
 import pytest
 
-from parity.benchmarking import bench
+from parity.benchmarking import bench, timing
 from parity.testing.plugin import fixture_path_or_skip
 
 #: (backend, dtype, device) variants; the CUDA ones are marked ``gpu``.
@@ -21,21 +24,23 @@ GRIDS = [pytest.param(bench.SMALL_GRID, id="small"), pytest.param(bench.STANDARD
 _WORKLOADS: dict[tuple, bench.Workload] = {}
 
 
-def workload(fixture: str, grid, backend) -> bench.Workload:
-    """A shared, built workload (skip when the fixture is missing or NumPy is too big)."""
+def workload(fixture: str, grid, backend, phase: str) -> tuple[bench.Workload, object, float]:
+    """A shared workload, the callable that times ``phase`` through its backend session and
+    the seconds of its warm-up call (skip when the fixture is missing or the NumPy reference
+    is too big for the bench cap)."""
     from eryx.errors import MemoryBudgetError
+    from parity.backends.base import NotProvided
 
     fixture_path_or_skip(fixture)
     key = (fixture, tuple(grid), *backend)
-    if key not in _WORKLOADS:
-        w = bench.Workload(fixture, tuple(grid), *backend)
-        try:
-            w.model
-        except MemoryBudgetError as exc:
-            pytest.skip(f"{fixture}: the NumPy reference is too big for the bench cap "
-                        f"({bench.NUMPY_MEMORY_CAP / 2**30:g} GiB): {exc}")
-        _WORKLOADS[key] = w
-    return _WORKLOADS[key]
+    w = _WORKLOADS.setdefault(key, bench.Workload(fixture, tuple(grid), *backend))
+    try:
+        fn = w.phase(phase)
+        seconds = time_once(fn)  # the warm-up call; a refused reference refuses here
+    except (MemoryBudgetError, NotProvided) as exc:
+        pytest.skip(f"{fixture}: the NumPy reference is too big for the bench cap "
+                    f"({bench.NUMPY_MEMORY_CAP / 2**30:g} GiB): {exc}")
+    return w, fn, seconds
 
 
 def run_pedantic(benchmark, fn, seconds_hint: float | None = None):
@@ -55,10 +60,8 @@ def describe(benchmark, w: bench.Workload, phase: str) -> None:
 
 
 def time_once(fn) -> float:
-    """Seconds of one call (the warm-up call)."""
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    """Seconds of one call (no warm-up): :func:`parity.benchmarking.timing.time_call`."""
+    return timing.time_call(fn, warmup=0, min_repeats=1)[0]
 
 
 def record_memory(benchmark, w: bench.Workload, baseline) -> None:

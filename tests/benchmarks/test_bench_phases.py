@@ -10,7 +10,7 @@ import pytest
 
 from parity.benchmarking import bench
 
-from _benchutil import BACKENDS, GRIDS, describe, run_pedantic, time_once, workload
+from _benchutil import BACKENDS, GRIDS, describe, run_pedantic, workload
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.slow]
 
@@ -19,7 +19,6 @@ pytestmark = [pytest.mark.benchmark, pytest.mark.slow]
 @pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("phase", bench.PHASES)
 def test_phase(benchmark, phase, grid, backend):
-    w = workload("5zck_p1", grid, backend)
-    fn = w.phase(phase)
+    w, fn, seconds = workload("5zck_p1", grid, backend, phase)
     describe(benchmark, w, phase)
-    run_pedantic(benchmark, fn, time_once(fn))
+    run_pedantic(benchmark, fn, seconds)

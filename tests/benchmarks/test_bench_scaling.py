@@ -12,7 +12,7 @@ import pytest
 
 from parity.benchmarking import bench
 
-from _benchutil import BACKENDS, describe, record_memory, run_pedantic, time_once, workload
+from _benchutil import BACKENDS, describe, record_memory, run_pedantic, workload
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.slow]
 
@@ -20,22 +20,20 @@ pytestmark = [pytest.mark.benchmark, pytest.mark.slow]
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("l_max", bench.GRID_SWEEP_L, ids=lambda v: f"l{v}")
 def test_grid_sweep(benchmark, l_max, backend, baseline_rss_mb):
-    w = workload("5zck_p1", bench.sweep_grid(l_max), backend)
-    fn = w.end_to_end()
+    w, fn, seconds = workload("5zck_p1", bench.sweep_grid(l_max), backend, bench.END_TO_END)
     describe(benchmark, w, bench.END_TO_END)
     benchmark.group = f"scaling-grid:5zck_p1-{w.label}"
     benchmark.extra_info["l_max"] = l_max
-    run_pedantic(benchmark, fn, time_once(fn))
+    run_pedantic(benchmark, fn, seconds)
     record_memory(benchmark, w, baseline_rss_mb)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fixture", bench.ATOM_SWEEP)
 def test_atom_sweep(benchmark, fixture, backend, baseline_rss_mb):
-    w = workload(fixture, bench.SMALL_GRID, backend)
-    fn = w.end_to_end()
+    w, fn, seconds = workload(fixture, bench.SMALL_GRID, backend, bench.END_TO_END)
     describe(benchmark, w, bench.END_TO_END)
     benchmark.group = f"scaling-atoms:small-{w.label}"
-    benchmark.extra_info["n_atoms"] = int(w.model.n_asu * w.model.n_at)
-    run_pedantic(benchmark, fn, time_once(fn))
+    benchmark.extra_info["n_atoms"] = w.sizes()["n_atoms"]
+    run_pedantic(benchmark, fn, seconds)
     record_memory(benchmark, w, baseline_rss_mb)
