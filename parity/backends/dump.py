@@ -33,6 +33,7 @@ from eryx.errors import format_bytes
 from eryx.validation import default_memory_limit
 
 from parity.storage.outputs import json_safe
+from parity.contract.provenance import environment as _environment
 from parity.contract.quantities import QUANTITY_NAMES
 from parity.contract.spec import RunSpec
 from parity.backends.base import Backend, BuildFailure, NotProvided, Session
@@ -145,12 +146,6 @@ def _record_probes(session: Session) -> tuple[list, dict]:
     if foreign is not None and foreign() is not None:
         rec.records = list(foreign())
     return rec.to_arrays()
-
-
-def _environment() -> dict:
-    from parity.running.runner import environment
-
-    return environment()
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -30,6 +30,7 @@ import torch
 from eryx import models_torch as tm
 from eryx import functional_torch as st
 
+from parity.contract.provenance import git_commit
 from parity.contract.spec import PROBE_CELL, RunSpec
 from parity.backends.base import Backend, NotProvided, Session
 from parity.backends.eryx_numpy import gemmi_free_F_hkl
@@ -371,8 +372,6 @@ class TorchBackend(Backend):
         return TorchSession(self, spec)
 
     def info(self) -> dict:
-        from parity.running.runner import git_commit
-
         try:
             version = importlib.metadata.version("eryx-parity")
         except importlib.metadata.PackageNotFoundError:

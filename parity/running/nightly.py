@@ -343,7 +343,8 @@ def crash_result(fixture: str, dtype: str, device: str, exc: BaseException, *, g
                  phases: Sequence[int] | None = None, fixtures_dir: str | None = None,
                  started_at: str, duration_s: float) -> dict:
     """A schema-1 result for a run that raised: every selected stage says ``error``."""
-    from parity.running.runner import DEFAULT_PARAMS, SCHEMA_VERSION, default_grid, device_name, environment
+    from parity.contract.provenance import device_name, environment
+    from parity.running.runner import DEFAULT_PARAMS, SCHEMA_VERSION, default_grid
     from parity.contract.stages import select
 
     message = f"run crashed before the comparison finished: {type(exc).__name__}: {exc}"

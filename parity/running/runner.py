@@ -16,9 +16,6 @@ selected end-to-end map stage was compared; a run whose map stages compared noth
 from __future__ import annotations
 
 import datetime as _dt
-import platform
-import socket
-import subprocess
 import time
 import traceback
 import uuid
@@ -33,6 +30,7 @@ from eryx.errors import EryxInputError, MemoryBudgetError
 from parity.comparison import engine as cmp
 from parity.backends import Backend, BackendError, NotProvided, Session, get_backend
 from parity.contract.spec import DEFAULT_PARAMS, RunSpec, default_grid, make_spec  # noqa: F401 (re-exported)
+from parity.contract.provenance import device_name, environment, git_commit  # noqa: F401 (re-exported)
 from parity.contract.stages import STAGES, Stage
 from parity.contract.tiers import resolve_tier
 
@@ -500,47 +498,6 @@ def run_stages(run: Run, stages: Iterable[Stage], *, progress: bool | None = Non
             break
     bar.close()
     return out
-
-
-def environment() -> dict:
-    """Library versions, git commit and machine, for the result's identity."""
-    import gemmi
-    import scipy
-
-    try:
-        import torch
-    except ImportError:  # a NumPy-only environment (e.g. a dump of the reference made elsewhere)
-        torch = None
-    return {
-        "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-        "torch": torch.__version__ if torch is not None else None, "gemmi": gemmi.__version__,
-        "git_commit": git_commit(),
-        "hostname": socket.gethostname(), "platform": platform.platform(),
-    }
-
-
-def git_commit() -> str | None:
-    """HEAD of the repository holding this package, if it is one."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def device_name(device: str) -> str:
-    try:
-        import torch
-    except ImportError:
-        return f"CPU ({platform.machine()})"
-    try:
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            return torch.cuda.get_device_name(dev)
-    except (RuntimeError, AssertionError, ValueError) as exc:  # never a traceback for a name
-        return f"{device} (unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def verdict(stages: list[dict]) -> tuple[str, str | None, list[str]]:
