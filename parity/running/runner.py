@@ -28,6 +28,7 @@ import numpy as np
 from eryx.errors import EryxInputError, MemoryBudgetError
 
 from parity.comparison import engine as cmp
+from parity.comparison.checks import get_check
 from parity.backends import Backend, BackendError, NotProvided, Session, get_backend
 from parity.contract.spec import DEFAULT_PARAMS, RunSpec, default_grid, make_spec  # noqa: F401 (re-exported)
 from parity.contract.provenance import device_name, environment, git_commit  # noqa: F401 (re-exported)
@@ -107,6 +108,13 @@ class Run:
 
     def reference_value(self, name: str) -> Any:
         return self.value("reference", name)
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per run under ``key``: a harness-side value (e.g. the contact network)."""
+        slot = ("harness", key)
+        if slot not in self._values:
+            self._values[slot] = compute()
+        return self._values[slot]
 
     def candidate_value(self, name: str) -> Any:
         return self.value("candidate", name)
@@ -228,7 +236,7 @@ def _comparison(stage: Stage, run: Run, feed: Any = None) -> cmp.Comparison:
     if reason:
         raise NotProvided(reason)
     if stage.kind in ("invariant", "oracle"):
-        return stage.check(run)
+        return get_check(stage.check)(run, tier)
     if stage.kind == "dtype":
         want_r, want_c = ("float64", "complex128") if run.dtype == "float64" else ("float32", "complex64")
         named = {k: _Dtype(v) for k, v in run.candidate_value("dtypes").items()}
