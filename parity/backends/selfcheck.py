@@ -22,8 +22,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from parity.backends import Backend, NotProvided
+from parity.backends import Backend, NotProvided, resolve_backend
 from parity.contract.quantities import QUANTITIES, Quantity
+from parity.contract.spec import make_spec
 
 #: Precision every real / complex quantity must have in a run of each dtype.
 _REAL = {"float64": (np.float64,), "float32": (np.float32,)}
@@ -243,12 +244,9 @@ def check_backend(backend: str | Backend, *, fixture: str = "synthetic", dtype: 
     """
     from eryx import structure
 
-    from parity.running.runner import _backend
-    from parity.contract.spec import make_spec
-
     t0 = time.perf_counter()
     spec = make_spec(fixture, device=device, dtype=dtype)
-    b = _backend(backend, path, python, dict(options or {}), "check")
+    b = resolve_backend(backend, path, python, dict(options or {}), "check")
     report = ContractReport(backend=b.name or str(backend), fixture=fixture, dtype=dtype)
     crystal = structure.load_crystal(spec.pdb_path, spec.params.get("expand_p1", True))
     symbols = shape_symbols(spec, crystal.xyz.shape[0], crystal.xyz.shape[1])

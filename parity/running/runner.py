@@ -29,7 +29,8 @@ from eryx.errors import EryxInputError, MemoryBudgetError
 
 from parity.comparison import engine as cmp
 from parity.comparison.checks import get_check
-from parity.backends import Backend, BackendError, NotProvided, Session, get_backend
+from parity.backends import Backend, NotProvided, Session
+from parity.backends import resolve_backend as _backend  # noqa: F401 (the old private name, still imported)
 from parity.contract.spec import DEFAULT_PARAMS, RunSpec, default_grid, make_spec  # noqa: F401 (re-exported)
 from parity.contract.provenance import device_name, environment, git_commit  # noqa: F401 (re-exported)
 from parity.contract.stages import STAGES, Stage
@@ -189,17 +190,6 @@ def make_run(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None, 
     if build:
         build_sessions(run)
     return run
-
-
-def _backend(which: str | Backend, path, python, options: dict, side: str) -> Backend:
-    if isinstance(which, Backend):
-        return which
-    try:
-        return get_backend(which, path=path, python=python, **options)
-    except BackendError as exc:
-        raise EryxInputError(f"--{side}: {exc}") from None
-    except ValueError as exc:  # a dump that cannot be read, a bad path
-        raise EryxInputError(f"--{side}: {exc}") from None
 
 
 def build_sessions(run: Run) -> None:
