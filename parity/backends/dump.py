@@ -33,7 +33,7 @@ from eryx.errors import format_bytes
 from eryx.probes import listen
 from eryx.validation import default_memory_limit
 
-from parity.storage.outputs import json_safe
+from parity.storage.outputs import check_output_path, json_safe
 from parity.contract.provenance import environment as _environment
 from parity.contract.quantities import QUANTITY_NAMES
 from parity.contract.spec import RunSpec
@@ -105,8 +105,6 @@ def write_dump(session: Session, path: str | os.PathLike, *, names: Iterable[str
     ``probes``: also record the named probes of the construction and of the map
     (``parity.locate``), stored as ``probe*`` entries listed in ``manifest["probes"]``.
     """
-    from parity.storage.outputs import check_output_path
-
     path = Path(path)
     check_output_path(path)
     t0 = time.perf_counter()

@@ -34,6 +34,7 @@ from parity.contract.provenance import git_commit
 from parity.contract.spec import PROBE_CELL, RunSpec
 from parity.backends.base import Backend, NotProvided, Session
 from parity.backends.eryx_numpy import gemmi_free_F_hkl
+from parity.backends.faults import get_fault, inject
 
 _TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -45,8 +46,6 @@ class TorchSession(Session):
 
     @contextlib.contextmanager
     def _injected(self) -> Iterator[None]:
-        from parity.backends.faults import inject
-
         with inject(self.backend.opts.get("fault")):
             yield
 
@@ -352,8 +351,6 @@ class TorchBackend(Backend):
         super().__init__(path=path, python=python, **options)
         fault = self.opts.get("fault")
         if fault:
-            from parity.backends.faults import get_fault
-
             try:
                 get_fault(fault)
             except KeyError as exc:

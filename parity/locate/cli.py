@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+from parity.contract.options import UsageError
+from parity.contract.stages import STAGE_NAMES
 from parity.running.runner import Run, assemble_result
 from parity.locate.run import locate_probes, locate_trace
 
@@ -27,11 +29,7 @@ def add_arguments(p) -> None:
 
 def run_locate(args, run: Run) -> int:
     """Print the root probe or root operation; 1 when one was named, 0 when nothing diverges."""
-    from parity.contract.stages import STAGE_NAMES
-
     if args.stage and args.stage not in STAGE_NAMES:
-        from parity.contract.options import UsageError
-
         raise UsageError(f"unknown stage {args.stage!r}; see 'parity stages'")
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     if args.trace or args.trace_against:
@@ -44,7 +42,7 @@ def run_locate(args, run: Run) -> int:
     if args.json or args.html:
         out = assemble_result(run, result.records, started_at=started, duration_s=time.perf_counter() - t0)
         out["locate"] = result.to_dict()
-        from parity.commands.cli import _outputs
+        from parity.commands.cli import _outputs  # the CLI imports this module: a call-time import breaks the cycle
 
         _outputs(args, out)
     return 1 if found else 0

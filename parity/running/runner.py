@@ -16,6 +16,7 @@ selected end-to-end map stage was compared; a run whose map stages compared noth
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 import time
 import traceback
 import uuid
@@ -24,17 +25,20 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from eryx.errors import EryxInputError, MemoryBudgetError
 
+from parity.backends import Backend, NotProvided, Session
+from parity.backends import resolve_backend as _backend  # the old private name, still imported by the commands
 from parity.comparison import engine as cmp
 from parity.comparison.checks import get_check
-from parity.backends import Backend, NotProvided, Session
-from parity.backends import resolve_backend as _backend  # noqa: F401 (the old private name, still imported)
-from parity.contract.spec import DEFAULT_PARAMS, RunSpec, default_grid, make_spec  # noqa: F401 (re-exported)
 from parity.contract.provenance import device_name, environment, git_commit  # noqa: F401 (re-exported)
-from parity.contract.stages import STAGES, Stage
-from parity.contract.tiers import resolve_tier
+from parity.contract.spec import DEFAULT_PARAMS, RunSpec, default_grid, make_spec  # noqa: F401 (re-exported)
+from parity.contract.stages import STAGE_NAMES, STAGES, Stage, get_stage, select
+from parity.contract.tiers import ActiveOverrides, resolve_tier, validate_overrides
+from parity.diagnosis import signatures as dg
+from parity.diagnosis.causes import annotate, first_failure
 
 #: Figures of divergence signatures are drawn for at most this many failing stages per run
 #: (the first ones: the root of a divergence comes first in phase order).
@@ -160,7 +164,6 @@ def make_run(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None, 
     """
     spec = spec or make_spec(fixture, samplings=samplings, params=params, device=device, dtype=dtype,
                              fixtures_dir=fixtures_dir)
-    from parity.contract.tiers import ActiveOverrides, validate_overrides
 
     active = tier_overrides if isinstance(tier_overrides, ActiveOverrides) else None
     try:  # fail here, not in the middle of the run
@@ -313,8 +316,6 @@ def diagnose_stage(stage: Stage, run: Run, tier, feed: Any = None) -> tuple[list
 
     Never changes a verdict; a stage kind without a reference pair gives no signature.
     """
-    from parity.diagnosis import signatures as dg
-
     if stage.kind == "eigenspace":
         ev, eV = run.reference_value("Winv"), run.reference_value(stage.reference_quantity)
         if feed is not None:
@@ -354,8 +355,6 @@ def diagnose_stage(stage: Stage, run: Run, tier, feed: Any = None) -> tuple[list
 
 
 def _attach_diagnosis(record: dict, stage: Stage, run: Run, feed: Any) -> None:
-    from parity.diagnosis import signatures as dg
-
     tier = stage_tier(stage, run)
     sigs, e, a = diagnose_stage(stage, run, tier, feed)
     record["diagnosis"] = [s.to_dict() for s in sigs]
@@ -475,10 +474,6 @@ def run_stages(run: Run, stages: Iterable[Stage], *, progress: bool | None = Non
     included). The verdict (diverged) and the first failure are those of the full run; the
     stages after it are not run and not in the list.
     """
-    import sys
-
-    from tqdm.auto import tqdm
-
     stages = list(stages)
     refuse_reference_input(run, stages)
     out = construction_records(run)
@@ -503,9 +498,6 @@ def verdict(stages: list[dict]) -> tuple[str, str | None, list[str]]:
 
     The first failure is the earliest in phase order (``parity.diagnosis.causes.first_failure``).
     """
-    from parity.diagnosis.causes import first_failure
-    from parity.contract.stages import STAGE_NAMES, get_stage
-
     failed = [r for r in stages if r["status"] in ("fail", "error")]
     incomplete = [r["name"] for r in stages if r["status"] == "not_comparable" and r["name"] in STAGE_NAMES
                   and get_stage(r["name"]).is_map]
@@ -533,7 +525,6 @@ def assemble_result(run: Run, stages: list[dict], *, started_at: str, duration_s
         key = str(rec["phase"])
         phase_timings[key] = phase_timings.get(key, 0.0) + rec["duration_s"]
     phase_timings.update({k: v for k, v in run.timings.items() if v is not None and k != "figures_left"})
-    from parity.diagnosis.causes import annotate
 
     annotate(stages)  # "root cause" / "inherited from STAGE" on every failing record (the input graph)
     outcome, first, incomplete = verdict(stages)
@@ -572,14 +563,11 @@ def merge_results(results: list[dict]) -> dict:
 
     Stages are put back in registry order and the verdict is recomputed from all of them.
     """
-    from parity.contract.stages import STAGE_NAMES
-
     if len(results) == 1:
         return results[0]
     base = dict(results[0])
     order = {name: i for i, name in enumerate(STAGE_NAMES)}
     stages = sorted((s for r in results for s in r["stages"]), key=lambda s: order.get(s["name"], -1))
-    from parity.diagnosis.causes import annotate
 
     annotate(stages)
     outcome, first, incomplete = verdict(stages)
@@ -610,8 +598,6 @@ def run_parity(fixture: str, *, phases: Sequence[int] | None = None, stage_names
     ``options`` go to :func:`make_run` (samplings, params, device, dtype, tier_overrides,
     fixtures_dir, fault, reference, candidate, reference_path, candidate_path, ...).
     """
-    from parity.contract.stages import select
-
     run = make_run(fixture, **options)
     return execute(run, select(phases, stage_names, skip), progress=progress, on_result=on_result)
 
