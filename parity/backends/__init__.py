@@ -14,10 +14,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from eryx.errors import EryxInputError
+
 from parity.backends.base import Backend, BuildFailure, NotProvided, Session, build_failure
 
 __all__ = ["Backend", "BuildFailure", "NotProvided", "Session", "build_failure", "ENTRY_POINT_GROUP",
-           "BUILTIN_BACKENDS", "registered_backends", "backend_registrations", "backend_clashes", "get_backend",
+           "BUILTIN_BACKENDS", "registered_backends", "backend_registrations", "backend_clashes", "get_backend", "resolve_backend",
            "BackendError"]
 
 ENTRY_POINT_GROUP = "eryx_parity.backends"
@@ -113,6 +115,23 @@ def get_backend(name: str, *, path: str | None = None, python: str | None = None
         raise BackendError(f"backend {name!r}: {target} returned {type(backend).__name__}, not a "
                            f"parity.backends.Backend")
     return backend
+
+
+def resolve_backend(which: str | Backend, path: str | None, python: str | None, options: dict,
+                    side: str) -> Backend:
+    """A backend given by name (or already built) for one side of a run (``side``: the option's name).
+
+    Raises
+    ------
+    EryxInputError
+        A usage error, named after the option: ``--reference: unknown backend ...``.
+    """
+    if isinstance(which, Backend):
+        return which
+    try:
+        return get_backend(which, path=path, python=python, **options)
+    except ValueError as exc:  # BackendError, a dump that cannot be read, a bad path
+        raise EryxInputError(f"--{side}: {exc}") from None
 
 
 def describe_backends() -> list[dict]:

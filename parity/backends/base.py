@@ -22,6 +22,7 @@ import traceback as _tb
 from typing import Any, Callable, ClassVar, Mapping
 
 from parity.contract.spec import RunSpec
+from parity.contract.quantities import QUANTITY_NAMES
 
 
 class NotProvided(Exception):
@@ -221,8 +222,6 @@ class Backend(abc.ABC):
         Default: every quantity of the contract (``parity.contract.quantities``); override it to
         declare fewer.
         """
-        from parity.contract.quantities import QUANTITY_NAMES
-
         return frozenset(QUANTITY_NAMES)
 
     def provides(self) -> frozenset[str]:

@@ -30,12 +30,16 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from eryx.errors import format_bytes
+from eryx.probes import listen
 from eryx.validation import default_memory_limit
 
-from parity.storage.outputs import json_safe
+from parity.storage.outputs import check_output_path, json_safe
+from parity.contract.provenance import environment as _environment
 from parity.contract.quantities import QUANTITY_NAMES
 from parity.contract.spec import RunSpec
 from parity.backends.base import Backend, BuildFailure, NotProvided, Session
+from parity.backends.probe_recorder import ProbeRecorder
+from parity.comparison.engine import as_numpy
 
 DUMP_SCHEMA = "eryx-parity-dump"
 DUMP_SCHEMA_VERSION = 1
@@ -52,8 +56,6 @@ class DumpedError(RuntimeError):
 
 def to_numpy(value: Any) -> np.ndarray:
     """A quantity as a NumPy array (torch tensors detached, conjugation resolved)."""
-    from parity.comparison.engine import as_numpy
-
     return np.asarray(as_numpy(value))
 
 
@@ -103,8 +105,6 @@ def write_dump(session: Session, path: str | os.PathLike, *, names: Iterable[str
     ``probes``: also record the named probes of the construction and of the map
     (``parity.locate``), stored as ``probe*`` entries listed in ``manifest["probes"]``.
     """
-    from parity.storage.outputs import check_output_path
-
     path = Path(path)
     check_output_path(path)
     t0 = time.perf_counter()
@@ -129,10 +129,6 @@ def write_dump(session: Session, path: str | os.PathLike, *, names: Iterable[str
 
 def _record_probes(session: Session) -> tuple[list, dict]:
     """The probes of ``session``'s construction and map: (metadata, arrays) for the dump."""
-    from eryx.probes import listen
-
-    from parity.locate.probes import ProbeRecorder
-
     rec = ProbeRecorder()
     session.want_probes = True  # type: ignore[attr-defined]  (subprocess adapters)
     with listen(rec):
@@ -145,12 +141,6 @@ def _record_probes(session: Session) -> tuple[list, dict]:
     if foreign is not None and foreign() is not None:
         rec.records = list(foreign())
     return rec.to_arrays()
-
-
-def _environment() -> dict:
-    from parity.running.runner import environment
-
-    return environment()
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -330,8 +320,6 @@ class DumpSession(Session):
         meta = self.backend.manifest.get("probes")
         if meta is None:
             return None
-        from parity.locate.probes import ProbeRecorder
-
         with np.load(self.backend.path, allow_pickle=False) as data:
             return ProbeRecorder.from_arrays(meta, data).records
 

@@ -27,6 +27,7 @@ from eryx.errors import MemoryBudgetError, UndefinedADPError
 from eryx.probes import probe
 from eryx.validation import check_sampling
 
+from parity.contract.provenance import git_commit
 from parity.contract.spec import PROBE_CELL, RunSpec
 from parity.backends.base import TIMED_PHASES, Backend, NotProvided, Session
 
@@ -281,8 +282,6 @@ class NumpyBackend(Backend):
         return NumpySession(self, spec)
 
     def info(self) -> dict:
-        from parity.running.runner import git_commit
-
         try:
             version = importlib.metadata.version("eryx-parity")
         except importlib.metadata.PackageNotFoundError:

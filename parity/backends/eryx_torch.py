@@ -31,9 +31,11 @@ from eryx import models_torch as tm
 from eryx import functional_torch as st
 from eryx.build import run_build_steps
 
+from parity.contract.provenance import git_commit
 from parity.contract.spec import PROBE_CELL, RunSpec
 from parity.backends.base import TIMED_PHASES, Backend, NotProvided, Session
 from parity.backends.eryx_numpy import gemmi_free_F_hkl
+from parity.backends.faults import get_fault, inject
 
 _TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 #: The model's build steps (``OnePhonon.BUILD_STEPS``, :mod:`eryx.build`) that
@@ -48,8 +50,6 @@ class TorchSession(Session):
 
     @contextlib.contextmanager
     def _injected(self) -> Iterator[None]:
-        from parity.backends.faults import inject
-
         with inject(self.backend.opts.get("fault")):
             yield
 
@@ -355,8 +355,16 @@ def _cf_grad_q(s, q_grid, hessian, Amat, xyz, ADP):
     return s._grad_q({"q_grid": q_grid, "hessian": hessian, "Amat": Amat, "xyz": xyz, "ADP": ADP})
 
 
+#: Quantity -> its cross-feed ``fn(session, *inputs)``: the candidate's computation of the
+#: quantity on given inputs (their names are the function's parameters, in order).
+#: Written out, not gathered by name: a function is a cross-feed because it is listed here.
 CROSSFEED: dict[str, Callable[..., Any]] = {
-    name.removeprefix("_cf_"): fn for name, fn in dict(globals()).items() if name.startswith("_cf_")
+    "hkl_grid": _cf_hkl_grid, "d_spacing": _cf_d_spacing, "q_grid": _cf_q_grid, "res_mask": _cf_res_mask,
+    "kvec": _cf_kvec, "kvec_norm": _cf_kvec_norm, "bz_index": _cf_bz_index, "Amat": _cf_Amat,
+    "M_allatoms": _cf_M_allatoms, "Mmat": _cf_Mmat, "Linv": _cf_Linv, "form_factors": _cf_form_factors,
+    "structure_factors": _cf_structure_factors, "hessian": _cf_hessian, "K": _cf_K, "D": _cf_D, "Winv": _cf_Winv,
+    "V": _cf_V, "U": _cf_U, "Kinv": _cf_Kinv, "ADP": _cf_ADP, "covar": _cf_covar, "Id": _cf_Id,
+    "mode_maps": _cf_mode_maps, "Id_data_adp": _cf_Id_data_adp, "grad_q": _cf_grad_q,
 }
 
 
@@ -377,8 +385,6 @@ class TorchBackend(Backend):
         super().__init__(path=path, python=python, **options)
         fault = self.opts.get("fault")
         if fault:
-            from parity.backends.faults import get_fault
-
             try:
                 get_fault(fault)
             except KeyError as exc:
@@ -405,8 +411,6 @@ class TorchBackend(Backend):
         return TorchSession(self, spec)
 
     def info(self) -> dict:
-        from parity.running.runner import git_commit
-
         try:
             version = importlib.metadata.version("eryx-parity")
         except importlib.metadata.PackageNotFoundError:

@@ -60,6 +60,7 @@ import numpy as np
 
 from parity.contract.spec import RunSpec
 from parity.backends.base import Backend, BuildFailure, NotProvided, Session
+from parity.backends.probe_recorder import ProbeRecorder
 
 #: Seconds one quantity may take in the worker (generous: mode_maps on a standard grid
 #: is n_dof full maps).
@@ -472,8 +473,6 @@ class ExternalSession(Session):
         meta = Path(self.outdir or "") / "probes.json"
         if not self.outdir or not meta.is_file():
             return None
-        from parity.locate.probes import ProbeRecorder
-
         with np.load(Path(self.outdir) / "probes.npz", allow_pickle=False) as arrays:
             return ProbeRecorder.from_arrays(json.loads(meta.read_text(encoding="utf-8")), arrays).records
 

@@ -22,8 +22,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from parity.backends import Backend, NotProvided
+from eryx import structure
+
+from parity.backends import Backend, NotProvided, resolve_backend
 from parity.contract.quantities import QUANTITIES, Quantity
+from parity.contract.spec import make_spec
+from parity.contract.tiers import resolve_tier
 
 #: Precision every real / complex quantity must have in a run of each dtype.
 _REAL = {"float64": (np.float64,), "float32": (np.float32,)}
@@ -167,8 +171,6 @@ def _relative(x: np.ndarray) -> float:
 
 def _convention(name: str, arr: np.ndarray, spec, crystal) -> str | None:
     """Conventions the value alone decides (index order, triangularity, symmetry)."""
-    from parity.contract.tiers import resolve_tier
-
     def small(x: np.ndarray, of: np.ndarray, tier: str) -> bool:
         # judged normwise against the value's own scale, with the stage's tier in this precision
         t = resolve_tier(tier, spec.dtype, stage=name)
@@ -241,14 +243,9 @@ def check_backend(backend: str | Backend, *, fixture: str = "synthetic", dtype: 
         ``.ok`` is False when construction failed or a provided quantity violates the
         contract. Usage errors (unknown backend, bad option) raise EryxInputError.
     """
-    from eryx import structure
-
-    from parity.running.runner import _backend
-    from parity.contract.spec import make_spec
-
     t0 = time.perf_counter()
     spec = make_spec(fixture, device=device, dtype=dtype)
-    b = _backend(backend, path, python, dict(options or {}), "check")
+    b = resolve_backend(backend, path, python, dict(options or {}), "check")
     report = ContractReport(backend=b.name or str(backend), fixture=fixture, dtype=dtype)
     crystal = structure.load_crystal(spec.pdb_path, spec.params.get("expand_p1", True))
     symbols = shape_symbols(spec, crystal.xyz.shape[0], crystal.xyz.shape[1])

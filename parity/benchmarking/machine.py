@@ -159,7 +159,7 @@ def machine_info(devices: Sequence[str]) -> dict:
     import scipy
     import torch
 
-    from parity.running.runner import git_commit
+    from parity.contract.provenance import git_commit
 
     try:
         usable = len(os.sched_getaffinity(0))

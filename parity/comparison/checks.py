@@ -1,45 +1,41 @@
-"""The check kinds: a stage that carries its own check (:attr:`Stage.check`).
+"""The checks a stage may name: invariants and outside oracles, by name, in one table.
 
-An invariant checks the candidate alone against a property it must have (K Hermitian,
-Friedel symmetry, ...: :mod:`parity.comparison.invariants`); an oracle checks the
-reference against code neither backend uses (gemmi: :mod:`parity.comparison.oracles`).
-Neither compares a computation the cross-feed could re-run, and neither has a reference
-pair to diagnose.
+The stage registry (``parity.contract.stages``) declares a check by name
+(``Stage(..., kind="invariant", check="friedel")``); the runner looks the function up
+here and calls it as ``check(run, tier)`` with a narrow view of the run
+(:class:`parity.contract.run_view.CheckView`) and the stage's resolved tier. The registry
+thus never imports the checks, and the checks never import the registry or the runner.
 """
-
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import Callable, Mapping
 
-from parity.comparison.common import Comparison
-from parity.comparison.comparator import Comparator, RunView, Setting
+from parity.comparison import invariants, oracles
+from parity.comparison.engine import Comparison
+from parity.contract.run_view import CheckView
+from parity.contract.tiers import Tier
 
-if TYPE_CHECKING:  # pragma: no cover
-    from parity.contract.stages import Stage
+#: A check: (view of the run, the stage's tier) -> its outcome.
+Check = Callable[[CheckView, Tier], Comparison]
 
-__all__ = ["CheckKind", "InvariantKind", "OracleKind"]
-
-
-class CheckKind(Comparator):
-    """A stage judged by its own ``check(run)``; a single check over many elements counts as one."""
-
-    computes = False
-
-    def compare(self, stage: "Stage", run: RunView, setting: Setting, feed: Any = None) -> Comparison:
-        return stage.check(run)
-
-    def count_units(self, n_total: Any) -> tuple[str, str]:
-        return ("checks", "elements") if n_total == 1 else ("elements", "elements")
-
-
-class InvariantKind(CheckKind):
-    """A property of the candidate alone (no reference read)."""
-
-    name = "invariant"
-    needs_reference = False
+CHECKS: Mapping[str, Check] = MappingProxyType({
+    # outside oracles: the reference against gemmi
+    "structure": oracles.check_structure,
+    "p1": oracles.check_p1,
+    "gemmi_sf": oracles.check_gemmi_sf,
+    # invariants: the candidate alone
+    "K_hermitian": invariants.check_K_hermitian,
+    "zero_modes": invariants.check_zero_modes,
+    "nonnegative": invariants.check_nonnegative,
+    "friedel": invariants.check_friedel,
+    "qvectors_sample": invariants.check_qvectors_sample,
+})
 
 
-class OracleKind(CheckKind):
-    """The reference against an outside implementation."""
-
-    name = "oracle"
+def get_check(name: str) -> Check:
+    """The check called ``name`` (KeyError listing the known names)."""
+    try:
+        return CHECKS[name]
+    except KeyError:
+        raise KeyError(f"unknown check {name!r}; known checks: {', '.join(CHECKS)}") from None

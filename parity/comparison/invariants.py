@@ -1,21 +1,26 @@
 """Checks that need no reference: what must hold for any correct implementation.
 
-Each check reads the candidate's quantities through the run (``run.candidate_value``) and
-returns a :class:`parity.comparison.engine.Comparison`. They run where no reference is available
-(a dense reference that does not fit in memory), and they can fail on their own.
+Each check is called as ``check(run, tier)``: ``run`` a narrow view of the run
+(:class:`parity.contract.run_view.CheckView`: the spec and each side's quantities), ``tier``
+the stage's own tier, resolved by the runner for this run's precision and overrides (most
+invariants carry their own limits and ignore it). A check reads the candidate's quantities
+(``run.candidate_value``) and returns a :class:`parity.comparison.common.Comparison`. They
+run where no reference is available (a dense reference that does not fit in memory), and
+they can fail on their own. The stage registry names its check; ``parity.comparison.checks``
+maps the names to these functions.
 """
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from parity.comparison.engine import Comparison, compare_arrays
-from parity.contract.tiers import resolve_tier
+from eryx.contacts import find_contacts
+from eryx.models import bz_fractions
 
-if TYPE_CHECKING:  # pragma: no cover
-    from parity.running.runner import Run
+from parity.comparison.engine import Comparison, compare_arrays
+from parity.contract.run_view import CheckView
+from parity.contract.tiers import Tier
 
 #: Supercell numbering (ALGORITHM.md section 2): nested loops over (-1, 0, 1), l fastest.
 CELL_HKL = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.int64)
@@ -41,7 +46,7 @@ def not_applicable(message: str) -> Comparison:
     return invariant(False, 0.0, 0.0, message, comparable=False, reason=message)
 
 
-def check_K_hermitian(run: "Run") -> Comparison:
+def check_K_hermitian(run: CheckView, tier: Tier) -> Comparison:
     """K(k) is Hermitian at every BZ point."""
     K = run.candidate_value("K")
     if K.size == 0:
@@ -70,16 +75,12 @@ def expected_zero_modes(asu_xyz: np.ndarray, cell_origin: np.ndarray, cutoff: fl
     (n_bz,) int array, or None when a component's cycles span fewer than 2 dimensions
     (a chain or a finite cluster: rigid rotations are soft too, the count is not predictable).
     """
-    from eryx.contacts import find_contacts
-
     contacts = find_contacts(np.asarray(asu_xyz, dtype=float), np.asarray(cell_origin, dtype=float), cutoff)
     n_asu = asu_xyz.shape[0]
     adjacency: list[list] = [[] for _ in range(n_asu)]
     for i, cell, j in set(zip(contacts["i"].tolist(), contacts["c"].tolist(), contacts["j"].tolist())):
         adjacency[i].append((j, CELL_HKL[cell]))
         adjacency[j].append((i, -CELL_HKL[cell]))
-    from eryx.models import bz_fractions
-
     frac = bz_fractions(oversampling).reshape(-1, 3)
     expected = np.zeros(len(frac), dtype=np.int64)
     offset: dict[int, np.ndarray] = {}
@@ -103,7 +104,7 @@ def expected_zero_modes(asu_xyz: np.ndarray, cell_origin: np.ndarray, cutoff: fl
     return expected
 
 
-def check_zero_modes(run: "Run") -> Comparison:
+def check_zero_modes(run: CheckView, tier: Tier) -> Comparison:
     """Exactly the zero modes the contact network predicts: three at k = 0, none elsewhere."""
     Winv = run.candidate_value("Winv")
     n_dof = Winv.shape[-1]
@@ -121,7 +122,7 @@ def check_zero_modes(run: "Run") -> Comparison:
                      n_compared=len(counts))
 
 
-def _finite_map(run: "Run", what: str) -> tuple[np.ndarray, np.ndarray] | Comparison:
+def _finite_map(run: CheckView, what: str) -> tuple[np.ndarray, np.ndarray] | Comparison:
     Id = run.candidate_value("Id")
     finite = np.isfinite(Id)
     if not finite.any():
@@ -129,7 +130,7 @@ def _finite_map(run: "Run", what: str) -> tuple[np.ndarray, np.ndarray] | Compar
     return Id, finite
 
 
-def check_nonnegative(run: "Run") -> Comparison:
+def check_nonnegative(run: CheckView, tier: Tier) -> Comparison:
     """Id >= 0 off the Bragg points (it is a sum of |F V|^2 / w^2)."""
     got = _finite_map(run, "Id_nonnegative")
     if isinstance(got, Comparison):
@@ -146,7 +147,7 @@ def check_nonnegative(run: "Run") -> Comparison:
                      n_compared=values.size)
 
 
-def check_friedel(run: "Run") -> Comparison:
+def check_friedel(run: CheckView, tier: Tier) -> Comparison:
     """Friedel symmetry Id(q) = Id(-q) on a grid symmetric about the origin."""
     if not all(lo == -hi for lo, hi, _ in run.spec.samplings):
         return not_applicable("the grid is not symmetric about the origin: Friedel pairs not sampled")
@@ -169,13 +170,10 @@ def check_friedel(run: "Run") -> Comparison:
                      f"{'match' if nan_ok else 'DIFFER'}", n_compared=int(pairs.sum()))
 
 
-def check_qvectors_sample(run: "Run") -> Comparison:
-    """The arbitrary-q path equals the grid path of the same backend at sampled grid points."""
+def check_qvectors_sample(run: CheckView, tier: Tier) -> Comparison:
+    """The arbitrary-q path equals the grid path of the same backend at sampled grid points (within ``tier``)."""
     got = run.candidate_value("Id_q_sample")
     want = run.candidate_value("Id")[run.spec.q_sample]
-    from parity.contract.stages import get_stage  # the registry declares the tier; importing at call time avoids a cycle
-
-    tier = resolve_tier(get_stage("qvectors_sample").tier, run.spec.dtype, run.tier_overrides, stage="qvectors_sample")
     cmp = compare_arrays(got, want, tier, name="Id_q_sample vs Id", require_nonzero=True)
     cmp.kind = "invariant"
     return cmp

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from parity.comparison.arrays import ArrayKind, ExactKind, GradientKind
-from parity.comparison.checks import InvariantKind, OracleKind
+from parity.comparison.check_kinds import InvariantKind, OracleKind
 from parity.comparison.comparator import Comparator
 from parity.comparison.dtypes import DtypeKind
 from parity.comparison.eigenspaces import EigenspaceKind

@@ -12,24 +12,25 @@ checks judge the *reference* side against gemmi directly:
   documented convention (ALGORITHM.md 1.5), ASUs matched in any order;
 - ``gemmi_oracle``: structure factors at integer reflections against gemmi's
   ``StructureFactorCalculatorX`` (from the reference's own coordinates).
+
+Each is called as ``check(run, tier)`` like an invariant (``parity.comparison.invariants``):
+``run`` the narrow view :class:`parity.contract.run_view.CheckView`, ``tier`` the stage's
+own tier (``oracle_symmetry``, ``oracle_gemmi``: the same in every precision).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+import gemmi
 import numpy as np
 
 from parity.comparison.engine import Comparison, compare_arrays
 from parity.comparison.invariants import invariant, not_applicable
-from parity.contract.tiers import resolve_tier
-
-if TYPE_CHECKING:  # pragma: no cover
-    from parity.running.runner import Run
+from parity.contract.run_view import CheckView
+from parity.contract.tiers import Tier
 
 
-def _gemmi_structure(path: str):
-    import gemmi
-
+def _gemmi_structure(path: str) -> gemmi.Structure:
     st = gemmi.read_pdb(str(path))
     st.remove_alternative_conformations()
     st.remove_hydrogens()
@@ -38,9 +39,7 @@ def _gemmi_structure(path: str):
     return st
 
 
-def _file_or_none(run: "Run") -> str | None:
-    from pathlib import Path
-
+def _file_or_none(run: CheckView) -> str | None:
     path = Path(run.spec.pdb_path)
     return str(path) if path.is_file() else None
 
@@ -75,10 +74,8 @@ def gemmi_p1(path: str, expand: bool = True) -> tuple[np.ndarray, np.ndarray, in
     return np.array(out), cell, len(out)
 
 
-def check_structure(run: "Run") -> Comparison:
-    """Cell and ASU count of the reference against gemmi's reading of the file."""
-    import gemmi
-
+def check_structure(run: CheckView, tier: Tier) -> Comparison:
+    """Cell and ASU count of the reference against gemmi's reading of the file (exact: ``tier`` unused)."""
     path = _file_or_none(run)
     if path is None:
         return not_applicable(f"the fixture file {run.spec.pdb_path} is not available here")
@@ -96,14 +93,13 @@ def check_structure(run: "Run") -> Comparison:
                      f"{n_ops} operations of {sg.hm if sg else 'an unknown space group'}", n_compared=7)
 
 
-def check_p1(run: "Run") -> Comparison:
-    """The reference's P1-expanded coordinates against gemmi's operations (ASUs in any order)."""
+def check_p1(run: CheckView, tier: Tier) -> Comparison:
+    """The reference's P1-expanded coordinates against gemmi's operations within ``tier`` (ASUs in any order)."""
     path = _file_or_none(run)
     if path is None:
         return not_applicable(f"the fixture file {run.spec.pdb_path} is not available here")
     want, _, n_ops = gemmi_p1(path, run.spec.params.get("expand_p1", True))
     got = run.reference_value("xyz")
-    tier = resolve_tier("oracle_symmetry", "float64", run.tier_overrides)
     if got.shape != want.shape:
         return invariant(False, np.inf, 0.0, f"P1 expansion has shape {got.shape}; gemmi's {n_ops} operations "
                          f"give {want.shape}", n_compared=0)
@@ -121,9 +117,7 @@ def check_p1(run: "Run") -> Comparison:
     return result
 
 
-def _gemmi_sf(run: "Run") -> np.ndarray:
-    import gemmi
-
+def _gemmi_sf(run: CheckView) -> np.ndarray:
     xyz = run.reference_value("xyz").reshape(-1, 3)
     cell = run.reference_value("cell")
     path = _file_or_none(run)
@@ -150,11 +144,10 @@ def _gemmi_sf(run: "Run") -> np.ndarray:
                     dtype=complex)
 
 
-def check_gemmi_sf(run: "Run") -> Comparison:
-    """Reference F at integer hkl (B = 0) against gemmi's StructureFactorCalculatorX."""
+def check_gemmi_sf(run: CheckView, tier: Tier) -> Comparison:
+    """Reference F at integer hkl (B = 0) against gemmi's StructureFactorCalculatorX, within ``tier``."""
     if _file_or_none(run) is None:
         return not_applicable(f"the fixture file {run.spec.pdb_path} is not available here")
-    tier = resolve_tier("oracle_gemmi", "float64", run.tier_overrides)
     result = compare_arrays(run.reference_value("F_hkl"), _gemmi_sf(run), tier, name="F_hkl vs gemmi")
     result.kind = "oracle"
     return result

@@ -28,23 +28,22 @@ difference between the two backends' ``D`` dominates.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from parity.running.runner import Run
+from parity.comparison.eigenspaces import cluster_eigenvalues
+from parity.contract.run_view import RunView
+from parity.contract.tiers import TIERS, resolve_tier
 
 
-def _delta_d(run: "Run", n: int, d_terms: int, eps: float) -> np.ndarray:
+def _delta_d(run: RunView, n: int, d_terms: int, eps: float) -> np.ndarray:
     """``||Delta D||_2`` per BZ point, (n_bz,); D's tier bound where the candidate gives no D."""
     d_ref = np.asarray(run.reference_value("D")).reshape(-1, n, n)
     norms = np.linalg.norm(d_ref, 2, axis=(1, 2))
     # The most D may differ and still pass its own tier (normwise: every element within
     # atol max|D|, so the 2-norm within n atol max|D|): a larger difference fails the D
     # stage and must not widen the map's allowance.
-    from parity.contract.tiers import resolve_tier
-
     d_tier = resolve_tier("tight", run.dtype, run.tier_overrides).scaled(d_terms, eps)
     cap = n * d_tier.atol * float(np.max(np.abs(d_ref)))
     try:
@@ -57,12 +56,12 @@ def _delta_d(run: "Run", n: int, d_terms: int, eps: float) -> np.ndarray:
     return np.full(len(norms), cap)
 
 
-def cluster_map_bound(run: "Run", rank: int, d_terms: int, eps: float) -> float | None:
+def cluster_map_bound(run: RunView, rank: int, d_terms: int, eps: float) -> float | None:
     """First-order bound on the cluster map's difference, relative to its maximum.
 
     Parameters
     ----------
-    run : Run
+    run : RunView
         Gives the reference's ``Winv`` (n_bz, n_dof), ``mode_maps`` (n_q, n_dof),
         ``bz_index`` (n_q,) and ``D``, and the candidate's ``D``.
     rank : int
@@ -78,8 +77,6 @@ def cluster_map_bound(run: "Run", rank: int, d_terms: int, eps: float) -> float 
         ``max_q bound(q) / max_q |map(q)|`` (module docstring); None where the map is
         zero or non-finite everywhere (nothing to scale).
     """
-    from parity.comparison.engine import cluster_eigenvalues
-
     W = np.asarray(run.reference_value("Winv"))
     n = W.shape[-1]
     W = W.reshape(-1, n).real
@@ -112,9 +109,9 @@ def cluster_map_bound(run: "Run", rank: int, d_terms: int, eps: float) -> float 
     return bound / scale if scale > 0 else None
 
 
-def cluster_terms(rank_of: Callable[[int], int], d_terms: Callable[["Run"], int | None]):
+def cluster_terms(rank_of: Callable[[int], int], d_terms: Callable[[RunView], int | None]):
     """A stage's ``terms``: :func:`cluster_map_bound` over the working precision's eps."""
-    def terms(run: "Run") -> int | None:
+    def terms(run: RunView) -> int | None:
         eps = float(np.finfo(np.dtype(run.dtype)).eps)
         n = np.asarray(run.reference_value("Winv")).shape[-1]
         rel = cluster_map_bound(run, rank_of(n), d_terms(run) or 1, eps)
@@ -130,7 +127,7 @@ def cluster_terms(rank_of: Callable[[int], int], d_terms: Callable[["Run"], int 
 KAPPA_MEASURED = 5.57
 
 
-def position_conditioning(run: "Run") -> float:
+def position_conditioning(run: RunView) -> float:
     """``max|x| / max|x - com|`` over the P1-expanded atoms (com per ASU), dimensionless.
 
     Centring (``x - com``, the rigid-body arms of A) and phases (``q . x``) lose
@@ -145,7 +142,7 @@ def position_conditioning(run: "Run") -> float:
     return far / centred if centred > 0 else 1.0
 
 
-def far_terms(base: Callable[["Run"], int | None] | None = None):
+def far_terms(base: Callable[[RunView], int | None] | None = None):
     """A stage's ``terms`` scaled by ``kappa / KAPPA_MEASURED`` where that exceeds 1.
 
     Within the measured range of :func:`position_conditioning` the terms are ``base``'s
@@ -155,9 +152,7 @@ def far_terms(base: Callable[["Run"], int | None] | None = None):
     factor 303): Amat, Mmat, structure_factors, hessian, K, D differ by 3e-5-0.05 of
     the scaled allowance (docs/hostile-input.md).
     """
-    from parity.contract.tiers import TIERS
-
-    def terms(run: "Run") -> int | None:
+    def terms(run: RunView) -> int | None:
         n = base(run) if base else None
         factor = position_conditioning(run) / KAPPA_MEASURED
         if not factor > 1.0:

@@ -19,6 +19,8 @@ from eryx.errors import EryxInputError
 from eryx.fixtures import resolve_fixture
 from eryx.validation import check_common, check_sampling
 
+from parity.contract.devices import check_device
+
 #: Grids used when the caller names none. Each has an odd oversampling on at least one
 #: axis: at oversampling <= 2 every k-point is its own Friedel mate (k = -k modulo the
 #: reciprocal lattice), K(k) is real, and sign errors in a phase (k.r, q.r, a missing
@@ -205,8 +207,6 @@ def make_spec(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None,
               params: Mapping[str, Any] | None = None, device: str = "cpu", dtype: str = "float64",
               fixtures_dir: str | None = None) -> RunSpec:
     """Resolve the fixture and validate every option (raises EryxInputError in one line)."""
-    from parity.contract.devices import check_device
-
     check_device(device)  # the one device check, before any backend runs
     pdb = resolve_fixture(fixture, fixtures_dir)
     samplings = samplings or default_grid(fixture)

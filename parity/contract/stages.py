@@ -16,17 +16,17 @@ reference against code neither backend uses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from parity.comparison import invariants as inv
-from parity.comparison import oracles
-from parity.comparison.kinds import KIND_NAMES, Comparator, get_kind
-from parity.contract.conditioning import far_terms
+from eryx.contacts import find_contacts
 
-if TYPE_CHECKING:  # pragma: no cover
-    from parity.running.runner import Run
+from parity.comparison.kinds import KIND_NAMES, Comparator, get_kind
+
+from parity.comparison.eigenspaces import cluster_eigenvalues
+from parity.contract.conditioning import cluster_terms, far_terms
+from parity.contract.run_view import RunView
 
 #: The comparison kinds' names (the registry, :mod:`parity.comparison.kinds`, owns them).
 KINDS = KIND_NAMES
@@ -64,7 +64,9 @@ class Stage:
         input graph that tells root causes from inherited failures (``parity.diagnosis.causes``).
     derive : callable (run, side, value) -> value, optional
         A harness-side transformation of each side's quantity (e.g. cluster sums).
-    check : callable (run) -> Comparison, for invariants and oracles.
+    check : str
+        For invariants and oracles: the name of the check in ``parity.comparison.checks``
+        (called as ``check(run, tier)`` with the stage's resolved tier).
     vacuous : callable (run) -> str or None, optional
         Why comparing this stage would be vacuous in this run (nothing to compare), or None.
     axes : tuple of str, optional
@@ -94,13 +96,13 @@ class Stage:
     inputs: tuple[str, ...] = ()
     recomputes: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
-    derive: Callable[["Run", str, Any], Any] | None = None
-    check: Callable[["Run"], Any] | None = None
-    vacuous: Callable[["Run"], str | None] | None = None
+    derive: Callable[[RunView, str, Any], Any] | None = None
+    check: str | None = None
+    vacuous: Callable[[RunView], str | None] | None = None
     axes: tuple[str, ...] | None = None
     matrix_axes: Any = None
     view: tuple[int, ...] | None = None
-    terms: Callable[["Run"], int | None] | None = None
+    terms: Callable[[RunView], int | None] | None = None
     require_nonzero: bool = False
     comparator: Comparator = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
@@ -151,8 +153,6 @@ def cluster_map(mode_maps: np.ndarray, Winv: np.ndarray, bz_index: np.ndarray, r
         Eigenvalues defining the clusters (the reference's, for both sides).
     bz_index : (n_q,) int
     """
-    from parity.comparison.engine import cluster_eigenvalues
-
     out = np.full(mode_maps.shape[0], np.nan)
     for b in range(Winv.shape[0]):
         members = next(cl for cl in cluster_eigenvalues(Winv[b], rel_gap=rel_gap) if rank in cl)
@@ -167,7 +167,7 @@ def _rank_last(n_dof: int) -> int:
 
 def _cluster(rank_of: Callable[[int], int]):
     """Both sides' mode maps summed over the reference's clusters, so both sum the same modes."""
-    def derive(run: "Run", side: str, mode_maps: Any) -> np.ndarray:
+    def derive(run: RunView, side: str, mode_maps: Any) -> np.ndarray:
         Winv = run.reference_value("Winv")
         n_dof = Winv.shape[-1]
         return cluster_map(np.asarray(mode_maps), Winv.reshape(-1, n_dof), run.reference_value("bz_index"),
@@ -178,12 +178,10 @@ def _cluster(rank_of: Callable[[int], int]):
 def _cluster_terms(rank_of: Callable[[int], int]):
     """Size-scaling terms of a cluster map: its first-order perturbation bound under the
     two backends' difference in D (:mod:`parity.contract.conditioning`) over eps."""
-    from parity.contract.conditioning import cluster_terms
-
     return cluster_terms(rank_of, lambda run: _terms(N_CELL + D_EXTRA)(run))
 
 
-def _no_finite_map(run: "Run") -> str | None:
+def _no_finite_map(run: RunView) -> str | None:
     """The gradient of sum(finite Id) is vacuously 0 when the map has no finite point."""
     if not np.isfinite(run.reference_value("Id")).any():
         return "the map has no finite point (every grid point at a Bragg k or outside the resolution limit): " \
@@ -191,7 +189,7 @@ def _no_finite_map(run: "Run") -> str | None:
     return None
 
 
-def _no_gradient_sample(run: "Run") -> str | None:
+def _no_gradient_sample(run: RunView) -> str | None:
     if len(run.spec.grad_q_sample) == 0:
         return "no grid point off k = 0: d Id / d q has no sample point"
     return None
@@ -204,21 +202,18 @@ N_CELL = 27
 D_EXTRA = 2 * 6
 
 
-def _contacts(run: "Run") -> dict | None:
+def _contacts(run: RunView) -> dict | None:
     """The contact network of the reference's structure (computed once per run), or None."""
-    key = ("harness", "contacts")
-    if key not in run._values:
-        from eryx.contacts import find_contacts
-
+    def compute() -> dict | None:
         try:
-            run._values[key] = find_contacts(run.reference_value("asu_xyz"), run.reference_value("cell_origin"),
-                                             run.spec.params["gnm_cutoff"])
+            return find_contacts(run.reference_value("asu_xyz"), run.reference_value("cell_origin"),
+                                 run.spec.params["gnm_cutoff"])
         except Exception:
-            run._values[key] = None
-    return run._values[key]
+            return None
+    return run.cached("contacts", compute)
 
 
-def _per_atom(run: "Run") -> int | None:
+def _per_atom(run: RunView) -> int | None:
     """Most contacts of one atom: the terms of a diagonal entry of the all-atom Hessian."""
     c = _contacts(run)
     if c is None:
@@ -227,7 +222,7 @@ def _per_atom(run: "Run") -> int | None:
     return int(np.bincount(c["i"] * n_at + c["a"]).max()) if c["i"].size else 1
 
 
-def _per_asu(run: "Run") -> int | None:
+def _per_asu(run: RunView) -> int | None:
     """Most contacts of one ASU: each adds a term to its diagonal block of the projected Hessian."""
     c = _contacts(run)
     if c is None:
@@ -236,13 +231,13 @@ def _per_asu(run: "Run") -> int | None:
 
 
 def _terms(extra: int):
-    def terms(run: "Run") -> int | None:
+    def terms(run: RunView) -> int | None:
         n = _per_asu(run)
         return None if n is None else n + extra
     return terms
 
 
-def _atoms_per_asu(run: "Run") -> int | None:
+def _atoms_per_asu(run: RunView) -> int | None:
     return int(run.reference_value("asu_xyz").shape[1])
 
 
@@ -275,9 +270,9 @@ STAGES: tuple[Stage, ...] = (
           quantity="dtypes"),
     # ---- phase 2: matrices and scattering
     Stage("structure_oracle", 2, "exact", "oracle", "cell and ASU count vs gemmi's reading of the file",
-          check=oracles.check_structure),
+          check="structure"),
     Stage("p1_oracle", 2, "oracle_symmetry", "oracle", "reference P1 expansion vs gemmi's space-group operations and packing",
-          check=oracles.check_p1),
+          check="p1"),
     Stage("xyz", 2, "tight", "array", "P1-expanded coordinates (A)", axes=("ASU", "atom", "xyz"), matrix_axes=()),
     Stage("asu_xyz", 2, "tight", "array", "reference-cell ASU coordinates (A)", axes=("ASU", "atom", "xyz"),
           matrix_axes=(), recomputes=("xyz",)),
@@ -298,7 +293,7 @@ STAGES: tuple[Stage, ...] = (
           terms=far_terms(_atoms_per_asu)),
     Stage("gemmi_oracle", 2, "oracle_gemmi", "oracle",
           "reference structure factors at integer hkl (B = 0) vs gemmi's StructureFactorCalculatorX",
-          quantity="F_hkl", check=oracles.check_gemmi_sf),
+          quantity="F_hkl", check="gemmi_sf"),
     # ---- phase 3: phonons and covariance
     # tight, not exact: the diagonal sums the gammas in another order than the reference.
     Stage("hessian_allatoms", 3, "tight", "array", "dense all-atom GNM Hessian",
@@ -324,10 +319,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("ADP", 3, "decomposition", "array", "scaled atomic displacement parameters",
           inputs=("Kinv", "kvec", "cell_origin", "Amat", "adp"), recomputes=("covar",), axes=("atom",),
           terms=_terms(N_CELL)),
-    Stage("K_hermitian", 3, "exact", "invariant", "K(k) is Hermitian", check=inv.check_K_hermitian,
+    Stage("K_hermitian", 3, "exact", "invariant", "K(k) is Hermitian", check="K_hermitian",
           reads=("K",)),
     Stage("zero_modes", 3, "exact", "invariant", "exactly the zero modes the contact network predicts "
-          "(three at k = 0)", check=inv.check_zero_modes,
+          "(three at k = 0)", check="zero_modes",
           reads=("Winv",)),
     # ---- phase 4: intensity
     Stage("Id", 4, "end_to_end", "array", "diffuse intensity, all modes", locate="grid", inputs=_MAP_INPUTS,
@@ -352,12 +347,12 @@ STAGES: tuple[Stage, ...] = (
           inputs=("q_grid", "hessian", "Amat", "xyz", "ADP"), axes=("q point", "q component"),
           recomputes=("kvec", "K", "Kinv", "structure_factors"),  # K(k(q)) and F(q) at its own q
           vacuous=_no_gradient_sample, require_nonzero=True),
-    Stage("Id_nonnegative", 4, "exact", "invariant", "Id >= 0 off the Bragg points", check=inv.check_nonnegative,
+    Stage("Id_nonnegative", 4, "exact", "invariant", "Id >= 0 off the Bragg points", check="nonnegative",
           reads=("Id",)),
     Stage("friedel", 4, "exact", "invariant", "Friedel symmetry Id(q) = Id(-q) on a symmetric grid",
-          check=inv.check_friedel, reads=("Id",)),
+          check="friedel", reads=("Id",)),
     Stage("qvectors_sample", 4, "end_to_end", "invariant", "arbitrary-q path equals the grid path at sampled points",
-          check=inv.check_qvectors_sample, reads=("Id", "Id_q_sample")),
+          check="qvectors_sample", reads=("Id", "Id_q_sample")),
 )
 
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -33,12 +33,9 @@ construction failed are not candidates.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
-if TYPE_CHECKING:  # pragma: no cover
-    from parity.contract.stages import Stage
-# parity.contract.stages is imported where needed: the report renders results with this module
-# without importing the registry's checks.
+from parity.contract.stages import STAGE_NAMES, STAGES, Stage, get_stage
 
 ROOT = "root_cause"
 INHERITED = "inherited"
@@ -48,8 +45,6 @@ DIVERGING = ("fail", "error")
 @lru_cache(maxsize=1)
 def producers() -> dict[str, tuple[str, ...]]:
     """Quantity -> the stages comparing it (``mode_maps`` -> both cluster maps)."""
-    from parity.contract.stages import STAGES
-
     out: dict[str, list[str]] = {}
     for s in STAGES:
         # Only a stage comparing the candidate's computation is upstream of other stages
@@ -72,8 +67,6 @@ def upstream(stage: "Stage", edges: str = "all") -> tuple[str, ...]:
 
 def failing_upstream(stage: "Stage", status: Mapping[str, str], edges: str = "all") -> list[str]:
     """Failing stages reachable upstream of ``stage``; a passing stage blocks the walk."""
-    from parity.contract.stages import get_stage
-
     found: list[str] = []
     seen: set[str] = {stage.name}
     todo = list(upstream(stage, edges))
@@ -91,8 +84,6 @@ def failing_upstream(stage: "Stage", status: Mapping[str, str], edges: str = "al
 
 
 def _order(name: str) -> int:
-    from parity.contract.stages import STAGE_NAMES
-
     return STAGE_NAMES.index(name) if name in STAGE_NAMES else -1
 
 
@@ -140,8 +131,6 @@ def assign_causes(records: Sequence[dict], crossfed: Mapping[str, bool] | None =
     ``crossfed``: stage name -> whether its cross-fed value still diverges (only for the
     stages that could be cross-fed); the graph decides for the others.
     """
-    from parity.contract.stages import STAGE_NAMES, get_stage
-
     crossfed = crossfed or {}
     status = {str(r.get("name")): str(r.get("status")) for r in records}
     builds = [r for r in records if r.get("kind") == "construction" and r.get("status") in DIVERGING]

@@ -7,6 +7,8 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
+from parity.contract.options import UsageError
+from parity.contract.stages import STAGE_NAMES
 from parity.running.runner import Run, assemble_result
 from parity.locate.run import locate_probes, locate_trace
 
@@ -35,11 +37,7 @@ def run_locate(args: argparse.Namespace, run: Run, write_result: Callable[[dict]
     With ``--json`` or ``--html``, the run's result with a ``locate`` key is passed to
     ``write_result`` (the CLI writes it; None: nothing is written).
     """
-    from parity.contract.stages import STAGE_NAMES
-
     if args.stage and args.stage not in STAGE_NAMES:
-        from parity.contract.options import UsageError
-
         raise UsageError(f"unknown stage {args.stage!r}; see 'parity stages'")
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     if args.trace or args.trace_against:

@@ -16,10 +16,14 @@ import numpy as np
 from eryx.probes import listen
 
 from parity.comparison import engine as cmp
-from parity.running.runner import Run, _n_terms, run_stages, stage_tier, verdict
+from parity.running.runner import Run, _n_terms, build_sessions, run_stages, stage_tier, verdict
 from parity.contract.stages import STAGES, get_stage
 from parity.contract.tiers import resolve_tier
 from parity.locate.probes import ProbeLocation, ProbeRecorder, compare_probes
+
+# torch (eryx.models_torch, the torch backend, parity.locate.trace) is imported where a
+# trace needs it: the CLI builds its parser from parity.locate.cli, which imports this
+# module, and a torch-free `parity` start-up must stay so.
 
 
 @dataclass
@@ -92,8 +96,6 @@ def _foreign(run: Run, side: str) -> list | None:
 
 def record_probes(run: Run, stage_name: str | None = None) -> tuple[str, str, ProbeRecorder, ProbeRecorder, list]:
     """Build both sides (``run`` made with ``build=False``) with probes on; (stage, why, ref, cand)."""
-    from parity.running.runner import build_sessions
-
     rec_r, rec_c = ProbeRecorder(), ProbeRecorder()
     for session in (run.ref, run.cand):  # subprocess adapters: their worker records probes
         session.want_probes = True
@@ -233,7 +235,5 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
 
 
 def build_sessions_checked(run: Run) -> None:
-    from parity.running.runner import build_sessions
-
     if not (run.ref._built and run.cand._built):
         build_sessions(run)

@@ -78,6 +78,7 @@ from typing import Any, Mapping, NamedTuple, Sequence, TextIO
 from parity.storage.history import DEFAULT_PATH
 from parity.storage.outputs import same_file
 from parity.contract.options import UsageError
+from parity.contract.provenance import device_name, environment
 from parity.benchmarking import timing
 from parity.benchmarking.regressions import SlowdownRule
 
@@ -343,7 +344,7 @@ def crash_result(fixture: str, dtype: str, device: str, exc: BaseException, *, g
                  phases: Sequence[int] | None = None, fixtures_dir: str | None = None,
                  started_at: str, duration_s: float) -> dict:
     """A schema-1 result for a run that raised: every selected stage says ``error``."""
-    from parity.running.runner import DEFAULT_PARAMS, SCHEMA_VERSION, default_grid, device_name, environment
+    from parity.running.runner import DEFAULT_PARAMS, SCHEMA_VERSION, default_grid
     from parity.contract.stages import select
 
     message = f"run crashed before the comparison finished: {type(exc).__name__}: {exc}"

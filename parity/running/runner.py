@@ -16,9 +16,7 @@ selected end-to-end map stage was compared; a run whose map stages compared noth
 from __future__ import annotations
 
 import datetime as _dt
-import platform
-import socket
-import subprocess
+import sys
 import time
 import traceback
 import uuid
@@ -27,15 +25,20 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from eryx.errors import EryxInputError, MemoryBudgetError
 
+from parity.backends import Backend, BackendError, NotProvided, Session, get_backend
+from parity.backends import resolve_backend as _backend  # the old private name, still imported by the commands
 from parity.comparison import engine as cmp
 from parity.comparison.comparator import Setting
-from parity.backends import Backend, BackendError, NotProvided, Session, get_backend
+from parity.contract.provenance import device_name, environment, git_commit  # noqa: F401 (re-exported)
 from parity.contract.spec import DEFAULT_PARAMS, RunSpec, default_grid, make_spec  # noqa: F401 (re-exported)
-from parity.contract.stages import STAGES, Stage
-from parity.contract.tiers import resolve_tier
+from parity.contract.stages import STAGE_NAMES, STAGES, Stage, get_stage, select
+from parity.contract.tiers import ActiveOverrides, resolve_tier, validate_overrides
+from parity.diagnosis import signatures as dg
+from parity.diagnosis.causes import annotate, first_failure
 
 #: Figures of divergence signatures are drawn for at most this many failing stages per run
 #: (the first ones: the root of a divergence comes first in phase order).
@@ -111,6 +114,13 @@ class Run:
     def reference_value(self, name: str) -> Any:
         return self.value("reference", name)
 
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per run under ``key``: a harness-side value (e.g. the contact network)."""
+        slot = ("harness", key)
+        if slot not in self._values:
+            self._values[slot] = compute()
+        return self._values[slot]
+
     def candidate_value(self, name: str) -> Any:
         return self.value("candidate", name)
 
@@ -154,7 +164,6 @@ def make_run(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None, 
     """
     spec = spec or make_spec(fixture, samplings=samplings, params=params, device=device, dtype=dtype,
                              fixtures_dir=fixtures_dir)
-    from parity.contract.tiers import ActiveOverrides, validate_overrides
 
     active = tier_overrides if isinstance(tier_overrides, ActiveOverrides) else None
     try:  # fail here, not in the middle of the run
@@ -184,17 +193,6 @@ def make_run(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None, 
     if build:
         build_sessions(run)
     return run
-
-
-def _backend(which: str | Backend, path, python, options: dict, side: str) -> Backend:
-    if isinstance(which, Backend):
-        return which
-    try:
-        return get_backend(which, path=path, python=python, **options)
-    except BackendError as exc:
-        raise EryxInputError(f"--{side}: {exc}") from None
-    except ValueError as exc:  # a dump that cannot be read, a bad path
-        raise EryxInputError(f"--{side}: {exc}") from None
 
 
 def build_sessions(run: Run) -> None:
@@ -272,8 +270,6 @@ def diagnose_stage(stage: Stage, run: Run, tier, feed: Any = None) -> tuple[list
 
 
 def _attach_diagnosis(record: dict, stage: Stage, run: Run, feed: Any) -> None:
-    from parity.diagnosis import signatures as dg
-
     tier = stage_tier(stage, run)
     sigs, e, a = diagnose_stage(stage, run, tier, feed)
     record["diagnosis"] = [s.to_dict() for s in sigs]
@@ -393,10 +389,6 @@ def run_stages(run: Run, stages: Iterable[Stage], *, progress: bool | None = Non
     included). The verdict (diverged) and the first failure are those of the full run; the
     stages after it are not run and not in the list.
     """
-    import sys
-
-    from tqdm.auto import tqdm
-
     stages = list(stages)
     refuse_reference_input(run, stages)
     out = construction_records(run)
@@ -416,55 +408,11 @@ def run_stages(run: Run, stages: Iterable[Stage], *, progress: bool | None = Non
     return out
 
 
-def environment() -> dict:
-    """Library versions, git commit and machine, for the result's identity."""
-    import gemmi
-    import scipy
-
-    try:
-        import torch
-    except ImportError:  # a NumPy-only environment (e.g. a dump of the reference made elsewhere)
-        torch = None
-    return {
-        "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-        "torch": torch.__version__ if torch is not None else None, "gemmi": gemmi.__version__,
-        "git_commit": git_commit(),
-        "hostname": socket.gethostname(), "platform": platform.platform(),
-    }
-
-
-def git_commit() -> str | None:
-    """HEAD of the repository holding this package, if it is one."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def device_name(device: str) -> str:
-    try:
-        import torch
-    except ImportError:
-        return f"CPU ({platform.machine()})"
-    try:
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            return torch.cuda.get_device_name(dev)
-    except (RuntimeError, AssertionError, ValueError) as exc:  # never a traceback for a name
-        return f"{device} (unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def verdict(stages: list[dict]) -> tuple[str, str | None, list[str]]:
     """(verdict, first failure, incomplete map stages) of a list of stage records.
 
     The first failure is the earliest in phase order (``parity.diagnosis.causes.first_failure``).
     """
-    from parity.diagnosis.causes import first_failure
-    from parity.contract.stages import STAGE_NAMES, get_stage
-
     failed = [r for r in stages if r["status"] in ("fail", "error")]
     incomplete = [r["name"] for r in stages if r["status"] == "not_comparable" and r["name"] in STAGE_NAMES
                   and get_stage(r["name"]).is_map]
@@ -492,7 +440,6 @@ def assemble_result(run: Run, stages: list[dict], *, started_at: str, duration_s
         key = str(rec["phase"])
         phase_timings[key] = phase_timings.get(key, 0.0) + rec["duration_s"]
     phase_timings.update({k: v for k, v in run.timings.items() if v is not None and k != "figures_left"})
-    from parity.diagnosis.causes import annotate
 
     annotate(stages)  # "root cause" / "inherited from STAGE" on every failing record (the input graph)
     outcome, first, incomplete = verdict(stages)
@@ -531,14 +478,11 @@ def merge_results(results: list[dict]) -> dict:
 
     Stages are put back in registry order and the verdict is recomputed from all of them.
     """
-    from parity.contract.stages import STAGE_NAMES
-
     if len(results) == 1:
         return results[0]
     base = dict(results[0])
     order = {name: i for i, name in enumerate(STAGE_NAMES)}
     stages = sorted((s for r in results for s in r["stages"]), key=lambda s: order.get(s["name"], -1))
-    from parity.diagnosis.causes import annotate
 
     annotate(stages)
     outcome, first, incomplete = verdict(stages)
@@ -569,8 +513,6 @@ def run_parity(fixture: str, *, phases: Sequence[int] | None = None, stage_names
     ``options`` go to :func:`make_run` (samplings, params, device, dtype, tier_overrides,
     fixtures_dir, fault, reference, candidate, reference_path, candidate_path, ...).
     """
-    from parity.contract.stages import select
-
     run = make_run(fixture, **options)
     return execute(run, select(phases, stage_names, skip), progress=progress, on_result=on_result)
 

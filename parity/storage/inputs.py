@@ -9,7 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from eryx.fixtures import fixtures_dir as _fixtures_dir
+
 from parity.contract.options import UsageError
+from parity.storage.outputs import check_output_path
 
 
 def fixture_file(fixture: str | None, fixtures_dir: str | None = None) -> Path | None:
@@ -30,7 +33,6 @@ def fixture_file(fixture: str | None, fixtures_dir: str | None = None) -> Path |
     path = Path(str(fixture)).expanduser()
     if os.path.lexists(path):
         return path
-    from eryx.fixtures import fixtures_dir as _fixtures_dir
 
     root = _fixtures_dir(fixtures_dir)
     if root is not None and os.sep not in str(fixture) and (root / f"{fixture}.pdb").is_file():
@@ -68,8 +70,6 @@ def check_nightly_outputs(db: str | os.PathLike, reports_dir: str | os.PathLike,
     ``--db`` through a symbolic link would write into the link's target; ``--reports-dir``
     must be a folder; ``--dashboard`` a regular file or a new path in a writable folder.
     """
-    from parity.storage.outputs import check_output_path
-
     if Path(db).is_symlink():
         raise UsageError(f"--db {db} is a symbolic link (to {os.readlink(db)}): give the history store's real "
                          "path")

@@ -35,6 +35,10 @@ from pathlib import Path
 
 import pytest
 
+# Everything else (the registry, the runner, torch) is imported inside the hooks that need
+# it: this plugin loads in every pytest session of an environment with eryx-parity
+# installed, most of which never run a stage.
+
 GOLDENS_ENV = "ERYX_GOLDENS_DIR"
 DEFAULT_PARITY_FIXTURES = ("synthetic", "5zck_p1", "7n2h")
 

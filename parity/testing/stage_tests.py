@@ -15,9 +15,14 @@ and says whether it is a root cause or inherited, and from which stage.
 """
 from __future__ import annotations
 
-
 import pytest
 
+from eryx.errors import EryxInputError
+
+from parity.contract.stages import STAGES, get_stage
+from parity.diagnosis.causes import upstream
+from parity.running.crossfeed import classify
+from parity.running.runner import make_run, run_stage
 from parity.testing.plugin import fixture_path_or_skip, parity_backend_options, record_stage
 
 _RUNS: dict = {}
@@ -25,10 +30,6 @@ _RUNS: dict = {}
 
 def _run(request, fixture: str) -> dict:
     """The run of (fixture, device, dtype, backends), built once per session: {"run", "records", "error"}."""
-    from eryx.errors import EryxInputError
-
-    from parity.running.runner import make_run
-
     config = request.config
     backends = parity_backend_options(config)
     key = (fixture, config.getoption("--parity-device"), config.getoption("--parity-dtype"),
@@ -44,8 +45,6 @@ def _run(request, fixture: str) -> dict:
 
 
 def _record(entry: dict, stage) -> dict:
-    from parity.running.runner import run_stage
-
     if stage.name not in entry["records"]:
         entry["records"][stage.name] = run_stage(stage, entry["run"])
     return entry["records"][stage.name]
@@ -54,9 +53,6 @@ def _record(entry: dict, stage) -> dict:
 def upstream_stages(stage) -> list:
     """Registry stages upstream of ``stage`` in the input graph (inputs, recomputed and read
     quantities), transitively, in phase order."""
-    from parity.diagnosis.causes import upstream
-    from parity.contract.stages import STAGES, get_stage
-
     seen: set[str] = set()
     todo = list(upstream(stage))
     while todo:
@@ -74,8 +70,6 @@ def lineage(entry: dict, stage, record: dict) -> str:
     stage and every stage upstream of it are classified together, cross-feeding where the
     candidate can and by the registry's input graph where it cannot.
     """
-    from parity.running.crossfeed import classify
-
     records = [_record(entry, s) for s in upstream_stages(stage)] + [record]
     verdict = next(v for v in classify(entry["run"], records).verdicts if v.stage == stage.name)
     return f"{verdict.text} (by {verdict.basis})"
