@@ -23,6 +23,7 @@ from eryx.errors import EryxInputError, SpringConstantError, UndefinedADPError
 from eryx.probes import listening as _listening
 from eryx.probes import probe, probe_scope
 from eryx.structure import ID_CELL_REF, N_CELL, Crystal
+from eryx.geometry import build_A, bz_fractions, center_index, skew  # noqa: F401  (the reference's own names)
 from eryx.stiffness import check_model_stiffness
 from eryx.validation import (
     Sampling, adp_scale_defined, check_common, check_k_vector, check_memory, check_q_vectors, check_spectrum,
@@ -71,51 +72,11 @@ def resolution(hkl: np.ndarray, cell: np.ndarray) -> np.ndarray:
         return np.where(inv_d2 > 0, 1.0 / np.sqrt(np.where(inv_d2 > 0, inv_d2, 1.0)), np.inf)
 
 
-def center_index(x: int, L: int) -> float:
-    """Fractional BZ coordinate of index x in [0, L): a value in [-1/2, 1/2)."""
-    return int(((x - L / 2) % L) - L / 2) / L
-
-
-def bz_fractions(L: Sequence[int]) -> np.ndarray:
-    """Fractional k of every BZ point, shape (L_h, L_k, L_l, 3)."""
-    out = np.zeros(tuple(L) + (3,))
-    for dh in range(L[0]):
-        for dk in range(L[1]):
-            for dl in range(L[2]):
-                out[dh, dk, dl] = [center_index(dh, L[0]), center_index(dk, L[1]), center_index(dl, L[2])]
-    return out
-
-
 def grid_indices_of_bz(bz: Sequence[int], L: Sequence[int], map_shape: Sequence[int]) -> np.ndarray:
     """Raveled grid indices served by BZ point (dh, dk, dl), C order (section 5)."""
     ranges = [np.arange(d, n, l) for d, n, l in zip(bz, map_shape, L)]
     mesh = np.meshgrid(*ranges, indexing="ij")
     return np.ravel_multi_index(tuple(m.ravel() for m in mesh), tuple(map_shape))
-
-
-# -------------------------------------------------------------- projection and mass
-def skew(c: np.ndarray) -> np.ndarray:
-    """S(x, y, z) = [[0, z, -y], [-z, 0, x], [y, -x, 0]] (section 4)."""
-    x, y, z = c
-    return np.array([[0.0, z, -y], [-z, 0.0, x], [y, -x, 0.0]])
-
-
-def build_A(asu_xyz: np.ndarray) -> np.ndarray:
-    """Rigid-body projection per ASU, (n_asu, 3 n_at, 6), atom-major rows.
-
-    S is computed fresh for every atom (the original accumulated it in a shared
-    buffer; the goldens use the fix).
-    """
-    n_asu, n_at, _ = asu_xyz.shape
-    Amat = np.zeros((n_asu, 3 * n_at, 6))
-    for i in range(n_asu):
-        centred = asu_xyz[i] - asu_xyz[i].mean(axis=0)
-        for a in range(n_at):
-            block = np.zeros((3, 6))
-            block[:, :3] = np.eye(3)
-            block[:, 3:] = skew(centred[a])
-            Amat[i, 3 * a:3 * a + 3] = probe("A_block", block, at={"asu": i, "atom": a})
-    return Amat
 
 
 def build_M_allatoms(masses: np.ndarray, n_asu: int) -> np.ndarray:

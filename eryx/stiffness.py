@@ -47,7 +47,7 @@ def asu0_block_max_eigenvalue(asu_xyz: np.ndarray, masses: np.ndarray, cell_orig
     import scipy.linalg
     from scipy.spatial import cKDTree
 
-    from eryx.models import build_A
+    from eryx.geometry import build_A
     from eryx.probes import quiet
 
     n_asu, n_at, _ = asu_xyz.shape
@@ -99,7 +99,7 @@ def check_model_stiffness(crystal, L: Sequence[int], cutoff: float, gammas: tupl
     """:func:`check_stiffness_up_front` at a model's grid BZ points (both models' build step
     ``stiffness``, before the Hessian). ``crystal``: :class:`eryx.structure.Crystal`;
     ``L``: the oversampling per axis."""
-    from eryx.models import bz_fractions
+    from eryx.geometry import bz_fractions
 
     kvec = 2 * np.pi * np.einsum("ji,...j->...i", crystal.A_inv, bz_fractions(L)).reshape(-1, 3)
     check_stiffness_up_front(crystal.asu_xyz, crystal.masses[:crystal.n_at], crystal.cell_origin, cutoff,

@@ -6,7 +6,6 @@ The old names still import, as the same module object, with a DeprecationWarning
 MOVED: dict[str, str] = {
     "parity.spec": "parity.contract.spec",
     "parity.quantities": "parity.contract.quantities",
-    "parity.stages": "parity.contract.stages",
     "parity.tiers": "parity.contract.tiers",
     "parity.conditioning": "parity.contract.conditioning",
     "parity.result_schema": "parity.contract.result_schema",
@@ -27,10 +26,10 @@ MOVED: dict[str, str] = {
     "parity.invariants": "parity.comparison.invariants",
     "parity.oracles": "parity.comparison.oracles",
     "parity.diagnose": "parity.diagnosis.signatures",
-    "parity.causes": "parity.diagnosis.causes",
+    "parity.causes": "parity.running.causes",
     "parity.runner": "parity.running.runner",
     "parity.bisect": "parity.running.crossfeed",
-    "parity.nightly": "parity.running.nightly",
+    "parity.nightly": "parity.benchmarking.nightly",
     "parity.io": "parity.storage.outputs",
     "parity.inputs": "parity.storage.inputs",
     "parity.history": "parity.storage.history",
@@ -47,4 +46,5 @@ MOVED: dict[str, str] = {
     "parity.pytest_plugin": "parity.testing.plugin",
     "parity.pytest_skips": "parity.testing.skips",
     "parity.stage_tests": "parity.testing.stage_tests",
+    "parity.locate.report": "parity.rendering.locate_section",
 }

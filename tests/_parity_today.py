@@ -14,7 +14,7 @@ import numpy as np
 from parity.comparison import engine as cmp
 from parity.running import runner
 from parity.running.runner import make_run, run_parity  # noqa: F401  (re-exported for the tests)
-from parity.contract.stages import get_stage
+from parity.stages import get_stage
 
 __all__ = ["context", "run_parity", "n_terms_of", "stage_tier", "stage_comparison", "candidate_value"]
 

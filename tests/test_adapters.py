@@ -26,7 +26,7 @@ import pytest
 from parity.backends import get_backend
 from parity.backends.external import ExternalError, resolve_checkout
 from parity.running.runner import execute, make_run
-from parity.contract.stages import get_stage, select
+from parity.stages import get_stage, select
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ((-1, 1, 2), (-1, 1, 2), (-1, 1, 2))  # 125 grid points, 8 BZ points

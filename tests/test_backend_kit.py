@@ -285,7 +285,7 @@ def test_pytest_parity_in_a_bare_repository_runs_every_stage_with_registered_mar
     done = _pytest(repo, "--parity", "--parity-fixture", "synthetic", "--candidate", "numpy", "-m", "phase1",
                    "--strict-markers", "-W", "error::pytest.PytestUnknownMarkWarning", "-q")
     assert done.returncode == 0, done.stdout + done.stderr
-    from parity.contract.stages import STAGES
+    from parity.stages import STAGES
 
     n1 = sum(s.phase == 1 for s in STAGES)
     assert re.search(rf"\b{n1} passed", done.stdout), done.stdout
@@ -318,7 +318,7 @@ def test_parity_require_fails_a_required_stage_that_is_not_comparable(tmp_path):
 
 def test_parity_require_names_are_checked():
     from parity.testing.plugin import parse_require
-    from parity.contract.stages import STAGES
+    from parity.stages import STAGES
 
     assert parse_require("all") == {s.name for s in STAGES}
     assert parse_require("Linv, phase1") == {"Linv"} | {s.name for s in STAGES if s.phase == 1}
@@ -416,7 +416,7 @@ def test_stage_test_messages_say_root_cause_or_inherited_with_the_diagnosis():
     from parity.backends.eryx_torch import TorchBackend
     from parity.running.runner import make_run
     from parity.testing.stage_tests import _record, failure_message
-    from parity.contract.stages import get_stage
+    from parity.stages import get_stage
 
     entry = {"run": make_run("synthetic", candidate=TorchBackend(fault="linv_upper")), "records": {}, "error": None}
     linv, d, mmat = (get_stage(n) for n in ("Linv", "D", "Mmat"))

@@ -16,7 +16,7 @@ from parity.backends.eryx_numpy import NumpyBackend
 from parity.backends.eryx_torch import CROSSFEED, TorchBackend, crossfeed_inputs
 from parity.contract.quantities import QUANTITY_NAMES
 from parity.running.runner import make_run, run_parity
-from parity.contract.stages import STAGES, get_stage
+from parity.stages import STAGES, get_stage
 
 GRID3 = ((-2, 2, 3),) * 3
 

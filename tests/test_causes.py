@@ -1,4 +1,4 @@
-"""Root causes told apart (parity.diagnosis.causes): the input graph, recomputed inputs, the first failure in phase order."""
+"""Root causes told apart (parity.running.causes): the input graph, recomputed inputs, the first failure in phase order."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from parity.running import crossfeed as bs
-from parity.diagnosis import causes
+from parity.running import causes
 from parity.contract.quantities import QUANTITY_NAMES
 from parity.rendering.report import render_report
 from parity.running.runner import execute, make_run
-from parity.contract.stages import STAGES, get_stage, select
+from parity.stages import STAGES, get_stage, select
 from parity.rendering.terminal import format_summary, format_table
 
 REPO = Path(__file__).resolve().parents[1]

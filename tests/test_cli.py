@@ -13,7 +13,7 @@ import pytest
 
 from parity.commands import cli
 from parity.backends.faults import FAULTS, inject
-from parity.contract.stages import PHASE_TITLES, STAGE_NAMES, STAGES
+from parity.stages import PHASE_TITLES, STAGE_NAMES, STAGES
 
 GRID = "--grid=-2,2,3"
 

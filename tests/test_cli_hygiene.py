@@ -10,7 +10,7 @@ import pytest
 
 from parity.commands import cli
 from parity.backends.faults import FAULTS
-from parity.contract.stages import STAGE_NAMES
+from parity.stages import STAGE_NAMES
 
 
 @pytest.fixture(autouse=True)

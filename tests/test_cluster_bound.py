@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from parity.running.runner import make_run, run_parity, run_stage
-from parity.contract.stages import get_stage
+from parity.stages import get_stage
 from parity.contract.tiers import TIERS
 
 ALL_CONTACTS = {"gnm_cutoff": 1e9, "gamma_intra": 0.5, "gamma_inter": 0.5}

@@ -13,7 +13,7 @@ from parity.commands.run_options import (add_run_options, model_params, run_spec
                                          stage_names, tier_overrides)
 from parity.contract import options as opt
 from parity.contract.spec import make_spec
-from parity.contract.stages import STAGES
+from parity.stages import STAGES
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from parity.comparison import invariants as inv
 from parity.comparison.checks import CHECKS, get_check
 from parity.contract.run_view import StaticView
 from parity.contract.spec import RunSpec
-from parity.contract.stages import STAGES
+from parity.stages import STAGES
 from parity.contract.tiers import resolve_tier
 
 GRID = ((-1, 1, 2), (-1, 1, 2), (-1, 1, 2))  # 5 x 5 x 5 points, symmetric about the origin

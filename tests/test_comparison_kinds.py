@@ -21,7 +21,7 @@ from parity.comparison.arrays import ArrayKind, GradientKind
 from parity.comparison.common import failure_message, greatest
 from parity.comparison.comparator import Comparator, Setting
 from parity.comparison.kinds import KIND_NAMES, REGISTRY, find_kind, get_kind
-from parity.contract.stages import KINDS, STAGES, Stage, get_stage
+from parity.stages import KINDS, STAGES, Stage, get_stage
 from parity.contract.tiers import resolve_tier
 from parity.running import crossfeed
 from parity.running.runner import Run

@@ -11,7 +11,7 @@ from parity.backends.eryx_numpy import NumpyBackend
 from parity.comparison import oracles
 from parity.contract.run_view import StaticView
 from parity.contract.spec import RunSpec, make_spec
-from parity.contract.stages import get_stage
+from parity.stages import get_stage
 from parity.contract.tiers import resolve_tier
 
 QUANTITIES = ("xyz", "cell", "n_asu", "F_hkl")

@@ -171,7 +171,7 @@ def registry_result(*, night: int, fixture: str, dtype: str = "float64", failing
                     phase4_scale: float = 1.0) -> dict[str, Any]:
     """A result shaped like a real run: the registry's 38 stages with their tiers' tolerances,
     stage errors spread over decades, and a timing block of 3 repeats."""
-    from parity.contract.stages import STAGES as REGISTRY
+    from parity.stages import STAGES as REGISTRY
     from parity.contract.tiers import resolve_tier
 
     rows = []
@@ -234,7 +234,7 @@ def test_only_what_moved_is_coloured_and_named_in_the_legend(store: HistoryStore
     assert figures["synthetic"].highlights == []
     assert not any("(" in label and "rtol" not in label for label in figures["synthetic"].legend)
     # Tier tolerances are drawn: one dashed line per tier of each phase, at rtol + atol.
-    from parity.contract.stages import STAGES as REGISTRY
+    from parity.stages import STAGES as REGISTRY
     from parity.contract.tiers import resolve_tier
 
     expected = {(str(s.phase), resolve_tier(s.tier).name, resolve_tier(s.tier).rtol + resolve_tier(s.tier).atol)

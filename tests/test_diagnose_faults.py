@@ -11,7 +11,7 @@ from parity.running import runner
 from parity.diagnosis.signatures import summary_phrase
 from parity.backends.faults import FAULTS
 from parity.running.runner import make_run
-from parity.contract.stages import get_stage
+from parity.stages import get_stage
 from parity.contract.tiers import resolve_tier
 
 # Oversampling 3: at oversampling 2, k and -k coincide and phase_sign is invisible.

@@ -21,7 +21,7 @@ from parity.comparison.engine import compare_full_product
 from parity.backends.eryx_torch import TorchBackend
 from parity.backends.faults import FAULTS, get_fault, inject
 from parity.running.runner import make_run, run_parity, run_stage, run_stages
-from parity.contract.stages import STAGE_NAMES, STAGES, get_stage, select
+from parity.stages import STAGE_NAMES, STAGES, get_stage, select
 from parity.contract.tiers import resolve_tier
 
 GRID3 = ((-2, 2, 3),) * 3

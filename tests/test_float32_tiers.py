@@ -11,7 +11,7 @@ import pytest
 
 from parity.comparison.engine import compare_arrays
 from parity.backends.faults import FAULTS, inject
-from parity.contract.stages import get_stage
+from parity.stages import get_stage
 from parity.contract.tiers import F32_STAGE_TIERS, TIERS
 
 try:  # tests/ is not a package; both import styles must work

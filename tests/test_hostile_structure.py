@@ -281,7 +281,7 @@ def test_far_from_the_origin_the_tight_tier_scales_with_the_centring_conditionin
 
 def test_far_from_the_origin_a_wrong_candidate_is_still_caught(pdb):
     from parity.running.runner import make_run, run_parity, run_stage
-    from parity.contract.stages import get_stage
+    from parity.stages import get_stage
 
     path = str(_moved(pdb))
     faulty = run_parity(path, stage_names=["Amat"], fault="amat_shared_buffer", progress=False)

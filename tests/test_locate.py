@@ -235,7 +235,7 @@ def test_bisect_proposes_locate():
     from parity.running.crossfeed import bisect_run, format_bisect
 
     run = make_run("synthetic", samplings=GRID3, fault="phase_sign")
-    from parity.contract.stages import select
+    from parity.stages import select
 
     text = format_bisect(bisect_run(run, select(names=["kvec", "hessian", "K"]), progress=False)[1])
     assert "Next: parity locate --stage K" in text

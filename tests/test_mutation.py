@@ -313,7 +313,7 @@ def test_compare_outputs():
 def test_fail_fast_same_verdict_fewer_stages():
     pytest.importorskip("torch")
     from parity.running.runner import make_run, execute
-    from parity.contract.stages import STAGES
+    from parity.stages import STAGES
 
     stages = [s for s in STAGES if s.phase <= 2]  # Linv fails in phase 2; the rest would only add time
 

@@ -133,7 +133,7 @@ def test_two_nightlies_then_dashboard(two_nightlies, tmp_path, capsys):
 
 def test_nightly_renders_dashboard_and_defaults(tmp_path, monkeypatch, capsys):
     """No --matrix: the default matrix (synthetic + the real fixtures present x 2 dtypes x devices)."""
-    from parity.running import nightly as nightly_mod
+    from parity.benchmarking import nightly as nightly_mod
 
     monkeypatch.delenv("ERYX_FIXTURES_DIR", raising=False)
     m = nightly_mod.default_matrix()
@@ -572,7 +572,7 @@ def test_negative_repeats_exit_2(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- a third opinion
 def _upstream_snapshot() -> str:
-    from parity.running.nightly import upstream_snapshot
+    from parity.benchmarking.nightly import upstream_snapshot
 
     found = upstream_snapshot()
     if not found:
@@ -581,7 +581,7 @@ def _upstream_snapshot() -> str:
 
 
 def test_the_default_matrix_asks_upstream_eryx_for_a_third_opinion(monkeypatch):
-    from parity.running.nightly import THIRD_OPINION, default_matrix
+    from parity.benchmarking.nightly import THIRD_OPINION, default_matrix
 
     snapshot = _upstream_snapshot()
     combos = default_matrix().combinations()

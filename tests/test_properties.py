@@ -20,7 +20,7 @@ from eryx import structure
 from eryx.errors import EryxInputError
 from eryx.fixtures import resolve_fixture, synthetic_names
 from parity.running.runner import run_parity
-from parity.contract.stages import STAGES
+from parity.stages import STAGES
 
 CRYSTAL_SYSTEMS = ("synthetic", "synth_triclinic", "synth_monoclinic", "synth_orthorhombic", "synth_trigonal",
                    "synth_tetragonal")
@@ -195,7 +195,7 @@ def test_cluster_map_that_vanishes_on_a_one_point_grid_found_by_exploration():
     symmetry: ~1e-28 in both backends, against 59 for the strongest mode at that point.
 
     The harness's Id_cluster_last stage judges the two round-off values against their own
-    max and fails: a limitation of that stage's yardstick (parity/contract/stages.py should take the
+    max and fails: a limitation of that stage's yardstick (parity/stages.py should take the
     scale of the whole mode-map family, as here), not a divergence of the backends. So the
     backends are compared here directly, at the end-to-end tier of that scale: a real check
     that passes, and fails if either backend's rank-7 map stops vanishing or the two differ.

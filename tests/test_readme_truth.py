@@ -15,7 +15,7 @@ import pytest
 
 from parity.commands import cli
 from parity.backends.faults import FAULTS
-from parity.contract.stages import STAGE_NAMES
+from parity.stages import STAGE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATE = re.compile(r"20\d\d-\d\d-\d\d")

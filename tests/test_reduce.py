@@ -26,7 +26,7 @@ from parity.reduce.moves import (keep_groups, oversampling_candidates, p1_candid
                                  range_candidates, simple_value_candidates, with_elements_kept)
 from parity.running.runner import make_run
 from parity.contract.spec import DEFAULT_PARAMS
-from parity.contract.stages import STAGES
+from parity.stages import STAGES
 
 GRID = ((-1, 1, 3), (-1, 1, 2), (-1, 1, 2))
 POINT = ((0, 0, 1),) * 3

@@ -19,7 +19,7 @@ from parity.rendering.templating import environment  # noqa: E402
 
 # ------------------------------------------------------------------ one environment, one image helper
 def test_the_report_the_dashboard_and_locate_share_one_image_helper():
-    from parity.locate import report as locate_report
+    from parity.rendering import locate_section as locate_report
     from parity.rendering import dashboard, report
 
     assert report.png_data_uri is png_data_uri

@@ -447,7 +447,7 @@ def test_render_accepts_numpy_values() -> None:
 def test_bisect_section_names_root_cause_and_inherited(tmp_path):
     from parity.running.crossfeed import classify
     from parity.running.runner import execute, make_run
-    from parity.contract.stages import select
+    from parity.stages import select
 
     ctx = make_run("synthetic", samplings=((-2, 2, 3),) * 3, fault="amat_shared_buffer")
     result = execute(ctx, select([1, 2]), progress=False)

@@ -15,7 +15,7 @@ from parity.storage.outputs import json_safe
 from parity.running.runner import (
     DEFAULT_PARAMS, SCHEMA_VERSION, assemble_result, make_run, run_parity, run_stage,
 )
-from parity.contract.stages import STAGE_NAMES, STAGES, Stage, get_stage
+from parity.stages import STAGE_NAMES, STAGES, Stage, get_stage
 from parity.contract.tiers import TIERS, resolve_tier
 
 GRID3 = ((-2, 2, 3),) * 3

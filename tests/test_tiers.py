@@ -346,7 +346,7 @@ PHYSICAL = ("hkl_grid", "q_grid", "kvec", "kvec_norm", "xyz", "asu_xyz", "Amat",
 
 
 def test_every_compared_stage_has_a_float32_tier_of_its_own():
-    from parity.contract.stages import STAGES
+    from parity.stages import STAGES
 
     compared = {s.name for s in STAGES if s.tier != "exact" and s.kind != "oracle"} | {"qvectors_sample"}
     assert compared <= set(F32_STAGE_TIERS), compared - set(F32_STAGE_TIERS)

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from parity.commands import cli
-from parity.contract.stages import STAGES
+from parity.stages import STAGES
 
 MAPS = [s.name for s in STAGES if s.is_map]
 

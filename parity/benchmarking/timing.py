@@ -2,7 +2,7 @@
 
 ``parity bench`` (:mod:`parity.benchmarking.bench`), its gradient section
 (:mod:`parity.benchmarking.gradients`), ``parity nightly``'s repeat timings
-(:func:`parity.running.nightly.measure_timing`) and the pytest benchmarks' helper
+(:func:`parity.benchmarking.nightly.measure_timing`) and the pytest benchmarks' helper
 (``tests/benchmarks/_benchutil.py``) all measure through :func:`measure`:
 
 * every contender is called ``warmup`` times first (imports, allocator, kernel caches);

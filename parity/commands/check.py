@@ -79,7 +79,7 @@ def select_stages(stage: Sequence[str] | None, phase: str | None, skip: Sequence
 
     No ``--stage`` and no ``--phase``: every stage. Both: their union.
     """
-    from parity.contract.stages import STAGES, get_stage
+    from parity.stages import STAGES, get_stage
 
     named, skipped = _names(stage), _names(skip)
     try:

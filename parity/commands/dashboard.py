@@ -12,7 +12,7 @@ from parity.contract.options import EXIT_OK, UsageError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # function-local: the default store's name lives with the nightly (NumPy); only when the
     # parser is built, not when this module is imported
-    from parity.running.nightly import DEFAULT_DB
+    from parity.benchmarking.nightly import DEFAULT_DB
 
     p.add_argument("--db", default=str(DEFAULT_DB), metavar="FILE",
                    help="SQLite history store written by 'parity nightly' (default: %(default)s)")
@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def handle(args: argparse.Namespace) -> int:
     # function-local: the store, the regression rules and the renderer only for this subcommand
     from parity.rendering.dashboard import render_dashboard
-    from parity.running.nightly import default_outputs, refuse_same_file
+    from parity.benchmarking.nightly import default_outputs, refuse_same_file
     from parity.storage.history import HistoryStore, find_regressions
 
     if args.out is not None:

@@ -11,7 +11,7 @@ def faults_in_phase_order() -> list:
     """The named faults ordered by their stage's place in the registry (phase order), then name."""
     # function-local: the fault table and the registry (NumPy, torch) only for this subcommand
     from parity.backends.faults import FAULTS
-    from parity.contract.stages import STAGES
+    from parity.stages import STAGES
 
     place = {s.name: i for i, s in enumerate(STAGES)}
     return sorted(FAULTS.values(), key=lambda f: (f.phase, place.get(f.stage, len(place)), f.name))

@@ -10,7 +10,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # function-local: the defaults shown in the help live with the nightly (NumPy); only when
     # the parser is built, not when this module is imported
     from parity.benchmarking.regressions import SlowdownRule
-    from parity.running.nightly import DEFAULT_DB, DEFAULT_REPEATS
+    from parity.benchmarking.nightly import DEFAULT_DB, DEFAULT_REPEATS
 
     p.add_argument("--matrix", default=None, metavar="FILE",
                    help="JSON or TOML with 'fixtures', 'dtypes', 'devices' (and optional 'grid', 'phases'); "
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from parity.running.nightly import run_nightly
+    from parity.benchmarking.nightly import run_nightly
 
     return run_nightly(matrix_path=args.matrix, db=args.db, reports_dir=args.reports_dir,
                        fixtures_dir=args.fixtures_dir, dashboard=args.dashboard,

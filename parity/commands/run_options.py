@@ -144,7 +144,7 @@ def selection(args: argparse.Namespace) -> list:
 
     Raises UsageError for a malformed phase list, an unknown stage, or an empty selection.
     """
-    from parity.contract.stages import select
+    from parity.stages import select
 
     phases = parse_phases(getattr(args, "phases", None))
     names, skip = stage_names(getattr(args, "stages", None)), stage_names(getattr(args, "skip", None))

@@ -9,7 +9,7 @@ from parity.contract.options import EXIT_OK
 
 def handle(args: argparse.Namespace) -> int:
     # function-local: the registry (NumPy) only for this subcommand
-    from parity.contract.stages import PHASE_TITLES, STAGES
+    from parity.stages import PHASE_TITLES, STAGES
 
     phase = None
     for s in STAGES:

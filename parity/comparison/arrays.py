@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parity.contract.values import _real_code, nonfinite_code  # noqa: F401  (re-exported)
+
 from parity.comparison.comparator import Comparator, RunView, Setting
 from parity.contract.tiers import Tier
 from parity.comparison.common import (
@@ -48,7 +50,7 @@ __all__ = [
 HIST_EDGES: tuple[int, ...] = tuple(range(-17, 2))
 
 if TYPE_CHECKING:  # pragma: no cover
-    from parity.contract.stages import Stage
+    from parity.stages import Stage
 
 # How many non-finite-pattern mismatches are named in messages/details.
 _N_FIRST = 5
@@ -59,21 +61,8 @@ _N_FIRST = 5
 # --------------------------------------------------------------------------
 
 
-def _real_code(x: np.ndarray) -> np.ndarray:
-    """0 finite, 1 NaN, 2 +inf, 3 -inf (int8, same shape)."""
-    code = np.zeros(x.shape, dtype=np.int8)
-    if np.issubdtype(x.dtype, np.floating):
-        code[np.isnan(x)] = 1
-        code[np.isposinf(x)] = 2
-        code[np.isneginf(x)] = 3
-    return code
 
 
-def nonfinite_code(x: np.ndarray) -> np.ndarray:
-    """Per-element non-finite code; complex combines the real and imaginary codes."""
-    if np.iscomplexobj(x):
-        return _real_code(x.real) * 4 + _real_code(x.imag)
-    return _real_code(x)
 
 
 def _pattern_details(actual: np.ndarray, expected: np.ndarray, mismatch: np.ndarray,

@@ -17,7 +17,7 @@ from parity.comparison.common import Comparison
 from parity.comparison.comparator import Comparator, RunView, Setting
 
 if TYPE_CHECKING:  # pragma: no cover
-    from parity.contract.stages import Stage
+    from parity.stages import Stage
 
 __all__ = ["CheckKind", "InvariantKind", "OracleKind"]
 

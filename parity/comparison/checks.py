@@ -1,6 +1,6 @@
 """The checks a stage may name: invariants and outside oracles, by name, in one table.
 
-The stage registry (``parity.contract.stages``) declares a check by name
+The stage registry (``parity.stages``) declares a check by name
 (``Stage(..., kind="invariant", check="friedel")``); the runner looks the function up
 here and calls it as ``check(run, tier)`` with a narrow view of the run
 (:class:`parity.contract.run_view.CheckView`) and the stage's resolved tier. The registry

@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from parity.contract.values import as_numpy  # noqa: F401  (re-exported: comparison's public name)
+
 from parity.storage.outputs import json_safe
 
 __all__ = [
@@ -158,22 +160,6 @@ class Comparison:
 # --------------------------------------------------------------------------
 
 
-def as_numpy(x: Any) -> np.ndarray:
-    """Array view of ``x``; torch tensors go through ``.detach().cpu().numpy()``.
-
-    Checked by duck typing so this package never imports torch.
-    """
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        t = x.detach().cpu()
-        # .numpy() refuses lazily conjugated/negated views.
-        if getattr(t, "is_conj", lambda: False)():
-            t = t.resolve_conj()
-        if getattr(t, "is_neg", lambda: False)():
-            t = t.resolve_neg()
-        if str(t.dtype) == "torch.bfloat16":  # NumPy has no bfloat16
-            t = t.float()
-        return t.numpy()
-    return np.asarray(x)
 
 
 def _dtype_name(x: Any) -> str:

@@ -1,6 +1,6 @@
 """The comparator base class: what a comparison kind owns.
 
-A stage's kind (:attr:`parity.contract.stages.Stage.kind`) names one :class:`Comparator`
+A stage's kind (:attr:`parity.stages.Stage.kind`) names one :class:`Comparator`
 in the registry (:mod:`parity.comparison.kinds`), as torch.testing's ``Pair`` subclasses
 each own one kind of input. A comparator owns, for the stages of its kind:
 
@@ -31,7 +31,7 @@ from parity.comparison.common import Comparison, Locate
 from parity.contract.tiers import Tier
 
 if TYPE_CHECKING:  # pragma: no cover
-    from parity.contract.stages import Stage
+    from parity.stages import Stage
 
 __all__ = ["Comparator", "RunView", "Setting", "NO_DIAGNOSIS", "rel_gap"]
 
@@ -105,7 +105,7 @@ class Comparator:
     computes : bool
         The stage compares a quantity the candidate computes: the cross-feed can re-run
         it on the reference's inputs, and it is upstream of the stages that consume that
-        quantity (``parity.diagnosis.causes``). False for checks (invariants, oracles,
+        quantity (``parity.running.causes``). False for checks (invariants, oracles,
         the dtype audit), which have no computation to re-feed.
     differentiates : bool
         The stage compares derivatives (an operation trace must differentiate too; the

@@ -8,7 +8,7 @@ from parity.comparison.common import Comparison, _dtype_name, _family, failure_m
 from parity.comparison.comparator import Comparator, RunView, Setting
 
 if TYPE_CHECKING:  # pragma: no cover
-    from parity.contract.stages import Stage
+    from parity.stages import Stage
 
 __all__ = ["DtypeKind", "check_dtype", "audit_dtypes"]
 

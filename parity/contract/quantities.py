@@ -2,7 +2,7 @@
 
 A backend (``parity.backends``) provides some of these quantities under these names, in
 these shapes and conventions, as NumPy arrays (or torch tensors; the harness converts).
-Stages (``parity.contract.stages``) compare them; dumps (``parity dump``) store them under the
+Stages (``parity.stages``) compare them; dumps (``parity dump``) store them under the
 same names. A quantity a backend does not provide makes the stages that read it
 ``not_comparable``, with the backend's reason.
 

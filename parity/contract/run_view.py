@@ -1,7 +1,7 @@
 """What a stage's own functions may read of a run: a narrow view, not the runner's ``Run``.
 
 A stage's check (invariants, oracles), derivation, size terms and vacuity test are called
-with the run; they are declared in the contract (``parity.contract.stages``) and written in
+with the run; they are declared in the contract (``parity.stages``) and written in
 ``parity.comparison``, both below the runner, so they name only this protocol. The
 runner's ``Run`` satisfies it; a test can pass a small stand-in holding a spec and a
 dictionary of each side's values (:class:`StaticView`).

@@ -10,6 +10,9 @@ figure(signature, expected, actual) -> str | None
 """
 from __future__ import annotations
 
+import base64
+import io
+
 from typing import Any
 
 from parity.diagnosis.registry import drawer
@@ -37,11 +40,9 @@ def figure(signature: Signature, expected: Any, actual: Any) -> str | None:
         draw = drawer(signature.name)
         if draw is None:
             return None
-        # Function-local imports keep start-up light: matplotlib (and the report module
-        # that holds the PNG helper) only load when a figure is drawn.
+        # A function-local import keeps start-up light: matplotlib loads only when a
+        # figure is drawn.
         from matplotlib.figure import Figure
-
-        from parity.rendering.report import png_data_uri
 
         size = (4.2, 3.2) if signature.name == "eigen_rotation" else (6.0, 2.6)
         fig = Figure(figsize=size, layout="constrained")
@@ -50,3 +51,27 @@ def figure(signature: Signature, expected: Any, actual: Any) -> str | None:
         return png_data_uri(fig)
     except Exception:  # a figure is optional: never fail the report for one
         return None
+
+
+def png_data_uri(fig: Any, dpi: int = 100) -> str:
+    """Render a matplotlib figure to a ``data:image/png;base64,`` URI.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure; an Agg canvas is attached, so a bare ``Figure`` needs no backend.
+    dpi : int
+        Pixels per inch of the PNG.
+
+    Returns
+    -------
+    str
+        The URI. ``Software=None`` drops matplotlib's PNG text chunk (it carries a
+        URL, and the pages must name none).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib is an extra
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

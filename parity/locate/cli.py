@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from parity.contract.options import UsageError
-from parity.contract.stages import STAGE_NAMES
+from parity.stages import STAGE_NAMES
 from parity.running.runner import Run, assemble_result
 from parity.locate.run import locate_probes, locate_trace
 

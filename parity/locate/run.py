@@ -17,7 +17,7 @@ from eryx.probes import listen
 
 from parity.comparison import engine as cmp
 from parity.running.runner import Run, _n_terms, build_sessions, run_stages, stage_tier, verdict
-from parity.contract.stages import STAGES, get_stage
+from parity.stages import STAGES, get_stage
 from parity.contract.tiers import resolve_tier
 from parity.locate.probes import ProbeLocation, ProbeRecorder, compare_probes
 

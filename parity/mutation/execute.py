@@ -128,7 +128,7 @@ def warm_reference(config: RunConfig) -> "Session":
     # function-local: NumPy loads only after _limit_threads (run_mutation)
     from parity.commands.cli import build_parser
     from parity.commands.run_options import run_spec
-    from parity.contract.stages import STAGES
+    from parity.stages import STAGES
     from parity.mutation.reference import keep_session
     from parity.running.runner import make_run, run_stages
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 from parity.storage.outputs import json_safe
 from parity.running.runner import execute, make_run
 from parity.contract.spec import RunSpec
-from parity.contract.stages import Stage
+from parity.stages import Stage
 from parity.reduce.crystal import read_atoms
 from parity.reduce.driver import Reduction, command_text, reduce_case
 from parity.reduce.moves import Case

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 from eryx.errors import EryxInputError
 
 from parity.running.runner import make_run, run_stages
-from parity.contract.stages import Stage
+from parity.stages import Stage
 from parity.reduce.moves import Case
 
 #: Signature kinds whose phrase names indices, counts or angles that change as the input

@@ -9,11 +9,10 @@ not when this module is imported.
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from typing import Any, Mapping, Sequence
 
+from parity.diagnosis.figures import png_data_uri  # noqa: F401  (the one image helper; defined where the lowest user draws)
 from parity.rendering.formatting import fmt_tol, is_num
 
 __all__ = ["png_data_uri", "hist_figure", "slice_figure", "NAN_GREY", "MARKER_COLOUR"]
@@ -22,30 +21,6 @@ __all__ = ["png_data_uri", "hist_figure", "slice_figure", "NAN_GREY", "MARKER_CO
 NAN_GREY = "#a0a0a0"
 #: Colour of the worst-point marker.
 MARKER_COLOUR = "#ff00ff"
-
-
-def png_data_uri(fig: Any, dpi: int = 100) -> str:
-    """Render a matplotlib figure to a ``data:image/png;base64,`` URI.
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-        The figure; an Agg canvas is attached, so a bare ``Figure`` needs no backend.
-    dpi : int
-        Pixels per inch of the PNG.
-
-    Returns
-    -------
-    str
-        The URI. ``Software=None`` drops matplotlib's PNG text chunk (it carries a
-        URL, and the pages must name none).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib is an extra
-
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def hist_figure(hist: Mapping[str, Any], rtol: Any, tier: str) -> str | None:

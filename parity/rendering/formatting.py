@@ -197,3 +197,11 @@ def headline(message: Any) -> str:
 def slug(name: str, i: int) -> str:
     """HTML id for stage ``i`` named ``name``."""
     return f"stage-{i}-" + re.sub(r"[^A-Za-z0-9_-]+", "-", str(name)).strip("-")
+
+
+def cause_text(record: Mapping) -> str | None:
+    """"root cause" or "inherited from STAGE" for a failing record (None when it has no cause)."""
+    cause = record.get("cause")
+    if isinstance(cause, Mapping) and isinstance(cause.get("text"), str):
+        return cause["text"]
+    return None

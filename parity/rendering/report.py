@@ -180,8 +180,8 @@ def render_report(result: dict, path: str | os.PathLike[str] | None = None) -> s
     """
     _validate(result, "result")
     html = environment().get_template(_TEMPLATE_NAME).render(**report_context(result))
-    if result.get("locate"):  # parity locate's section (parity.locate.report)
-        from parity.locate.report import section
+    if result.get("locate"):  # parity locate's section (parity.rendering.locate_section)
+        from parity.rendering.locate_section import section
 
         html = html.replace("</body>", section(result["locate"]) + "\n</body>", 1)
     if path is not None:

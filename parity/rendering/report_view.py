@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 from parity.comparison.kinds import find_kind
 from parity.comparison.engine import ELEMENTWISE, NORMWISE, format_ulp
-from parity.diagnosis.causes import cause_text
+from parity.rendering.formatting import cause_text
 from parity.rendering.divergence import (DIVERGING, divergence_clause, divergence_summary, effective_tier,
                                          first_divergence, rel_errors)
 from parity.rendering.figures import hist_figure, slice_figure

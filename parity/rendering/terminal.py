@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import textwrap
 
-from parity.diagnosis.causes import cause_text
-from parity.contract.stages import PHASE_TITLES
+from parity.rendering.formatting import cause_text
+from parity.stages import PHASE_TITLES
 
 #: Width of the table's last column; longer text wraps onto continuation lines.
 REASON_WIDTH = 72

@@ -2,12 +2,12 @@
 
 Within a run (``parity bisect``): every diverging stage is re-run by cross-feeding: the
 candidate's computation of that stage alone, fed with the reference's values of its
-inputs (:attr:`parity.contract.stages.Stage.inputs`, through :meth:`Session.crossfeed`). A stage
+inputs (:attr:`parity.stages.Stage.inputs`, through :meth:`Session.crossfeed`). A stage
 that still diverges on reference inputs is a **root cause** (unless a quantity it
 recomputes internally is itself a root: one defect, one root); one that agrees only
 **inherited** the error from upstream. A stage the candidate cannot cross-feed (a stored
 dump, an external implementation) is judged by the registry's input graph
-(:mod:`parity.diagnosis.causes`). A failed construction is the root cause of what needs it.
+(:mod:`parity.running.causes`). A failed construction is the root cause of what needs it.
 
 Across commits (``parity check``): exit codes for ``git bisect run``: 0 when the selected
 stages agree, 1 when they diverge, 125 when the check cannot run here or the stage was
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from parity.diagnosis import causes
+from parity.running import causes
 from parity.backends import NotProvided
 from parity.running.runner import Run, SideError, run_stage, run_stages
-from parity.contract.stages import STAGES, Stage, get_stage
+from parity.stages import STAGES, Stage, get_stage
 
 ROOT, INHERITED = causes.ROOT, causes.INHERITED
 #: Deprecated (kept for importers): a stage that cannot be cross-fed is now judged by the
@@ -65,7 +65,7 @@ class BisectResult:
         return [v.stage for v in self.verdicts if v.verdict == INHERITED]
 
     def causes(self) -> dict[str, dict]:
-        """Stage name -> its cause record (``parity.diagnosis.causes``), for the run's stage records."""
+        """Stage name -> its cause record (``parity.running.causes``), for the run's stage records."""
         return {v.stage: causes.make_cause(v.verdict, v.inherited_from, v.basis) for v in self.verdicts}
 
     def to_dict(self) -> dict:

@@ -35,10 +35,10 @@ from parity.comparison import engine as cmp
 from parity.comparison.comparator import Setting
 from parity.contract.provenance import device_name, environment, git_commit  # noqa: F401 (re-exported)
 from parity.contract.spec import DEFAULT_PARAMS, RunSpec, default_grid, make_spec  # noqa: F401 (re-exported)
-from parity.contract.stages import STAGE_NAMES, STAGES, Stage, get_stage, select
+from parity.stages import STAGE_NAMES, STAGES, Stage, get_stage, select
 from parity.contract.tiers import ActiveOverrides, resolve_tier, validate_overrides
 from parity.diagnosis import signatures as dg
-from parity.diagnosis.causes import annotate, first_failure
+from parity.running.causes import annotate, first_failure
 
 #: Figures of divergence signatures are drawn for at most this many failing stages per run
 #: (the first ones: the root of a divergence comes first in phase order).
@@ -411,7 +411,7 @@ def run_stages(run: Run, stages: Iterable[Stage], *, progress: bool | None = Non
 def verdict(stages: list[dict]) -> tuple[str, str | None, list[str]]:
     """(verdict, first failure, incomplete map stages) of a list of stage records.
 
-    The first failure is the earliest in phase order (``parity.diagnosis.causes.first_failure``).
+    The first failure is the earliest in phase order (``parity.running.causes.first_failure``).
     """
     failed = [r for r in stages if r["status"] in ("fail", "error")]
     incomplete = [r["name"] for r in stages if r["status"] == "not_comparable" and r["name"] in STAGE_NAMES

@@ -115,7 +115,7 @@ _DTYPE_EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float
 _DEFAULT_ERROR_FLOOR = 1e-16
 #: A stage missing from the previous run is compared with the last of this many runs that has it.
 _STAGE_LOOKBACK = 10
-#: Clocks a timing block may name (see parity.running.nightly.measure_timing).
+#: Clocks a timing block may name (see parity.benchmarking.nightly.measure_timing).
 TIMING_CLOCKS = ("cpu", "wall")
 
 _SCHEMA_V1 = """

@@ -19,8 +19,8 @@ import pytest
 
 from eryx.errors import EryxInputError
 
-from parity.contract.stages import STAGES, get_stage
-from parity.diagnosis.causes import upstream
+from parity.stages import STAGES, get_stage
+from parity.running.causes import upstream
 from parity.running.crossfeed import classify
 from parity.running.runner import make_run, run_stage
 from parity.testing.plugin import fixture_path_or_skip, parity_backend_options, record_stage
@@ -66,7 +66,7 @@ def upstream_stages(stage) -> list:
 def lineage(entry: dict, stage, record: dict) -> str:
     """'root cause' or 'inherited from STAGE' for a failing stage, with its basis.
 
-    The same rule as ``parity run`` and ``parity bisect`` (:mod:`parity.diagnosis.causes`): the
+    The same rule as ``parity run`` and ``parity bisect`` (:mod:`parity.running.causes`): the
     stage and every stage upstream of it are classified together, cross-feeding where the
     candidate can and by the registry's input graph where it cannot.
     """

@@ -1,4 +1,4 @@
-"""Measured cluster-map differences against their allowance (atol from parity.contract.stages._cluster_terms).
+"""Measured cluster-map differences against their allowance (atol from parity.stages._cluster_terms).
 
 Usage: python tests/benchmarks/cluster_bound.py [FIXTURE ...]; prints, per fixture at unit
 springs and at gnm_cutoff 1e9 (gammas 0.5), each cluster map's normwise torch-vs-NumPy

@@ -345,7 +345,7 @@ def crash_result(fixture: str, dtype: str, device: str, exc: BaseException, *, g
                  started_at: str, duration_s: float) -> dict:
     """A schema-1 result for a run that raised: every selected stage says ``error``."""
     from parity.running.runner import DEFAULT_PARAMS, SCHEMA_VERSION, default_grid
-    from parity.contract.stages import select
+    from parity.stages import select
 
     message = f"run crashed before the comparison finished: {type(exc).__name__}: {exc}"
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=12))
@@ -509,7 +509,7 @@ def time_in_worker(combination: "Combination", *, grid=None, phases: Sequence[in
             "repeats": repeats, "warmup": warmup}
     env = {**os.environ, **SINGLE_THREAD_ENV}
     code = (f"import sys; sys.path.insert(0, {str(_PACKAGE_ROOT)!r}); "
-            "from parity.running.nightly import _timing_worker_main; sys.exit(_timing_worker_main())")
+            "from parity.benchmarking.nightly import _timing_worker_main; sys.exit(_timing_worker_main())")
     try:
         proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(spec), capture_output=True,
                               text=True, timeout=timeout_s, env=env)

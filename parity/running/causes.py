@@ -13,7 +13,7 @@ The evidence, strongest first:
 2. **Cross-feeding** (``parity bisect`` with a candidate that can recompute the stage on
    the reference's inputs): agreeing on fed inputs means inherited; still diverging means
    a root cause, unless the stage *recomputes* a quantity internally
-   (:attr:`parity.contract.stages.Stage.recomputes`: ``grad_q`` rebuilds K(k(q))) whose stage is
+   (:attr:`parity.stages.Stage.recomputes`: ``grad_q`` rebuilds K(k(q))) whose stage is
    itself a failing root, in which case the defect is that one (one defect, one root).
 3. **The registry's input graph** (everywhere else: ``parity run``, subprocess adapters,
    dumps). A stage's upstream stages are those producing its ``inputs``, ``recomputes``
@@ -35,7 +35,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
-from parity.contract.stages import STAGE_NAMES, STAGES, Stage, get_stage
+from parity.rendering.formatting import cause_text  # noqa: F401  (re-exported)
+from parity.stages import STAGE_NAMES, STAGES, Stage, get_stage
 
 ROOT = "root_cause"
 INHERITED = "inherited"
@@ -175,14 +176,6 @@ def annotate(records: Sequence[dict], crossfed: Mapping[str, bool] | None = None
         else:
             rec.pop("cause", None)
     return list(records)
-
-
-def cause_text(record: Mapping) -> str | None:
-    """"root cause" or "inherited from STAGE" for a failing record (None when it has no cause)."""
-    cause = record.get("cause")
-    if isinstance(cause, Mapping) and isinstance(cause.get("text"), str):
-        return cause["text"]
-    return None
 
 
 def root_causes(records: Iterable[Mapping]) -> list[str]:

@@ -1,6 +1,6 @@
 """Hit rate of ``parity locate`` (probes) over killed mutants of the torch backend.
 
-``python -m parity.locate.mutants --sample 40 --seed 0`` takes the mutants the mutation
+``python -m parity.mutation.locate_hits --sample 40 --seed 0`` takes the mutants the mutation
 campaign killed (``reports/mutation/results.json``, docs/mutation.md) that still exist in
 today's sources, samples them, and for each one, in a forked child (the mutant is exec'd
 into the live module there only, as ``parity.mutation`` does), runs ``parity locate`` on
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     from parity.mutation.execute import wait_child
     from parity.mutation.generate import all_mutants
 
-    p = argparse.ArgumentParser(prog="python -m parity.locate.mutants")
+    p = argparse.ArgumentParser(prog="python -m parity.mutation.locate_hits")
     p.add_argument("--results", default=str(ROOT / "reports" / "mutation" / "results.json"))
     p.add_argument("--sample", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)

@@ -57,11 +57,11 @@ class Stage:
         Quantities the stage's computation recomputes internally instead of reading them
         from ``inputs`` (``grad_q`` rebuilds K(k(q))): a defect there shows here even on
         the reference's inputs, so such a stage is inherited from a failing one of them,
-        not a second root cause (``parity.diagnosis.causes``).
+        not a second root cause (``parity.running.causes``).
     reads : tuple of str
         For checks (invariants): the candidate quantities the check reads.
         ``inputs``, ``recomputes`` and ``reads`` together are the stage's edges in the
-        input graph that tells root causes from inherited failures (``parity.diagnosis.causes``).
+        input graph that tells root causes from inherited failures (``parity.running.causes``).
     derive : callable (run, side, value) -> value, optional
         A harness-side transformation of each side's quantity (e.g. cluster sums).
     check : str
