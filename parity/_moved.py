@@ -33,7 +33,7 @@ MOVED: dict[str, str] = {
     "parity.io": "parity.storage.outputs",
     "parity.inputs": "parity.storage.inputs",
     "parity.history": "parity.storage.history",
-    "parity.regressions": "parity.benchmarking.regressions",
+    "parity.regressions": "parity.storage.regressions",
     "parity.bench": "parity.benchmarking.bench",
     "parity.bench_gradients": "parity.benchmarking.gradients",
     "parity.report": "parity.rendering.report",

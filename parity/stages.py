@@ -24,7 +24,7 @@ from eryx.contacts import find_contacts
 
 from parity.comparison.kinds import KIND_NAMES, Comparator, get_kind
 
-from parity.comparison.eigenspaces import cluster_eigenvalues
+from parity.contract.eigenclusters import cluster_eigenvalues
 from parity.contract.conditioning import cluster_terms, far_terms
 from parity.contract.run_view import RunView
 

@@ -22,7 +22,7 @@ import pytest
 from parity.storage import history
 from parity.storage.history import (HistoryError, HistoryStore, error_grew, find_regressions, judged_timings,
                             timing_verdicts)
-from parity.benchmarking.regressions import SlowdownRule, judge_slowdown
+from parity.storage.regressions import SlowdownRule, judge_slowdown
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

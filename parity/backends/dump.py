@@ -39,7 +39,7 @@ from parity.contract.quantities import QUANTITY_NAMES
 from parity.contract.spec import RunSpec
 from parity.backends.base import Backend, BuildFailure, NotProvided, Session
 from parity.backends.probe_recorder import ProbeRecorder
-from parity.comparison.engine import as_numpy
+from parity.contract.values import as_numpy
 
 DUMP_SCHEMA = "eryx-parity-dump"
 DUMP_SCHEMA_VERSION = 1

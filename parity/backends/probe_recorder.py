@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from parity.comparison.engine import as_numpy
+from parity.contract.values import as_numpy
 
 #: Bytes of probe copies kept in memory per side; beyond it they go to disk (memory-mapped).
 MEMORY_BUDGET = int(os.environ.get("PARITY_PROBE_BUDGET", 512 << 20))

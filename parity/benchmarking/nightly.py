@@ -80,7 +80,7 @@ from parity.storage.outputs import same_file
 from parity.contract.options import UsageError
 from parity.contract.provenance import device_name, environment
 from parity.benchmarking import timing
-from parity.benchmarking.regressions import SlowdownRule
+from parity.storage.regressions import SlowdownRule
 
 __all__ = ["Combination", "Matrix", "MatrixError", "TimingError", "default_matrix", "load_matrix",
            "run_nightly", "crash_result", "default_outputs", "refuse_same_file", "measure_timing",
@@ -581,7 +581,7 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
         and the exit status stays 0.  Numerical regressions (status flips, error
         growth) and failed runs always exit 1.
     rule
-        The slowdown thresholds (default :class:`~parity.benchmarking.regressions.SlowdownRule`).
+        The slowdown thresholds (default :class:`~parity.storage.regressions.SlowdownRule`).
 
     Raises
     ------

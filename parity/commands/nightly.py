@@ -9,7 +9,7 @@ from parity.commands.command import Command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # function-local: the defaults shown in the help live with the nightly (NumPy); only when
     # the parser is built, not when this module is imported
-    from parity.benchmarking.regressions import SlowdownRule
+    from parity.storage.regressions import SlowdownRule
     from parity.benchmarking.nightly import DEFAULT_DB, DEFAULT_REPEATS
 
     p.add_argument("--matrix", default=None, metavar="FILE",

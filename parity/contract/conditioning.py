@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from parity.comparison.eigenspaces import cluster_eigenvalues
+from parity.contract.eigenclusters import cluster_eigenvalues
 from parity.contract.run_view import RunView
 from parity.contract.tiers import TIERS, resolve_tier
 

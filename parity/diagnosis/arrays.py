@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from parity.comparison.engine import as_numpy
+from parity.contract.values import as_numpy
 from parity.contract.tiers import Tier
 from parity.diagnosis.engine import (Clock, Context, Pair, analysed_axes, matrix_groups, prepare_pair,
                                      subset_masks, work_array)

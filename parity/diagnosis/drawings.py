@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.comparison.arrays import nonfinite_code
+from parity.contract.values import nonfinite_code
 from parity.diagnosis.engine import re_im_parts, work_array
 from parity.diagnosis.result import Signature
 from parity.diagnosis.wording import number_text

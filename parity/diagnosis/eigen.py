@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from parity.comparison.eigenspaces import GAP_REFERENCE, cluster_gaps
-from parity.comparison.engine import as_numpy
+from parity.contract.eigenclusters import GAP_REFERENCE, cluster_gaps
+from parity.contract.values import as_numpy
 from parity.contract.tiers import Tier
 from parity.diagnosis.arrays import diagnose_arrays, finish
 from parity.diagnosis.engine import Clock

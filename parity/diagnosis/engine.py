@@ -33,8 +33,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from parity.comparison.arrays import nonfinite_code
-from parity.comparison.engine import as_numpy
+from parity.contract.values import nonfinite_code
+from parity.contract.values import as_numpy
 from parity.contract.tiers import Tier
 from parity.diagnosis.expressions import recognise
 from parity.diagnosis.result import Signature

@@ -39,7 +39,7 @@ from parity.rendering.formatting import fmt_sci, fmt_seconds
 from parity.rendering.templating import environment
 from parity.storage.outputs import write_text_atomic
 from parity.storage.history import HistoryStore, Regression, find_regressions, parse_timestamp
-from parity.benchmarking.regressions import SlowdownRule
+from parity.storage.regressions import SlowdownRule
 
 __all__ = ["render_dashboard"]
 

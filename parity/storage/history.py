@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from parity.storage.outputs import json_safe
-from parity.benchmarking.regressions import SlowdownRule, TimingVerdict, judge_slowdown
+from parity.storage.regressions import SlowdownRule, TimingVerdict, judge_slowdown
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -1019,7 +1019,7 @@ def timing_verdicts(store: HistoryStore, fixture: str, device: str, dtype: str,
     """The slowdown verdict of every timed target of a series' latest run.
 
     Judged on :func:`judged_timings`; targets are the phases (``"1"``..) and
-    ``"total"``; see :func:`parity.benchmarking.regressions.judge_slowdown`.
+    ``"total"``; see :func:`parity.storage.regressions.judge_slowdown`.
 
     Returns
     -------
@@ -1063,8 +1063,8 @@ def find_regressions(store: HistoryStore, *, error_factor: float = 10.0, rule: S
       the dtype's machine epsilon (2.2e-16 for float64, 1.2e-7 for float32):
       changes below rounding level are not signal.
     * ``slowdown``: a phase, or the total, shows a sustained, significant step
-      up per :func:`parity.benchmarking.regressions.judge_slowdown` with ``rule`` (default
-      :class:`~parity.benchmarking.regressions.SlowdownRule`), on the runs' timing repeats.
+      up per :func:`parity.storage.regressions.judge_slowdown` with ``rule`` (default
+      :class:`~parity.storage.regressions.SlowdownRule`), on the runs' timing repeats.
 
     Returns
     -------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parity.comparison.arrays import nonfinite_code
+from parity.contract.values import nonfinite_code
 from parity.diagnosis.engine import Clock, Context, Pair
 from parity.diagnosis.result import Signature
 from parity.diagnosis.wording import short, where_text, within
