@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from parity.comparison.engine import as_numpy, compare_arrays
+from parity.contract.results import Status
 from parity.contract.tiers import Tier
 
 #: Bytes of probe copies kept in memory per side; beyond it they go to disk (memory-mapped).
@@ -292,8 +293,8 @@ def compare_group(e: Group, a: Group, tier: Tier, n_terms: int | None = None) ->
     d = cmp_.to_dict()
     res.max_rel, res.n_mismatch, res.n_total = d.get("max_rel"), int(d.get("n_mismatch") or 0), int(d.get("n_total") or 0)
     res.tier = used.describe()
-    if cmp_.passed or d.get("status") == "not_comparable":
-        res.status = "pass" if cmp_.passed else "not_comparable"
+    if cmp_.passed or d.get("status") == Status.NOT_COMPARABLE:
+        res.status = Status.PASS.value if cmp_.passed else Status.NOT_COMPARABLE.value
         return res
     res.status, res.message = "fail", d.get("message", "")
     if np.iscomplexobj(ad) != np.iscomplexobj(ed):

@@ -34,6 +34,7 @@ from parity.diagnosis.causes import cause_text
 from parity.comparison.engine import ELEMENTWISE, NORMWISE, format_ulp
 from parity.storage.outputs import write_text_atomic
 from parity.rendering.provenance_table import provenance_rows
+from parity.contract.results import DIVERGING, SCHEMA_VERSION, Status, check_result_shape, validate_result
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -44,8 +45,6 @@ __all__ = [
     "first_divergence",
 ]
 
-#: Result schema version this renderer understands.
-SCHEMA_VERSION = 1
 
 #: Human titles of the four parity phases.
 PHASE_TITLES: dict[int, str] = {
@@ -55,19 +54,14 @@ PHASE_TITLES: dict[int, str] = {
     4: "End-to-end intensity",
 }
 
-#: Keys every result must have (the rest are rendered as "—" when absent).
-_REQUIRED_KEYS = ("schema_version", "fixture", "passed", "stages")
-#: Keys every stage must have.
-_REQUIRED_STAGE_KEYS = ("name", "phase", "status")
-
 #: Statuses that count as a divergence, in the order of preference for "first".
-_DIVERGING = ("fail", "error")
+_DIVERGING = DIVERGING
 
 _STATUS_LABELS = {
-    "pass": ("\u2713 pass", "st-pass"),
-    "fail": ("\u2717 FAIL", "st-fail"),
-    "not_comparable": ("\u2013 not comparable", "st-nc"),
-    "error": ("! ERROR", "st-error"),
+    Status.PASS: ("\u2713 pass", "st-pass"),
+    Status.FAIL: ("\u2717 FAIL", "st-fail"),
+    Status.NOT_COMPARABLE: ("\u2013 not comparable", "st-nc"),
+    Status.ERROR: ("! ERROR", "st-error"),
 }
 
 _TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -85,46 +79,15 @@ _MARKER_COLOUR = "#ff00ff"
 # Loading and validation
 # --------------------------------------------------------------------------- #
 def _validate(result: Any, source: str) -> dict:
-    """Check that ``result`` looks like a schema-1 parity result.
-
-    Parameters
-    ----------
-    result : Any
-        Decoded JSON.
-    source : str
-        Where it came from, for the error message.
-
-    Returns
-    -------
-    dict
-        ``result`` itself.
+    """Check that ``result`` looks like a parity result (:func:`parity.contract.results.check_result_shape`).
 
     Raises
     ------
     ValueError
-        Not an object, missing keys, wrong ``schema_version``, or malformed
+        Not an object, missing keys, unsupported ``schema_version``, or malformed
         ``stages``; the message says which and where.
     """
-    if not isinstance(result, dict):
-        raise ValueError(f"{source}: not a parity result (expected a JSON object, "
-                         f"got {type(result).__name__})")
-    missing = [key for key in _REQUIRED_KEYS if key not in result]
-    if missing:
-        raise ValueError(f"{source}: not a parity result: missing key(s) {', '.join(missing)}")
-    version = result["schema_version"]
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"{source}: unsupported schema_version {version!r} "
-                         f"(this report understands {SCHEMA_VERSION})")
-    stages = result["stages"]
-    if not isinstance(stages, list):
-        raise ValueError(f"{source}: 'stages' must be a list, got {type(stages).__name__}")
-    for i, stage in enumerate(stages):
-        if not isinstance(stage, dict):
-            raise ValueError(f"{source}: stages[{i}] must be an object")
-        absent = [key for key in _REQUIRED_STAGE_KEYS if key not in stage]
-        if absent:
-            raise ValueError(f"{source}: stages[{i}] is missing key(s) {', '.join(absent)}")
-    return result
+    return check_result_shape(result, source)
 
 
 def load_result(path: str | os.PathLike[str]) -> dict:
@@ -148,8 +111,6 @@ def load_result(path: str | os.PathLike[str]) -> dict:
         The file is not JSON, or is JSON but not a schema-1 parity result
         (missing keys, wrong ``schema_version``, malformed ``stages``).
     """
-    from parity.contract.result_schema import check_result_types
-
     path = Path(path)
     if path.exists() and not path.is_file():  # a FIFO would block, a device never end
         raise ValueError(f"{path}: not a regular file (a folder, device or FIFO): give a result JSON file")
@@ -163,9 +124,7 @@ def load_result(path: str | os.PathLike[str]) -> dict:
         raise ValueError(f"{path}: not a parity result: invalid JSON ({exc})") from None
     except RecursionError:
         raise ValueError(f"{path}: not a parity result: JSON nested too deeply") from None
-    result = _validate(data, str(path))
-    check_result_types(result, str(path))
-    return result
+    return validate_result(data, str(path))
 
 
 # --------------------------------------------------------------------------- #
@@ -333,7 +292,7 @@ def first_divergence(result: Mapping[str, Any]) -> tuple[int, dict] | None:
             return i, stage
     if not result.get("passed", True):
         for i, stage in enumerate(stages):
-            if stage.get("status") != "pass":
+            if stage.get("status") != Status.PASS:
                 return i, stage
     return None
 
@@ -374,9 +333,9 @@ def _divergence_clause(stage: Mapping[str, Any]) -> str:
     """The part of the verdict sentence after the stage name."""
     status = stage.get("status")
     first_line = _headline(stage.get("message"))
-    if status == "error":
+    if status == Status.ERROR:
         return f"error: {first_line or 'the stage raised'}"
-    if status == "not_comparable":
+    if status == Status.NOT_COMPARABLE:
         return f"not comparable: {stage.get('reason') or first_line or 'no reason given'}"
     n_mis, n_tot = stage.get("n_mismatch"), stage.get("n_total")
     if not _is_num(n_mis) or not _is_num(n_tot):
@@ -755,9 +714,9 @@ def _row(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[str,
     worst = stage.get("worst") or {}
     n_mis, n_tot = stage.get("n_mismatch"), stage.get("n_total")
     note = None
-    if status == "not_comparable":
+    if status == Status.NOT_COMPARABLE:
         note = "Reason: " + (stage.get("reason") or _headline(stage.get("message")) or "no message")
-    elif status == "error":
+    elif status == Status.ERROR:
         note = "Error: " + (_headline(stage.get("message")) or "no message")
     why = _why(stage)
     if why:
@@ -910,7 +869,7 @@ def _detail(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[s
         "eigen_rows": eigen_rows,
         "eigen_total": eigen_total,
         "diagnosis": _diagnosis_rows(stage),
-        "diagnosed": "diagnosis" in stage and stage.get("status") == "fail",
+        "diagnosed": "diagnosis" in stage and stage.get("status") == Status.FAIL,
         "diagnosis_png": details.get("diagnosis_figure") if str(details.get("diagnosis_figure", "")).startswith(
             "data:image/png;base64,") else None,
     }
@@ -1014,7 +973,7 @@ def _context(result: Mapping[str, Any]) -> dict[str, Any]:
     verdict: dict[str, Any] = {
         "passed": passed,
         # A run that failed only because something could not be compared did not diverge.
-        "label": "PASSED" if passed else ("DIVERGED" if diverged or not counts.get("not_comparable")
+        "label": "PASSED" if passed else ("DIVERGED" if diverged or not counts.get(Status.NOT_COMPARABLE)
                                           else "NOT COMPARABLE"),
         "counts": f"{len(stages)} stage(s): " + ", ".join(
             f"{n} {s.replace('_', ' ')}" for s, n in counts.items()),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 
 from parity.diagnosis.causes import cause_text
+from parity.contract.results import Status
 from parity.contract.stages import PHASE_TITLES
 
 #: Width of the table's last column; longer text wraps onto continuation lines.
@@ -96,8 +97,8 @@ def format_table(result: dict) -> str:
         if s["phase"] != phase:
             phase = s["phase"]
             lines += ["", f"Phase {phase}: {PHASE_TITLES.get(phase, '')}", header]
-        status = s["status"].upper() if s["status"] != "pass" else "pass"
-        where = stage_reason(s) if s["status"] != "pass" else \
+        status = s["status"].upper() if s["status"] != Status.PASS else Status.PASS.value
+        where = stage_reason(s) if s["status"] != Status.PASS else \
             (((s.get("worst") or {}).get("location") or "") if s.get("max_abs") else "")
         head = (f"  {s['name']:<18} {s['tier']:<15} {status:<15} {_fmt(s['max_abs']):>9} "
                 f"{_fmt(s['max_rel']):>9} {_fmt(s.get('max_rel_elementwise')):>9}  ")
@@ -111,10 +112,10 @@ def format_summary(result: dict) -> str:
     """The verdict line(s): what agreed, how many elements were compared, what was not seen."""
     stages = [s for s in result["stages"] if s.get("kind") != "construction"]
     n = len(stages)
-    counts = {k: sum(1 for s in result["stages"] if s["status"] == k) for k in ("pass", "fail", "error",
-                                                                                 "not_comparable")}
+    counts = {k: sum(1 for s in result["stages"] if s["status"] == k) for k in (Status.PASS, Status.FAIL, Status.ERROR,
+                                                                                 Status.NOT_COMPARABLE)}
     compared = f"{result.get('n_compared', 0):,} elements compared"
-    nc = f", {counts['not_comparable']} not comparable" if counts["not_comparable"] else ""
+    nc = f", {counts[Status.NOT_COMPARABLE]} not comparable" if counts[Status.NOT_COMPARABLE] else ""
     verdict = result.get("verdict") or ("pass" if result["passed"] else "diverged")
     lines = []
     if verdict == "pass":

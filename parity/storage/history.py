@@ -1,13 +1,17 @@
-"""SQLite history of parity runs, and regression detection over it.
+"""SQLite history of parity runs: the store (SQL only).
 
 One parity run produces one *result* dict (schema in ``docs/architecture.md``).
 The nightly job records every result here; the dashboard and the regression
-finder read it back.
+finder (:mod:`parity.benchmarking.regressions`, pure functions over the rows read
+here; its names stay importable from this module) read it back. A result is checked
+by the one result validator (:func:`parity.contract.results.validate_result`) before
+it is recorded, and migrated when it is read back (:meth:`HistoryStore.result`).
 
 Storage
 -------
 One SQLite file (default ``reports/history.sqlite``).  ``PRAGMA user_version``
-holds the schema version (:data:`SCHEMA_VERSION`).  The database runs in WAL
+holds the table layout's version (:data:`STORE_VERSION`; the results in it carry
+their own ``schema_version``).  The database runs in WAL
 mode with a busy timeout so that several writer processes (e.g. a CPU and a
 GPU nightly) can record at the same time: each ``record_run`` takes the write
 lock with ``BEGIN IMMEDIATE`` and waits for the other writer instead of
@@ -70,20 +74,23 @@ from __future__ import annotations
 import json
 import logging
 import math
-import numbers
 import os
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from parity.benchmarking.regressions import (Regression, error_grew, find_regressions,  # noqa: F401 (re-exported)
+                                             judged_timings, phase_key, timing_verdicts)
+from parity.contract.results import (HISTORY_REQUIRED, STATUSES, TIMING_CLOCKS,  # noqa: F401 (re-exported)
+                                     ResultTypeError, validate_result as _validate_any)
+from parity.contract.migrations import migrate
 from parity.storage.outputs import json_safe
-from parity.benchmarking.regressions import SlowdownRule, TimingVerdict, judge_slowdown
 
 __all__ = [
+    "STORE_VERSION",
     "SCHEMA_VERSION",
     "DEFAULT_PATH",
     "HistoryError",
@@ -98,25 +105,17 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 #: Version of the table layout, stored in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
+STORE_VERSION = 1
+#: The old name of :data:`STORE_VERSION` (the table layout's version, not a result's), kept for importers.
+SCHEMA_VERSION = STORE_VERSION
 #: Where the CLI keeps the history unless told otherwise.
 DEFAULT_PATH = Path("reports/history.sqlite")
 
 TEST_SLEEP_ENV = "PARITY_HISTORY_TEST_SLEEP"
 
-STATUSES = ("pass", "fail", "not_comparable", "error")
-_BAD_STATUSES = ("fail", "error")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Namespace for content-derived run UUIDs (any fixed UUID works; this one is ours).
 _RUN_NAMESPACE = uuid.UUID("6f1c7c2e-3b0e-4d55-9a55-2f1d4c6b8e01")
-# Machine epsilon per dtype: relative errors below it are rounding, not signal.
-_DTYPE_EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float16": 9.765625e-04,
-              "complex128": 2.220446049250313e-16, "complex64": 1.1920929e-07}
-_DEFAULT_ERROR_FLOOR = 1e-16
-#: A stage missing from the previous run is compared with the last of this many runs that has it.
-_STAGE_LOOKBACK = 10
-#: Clocks a timing block may name (see parity.running.nightly.measure_timing).
-TIMING_CLOCKS = ("cpu", "wall")
 
 _SCHEMA_V1 = """
 CREATE TABLE runs (
@@ -150,7 +149,7 @@ CREATE TABLE stages (
     name       TEXT NOT NULL,
     phase      INTEGER,
     tier       TEXT,
-    status     TEXT NOT NULL CHECK (status IN ('pass', 'fail', 'not_comparable', 'error')),
+    status     TEXT NOT NULL CHECK (status IN ({statuses})),
     max_abs    REAL,
     max_rel    REAL,
     n_mismatch INTEGER,
@@ -165,7 +164,7 @@ CREATE TABLE phase_timings (
     seconds REAL,
     PRIMARY KEY (run_id, phase)
 );
-"""
+""".format(statuses=", ".join(f"'{s.value}'" for s in STATUSES))
 
 # Column lists returned by the queries (result_json is left out of listings: it is
 # large; fetch it with HistoryStore.result()).
@@ -182,22 +181,6 @@ class HistoryError(Exception):
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_optional_number(value: Any, where: str) -> None:
-    if value is not None and not _is_number(value):
-        raise HistoryError(f"malformed result: {where} must be a number or null, got {value!r}")
-
-
-def _check_str(value: Any, where: str, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str) or (not optional and not value):
-        raise HistoryError(f"malformed result: {where} must be a non-empty string, got {value!r}")
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -222,91 +205,27 @@ def _utc_text(stamp: datetime) -> str:
     return stamp.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _validate_stage(stage: Any, index: int, seen: set[str]) -> None:
-    where = f"stages[{index}]"
-    if not isinstance(stage, Mapping):
-        raise HistoryError(f"malformed result: {where} is not an object")
-    _check_str(stage.get("name"), f"{where}.name")
-    if stage["name"] in seen:
-        raise HistoryError(f"malformed result: duplicate stage name {stage['name']!r}")
-    seen.add(stage["name"])
-    if stage.get("status") not in STATUSES:
-        raise HistoryError(
-            f"malformed result: {where}.status must be one of {STATUSES}, got {stage.get('status')!r}")
-    phase = stage.get("phase")
-    if phase is not None and not (isinstance(phase, numbers.Integral) and not isinstance(phase, bool)):
-        raise HistoryError(f"malformed result: {where}.phase must be an integer, got {phase!r}")
-    _check_str(stage.get("tier"), f"{where}.tier", optional=True)
-    for key in ("max_abs", "max_rel", "n_mismatch", "n_total", "duration_s"):
-        _check_optional_number(stage.get(key), f"{where}.{key}")
-
-
-def _validate_timing(timing: Any) -> None:
-    if not isinstance(timing, Mapping):
-        raise HistoryError("malformed result: timing must be an object")
-    if timing.get("clock") not in TIMING_CLOCKS:
-        raise HistoryError(f"malformed result: timing.clock must be one of {TIMING_CLOCKS}, "
-                           f"got {timing.get('clock')!r}")
-    samples = timing.get("samples")
-    if not isinstance(samples, Mapping):
-        raise HistoryError("malformed result: timing.samples must be an object {target: [seconds]}")
-    for target, values in samples.items():
-        if not isinstance(values, list) or not all(_is_number(v) for v in values):
-            raise HistoryError(f"malformed result: timing.samples[{target!r}] must be a list of numbers")
-
-
 def validate_result(result: Any) -> None:
-    """Check that ``result`` has what the history needs (schema_version 1).
+    """Check that ``result`` has what the history needs: the one result validator.
 
-    Required: ``schema_version`` (== 1), ``fixture``, ``device``, ``dtype``,
-    ``passed`` (bool), ``started_at`` (ISO 8601), ``duration_s``,
-    ``phase_timings`` (object of numbers) and ``stages`` (list; each with
-    ``name``, ``status`` and an integer or null ``phase``).  ``environment``,
-    ``params`` and ``grid`` must be objects when present; ``timing`` (optional)
-    must have a ``clock`` in :data:`TIMING_CLOCKS` and ``samples``
-    ``{target: [seconds]}``.
+    :func:`parity.contract.results.validate_result` with the keys the history cannot
+    leave empty (:data:`parity.contract.results.HISTORY_REQUIRED`: ``schema_version``,
+    ``fixture``, ``device``, ``dtype``, ``passed``, ``started_at`` (ISO 8601),
+    ``duration_s``, ``phase_timings``, ``stages``), the same type rules as ``parity report``,
+    applied to the result as it will be stored (:func:`parity.storage.outputs.json_safe`).
 
     Raises
     ------
     HistoryError
-        Naming the first problem found.
+        ``"malformed result: <the first problem found>"``.
     """
-    if not isinstance(result, Mapping):
-        raise HistoryError(f"malformed result: expected an object, got {type(result).__name__}")
-    required = ("schema_version", "fixture", "device", "dtype", "passed", "started_at",
-                "duration_s", "phase_timings", "stages")
-    missing = [key for key in required if key not in result]
-    if missing:
-        raise HistoryError(f"malformed result: missing key(s) {', '.join(missing)}")
-    if result["schema_version"] != 1:
-        raise HistoryError(
-            f"malformed result: schema_version {result['schema_version']!r} is not supported (expected 1)")
-    for key in ("fixture", "device", "dtype"):
-        _check_str(result[key], key)
-    for key in ("device_name", "first_failure", "fault"):
-        _check_str(result.get(key), key, optional=True)
-    if not isinstance(result["passed"], bool):
-        raise HistoryError(f"malformed result: passed must be true/false, got {result['passed']!r}")
-    if not isinstance(result["started_at"], str):
-        raise HistoryError("malformed result: started_at must be a string")
-    parse_timestamp(result["started_at"])
-    _check_optional_number(result["duration_s"], "duration_s")
-    for key in ("environment", "params", "grid"):
-        if result.get(key) is not None and not isinstance(result[key], Mapping):
-            raise HistoryError(f"malformed result: {key} must be an object")
-    timings = result["phase_timings"]
-    if not isinstance(timings, Mapping):
-        raise HistoryError("malformed result: phase_timings must be an object")
-    for phase, seconds in timings.items():
-        _check_optional_number(seconds, f"phase_timings[{phase!r}]")
-    if result.get("timing") is not None:
-        _validate_timing(result["timing"])
-    stages = result["stages"]
-    if not isinstance(stages, list):
-        raise HistoryError("malformed result: stages must be a list")
-    seen: set[str] = set()
-    for index, stage in enumerate(stages):
-        _validate_stage(stage, index, seen)
+    try:
+        # As it will be stored: NumPy values as Python ones, non-finite numbers as null.
+        _validate_any(json_safe(result), required=HISTORY_REQUIRED)
+    except ResultTypeError as exc:
+        raise HistoryError(f"malformed result: {exc.problem}") from None
+    if result.get("started_at") is not None:
+        parse_timestamp(result["started_at"])
 
 
 # --------------------------------------------------------------------------- JSON helpers
@@ -417,7 +336,7 @@ class HistoryStore:
     HistoryError
         When the path cannot be created or written, the file is not a (healthy)
         SQLite database, belongs to something else, or has a newer schema
-        version than :data:`SCHEMA_VERSION`.  The file is left untouched.
+        version than :data:`STORE_VERSION`.  The file is left untouched.
 
     Examples
     --------
@@ -452,10 +371,10 @@ class HistoryStore:
         """Check the file (read-only) and create the schema if it is new."""
         try:
             version = self._user_version()
-            if version > SCHEMA_VERSION:
+            if version > STORE_VERSION:
                 raise HistoryError(
                     f"history store {self.path} has schema version {version}, newer than this "
-                    f"tool's version {SCHEMA_VERSION}; upgrade eryx-parity to read it")
+                    f"tool's version {STORE_VERSION}; upgrade eryx-parity to read it")
             problems = [" ".join(row[0].split()) for row in self._conn.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise HistoryError(
@@ -509,7 +428,7 @@ class HistoryStore:
             for statement in _SCHEMA_V1.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
-            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
 
     def _configure(self) -> None:
         self._conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
@@ -648,11 +567,18 @@ class HistoryStore:
         return [_decode_run(row) for row in self._query(sql, params)]
 
     def result(self, run_id: int) -> dict[str, Any]:
-        """The whole stored result dict of run ``run_id``."""
+        """The whole stored result dict of run ``run_id``, migrated to the current result schema.
+
+        Raises
+        ------
+        HistoryError
+            No such run.
+        """
         rows = self._query("SELECT result_json FROM runs WHERE id = ?", (run_id,))
         if not rows:
             raise HistoryError(f"history store {self.path}: no run with id {run_id}")
-        return json.loads(rows[0]["result_json"])
+        # Migrated, not re-validated: the row was validated when it was recorded.
+        return dict(migrate(json.loads(rows[0]["result_json"])))
 
     def stages(self, run_id: int) -> list[dict[str, Any]]:
         """The stage rows of one run, in registry order."""
@@ -721,7 +647,7 @@ class HistoryStore:
             if phase is None or row["phase"] == str(phase):
                 by_run.setdefault(row["run_id"], {})[row["phase"]] = row["seconds"]
         for run in runs:
-            run["phases"] = dict(sorted(by_run.get(run["run_id"], {}).items(), key=lambda kv: _phase_key(kv[0])))
+            run["phases"] = dict(sorted(by_run.get(run["run_id"], {}).items(), key=lambda kv: phase_key(kv[0])))
         return runs
 
     def timing_series(self, fixture: str, device: str, dtype: str) -> list[dict[str, Any]]:
@@ -904,182 +830,3 @@ def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
 
 def _phase_sort(phase: int | None) -> float:
     return math.inf if phase is None else float(phase)
-
-
-def _phase_key(phase: str) -> tuple[int, float, str]:
-    """Sort "1" < "2" < "10" < "other" (numeric phases first)."""
-    try:
-        return (0, float(phase), phase)
-    except ValueError:
-        return (1, 0.0, phase)
-
-
-# --------------------------------------------------------------------------- regressions
-
-
-@dataclass(frozen=True)
-class Regression:
-    """One flagged change in the latest run of a series.
-
-    Attributes
-    ----------
-    fixture, device, dtype
-        The series.
-    target
-        What regressed: a stage name (``status_flip``/``error_growth``),
-        ``"phase N"`` or ``"total"`` (``slowdown``).
-    kind
-        ``"status_flip"``, ``"error_growth"`` or ``"slowdown"``.
-    run_id
-        The latest run, the one that shows the regression.
-    previous, current
-        Before/after: a status string, a max_rel, or seconds (for a slowdown,
-        ``previous`` is the baseline -- the median of earlier runs' minima -- and
-        ``current`` the latest run's minimum).
-    message
-        One human line.
-    report_path
-        The latest run's divergence report (as stored), if any.
-    """
-
-    fixture: str
-    device: str
-    dtype: str
-    target: str
-    kind: str
-    run_id: int
-    previous: Any
-    current: Any
-    message: str
-    report_path: str | None = None
-
-
-def error_grew(previous: float | None, current: float | None, *, factor: float = 10.0,
-               floor: float = _DEFAULT_ERROR_FLOOR) -> bool:
-    """True when ``current`` exceeds ``factor`` times ``previous`` (both floored).
-
-    The floor keeps rounding-level changes quiet: with the float64 floor,
-    0 -> 1e-15 is not growth, 1e-15 -> 1e-12 is.  None (NaN/inf) on either
-    side is not judged here; such stages fail and show up as status flips.
-    """
-    if previous is None or current is None:
-        return False
-    return max(current, floor) > factor * max(previous, floor)
-
-
-def _error_floor_for(dtype: str, floor: float | None) -> float:
-    if floor is not None:
-        return floor
-    return max(_DEFAULT_ERROR_FLOOR, _DTYPE_EPS.get(dtype, 0.0))
-
-
-def _stage_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
-                       previous_runs: Sequence[Mapping[str, Any]],
-                       stages_of: Mapping[int, Mapping[str, Mapping[str, Any]]], *,
-                       error_factor: float, floor: float) -> Iterator[Regression]:
-    fixture, device, dtype = key
-    for name, stage in stages_of[latest["id"]].items():
-        before = next((stages_of[run["id"]][name] for run in previous_runs
-                       if name in stages_of[run["id"]]), None)
-        if before is None:
-            continue
-        common = dict(fixture=fixture, device=device, dtype=dtype, target=name, run_id=latest["id"],
-                      report_path=latest["report_path"])
-        if before["status"] == "pass" and stage["status"] in _BAD_STATUSES:
-            yield Regression(kind="status_flip", previous=before["status"], current=stage["status"],
-                             message=f"{name}: {before['status']} -> {stage['status']}", **common)
-        if error_grew(before["max_rel"], stage["max_rel"], factor=error_factor, floor=floor):
-            yield Regression(kind="error_growth", previous=before["max_rel"], current=stage["max_rel"],
-                             message=(f"{name}: max_rel {before['max_rel']:.3g} -> {stage['max_rel']:.3g} "
-                                      f"(more than x{error_factor:g})"), **common)
-
-
-def judged_timings(store: HistoryStore, fixture: str, device: str, dtype: str) -> dict[str, Any]:
-    """The timings slowdowns are judged on: one series, oldest first, one clock.
-
-    Only runs timed with the latest run's clock are kept: process CPU time and wall
-    time are different quantities.
-
-    Returns
-    -------
-    dict
-        ``clock`` (``"cpu"``/``"wall"``), ``dropped`` (runs timed with another clock)
-        and ``runs``: ``[{run_id, started_at, samples}]``.
-    """
-    series = store.timing_series(fixture, device, dtype)
-    if not series:
-        return {"clock": "wall", "dropped": 0, "runs": []}
-    clock = series[-1]["clock"]
-    runs = [{key: run[key] for key in ("run_id", "started_at", "samples")} for run in series if run["clock"] == clock]
-    return {"clock": clock, "dropped": len(series) - len(runs), "runs": runs}
-
-
-def timing_verdicts(store: HistoryStore, fixture: str, device: str, dtype: str,
-                    rule: SlowdownRule | None = None) -> dict[str, TimingVerdict]:
-    """The slowdown verdict of every timed target of a series' latest run.
-
-    Judged on :func:`judged_timings`; targets are the phases (``"1"``..) and
-    ``"total"``; see :func:`parity.benchmarking.regressions.judge_slowdown`.
-
-    Returns
-    -------
-    dict
-        ``{target: TimingVerdict}`` (empty for a series without runs).
-    """
-    rule = rule or SlowdownRule()
-    runs = judged_timings(store, fixture, device, dtype)["runs"]
-    if not runs:
-        return {}
-    targets = sorted(runs[-1]["samples"], key=lambda t: (t == "total", _phase_key(t)))
-    return {target: judge_slowdown([run["samples"].get(target) for run in runs], rule) for target in targets}
-
-
-def _target_label(target: str) -> str:
-    return "total" if target == "total" else f"phase {target}"
-
-
-def _timing_regressions(store: HistoryStore, key: tuple[str, str, str], latest: Mapping[str, Any], *,
-                        rule: SlowdownRule) -> Iterator[Regression]:
-    fixture, device, dtype = key
-    for target, verdict in timing_verdicts(store, *key, rule=rule).items():
-        if not verdict.flagged:
-            continue
-        yield Regression(fixture=fixture, device=device, dtype=dtype, target=_target_label(target),
-                         kind="slowdown", run_id=latest["id"], previous=verdict.baseline_s,
-                         current=verdict.current_s, report_path=latest["report_path"],
-                         message=f"{_target_label(target)}: {verdict.reason}")
-
-
-def find_regressions(store: HistoryStore, *, error_factor: float = 10.0, rule: SlowdownRule | None = None,
-                     error_floor: float | None = None) -> list[Regression]:
-    """Compare the latest run of every series with the runs before it.
-
-    Rules (per ``(fixture, device, dtype)``, fault runs ignored):
-
-    * ``status_flip``: a stage was ``pass`` in its previous run and is now
-      ``fail`` or ``error``.
-    * ``error_growth``: a stage's max_rel grew by more than ``error_factor``
-      against its previous run (see :func:`error_grew`).  The floor defaults to
-      the dtype's machine epsilon (2.2e-16 for float64, 1.2e-7 for float32):
-      changes below rounding level are not signal.
-    * ``slowdown``: a phase, or the total, shows a sustained, significant step
-      up per :func:`parity.benchmarking.regressions.judge_slowdown` with ``rule`` (default
-      :class:`~parity.benchmarking.regressions.SlowdownRule`), on the runs' timing repeats.
-
-    Returns
-    -------
-    list of Regression
-        Sorted by series, then kind, then target.
-    """
-    rule = rule or SlowdownRule()
-    found: list[Regression] = []
-    for key in store.series_keys():
-        runs = store.runs(*key, limit=_STAGE_LOOKBACK + 1, include_faults=False)
-        latest, previous_runs = runs[0], runs[1:]  # newest first
-        if previous_runs:
-            stages_of = {run["id"]: {row["name"]: row for row in store.stages(run["id"])} for run in runs}
-            found.extend(_stage_regressions(key, latest, previous_runs, stages_of, error_factor=error_factor,
-                                            floor=_error_floor_for(key[2], error_floor)))
-        found.extend(_timing_regressions(store, key, latest, rule=rule))
-    kinds = ("status_flip", "error_growth", "slowdown")
-    return sorted(found, key=lambda r: (r.fixture, r.device, r.dtype, kinds.index(r.kind), r.target))
