@@ -36,6 +36,7 @@ import sys
 from typing import Any, Sequence
 
 from parity.contract.options import EXIT_DIVERGED, EXIT_OK, EXIT_SKIP, UsageError, parse_phases
+from parity.contract.results import DIVERGING, Status
 
 EXIT_ABORT = 128
 PROG = "parity check"
@@ -164,13 +165,13 @@ def refuse_input(run, stages) -> None:
 
 def verdict(records: list[dict], named: Sequence[str]) -> tuple[int, str | None]:
     """(exit code, why it is a skip) of a check's stage records (see the module's skip rule)."""
-    if any(r["status"] in ("fail", "error") for r in records):
+    if any(r["status"] in DIVERGING for r in records):
         return EXIT_DIVERGED, None
     by_name = {r["name"]: r for r in records}
-    unjudged = [n for n in named if by_name.get(n, {}).get("status") != "pass"]
+    unjudged = [n for n in named if by_name.get(n, {}).get("status") != Status.PASS]
     if unjudged:
         return EXIT_SKIP, f"named stage(s) not comparable at this commit: {', '.join(unjudged)}"
-    if not any(r["status"] == "pass" for r in records):
+    if not any(r["status"] == Status.PASS for r in records):
         return EXIT_SKIP, "no selected stage compared anything at this commit"
     return EXIT_OK, None
 
@@ -215,7 +216,7 @@ def run_check(args, spec_options: dict, tier_overrides) -> int:
     result = execute(run, stages, progress=False)
     records: list[dict[str, Any]] = result["stages"]
     for r in records:
-        if r["status"] != "pass":
+        if r["status"] != Status.PASS:
             print(f"  {r['name']}: {r['status']}" + (f" ({stage_reason(r)})" if stage_reason(r) else ""))
     print(format_summary(result))
     code, why = verdict(records, named)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from parity.storage.outputs import check_outputs, json_safe
+from parity.contract.results import Verdict
 from parity.storage.inputs import fixture_inputs
 from parity.contract.options import (EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIP, EXIT_USAGE,  # noqa: F401
                       INTERRUPTED_MESSAGE, Parser, UsageError, parse_grid, parse_phases, parse_sampling)
@@ -414,7 +415,7 @@ def _outputs(args, result) -> None:
 
 
 def _exit_code(result: dict) -> int:
-    return {"pass": EXIT_OK, "incomplete": EXIT_INCOMPLETE}.get(result.get("verdict", ""), EXIT_DIVERGED)
+    return {Verdict.PASS: EXIT_OK, Verdict.INCOMPLETE: EXIT_INCOMPLETE}.get(result.get("verdict", ""), EXIT_DIVERGED)
 
 
 # ----------------------------------------------------------------- commands

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from parity.storage.outputs import json_safe
+from parity.contract.results import Status
 
 __all__ = [
     "Comparison",
@@ -48,7 +49,7 @@ __all__ = [
 Locate = Callable[[tuple[int, ...]], str]
 
 #: The three outcomes of a comparison.
-STATUSES: tuple[str, ...] = ("pass", "fail", "not_comparable")
+STATUSES: tuple[str, ...] = (Status.PASS.value, Status.FAIL.value, Status.NOT_COMPARABLE.value)
 
 #: Label of :attr:`Comparison.max_rel` wherever it is printed.
 NORMWISE = "normwise rel err (max|a-e|/max|e|)"
@@ -128,8 +129,8 @@ class Comparison:
     def status(self) -> str:
         """``"not_comparable"``, ``"pass"`` or ``"fail"`` (one of :data:`STATUSES`)."""
         if not self.comparable:
-            return "not_comparable"
-        return "pass" if self.passed else "fail"
+            return Status.NOT_COMPARABLE.value
+        return (Status.PASS if self.passed else Status.FAIL).value
 
     def to_dict(self) -> dict:
         """JSON-safe dict: NaN/inf -> None, NumPy scalars -> Python, complex -> {"re", "im"}."""

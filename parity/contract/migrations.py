@@ -4,7 +4,7 @@ Modelled on asv's ``Results`` (``update_to_2``, ...): the function ``update_to_N
 result of version ``N - 1`` and returns it in version ``N``; :func:`migrate` applies
 every step from the result's ``schema_version`` up to
 :data:`parity.contract.results.SCHEMA_VERSION`, in order, on load
-(:func:`parity.contract.results.validate_result` calls it, so ``parity report``, the history
+(:func:`parity.contract.result_schema.validate_result` calls it, so ``parity report``, the history
 store and :meth:`parity.contract.results.RunResult.from_dict` all read old files the same
 way). A step never changes its input: it returns a new dict.
 
@@ -81,7 +81,7 @@ def migrate(result: Mapping[str, Any]) -> Mapping[str, Any]:
     ----------
     result
         A result whose ``schema_version`` is an integer from 1 to ``SCHEMA_VERSION``
-        (:func:`parity.contract.results.validate_result` checks that first).
+        (:func:`parity.contract.result_schema.validate_result` checks that first).
 
     Returns
     -------

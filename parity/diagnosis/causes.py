@@ -35,6 +35,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
+from parity.contract.results import DIVERGING as RESULT_DIVERGING, Status
+
 if TYPE_CHECKING:  # pragma: no cover
     from parity.contract.stages import Stage
 # parity.contract.stages is imported where needed: the report renders results with this module
@@ -42,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ROOT = "root_cause"
 INHERITED = "inherited"
-DIVERGING = ("fail", "error")
+DIVERGING = RESULT_DIVERGING  # kept for importers
 
 #: Stage kinds whose quantity is the candidate's computation (invariants and the dtype audit
 #: check it, oracles check the reference): only these are upstream of other stages.
@@ -87,7 +89,7 @@ def failing_upstream(stage: "Stage", status: Mapping[str, str], edges: str = "al
         st = status.get(name)
         if st in DIVERGING:
             found.append(name)
-        elif st != "pass":  # not run, not comparable: the error may have passed through unseen
+        elif st != Status.PASS:  # not run, not comparable: the error may have passed through unseen
             todo.extend(upstream(get_stage(name)))
     return sorted(found, key=_order)
 

@@ -34,7 +34,8 @@ from parity.diagnosis.causes import cause_text
 from parity.comparison.engine import ELEMENTWISE, NORMWISE, format_ulp
 from parity.storage.outputs import write_text_atomic
 from parity.rendering.provenance_table import provenance_rows
-from parity.contract.results import DIVERGING, SCHEMA_VERSION, Status, check_result_shape, validate_result
+from parity.contract.results import DIVERGING, SCHEMA_VERSION, Status
+from parity.contract.result_schema import check_result_shape, validate_result
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -79,7 +80,7 @@ _MARKER_COLOUR = "#ff00ff"
 # Loading and validation
 # --------------------------------------------------------------------------- #
 def _validate(result: Any, source: str) -> dict:
-    """Check that ``result`` looks like a parity result (:func:`parity.contract.results.check_result_shape`).
+    """Check that ``result`` looks like a parity result (:func:`parity.contract.result_schema.check_result_shape`).
 
     Raises
     ------
