@@ -180,3 +180,16 @@ def test_run_result_round_trips_and_keeps_extra_keys():
     assert result["passed"] is True and result["verdict"] == "pass" and result["n_compared"] == 3
     assert "reference" not in result and list(result)[-2:] == ["stages", "crash"]
     assert RunResult.from_dict(json.loads(json.dumps(result))).to_dict() == result
+
+
+def test_a_crash_result_has_the_runners_keys_and_loads():
+    from parity.running.nightly import crash_result
+
+    result = crash_result("synthetic", "float64", "cpu", RuntimeError("boom"), phases=[1],
+                          started_at="2026-12-05T00:00:00+00:00", duration_s=0.5)
+    runner_keys = list(stage_record("x", 1, status=Status.ERROR))
+    assert result["stages"] and all(list(s) == runner_keys for s in result["stages"])
+    assert all(s["status"] == "error" and s["passed"] is False for s in result["stages"])
+    assert result["verdict"] == "diverged" and result["first_failure"] == result["stages"][0]["name"]
+    assert result["crash"] == {"type": "RuntimeError", "message": "boom"}
+    assert RunResult.from_dict(json.loads(json.dumps(result))).to_dict() == result
