@@ -8,7 +8,7 @@ from __future__ import annotations
 import textwrap
 
 from parity.diagnosis.causes import cause_text
-from parity.contract.results import Status
+from parity.contract.results import Status, Verdict
 from parity.contract.stages import PHASE_TITLES
 
 #: Width of the table's last column; longer text wraps onto continuation lines.
@@ -112,22 +112,21 @@ def format_summary(result: dict) -> str:
     """The verdict line(s): what agreed, how many elements were compared, what was not seen."""
     stages = [s for s in result["stages"] if s.get("kind") != "construction"]
     n = len(stages)
-    counts = {k: sum(1 for s in result["stages"] if s["status"] == k) for k in (Status.PASS, Status.FAIL, Status.ERROR,
-                                                                                 Status.NOT_COMPARABLE)}
+    counts = {k: sum(1 for s in result["stages"] if s["status"] == k) for k in Status}
     compared = f"{result.get('n_compared', 0):,} elements compared"
     nc = f", {counts[Status.NOT_COMPARABLE]} not comparable" if counts[Status.NOT_COMPARABLE] else ""
-    verdict = result.get("verdict") or ("pass" if result["passed"] else "diverged")
+    verdict = result.get("verdict") or (Verdict.PASS if result["passed"] else Verdict.DIVERGED)
     lines = []
-    if verdict == "pass":
-        lines.append(f"PASSED: {counts['pass']} of {n} stages agree{nc}; {compared} ({result['duration_s']:.1f} s)")
-    elif verdict == "incomplete":
+    if verdict == Verdict.PASS:
+        lines.append(f"PASSED: {counts[Status.PASS]} of {n} stages agree{nc}; {compared} ({result['duration_s']:.1f} s)")
+    elif verdict == Verdict.INCOMPLETE:
         lines.append(f"INCOMPLETE: no divergence, but map stage(s) {', '.join(result.get('incomplete', []))} "
-                     f"compared nothing; {counts['pass']} of {n} stages agree{nc}; {compared} "
+                     f"compared nothing; {counts[Status.PASS]} of {n} stages agree{nc}; {compared} "
                      f"({result['duration_s']:.1f} s)")
     else:
         first = next(s for s in result["stages"] if s["name"] == result["first_failure"])
-        lines.append(f"DIVERGED: first failure {first['name']} (phase {first['phase']}); {counts['fail']} failed, "
-                     f"{counts['error']} errors of {n} stages{nc}; {compared} ({result['duration_s']:.1f} s)")
+        lines.append(f"DIVERGED: first failure {first['name']} (phase {first['phase']}); {counts[Status.FAIL]} failed, "
+                     f"{counts[Status.ERROR]} errors of {n} stages{nc}; {compared} ({result['duration_s']:.1f} s)")
         lines.append("  " + wrap_reason(_first_line(first.get("message")), 2, width=110))
         phrase = (first.get("details") or {}).get("diagnosis_phrase") if isinstance(first.get("details"), dict) \
             else None
