@@ -132,9 +132,11 @@ def test_migrations_run_in_order_from_the_files_version(monkeypatch):
 # ------------------------------------------------------------------ refusals
 def test_a_future_schema_version_is_refused_clearly():
     future = dict(_legacy("result_pass.json"), schema_version=SCHEMA_VERSION + 1)
-    with pytest.raises(ResultTypeError, match=rf"f.json: unsupported schema_version {SCHEMA_VERSION + 1} "
-                                              r"\(newer than this parity's: upgrade eryx-parity"):
+    with pytest.raises(ResultTypeError, match=rf"^f.json: unsupported schema_version {SCHEMA_VERSION + 1}: newer "
+                                              rf"than this parity's {SCHEMA_VERSION}; upgrade eryx-parity to read it$"):
         RunResult.from_dict(future, "f.json")
+    with pytest.raises(ResultTypeError, match=r"unsupported schema_version 0 \(this parity reads 1 to"):
+        validate_result(dict(future, schema_version=0), "f.json")
 
 
 @pytest.mark.parametrize("edit, field", [

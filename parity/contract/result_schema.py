@@ -186,9 +186,10 @@ def _check_shape(result: Any, required: tuple[str, ...]) -> None:
         raise ResultTypeError(f"not a parity result: missing key(s) {', '.join(missing)}")
     version = result.get("schema_version")
     if not _int(version) or not 1 <= version <= SCHEMA_VERSION:
-        newer = " (newer than this parity's: upgrade eryx-parity to read it)" if _int(version) and version > 1 else ""
-        raise ResultTypeError(f"unsupported schema_version {version!r}{newer} "
-                              f"(this parity reads versions 1 to {SCHEMA_VERSION})")
+        if _int(version) and version > SCHEMA_VERSION:
+            raise ResultTypeError(f"unsupported schema_version {version!r}: newer than this parity's "
+                                  f"{SCHEMA_VERSION}; upgrade eryx-parity to read it")
+        raise ResultTypeError(f"unsupported schema_version {version!r} (this parity reads 1 to {SCHEMA_VERSION})")
     stages = result.get("stages")
     if not isinstance(stages, list):
         raise ResultTypeError(f"'stages' must be a list, got {type(stages).__name__}")
