@@ -78,6 +78,7 @@ from typing import Any, Mapping, NamedTuple, Sequence, TextIO
 from parity.storage.history import DEFAULT_PATH
 from parity.storage.outputs import same_file
 from parity.contract.options import UsageError
+from parity.contract.results import DIVERGING, Status, Verdict, run_result, stage_record
 from parity.contract.provenance import device_name, environment
 from parity.benchmarking import timing
 from parity.storage.regressions import SlowdownRule
@@ -344,20 +345,15 @@ def crash_result(fixture: str, dtype: str, device: str, exc: BaseException, *, g
                  phases: Sequence[int] | None = None, fixtures_dir: str | None = None,
                  started_at: str, duration_s: float) -> dict:
     """A schema-1 result for a run that raised: every selected stage says ``error``."""
-    from parity.running.runner import DEFAULT_PARAMS, SCHEMA_VERSION, default_grid
+    from parity.running.runner import DEFAULT_PARAMS, default_grid
     from parity.stages import select
 
     message = f"run crashed before the comparison finished: {type(exc).__name__}: {exc}"
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=12))
-    stages = []
-    for i, stage in enumerate(select(phases, None)):
-        stages.append({
-            "name": stage.name, "phase": stage.phase, "tier": stage.tier, "kind": stage.kind,
-            "description": stage.description, "status": "error", "passed": False,
-            "rtol": None, "atol": None, "max_abs": None, "max_rel": None, "n_mismatch": 0, "n_total": 0,
-            "worst": None, "message": message, "duration_s": 0.0,
-            "details": {"traceback": tb} if i == 0 else {},
-        })
+    stages = [stage_record(stage.name, stage.phase, status=Status.ERROR, tier=stage.tier, kind=stage.kind,
+                           description=stage.description, message=message,
+                           details={"traceback": tb} if i == 0 else {})
+              for i, stage in enumerate(select(phases, None))]
     try:
         from eryx.fixtures import resolve_fixture
 
@@ -369,16 +365,14 @@ def crash_result(fixture: str, dtype: str, device: str, exc: BaseException, *, g
     except Exception:
         dev_name = str(device)
     samplings = grid or default_grid(fixture)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_uuid": str(uuid.uuid4()),
-        "fixture": fixture, "pdb_path": pdb_path,
-        "grid": dict(zip(("hsampling", "ksampling", "lsampling"), [list(s) for s in samplings])),
-        "params": dict(DEFAULT_PARAMS), "device": device, "device_name": dev_name, "dtype": dtype,
-        "passed": False, "first_failure": stages[0]["name"] if stages else None, "fault": None,
-        "started_at": started_at, "duration_s": duration_s, "environment": environment(),
-        "phase_timings": {}, "stages": stages, "crash": {"type": type(exc).__name__, "message": str(exc)},
-    }
+    first = stages[0]["name"] if stages else None
+    return run_result(
+        fixture=fixture, pdb_path=pdb_path,
+        grid=dict(zip(("hsampling", "ksampling", "lsampling"), [list(s) for s in samplings])),
+        params=dict(DEFAULT_PARAMS), device=device, device_name=dev_name, dtype=dtype,
+        verdict=Verdict.DIVERGED, first_failure=first, incomplete=[], fault=None, started_at=started_at,
+        duration_s=duration_s, environment=environment(), phase_timings={}, stages=stages,
+        crash={"type": type(exc).__name__, "message": str(exc)})
 
 
 # ------------------------------------------------------------------ outputs
@@ -713,9 +707,9 @@ def _run_line(result: dict, crashed: bool, report_path: Path | None) -> str:
     if crashed:
         verdict = f"CRASHED ({result['crash']['type']}: {result['crash']['message']})"
     elif result["passed"]:
-        verdict = f"passed ({sum(s['status'] == 'pass' for s in stages)} of {len(stages)} stages agree)"
+        verdict = f"passed ({sum(s['status'] == Status.PASS for s in stages)} of {len(stages)} stages agree)"
     else:
-        bad = sum(s["status"] in ("fail", "error") for s in stages)
+        bad = sum(s["status"] in DIVERGING for s in stages)
         verdict = f"DIVERGED at {result['first_failure']} ({bad} of {len(stages)} stages fail or error)"
     dur = result.get("duration_s")
     return f"{what} {verdict}" + (f" {dur:.1f} s" if isinstance(dur, (int, float)) else "") + (

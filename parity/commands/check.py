@@ -40,6 +40,8 @@ from parity.commands.command import Command
 from parity.commands.run_options import (add_backend_options, add_model_options, dump_defaults, spec_options,
                                          tier_overrides)
 from parity.contract.options import EXIT_ABORT_BISECT, EXIT_DIVERGED, EXIT_OK, EXIT_SKIP, UsageError, parse_phases
+from parity.contract.options import EXIT_DIVERGED, EXIT_OK, EXIT_SKIP, UsageError, parse_phases
+from parity.contract.results import DIVERGING, Status
 
 EXIT_ABORT = EXIT_ABORT_BISECT
 PROG = "parity check"
@@ -168,13 +170,13 @@ def refuse_input(run, stages) -> None:
 
 def verdict(records: list[dict], named: Sequence[str]) -> tuple[int, str | None]:
     """(exit code, why it is a skip) of a check's stage records (see the module's skip rule)."""
-    if any(r["status"] in ("fail", "error") for r in records):
+    if any(r["status"] in DIVERGING for r in records):
         return EXIT_DIVERGED, None
     by_name = {r["name"]: r for r in records}
-    unjudged = [n for n in named if by_name.get(n, {}).get("status") != "pass"]
+    unjudged = [n for n in named if by_name.get(n, {}).get("status") != Status.PASS]
     if unjudged:
         return EXIT_SKIP, f"named stage(s) not comparable at this commit: {', '.join(unjudged)}"
-    if not any(r["status"] == "pass" for r in records):
+    if not any(r["status"] == Status.PASS for r in records):
         return EXIT_SKIP, "no selected stage compared anything at this commit"
     return EXIT_OK, None
 
@@ -219,7 +221,7 @@ def run_check(args, spec_options: dict, tier_overrides) -> int:
     result = execute(run, stages, progress=False)
     records: list[dict[str, Any]] = result["stages"]
     for r in records:
-        if r["status"] != "pass":
+        if r["status"] != Status.PASS:
             print(f"  {r['name']}: {r['status']}" + (f" ({stage_reason(r)})" if stage_reason(r) else ""))
     print(format_summary(result))
     code, why = verdict(records, named)

@@ -14,6 +14,7 @@ import signal
 import tempfile
 from pathlib import Path
 
+from parity.contract.results import Verdict
 from parity.contract.options import EXIT_DIVERGED, EXIT_INCOMPLETE, EXIT_OK, UsageError
 from parity.storage.inputs import fixture_inputs
 from parity.storage.outputs import check_outputs, json_safe
@@ -79,4 +80,4 @@ def write_result(args: argparse.Namespace, result: dict) -> None:
 
 def exit_code(result: dict) -> int:
     """A run's exit code: 0 pass, 3 incomplete, 1 anything else (a divergence)."""
-    return {"pass": EXIT_OK, "incomplete": EXIT_INCOMPLETE}.get(result.get("verdict", ""), EXIT_DIVERGED)
+    return {Verdict.PASS: EXIT_OK, Verdict.INCOMPLETE: EXIT_INCOMPLETE}.get(result.get("verdict", ""), EXIT_DIVERGED)

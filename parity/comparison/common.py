@@ -31,6 +31,7 @@ import numpy as np
 from parity.contract.values import as_numpy  # noqa: F401  (re-exported: comparison's public name)
 
 from parity.storage.outputs import json_safe
+from parity.contract.results import Status
 
 __all__ = [
     "Comparison",
@@ -52,7 +53,7 @@ __all__ = [
 Locate = Callable[[tuple[int, ...]], str]
 
 #: The three outcomes of a comparison.
-STATUSES: tuple[str, ...] = ("pass", "fail", "not_comparable")
+STATUSES: tuple[str, ...] = (Status.PASS.value, Status.FAIL.value, Status.NOT_COMPARABLE.value)
 
 #: Label of :attr:`Comparison.max_rel` wherever it is printed.
 NORMWISE = "normwise rel err (max|a-e|/max|e|)"
@@ -132,8 +133,8 @@ class Comparison:
     def status(self) -> str:
         """``"not_comparable"``, ``"pass"`` or ``"fail"`` (one of :data:`STATUSES`)."""
         if not self.comparable:
-            return "not_comparable"
-        return "pass" if self.passed else "fail"
+            return Status.NOT_COMPARABLE.value
+        return (Status.PASS if self.passed else Status.FAIL).value
 
     def to_dict(self) -> dict:
         """JSON-safe dict: NaN/inf -> None, NumPy scalars -> Python, complex -> {"re", "im"}."""

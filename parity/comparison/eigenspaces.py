@@ -24,6 +24,7 @@ import numpy as np
 from parity.contract.eigenclusters import GAP_REFERENCE, cluster_eigenvalues, cluster_gaps  # noqa: F401  (re-exported)
 
 from parity.contract.tiers import Tier
+from parity.contract.results import Status
 from parity.comparison.arrays import _argmax_masked, _elementwise, _shape_failure, compare_arrays
 from parity.comparison.common import (Comparison, Locate, _fmt, _label, _scalar, _where, as_numpy, failure_message,
                                       not_comparable, working_eps)
@@ -371,7 +372,7 @@ def compare_eigenspaces(actual_values: Any, actual_vectors: Any, expected_values
     worst = worst_item.worst if worst_item is not None else None
     proj_items = [it for it in items if not it.proj_ok and it.worst.get("entry") is not None]
     worst_proj = max(proj_items, key=lambda it: it.proj_excess, default=None)
-    values_failed = values.status == "fail"
+    values_failed = values.status == Status.FAIL
     passed = not values_failed and not failing
 
     details = {

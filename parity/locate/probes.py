@@ -21,6 +21,7 @@ import numpy as np
 
 from parity.backends.probe_recorder import MEMORY_BUDGET, ProbeRecorder, Record  # noqa: F401 (re-exported)
 from parity.comparison.engine import compare_arrays
+from parity.contract.results import Status
 from parity.contract.tiers import Tier
 
 #: Probe name -> the registry stage whose tier (and term scaling) judges it.
@@ -188,16 +189,16 @@ def probe_tier(g: Group, default: Tier, resolve) -> Tier:
 
 
 def compare_group(e: Group, a: Group, tier: Tier, n_terms: int | None = None) -> ProbeResult:
-    res = ProbeResult(e.key, "pass", tier.name, where_reference=e.where, where_candidate=a.where)
+    res = ProbeResult(e.key, Status.PASS.value, tier.name, where_reference=e.where, where_candidate=a.where)
     if e.index_names != a.index_names or e.values.shape[1:] != a.values.shape[1:]:
-        res.status = "fail"
+        res.status = Status.FAIL.value
         res.message = (f"alignment stopped: reference {e.label()}{list(e.index_names)} of value shape "
                        f"{e.values.shape[1:]}, candidate {list(a.index_names)} {a.values.shape[1:]}")
         return res
     ed, ep = e.dense()
     ad, ap = a.dense()
     if ed.shape != ad.shape or not np.array_equal(ep, ap):
-        res.status = "fail"
+        res.status = Status.FAIL.value
         res.message = f"the two sides probed different iterations of {e.key} (index ranges {ep.shape} vs {ap.shape})"
         return res
     ed = _conventions(ed, ad)
@@ -209,10 +210,10 @@ def compare_group(e: Group, a: Group, tier: Tier, n_terms: int | None = None) ->
     d = cmp_.to_dict()
     res.max_rel, res.n_mismatch, res.n_total = d.get("max_rel"), int(d.get("n_mismatch") or 0), int(d.get("n_total") or 0)
     res.tier = used.describe()
-    if cmp_.passed or d.get("status") == "not_comparable":
-        res.status = "pass" if cmp_.passed else "not_comparable"
+    if cmp_.passed or d.get("status") == Status.NOT_COMPARABLE:
+        res.status = Status.PASS.value if cmp_.passed else Status.NOT_COMPARABLE.value
         return res
-    res.status, res.message = "fail", d.get("message", "")
+    res.status, res.message = Status.FAIL.value, d.get("message", "")
     if np.iscomplexobj(ad) != np.iscomplexobj(ed):
         res.first_bad = e.label()
         return res
@@ -247,7 +248,7 @@ def compare_probes(ref: Sequence[Record], cand: Sequence[Record], resolve, defau
         tier = probe_tier(e, default, resolve)
         res = compare_group(e, ga[key], tier, n_terms(PROBE_STAGES.get(e.name)))
         results.append(res)
-        if root is None and res.status == "fail":
+        if root is None and res.status == Status.FAIL:
             root = res
     loc = ProbeLocation(results, root, "", only_r, only_c)
     agreed = [r for r in results[:results.index(root)]] if root else results

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 from eryx.errors import EryxInputError
 
 from parity.running.runner import make_run, run_stages
+from parity.contract.results import DIVERGING, Status
 from parity.stages import Stage
 from parity.reduce.moves import Case
 
@@ -198,7 +199,7 @@ class Oracle:
         run = make_run(str(path), samplings=case.samplings, params=case.param_dict, **self.options)
         self.n_runs += 1
         records = run_stages(run, self.stages, progress=False, fail_fast=True)
-        failed = next((r for r in records if r["status"] in ("fail", "error")), None)
+        failed = next((r for r in records if r["status"] in DIVERGING), None)
         if failed is None:
             raise NothingToReduce("nothing to reduce: the run agrees")
         sig = signature_key(failed)
@@ -235,11 +236,11 @@ class Oracle:
     def judge(self, records: Sequence[Mapping[str, Any]], seconds: float = 0.0) -> Outcome:
         """The verdict on a run's stage records against the target."""
         assert self.target is not None
-        refused = next((r for r in records if r["status"] == "not_comparable"
+        refused = next((r for r in records if r["status"] == Status.NOT_COMPARABLE
                         and " refuses: " in str(r.get("message") or "")), None)
         if refused is not None:  # refused only once computing (e.g. a spectrum out of range)
             return Outcome(INVALID, None, None, f"{refused['name']}: {refused['message']}", seconds)
-        failed = next((r for r in records if r["status"] in ("fail", "error")), None)
+        failed = next((r for r in records if r["status"] in DIVERGING), None)
         if failed is None:
             return Outcome(OTHER, None, None, "no divergence", seconds)
         sig = signature_key(failed)

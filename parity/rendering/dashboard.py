@@ -38,6 +38,7 @@ from parity.rendering.figures import png_data_uri
 from parity.rendering.formatting import fmt_sci, fmt_seconds
 from parity.rendering.templating import environment
 from parity.storage.outputs import write_text_atomic
+from parity.contract.results import Status
 from parity.storage.history import HistoryStore, Regression, find_regressions, parse_timestamp
 from parity.storage.regressions import SlowdownRule
 
@@ -46,7 +47,7 @@ __all__ = ["render_dashboard"]
 _TEMPLATE_NAME = "dashboard.html.j2"
 #: Zero errors cannot sit on a log axis; they are drawn at this value.
 _LOG_FLOOR = 1e-18
-_STATUS_LABEL = {"pass": "pass", "fail": "fail", "not_comparable": "n-c", "error": "error"}
+_STATUS_LABEL = {Status.PASS: "pass", Status.FAIL: "fail", Status.NOT_COMPARABLE: "n-c", Status.ERROR: "error"}
 _KIND_LABEL = {"status_flip": "status flip", "error_growth": "error growth", "slowdown": "slowdown"}
 #: Colours of what moved (matplotlib's tab10 without its grey and olive); the rest is grey.
 HIGHLIGHT_COLOURS = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -463,7 +464,7 @@ def _error_panel(ax, names, errors, index_of, moved, tolerances, colour_for) -> 
         else:
             colour = _GREY
             ax.plot(x, y, color=colour, linewidth=0.9, marker="o", markersize=1.8, zorder=2)
-        bad = [(xi, yi) for xi, yi, row in zip(x, y, rows) if row["status"] != "pass" and not math.isnan(yi)]
+        bad = [(xi, yi) for xi, yi, row in zip(x, y, rows) if row["status"] != Status.PASS and not math.isnan(yi)]
         if bad:
             ax.plot(*zip(*bad), linestyle="none", marker="x", markersize=7, markeredgewidth=1.6,
                     color=colour if name in moved else "black", zorder=4)

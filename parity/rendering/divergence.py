@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from parity.contract.results import DIVERGING as RESULT_DIVERGING, Status
 from parity.comparison.engine import NORMWISE
 from parity.rendering.formatting import fmt, fmt_index, fmt_rel, fmt_tol, headline, is_num
 
@@ -16,7 +17,7 @@ __all__ = ["DIVERGING", "first_divergence", "divergence_summary", "divergence_cl
            "effective_tier"]
 
 #: Statuses that count as a divergence, in the order of preference for "first".
-DIVERGING = ("fail", "error")
+DIVERGING = RESULT_DIVERGING
 
 
 def first_divergence(result: Mapping[str, Any]) -> tuple[int, dict] | None:
@@ -51,7 +52,7 @@ def first_divergence(result: Mapping[str, Any]) -> tuple[int, dict] | None:
             return i, stage
     if not result.get("passed", True):
         for i, stage in enumerate(stages):
-            if stage.get("status") != "pass":
+            if stage.get("status") != Status.PASS:
                 return i, stage
     return None
 
@@ -83,9 +84,9 @@ def divergence_clause(stage: Mapping[str, Any]) -> str:
     """The part of the verdict sentence after the stage name."""
     status = stage.get("status")
     first_line = headline(stage.get("message"))
-    if status == "error":
+    if status == Status.ERROR:
         return f"error: {first_line or 'the stage raised'}"
-    if status == "not_comparable":
+    if status == Status.NOT_COMPARABLE:
         return f"not comparable: {stage.get('reason') or first_line or 'no reason given'}"
     n_mis, n_tot = stage.get("n_mismatch"), stage.get("n_total")
     if not is_num(n_mis) or not is_num(n_tot):

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from parity.storage.outputs import write_text_atomic
+from parity.contract.result_schema import check_result_shape, validate_result
+from parity.contract.results import SCHEMA_VERSION
 from parity.rendering.divergence import divergence_summary, first_divergence
 # Re-exported: other modules and the tests import these names from here.
 from parity.rendering.figures import png_data_uri, slice_figure as _slice_figure  # noqa: F401
@@ -48,13 +50,7 @@ __all__ = [
     "png_data_uri",
 ]
 
-#: Result schema version this renderer understands.
-SCHEMA_VERSION = 1
 
-#: Keys every result must have (the rest are rendered as "—" when absent).
-_REQUIRED_KEYS = ("schema_version", "fixture", "passed", "stages")
-#: Keys every stage must have.
-_REQUIRED_STAGE_KEYS = ("name", "phase", "status")
 
 _TEMPLATE_NAME = "report.html.j2"
 
@@ -63,46 +59,15 @@ _TEMPLATE_NAME = "report.html.j2"
 # Loading and validation
 # --------------------------------------------------------------------------- #
 def _validate(result: Any, source: str) -> dict:
-    """Check that ``result`` looks like a schema-1 parity result.
-
-    Parameters
-    ----------
-    result : Any
-        Decoded JSON.
-    source : str
-        Where it came from, for the error message.
-
-    Returns
-    -------
-    dict
-        ``result`` itself.
+    """Check that ``result`` looks like a parity result (:func:`parity.contract.result_schema.check_result_shape`).
 
     Raises
     ------
     ValueError
-        Not an object, missing keys, wrong ``schema_version``, or malformed
+        Not an object, missing keys, unsupported ``schema_version``, or malformed
         ``stages``; the message says which and where.
     """
-    if not isinstance(result, dict):
-        raise ValueError(f"{source}: not a parity result (expected a JSON object, "
-                         f"got {type(result).__name__})")
-    missing = [key for key in _REQUIRED_KEYS if key not in result]
-    if missing:
-        raise ValueError(f"{source}: not a parity result: missing key(s) {', '.join(missing)}")
-    version = result["schema_version"]
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"{source}: unsupported schema_version {version!r} "
-                         f"(this report understands {SCHEMA_VERSION})")
-    stages = result["stages"]
-    if not isinstance(stages, list):
-        raise ValueError(f"{source}: 'stages' must be a list, got {type(stages).__name__}")
-    for i, stage in enumerate(stages):
-        if not isinstance(stage, dict):
-            raise ValueError(f"{source}: stages[{i}] must be an object")
-        absent = [key for key in _REQUIRED_STAGE_KEYS if key not in stage]
-        if absent:
-            raise ValueError(f"{source}: stages[{i}] is missing key(s) {', '.join(absent)}")
-    return result
+    return check_result_shape(result, source)
 
 
 def load_result(path: str | os.PathLike[str]) -> dict:
@@ -126,8 +91,6 @@ def load_result(path: str | os.PathLike[str]) -> dict:
         The file is not JSON, or is JSON but not a schema-1 parity result
         (missing keys, wrong ``schema_version``, malformed ``stages``).
     """
-    from parity.contract.result_schema import check_result_types
-
     path = Path(path)
     if path.exists() and not path.is_file():  # a FIFO would block, a device never end
         raise ValueError(f"{path}: not a regular file (a folder, device or FIFO): give a result JSON file")
@@ -141,9 +104,7 @@ def load_result(path: str | os.PathLike[str]) -> dict:
         raise ValueError(f"{path}: not a parity result: invalid JSON ({exc})") from None
     except RecursionError:
         raise ValueError(f"{path}: not a parity result: JSON nested too deeply") from None
-    result = _validate(data, str(path))
-    check_result_types(result, str(path))
-    return result
+    return validate_result(data, str(path))
 
 
 # --------------------------------------------------------------------------- #

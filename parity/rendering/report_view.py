@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+from parity.contract.results import Status
 from parity.comparison.kinds import find_kind
 from parity.comparison.engine import ELEMENTWISE, NORMWISE, format_ulp
 from parity.rendering.formatting import cause_text
@@ -34,10 +35,10 @@ PHASE_TITLES: dict[int, str] = {
 }
 
 _STATUS_LABELS = {
-    "pass": ("\u2713 pass", "st-pass"),
-    "fail": ("\u2717 FAIL", "st-fail"),
-    "not_comparable": ("\u2013 not comparable", "st-nc"),
-    "error": ("! ERROR", "st-error"),
+    Status.PASS: ("\u2713 pass", "st-pass"),
+    Status.FAIL: ("\u2717 FAIL", "st-fail"),
+    Status.NOT_COMPARABLE: ("\u2013 not comparable", "st-nc"),
+    Status.ERROR: ("! ERROR", "st-error"),
 }
 
 #: Rows shown at most in the per-stage tables (the rest are counted).
@@ -187,9 +188,9 @@ def _row(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[str,
     worst = stage.get("worst") or {}
     n_mis, n_tot = stage.get("n_mismatch"), stage.get("n_total")
     note = None
-    if status == "not_comparable":
+    if status == Status.NOT_COMPARABLE:
         note = "Reason: " + (stage.get("reason") or headline(stage.get("message")) or "no message")
-    elif status == "error":
+    elif status == Status.ERROR:
         note = "Error: " + (headline(stage.get("message")) or "no message")
     why = _why(stage)
     if why:
@@ -342,7 +343,7 @@ def _detail(i: int, stage: Mapping[str, Any], first_index: int | None) -> dict[s
         "eigen_rows": eigen_rows,
         "eigen_total": eigen_total,
         "diagnosis": _diagnosis_rows(stage),
-        "diagnosed": "diagnosis" in stage and stage.get("status") == "fail",
+        "diagnosed": "diagnosis" in stage and stage.get("status") == Status.FAIL,
         "diagnosis_png": details.get("diagnosis_figure") if str(details.get("diagnosis_figure", "")).startswith(
             "data:image/png;base64,") else None,
     }
@@ -454,7 +455,7 @@ def report_context(result: Mapping[str, Any]) -> dict[str, Any]:
     verdict: dict[str, Any] = {
         "passed": passed,
         # A run that failed only because something could not be compared did not diverge.
-        "label": "PASSED" if passed else ("DIVERGED" if diverged or not counts.get("not_comparable")
+        "label": "PASSED" if passed else ("DIVERGED" if diverged or not counts.get(Status.NOT_COMPARABLE)
                                           else "NOT COMPARABLE"),
         "counts": f"{len(stages)} stage(s): " + ", ".join(
             f"{n} {s.replace('_', ' ')}" for s, n in counts.items()),

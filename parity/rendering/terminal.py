@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import textwrap
 
+from parity.contract.results import Status, Verdict
 from parity.rendering.formatting import cause_text
 from parity.stages import PHASE_TITLES
 
@@ -96,8 +97,8 @@ def format_table(result: dict) -> str:
         if s["phase"] != phase:
             phase = s["phase"]
             lines += ["", f"Phase {phase}: {PHASE_TITLES.get(phase, '')}", header]
-        status = s["status"].upper() if s["status"] != "pass" else "pass"
-        where = stage_reason(s) if s["status"] != "pass" else \
+        status = s["status"].upper() if s["status"] != Status.PASS else Status.PASS.value
+        where = stage_reason(s) if s["status"] != Status.PASS else \
             (((s.get("worst") or {}).get("location") or "") if s.get("max_abs") else "")
         head = (f"  {s['name']:<18} {s['tier']:<15} {status:<15} {_fmt(s['max_abs']):>9} "
                 f"{_fmt(s['max_rel']):>9} {_fmt(s.get('max_rel_elementwise')):>9}  ")
@@ -111,22 +112,21 @@ def format_summary(result: dict) -> str:
     """The verdict line(s): what agreed, how many elements were compared, what was not seen."""
     stages = [s for s in result["stages"] if s.get("kind") != "construction"]
     n = len(stages)
-    counts = {k: sum(1 for s in result["stages"] if s["status"] == k) for k in ("pass", "fail", "error",
-                                                                                 "not_comparable")}
+    counts = {k: sum(1 for s in result["stages"] if s["status"] == k) for k in Status}
     compared = f"{result.get('n_compared', 0):,} elements compared"
-    nc = f", {counts['not_comparable']} not comparable" if counts["not_comparable"] else ""
-    verdict = result.get("verdict") or ("pass" if result["passed"] else "diverged")
+    nc = f", {counts[Status.NOT_COMPARABLE]} not comparable" if counts[Status.NOT_COMPARABLE] else ""
+    verdict = result.get("verdict") or (Verdict.PASS if result["passed"] else Verdict.DIVERGED)
     lines = []
-    if verdict == "pass":
-        lines.append(f"PASSED: {counts['pass']} of {n} stages agree{nc}; {compared} ({result['duration_s']:.1f} s)")
-    elif verdict == "incomplete":
+    if verdict == Verdict.PASS:
+        lines.append(f"PASSED: {counts[Status.PASS]} of {n} stages agree{nc}; {compared} ({result['duration_s']:.1f} s)")
+    elif verdict == Verdict.INCOMPLETE:
         lines.append(f"INCOMPLETE: no divergence, but map stage(s) {', '.join(result.get('incomplete', []))} "
-                     f"compared nothing; {counts['pass']} of {n} stages agree{nc}; {compared} "
+                     f"compared nothing; {counts[Status.PASS]} of {n} stages agree{nc}; {compared} "
                      f"({result['duration_s']:.1f} s)")
     else:
         first = next(s for s in result["stages"] if s["name"] == result["first_failure"])
-        lines.append(f"DIVERGED: first failure {first['name']} (phase {first['phase']}); {counts['fail']} failed, "
-                     f"{counts['error']} errors of {n} stages{nc}; {compared} ({result['duration_s']:.1f} s)")
+        lines.append(f"DIVERGED: first failure {first['name']} (phase {first['phase']}); {counts[Status.FAIL]} failed, "
+                     f"{counts[Status.ERROR]} errors of {n} stages{nc}; {compared} ({result['duration_s']:.1f} s)")
         lines.append("  " + wrap_reason(_first_line(first.get("message")), 2, width=110))
         phrase = (first.get("details") or {}).get("diagnosis_phrase") if isinstance(first.get("details"), dict) \
             else None

@@ -35,12 +35,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
+from parity.contract.results import DIVERGING as RESULT_DIVERGING, Status
 from parity.rendering.formatting import cause_text  # noqa: F401  (re-exported)
 from parity.stages import STAGE_NAMES, STAGES, Stage, get_stage
 
 ROOT = "root_cause"
 INHERITED = "inherited"
-DIVERGING = ("fail", "error")
+DIVERGING = RESULT_DIVERGING  # kept for importers
 
 
 @lru_cache(maxsize=1)
@@ -79,7 +80,7 @@ def failing_upstream(stage: "Stage", status: Mapping[str, str], edges: str = "al
         st = status.get(name)
         if st in DIVERGING:
             found.append(name)
-        elif st != "pass":  # not run, not comparable: the error may have passed through unseen
+        elif st != Status.PASS:  # not run, not comparable: the error may have passed through unseen
             todo.extend(upstream(get_stage(name)))
     return sorted(found, key=_order)
 

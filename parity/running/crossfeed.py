@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from parity.running import causes
 from parity.backends import NotProvided
 from parity.running.runner import Run, SideError, run_stage, run_stages
+from parity.contract.results import DIVERGING, Status
 from parity.stages import STAGES, Stage, get_stage
 
 ROOT, INHERITED = causes.ROOT, causes.INHERITED
@@ -111,19 +112,19 @@ def _crossfed_record(run: Run, stage: Stage) -> tuple[dict | None, str]:
     except SideError as exc:
         if exc.side == "reference":
             return None, f"no cross-feed: {exc}"
-        rec = {"status": "error", "message": f"cross-feed raised {exc}"}
+        rec = {"status": Status.ERROR.value, "message": f"cross-feed raised {exc}"}
     except Exception as exc:  # a stage that crashes on reference inputs is itself broken
-        rec = {"status": "error", "message": f"cross-feed raised {type(exc).__name__}: {exc}"}
+        rec = {"status": Status.ERROR.value, "message": f"cross-feed raised {type(exc).__name__}: {exc}"}
     else:
         rec = run_stage(stage, run, feed=fed)
-    if rec["status"] == "not_comparable":  # the cross-fed value compared nothing: no evidence
+    if rec["status"] == Status.NOT_COMPARABLE:  # the cross-fed value compared nothing: no evidence
         return None, f"cross-fed value not comparable: {rec.get('message')}"
     return rec, _first_line(rec.get("message"))
 
 
 def classify(run: Run, records: list[dict]) -> BisectResult:
     """Cross-feed every diverging stage of a finished run; the input graph decides the rest."""
-    diverging = sorted((r for r in records if r["status"] in ("fail", "error")), key=causes.phase_key)
+    diverging = sorted((r for r in records if r["status"] in DIVERGING), key=causes.phase_key)
     result = BisectResult(causes.first_failure(records))
     result.crossfeed_supported = bool(run.cand.backend.crossfeeds())
     stillfails: dict[str, bool] = {}
@@ -139,7 +140,7 @@ def classify(run: Run, records: list[dict]) -> BisectResult:
         fed, message = _crossfed_record(run, get_stage(name))
         evidence[name] = message
         if fed is not None:
-            stillfails[name] = fed["status"] != "pass"
+            stillfails[name] = fed["status"] != Status.PASS
     found = causes.assign_causes(records, stillfails)
     for rec in diverging:
         details = rec.get("details") if isinstance(rec.get("details"), dict) else {}

@@ -19,7 +19,6 @@ import datetime as _dt
 import sys
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -39,13 +38,13 @@ from parity.stages import STAGE_NAMES, STAGES, Stage, get_stage, select
 from parity.contract.tiers import ActiveOverrides, resolve_tier, validate_overrides
 from parity.diagnosis import signatures as dg
 from parity.running.causes import annotate, first_failure
+from parity.contract.results import DIVERGING, SCHEMA_VERSION, Status, Verdict, run_result, stage_record
 
 #: Figures of divergence signatures are drawn for at most this many failing stages per run
 #: (the first ones: the root of a divergence comes first in phase order).
 DIAGNOSIS_FIGURES = 3
 #: CPU seconds the diagnosis may spend on one failing stage (parity.diagnosis.signatures).
 DIAGNOSIS_BUDGET_S = 0.05
-SCHEMA_VERSION = 1  # additive keys since: reference, candidate, verdict, incomplete, n_compared, notes
 SLICE_MAX = 128
 DEFAULT_REFERENCE, DEFAULT_CANDIDATE = "numpy", "torch"
 
@@ -284,23 +283,21 @@ def _attach_diagnosis(record: dict, stage: Stage, run: Run, feed: Any) -> None:
 
 def _base_record(stage: Stage, run: Run) -> dict:
     tier = stage_tier(stage, run)
-    return {"name": stage.name, "phase": stage.phase, "tier": tier.name, "kind": stage.kind,
-            "rtol": tier.rtol, "atol": tier.atol, "description": stage.description,
-            "max_abs": None, "max_rel": None, "max_rel_elementwise": None, "n_mismatch": 0, "n_total": 0,
-            "n_compared": 0, "worst": None, "message": "", "details": {}, "diagnosis": []}
+    return stage_record(stage.name, stage.phase, tier=tier.name, kind=stage.kind, rtol=tier.rtol, atol=tier.atol,
+                        description=stage.description)
 
 
 def side_error_record(exc: SideError) -> tuple[str, str, dict]:
     """(status, message, details) for a backend that raised."""
     build = exc.session.build_error
     if exc.side == "reference" and isinstance(exc.error, EryxInputError):
-        return "not_comparable", f"the reference ({exc.session.backend.name}) refuses: {exc.error}", {}
+        return Status.NOT_COMPARABLE.value, f"the reference ({exc.session.backend.name}) refuses: {exc.error}", {}
     if build is not None:
-        return ("error", f"the {exc.side}'s construction failed at step {build.step!r} (phase {build.phase}), "
+        return (Status.ERROR.value, f"the {exc.side}'s construction failed at step {build.step!r} (phase {build.phase}), "
                 f"so {exc.quantity} was not computed: {type(build.error).__name__}: {build.error}",
                 {"traceback": build.traceback, "build_step": build.step})
     tb = "".join(traceback.format_exception(type(exc.error), exc.error, exc.error.__traceback__, limit=12))
-    return "error", str(exc), {"traceback": tb}
+    return Status.ERROR.value, str(exc), {"traceback": tb}
 
 
 def run_stage(stage: Stage, run: Run, feed: Any = None) -> dict:
@@ -313,18 +310,18 @@ def run_stage(stage: Stage, run: Run, feed: Any = None) -> dict:
         record.update({k: fields[k] for k in ("max_abs", "max_rel", "max_rel_elementwise", "n_mismatch", "n_total",
                                               "worst", "message", "details") if k in fields})
         record["n_compared"] = int(fields.get("n_compared") or 0)
-        record["status"] = fields.get("status") or ("pass" if result.passed else "fail")
-        if record["status"] == "not_comparable":
+        record["status"] = Status(fields.get("status") or (Status.PASS if result.passed else Status.FAIL)).value
+        if record["status"] == Status.NOT_COMPARABLE:
             record["message"] = fields.get("reason") or record["message"]
         tier_used = record["details"].get("tier") if isinstance(record["details"], dict) else None
         if isinstance(tier_used, dict):  # the scaled values the stage was judged by
             record["rtol"], record["atol"] = tier_used.get("rtol", record["rtol"]), tier_used.get("atol", record["atol"])
-        if record["status"] == "fail" and stage.locate == "grid" and stage.comparator.draws_slice:
+        if record["status"] == Status.FAIL and stage.locate == "grid" and stage.comparator.draws_slice:
             sl = _slice_details(run, run.stage_value(stage, "candidate", feed), run.stage_value(stage, "reference"),
                                 result.worst)
             if sl:
                 record["details"]["slice"] = sl
-        if record["status"] == "fail":
+        if record["status"] == Status.FAIL:
             t_diag = time.perf_counter()
             try:
                 _attach_diagnosis(record, stage, run, feed)
@@ -332,14 +329,14 @@ def run_stage(stage: Stage, run: Run, feed: Any = None) -> dict:
                 record["details"]["diagnosis_error"] = f"{type(exc).__name__}: {exc}"
             record["details"]["diagnosis_s"] = time.perf_counter() - t_diag
     except NotProvided as exc:
-        record.update(status="not_comparable", message=str(exc))
+        record.update(status=Status.NOT_COMPARABLE.value, message=str(exc))
     except SideError as exc:
         status, message, details = side_error_record(exc)
         record.update(status=status, message=message, details=details)
     except Exception as exc:  # the harness itself failed on this stage: a divergence to look at
-        record.update(status="error", message=f"harness error in {stage.name}: {type(exc).__name__}: {exc}",
+        record.update(status=Status.ERROR.value, message=f"harness error in {stage.name}: {type(exc).__name__}: {exc}",
                       details={"traceback": traceback.format_exc(limit=12)})
-    record["passed"] = record["status"] == "pass"
+    record["passed"] = record["status"] == Status.PASS
     record["duration_s"] = time.perf_counter() - t0
     return record
 
@@ -352,14 +349,13 @@ def construction_records(run: Run) -> list[dict]:
         b = session.build_error
         if b is None or (side == "reference" and isinstance(b.error, MemoryBudgetError)):
             continue
-        out.append({"name": f"construction:{side}", "phase": b.phase, "tier": "exact", "kind": "construction",
-                    "rtol": 0.0, "atol": 0.0, "description": f"construction of the {side} ({session.backend.name})",
-                    "status": "error", "passed": False, "max_abs": None, "max_rel": None, "n_mismatch": 0,
-                    "n_total": 0, "n_compared": 0, "worst": None,
-                    "message": f"the {side} ({session.backend.name}) failed to build at step {b.step!r} (phase "
-                               f"{b.phase}): {type(b.error).__name__}: {b.error}",
-                    "details": {"traceback": b.traceback, "build_step": b.step, "side": side},
-                    "duration_s": session.build_seconds or 0.0})
+        out.append(stage_record(
+            f"construction:{side}", b.phase, status=Status.ERROR, tier="exact", kind="construction", rtol=0.0,
+            atol=0.0, description=f"construction of the {side} ({session.backend.name})",
+            message=f"the {side} ({session.backend.name}) failed to build at step {b.step!r} (phase "
+                    f"{b.phase}): {type(b.error).__name__}: {b.error}",
+            details={"traceback": b.traceback, "build_step": b.step, "side": side},
+            duration_s=session.build_seconds or 0.0))
     return out
 
 
@@ -402,25 +398,25 @@ def run_stages(run: Run, stages: Iterable[Stage], *, progress: bool | None = Non
         out.append(rec)
         if on_result:
             on_result(rec)
-        if fail_fast and rec["status"] in ("fail", "error"):
+        if fail_fast and rec["status"] in DIVERGING:
             break
     bar.close()
     return out
 
 
-def verdict(stages: list[dict]) -> tuple[str, str | None, list[str]]:
+def verdict(stages: list[dict]) -> tuple[Verdict, str | None, list[str]]:
     """(verdict, first failure, incomplete map stages) of a list of stage records.
 
     The first failure is the earliest in phase order (``parity.running.causes.first_failure``).
     """
-    failed = [r for r in stages if r["status"] in ("fail", "error")]
-    incomplete = [r["name"] for r in stages if r["status"] == "not_comparable" and r["name"] in STAGE_NAMES
+    failed = [r for r in stages if r["status"] in DIVERGING]
+    incomplete = [r["name"] for r in stages if r["status"] == Status.NOT_COMPARABLE and r["name"] in STAGE_NAMES
                   and get_stage(r["name"]).is_map]
     if failed:
-        return "diverged", first_failure(failed), incomplete
+        return Verdict.DIVERGED, first_failure(failed), incomplete
     if incomplete:
-        return "incomplete", None, incomplete
-    return "pass", None, incomplete
+        return Verdict.INCOMPLETE, None, incomplete
+    return Verdict.PASS, None, incomplete
 
 
 def summary_notes(spec: RunSpec) -> list[str]:
@@ -444,33 +440,15 @@ def assemble_result(run: Run, stages: list[dict], *, started_at: str, duration_s
     annotate(stages)  # "root cause" / "inherited from STAGE" on every failing record (the input graph)
     outcome, first, incomplete = verdict(stages)
     spec = run.spec
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_uuid": str(uuid.uuid4()),
-        "fixture": spec.fixture,
-        "pdb_path": spec.pdb_path,
-        "fixture_sha256": spec.fixture_sha256 if Path(spec.pdb_path).is_file() or spec.sha256 else None,
-        "grid": dict(zip(("hsampling", "ksampling", "lsampling"), [list(s) for s in spec.samplings])),
-        "params": dict(spec.params),
-        "device": spec.device,
-        "device_name": device_name(spec.device),
-        "dtype": spec.dtype,
-        "reference": run.reference.info(),
-        "candidate": run.candidate.info(),
-        "passed": outcome == "pass",
-        "verdict": outcome,
-        "first_failure": first,
-        "incomplete": incomplete,
-        "n_compared": int(sum(r.get("n_compared") or 0 for r in stages)),
-        "notes": summary_notes(spec),
-        "fault": run.candidate.opts.get("fault"),
-        "tier_overrides": run.overrides.rows() if run.overrides is not None else [],
-        "started_at": started_at,
-        "duration_s": duration_s,
-        "environment": environment(),
-        "phase_timings": phase_timings,
-        "stages": stages,
-    }
+    return run_result(
+        fixture=spec.fixture, pdb_path=spec.pdb_path,
+        fixture_sha256=spec.fixture_sha256 if Path(spec.pdb_path).is_file() or spec.sha256 else None,
+        grid=dict(zip(("hsampling", "ksampling", "lsampling"), [list(s) for s in spec.samplings])),
+        params=dict(spec.params), device=spec.device, device_name=device_name(spec.device), dtype=spec.dtype,
+        reference=run.reference.info(), candidate=run.candidate.info(), verdict=outcome, first_failure=first,
+        incomplete=incomplete, notes=summary_notes(spec), fault=run.candidate.opts.get("fault"),
+        tier_overrides=run.overrides.rows() if run.overrides is not None else [], started_at=started_at,
+        duration_s=duration_s, environment=environment(), phase_timings=phase_timings, stages=stages)
 
 
 def merge_results(results: list[dict]) -> dict:
@@ -486,7 +464,7 @@ def merge_results(results: list[dict]) -> dict:
 
     annotate(stages)
     outcome, first, incomplete = verdict(stages)
-    base.update(stages=stages, verdict=outcome, passed=outcome == "pass", first_failure=first, incomplete=incomplete,
+    base.update(stages=stages, verdict=outcome.value, passed=outcome is Verdict.PASS, first_failure=first, incomplete=incomplete,
                 n_compared=int(sum(s.get("n_compared") or 0 for s in stages)),
                 duration_s=sum(r["duration_s"] for r in results),
                 started_at=min(r["started_at"] for r in results))

@@ -1,13 +1,17 @@
-"""SQLite history of parity runs, and regression detection over it.
+"""SQLite history of parity runs: the store (SQL only).
 
 One parity run produces one *result* dict (schema in ``docs/architecture.md``).
 The nightly job records every result here; the dashboard and the regression
-finder read it back.
+finder (:mod:`parity.storage.regressions`, pure functions over the rows read
+here; its names stay importable from this module) read it back. A result is checked
+by the one result validator (:func:`parity.contract.result_schema.validate_result`) before
+it is recorded, and migrated when it is read back (:meth:`HistoryStore.result`).
 
 Storage
 -------
 One SQLite file (default ``reports/history.sqlite``).  ``PRAGMA user_version``
-holds the schema version (:data:`SCHEMA_VERSION`).  The database runs in WAL
+holds the table layout's version (:data:`STORE_VERSION`; the results in it carry
+their own ``schema_version``).  The database runs in WAL
 mode with a busy timeout so that several writer processes (e.g. a CPU and a
 GPU nightly) can record at the same time: each ``record_run`` takes the write
 lock with ``BEGIN IMMEDIATE`` and waits for the other writer instead of
@@ -67,23 +71,27 @@ SIGKILL a writer mid-transaction.  Never set it in production.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import numbers
 import os
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping
 
+# Re-exported: these names were defined here before the store and the regression logic were split.
+from parity.storage.regressions import (Regression, error_grew, find_regressions,  # noqa: F401
+                                             judged_timings, timing_verdicts)
+from parity.contract.result_schema import (HISTORY_REQUIRED, TIMING_CLOCKS, ResultTypeError,  # noqa: F401
+                                           validate_result as _validate_any)
+from parity.contract.results import STATUSES  # noqa: F401
+from parity.storage.history_queries import HistoryQueries
+from parity.storage.history_rows import (SCHEMA_V1, HistoryError, _dumps, _run_row, _stage_rows,  # noqa: F401
+                                         _timing_rows, parse_timestamp, series_fixture)
 from parity.storage.outputs import json_safe
-from parity.storage.regressions import SlowdownRule, TimingVerdict, judge_slowdown
 
 __all__ = [
+    "STORE_VERSION",
     "SCHEMA_VERSION",
     "DEFAULT_PATH",
     "HistoryError",
@@ -93,302 +101,50 @@ __all__ = [
     "timing_verdicts",
     "judged_timings",
     "error_grew",
+    "series_fixture",
+    "parse_timestamp",
+    "validate_result",
+    "STATUSES",
+    "TIMING_CLOCKS",
 ]
 
 _log = logging.getLogger(__name__)
 
 #: Version of the table layout, stored in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
+STORE_VERSION = 1
+#: The old name of :data:`STORE_VERSION` (the table layout's version, not a result's), kept for importers.
+SCHEMA_VERSION = STORE_VERSION
 #: Where the CLI keeps the history unless told otherwise.
 DEFAULT_PATH = Path("reports/history.sqlite")
 
 TEST_SLEEP_ENV = "PARITY_HISTORY_TEST_SLEEP"
 
-STATUSES = ("pass", "fail", "not_comparable", "error")
-_BAD_STATUSES = ("fail", "error")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Namespace for content-derived run UUIDs (any fixed UUID works; this one is ours).
 _RUN_NAMESPACE = uuid.UUID("6f1c7c2e-3b0e-4d55-9a55-2f1d4c6b8e01")
-# Machine epsilon per dtype: relative errors below it are rounding, not signal.
-_DTYPE_EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float16": 9.765625e-04,
-              "complex128": 2.220446049250313e-16, "complex64": 1.1920929e-07}
-_DEFAULT_ERROR_FLOOR = 1e-16
-#: A stage missing from the previous run is compared with the last of this many runs that has it.
-_STAGE_LOOKBACK = 10
-#: Clocks a timing block may name (see parity.benchmarking.nightly.measure_timing).
-TIMING_CLOCKS = ("cpu", "wall")
-
-_SCHEMA_V1 = """
-CREATE TABLE runs (
-    id            INTEGER PRIMARY KEY,
-    run_uuid      TEXT NOT NULL UNIQUE,
-    started_at    TEXT NOT NULL,
-    fixture       TEXT NOT NULL,
-    device        TEXT NOT NULL,
-    device_name   TEXT,
-    dtype         TEXT NOT NULL,
-    passed        INTEGER NOT NULL CHECK (passed IN (0, 1)),
-    first_failure TEXT,
-    fault         TEXT,
-    duration_s    REAL,
-    git_commit    TEXT,
-    hostname      TEXT,
-    platform      TEXT,
-    versions      TEXT NOT NULL,
-    params        TEXT NOT NULL,
-    grid          TEXT NOT NULL,
-    report_path   TEXT,
-    result_json   TEXT NOT NULL,
-    nightly_id    TEXT,
-    recorded_at   TEXT NOT NULL
-);
-CREATE INDEX runs_series ON runs (fixture, device, dtype, started_at);
-CREATE INDEX runs_started ON runs (started_at);
-CREATE TABLE stages (
-    run_id     INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    seq        INTEGER NOT NULL,
-    name       TEXT NOT NULL,
-    phase      INTEGER,
-    tier       TEXT,
-    status     TEXT NOT NULL CHECK (status IN ('pass', 'fail', 'not_comparable', 'error')),
-    max_abs    REAL,
-    max_rel    REAL,
-    n_mismatch INTEGER,
-    n_total    INTEGER,
-    duration_s REAL,
-    PRIMARY KEY (run_id, name)
-);
-CREATE INDEX stages_name ON stages (name);
-CREATE TABLE phase_timings (
-    run_id  INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    phase   TEXT NOT NULL,
-    seconds REAL,
-    PRIMARY KEY (run_id, phase)
-);
-"""
-
-# Column lists returned by the queries (result_json is left out of listings: it is
-# large; fetch it with HistoryStore.result()).
-_RUN_COLUMNS = (
-    "id", "run_uuid", "started_at", "fixture", "device", "device_name", "dtype", "passed",
-    "first_failure", "fault", "duration_s", "git_commit", "hostname", "platform",
-    "versions", "params", "grid", "report_path", "nightly_id", "recorded_at",
-)
-_JSON_COLUMNS = ("versions", "params", "grid")
-
-
-class HistoryError(Exception):
-    """The history store cannot be opened or written, or a result is malformed."""
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_optional_number(value: Any, where: str) -> None:
-    if value is not None and not _is_number(value):
-        raise HistoryError(f"malformed result: {where} must be a number or null, got {value!r}")
-
-
-def _check_str(value: Any, where: str, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str) or (not optional and not value):
-        raise HistoryError(f"malformed result: {where} must be a non-empty string, got {value!r}")
-
-
-def parse_timestamp(text: str) -> datetime:
-    """Parse an ISO 8601 timestamp into an aware UTC datetime (naive means UTC).
-
-    Raises
-    ------
-    HistoryError
-        When ``text`` is not an ISO 8601 timestamp.
-    """
-    try:
-        stamp = datetime.fromisoformat(text)
-    except (TypeError, ValueError) as exc:
-        raise HistoryError(f"malformed result: started_at {text!r} is not ISO 8601") from exc
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp.astimezone(timezone.utc)
-
-
-def _utc_text(stamp: datetime) -> str:
-    # A fixed format (always microseconds, always +00:00) makes text order = time order.
-    return stamp.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _validate_stage(stage: Any, index: int, seen: set[str]) -> None:
-    where = f"stages[{index}]"
-    if not isinstance(stage, Mapping):
-        raise HistoryError(f"malformed result: {where} is not an object")
-    _check_str(stage.get("name"), f"{where}.name")
-    if stage["name"] in seen:
-        raise HistoryError(f"malformed result: duplicate stage name {stage['name']!r}")
-    seen.add(stage["name"])
-    if stage.get("status") not in STATUSES:
-        raise HistoryError(
-            f"malformed result: {where}.status must be one of {STATUSES}, got {stage.get('status')!r}")
-    phase = stage.get("phase")
-    if phase is not None and not (isinstance(phase, numbers.Integral) and not isinstance(phase, bool)):
-        raise HistoryError(f"malformed result: {where}.phase must be an integer, got {phase!r}")
-    _check_str(stage.get("tier"), f"{where}.tier", optional=True)
-    for key in ("max_abs", "max_rel", "n_mismatch", "n_total", "duration_s"):
-        _check_optional_number(stage.get(key), f"{where}.{key}")
-
-
-def _validate_timing(timing: Any) -> None:
-    if not isinstance(timing, Mapping):
-        raise HistoryError("malformed result: timing must be an object")
-    if timing.get("clock") not in TIMING_CLOCKS:
-        raise HistoryError(f"malformed result: timing.clock must be one of {TIMING_CLOCKS}, "
-                           f"got {timing.get('clock')!r}")
-    samples = timing.get("samples")
-    if not isinstance(samples, Mapping):
-        raise HistoryError("malformed result: timing.samples must be an object {target: [seconds]}")
-    for target, values in samples.items():
-        if not isinstance(values, list) or not all(_is_number(v) for v in values):
-            raise HistoryError(f"malformed result: timing.samples[{target!r}] must be a list of numbers")
 
 
 def validate_result(result: Any) -> None:
-    """Check that ``result`` has what the history needs (schema_version 1).
+    """Check that ``result`` has what the history needs: the one result validator.
 
-    Required: ``schema_version`` (== 1), ``fixture``, ``device``, ``dtype``,
-    ``passed`` (bool), ``started_at`` (ISO 8601), ``duration_s``,
-    ``phase_timings`` (object of numbers) and ``stages`` (list; each with
-    ``name``, ``status`` and an integer or null ``phase``).  ``environment``,
-    ``params`` and ``grid`` must be objects when present; ``timing`` (optional)
-    must have a ``clock`` in :data:`TIMING_CLOCKS` and ``samples``
-    ``{target: [seconds]}``.
+    :func:`parity.contract.result_schema.validate_result` with the keys the history cannot
+    leave empty (:data:`parity.contract.result_schema.HISTORY_REQUIRED`: ``schema_version``,
+    ``fixture``, ``device``, ``dtype``, ``passed``, ``started_at`` (ISO 8601),
+    ``duration_s``, ``phase_timings``, ``stages``), the same type rules as ``parity report``,
+    applied to the result as it will be stored (:func:`parity.storage.outputs.json_safe`).
 
     Raises
     ------
     HistoryError
-        Naming the first problem found.
+        ``"malformed result: <the first problem found>"``.
     """
-    if not isinstance(result, Mapping):
-        raise HistoryError(f"malformed result: expected an object, got {type(result).__name__}")
-    required = ("schema_version", "fixture", "device", "dtype", "passed", "started_at",
-                "duration_s", "phase_timings", "stages")
-    missing = [key for key in required if key not in result]
-    if missing:
-        raise HistoryError(f"malformed result: missing key(s) {', '.join(missing)}")
-    if result["schema_version"] != 1:
-        raise HistoryError(
-            f"malformed result: schema_version {result['schema_version']!r} is not supported (expected 1)")
-    for key in ("fixture", "device", "dtype"):
-        _check_str(result[key], key)
-    for key in ("device_name", "first_failure", "fault"):
-        _check_str(result.get(key), key, optional=True)
-    if not isinstance(result["passed"], bool):
-        raise HistoryError(f"malformed result: passed must be true/false, got {result['passed']!r}")
-    if not isinstance(result["started_at"], str):
-        raise HistoryError("malformed result: started_at must be a string")
-    parse_timestamp(result["started_at"])
-    _check_optional_number(result["duration_s"], "duration_s")
-    for key in ("environment", "params", "grid"):
-        if result.get(key) is not None and not isinstance(result[key], Mapping):
-            raise HistoryError(f"malformed result: {key} must be an object")
-    timings = result["phase_timings"]
-    if not isinstance(timings, Mapping):
-        raise HistoryError("malformed result: phase_timings must be an object")
-    for phase, seconds in timings.items():
-        _check_optional_number(seconds, f"phase_timings[{phase!r}]")
-    if result.get("timing") is not None:
-        _validate_timing(result["timing"])
-    stages = result["stages"]
-    if not isinstance(stages, list):
-        raise HistoryError("malformed result: stages must be a list")
-    seen: set[str] = set()
-    for index, stage in enumerate(stages):
-        _validate_stage(stage, index, seen)
-
-
-# --------------------------------------------------------------------------- JSON helpers
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(json_safe(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _real_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _int_or_none(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-# --------------------------------------------------------------------------- row builders
-
-
-def series_fixture(result: Mapping[str, Any]) -> str:
-    """The fixture label a run's series is kept under.
-
-    Runs of the default pair of backends (reference ``numpy``, candidate ``torch``) are
-    kept under the fixture's name; any other pair (a third opinion such as reference
-    ``upstream-eryx``) under ``"<fixture> [<reference> vs <candidate>]"``, so that series of
-    different pairs never mix.
-    """
-    names = []
-    for side, default in (("reference", "numpy"), ("candidate", "torch")):
-        info = result.get(side)
-        names.append(str(info.get("name")) if isinstance(info, Mapping) and info.get("name") else default)
-    if names == ["numpy", "torch"]:
-        return str(result["fixture"])
-    return f"{result['fixture']} [{names[0]} vs {names[1]}]"
-
-
-def _run_row(result: Mapping[str, Any], result_json: str, run_uuid: str, report_path: str | None,
-             nightly_id: str | None) -> dict[str, Any]:
-    environment = dict(result.get("environment") or {})
-    git_commit = environment.pop("git_commit", None)
-    hostname = environment.pop("hostname", None)
-    platform = environment.pop("platform", None)
-    return {
-        "run_uuid": run_uuid,
-        "started_at": _utc_text(parse_timestamp(result["started_at"])),
-        "fixture": series_fixture(result),
-        "device": result["device"],
-        "device_name": result.get("device_name"),
-        "dtype": result["dtype"],
-        "passed": int(bool(result["passed"])),
-        "first_failure": result.get("first_failure"),
-        "fault": result.get("fault"),
-        "duration_s": _real_or_none(result.get("duration_s")),
-        "git_commit": None if git_commit is None else str(git_commit),
-        "hostname": None if hostname is None else str(hostname),
-        "platform": None if platform is None else str(platform),
-        "versions": _dumps(environment),
-        "params": _dumps(result.get("params") or {}),
-        "grid": _dumps(result.get("grid") or {}),
-        "report_path": report_path,
-        "result_json": result_json,
-        "nightly_id": nightly_id,
-        "recorded_at": _utc_text(datetime.now(timezone.utc)),
-    }
-
-
-def _stage_rows(run_id: int, stages: Sequence[Mapping[str, Any]]) -> list[tuple]:
-    return [
-        (run_id, seq, stage.get("name"), _int_or_none(stage.get("phase")), stage.get("tier"),
-         stage.get("status"), _real_or_none(stage.get("max_abs")), _real_or_none(stage.get("max_rel")),
-         _int_or_none(stage.get("n_mismatch")), _int_or_none(stage.get("n_total")),
-         _real_or_none(stage.get("duration_s")))
-        for seq, stage in enumerate(stages)
-    ]
-
-
-def _timing_rows(run_id: int, timings: Mapping[str, Any]) -> list[tuple]:
-    return [(run_id, str(phase), _real_or_none(seconds)) for phase, seconds in timings.items()]
+    try:
+        # As it will be stored: NumPy values as Python ones, non-finite numbers as null.
+        _validate_any(json_safe(result), required=HISTORY_REQUIRED)
+    except ResultTypeError as exc:
+        raise HistoryError(f"malformed result: {exc.problem}") from None
+    if result.get("started_at") is not None:
+        parse_timestamp(result["started_at"])
 
 
 def _test_sleep_seconds() -> float:
@@ -402,7 +158,7 @@ def _test_sleep_seconds() -> float:
 # --------------------------------------------------------------------------- the store
 
 
-class HistoryStore:
+class HistoryStore(HistoryQueries):
     """The run history, one SQLite file.
 
     Parameters
@@ -417,7 +173,7 @@ class HistoryStore:
     HistoryError
         When the path cannot be created or written, the file is not a (healthy)
         SQLite database, belongs to something else, or has a newer schema
-        version than :data:`SCHEMA_VERSION`.  The file is left untouched.
+        version than :data:`STORE_VERSION`.  The file is left untouched.
 
     Examples
     --------
@@ -452,10 +208,10 @@ class HistoryStore:
         """Check the file (read-only) and create the schema if it is new."""
         try:
             version = self._user_version()
-            if version > SCHEMA_VERSION:
+            if version > STORE_VERSION:
                 raise HistoryError(
                     f"history store {self.path} has schema version {version}, newer than this "
-                    f"tool's version {SCHEMA_VERSION}; upgrade eryx-parity to read it")
+                    f"tool's version {STORE_VERSION}; upgrade eryx-parity to read it")
             problems = [" ".join(row[0].split()) for row in self._conn.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise HistoryError(
@@ -506,10 +262,10 @@ class HistoryStore:
                 raise HistoryError(
                     f"{self.path} is a SQLite database of something else (tables: "
                     f"{', '.join(sorted(tables)[:5])}) and not a parity history store")
-            for statement in _SCHEMA_V1.split(";"):
+            for statement in SCHEMA_V1.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
-            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
 
     def _configure(self) -> None:
         self._conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
@@ -612,204 +368,6 @@ class HistoryStore:
         path = Path(report_path)
         return path if path.is_absolute() else self.path.resolve().parent / path
 
-    # -- reading -----------------------------------------------------------------------
-
-    def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
-        try:
-            return [dict(row) for row in self._conn.execute(sql, params)]
-        except sqlite3.Error as exc:
-            raise HistoryError(f"history store {self.path}: query failed: {exc}") from exc
-
-    def count_runs(self) -> int:
-        """Number of recorded runs (fault runs included)."""
-        return int(self._query("SELECT COUNT(*) AS n FROM runs")[0]["n"])
-
-    def time_range(self) -> tuple[str, str] | None:
-        """``(first, last)`` ``started_at`` over all runs, or None when empty."""
-        row = self._query("SELECT MIN(started_at) AS lo, MAX(started_at) AS hi FROM runs")[0]
-        return None if row["lo"] is None else (row["lo"], row["hi"])
-
-    def runs(self, fixture: str | None = None, device: str | None = None, dtype: str | None = None,
-             limit: int | None = None, *, include_faults: bool = True) -> list[dict[str, Any]]:
-        """Runs, newest first, optionally filtered.
-
-        Returns
-        -------
-        list of dict
-            One dict per run with the ``runs`` columns except ``result_json``;
-            ``versions``/``params``/``grid`` are decoded, ``passed`` is a bool.
-        """
-        where, params = _series_filter(fixture, device, dtype, include_faults)
-        sql = (f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs {where} "
-               "ORDER BY started_at DESC, id DESC")
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(limit))
-        return [_decode_run(row) for row in self._query(sql, params)]
-
-    def result(self, run_id: int) -> dict[str, Any]:
-        """The whole stored result dict of run ``run_id``."""
-        rows = self._query("SELECT result_json FROM runs WHERE id = ?", (run_id,))
-        if not rows:
-            raise HistoryError(f"history store {self.path}: no run with id {run_id}")
-        return json.loads(rows[0]["result_json"])
-
-    def stages(self, run_id: int) -> list[dict[str, Any]]:
-        """The stage rows of one run, in registry order."""
-        return self._query(
-            "SELECT name, phase, tier, status, max_abs, max_rel, n_mismatch, n_total, duration_s "
-            "FROM stages WHERE run_id = ? ORDER BY seq", (run_id,))
-
-    def series_keys(self) -> list[tuple[str, str, str]]:
-        """Every ``(fixture, device, dtype)`` with at least one fault-free run, sorted."""
-        rows = self._query("SELECT DISTINCT fixture, device, dtype FROM runs WHERE fault IS NULL "
-                           "ORDER BY fixture, device, dtype")
-        return [(row["fixture"], row["device"], row["dtype"]) for row in rows]
-
-    def stage_series(self, fixture: str, device: str, dtype: str, stage: str) -> list[dict[str, Any]]:
-        """One stage's history in one series, oldest first.
-
-        Returns
-        -------
-        list of dict
-            Keys ``run_id, started_at, status, max_rel, max_abs, duration_s, report_path``.
-        """
-        return self._query(
-            "SELECT r.id AS run_id, r.started_at, s.status, s.max_rel, s.max_abs, s.duration_s, "
-            "r.report_path FROM stages s JOIN runs r ON r.id = s.run_id "
-            "WHERE r.fixture = ? AND r.device = ? AND r.dtype = ? AND s.name = ? AND r.fault IS NULL "
-            "ORDER BY r.started_at, r.id", (fixture, device, dtype, stage))
-
-    def stage_error_series(self, fixture: str, device: str, dtype: str) -> dict[str, list[dict[str, Any]]]:
-        """Every stage's history in one series (one query), oldest first, keyed by stage name."""
-        rows = self._query(
-            "SELECT s.name, r.id AS run_id, r.started_at, s.status, s.max_rel, s.max_abs, "
-            "s.duration_s, r.report_path FROM stages s JOIN runs r ON r.id = s.run_id "
-            "WHERE r.fixture = ? AND r.device = ? AND r.dtype = ? AND r.fault IS NULL "
-            "ORDER BY r.started_at, r.id, s.seq", (fixture, device, dtype))
-        series: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            series.setdefault(row.pop("name"), []).append(row)
-        return series
-
-    def phase_time_series(self, fixture: str, device: str, dtype: str,
-                          phase: str | None = None) -> list[dict[str, Any]]:
-        """Phase timings of one series, oldest first.
-
-        Parameters
-        ----------
-        phase
-            Only this phase (key as in ``result["phase_timings"]``, e.g. ``"2"``);
-            all phases when None.
-
-        Returns
-        -------
-        list of dict
-            One dict per run: ``run_id, started_at, duration_s`` (total) and
-            ``phases`` (``{phase: seconds}``).
-        """
-        runs = self._query(
-            "SELECT id AS run_id, started_at, duration_s FROM runs "
-            "WHERE fixture = ? AND device = ? AND dtype = ? AND fault IS NULL "
-            "ORDER BY started_at, id", (fixture, device, dtype))
-        timings = self._query(
-            "SELECT t.run_id, t.phase, t.seconds FROM phase_timings t JOIN runs r ON r.id = t.run_id "
-            "WHERE r.fixture = ? AND r.device = ? AND r.dtype = ? AND r.fault IS NULL",
-            (fixture, device, dtype))
-        by_run: dict[int, dict[str, float | None]] = {}
-        for row in timings:
-            if phase is None or row["phase"] == str(phase):
-                by_run.setdefault(row["run_id"], {})[row["phase"]] = row["seconds"]
-        for run in runs:
-            run["phases"] = dict(sorted(by_run.get(run["run_id"], {}).items(), key=lambda kv: _phase_key(kv[0])))
-        return runs
-
-    def timing_series(self, fixture: str, device: str, dtype: str) -> list[dict[str, Any]]:
-        """Timing samples of one series, oldest first, for slowdown detection and plots.
-
-        Returns
-        -------
-        list of dict
-            One dict per run: ``run_id, started_at, clock`` and ``samples``
-            (``{target: [seconds, ...]}``, targets ``"1"``..``"4"`` and ``"total"``).
-            Runs with a ``timing`` block (``parity nightly``) give its repeats and
-            clock; others give their own wall-clock ``phase_timings`` and
-            ``duration_s`` as one sample each (clock ``"wall"``).
-        """
-        runs = self.phase_time_series(fixture, device, dtype)
-        blocks = self._timing_blocks(fixture, device, dtype)
-        series = []
-        for run in runs:
-            block = blocks.get(run["run_id"])
-            if block is not None:
-                samples = {str(k): [float(v) for v in values] for k, values in block["samples"].items()}
-                clock = block["clock"]
-            else:
-                samples = {phase: [seconds] for phase, seconds in run["phases"].items() if seconds is not None}
-                if run["duration_s"] is not None:
-                    samples["total"] = [run["duration_s"]]
-                clock = "wall"
-            series.append({"run_id": run["run_id"], "started_at": run["started_at"], "clock": clock,
-                           "samples": samples})
-        return series
-
-    def _timing_blocks(self, fixture: str, device: str, dtype: str) -> dict[int, dict[str, Any]]:
-        where = "WHERE fixture = ? AND device = ? AND dtype = ? AND fault IS NULL"
-        params = (fixture, device, dtype)
-        try:
-            rows = self._conn.execute(
-                f"SELECT id, json_extract(result_json, '$.timing') FROM runs {where}", params).fetchall()
-        except sqlite3.OperationalError:  # an SQLite built without JSON functions: parse in Python
-            rows = [(row[0], json.dumps(json.loads(row[1]).get("timing")))
-                    for row in self._conn.execute(f"SELECT id, result_json FROM runs {where}", params)]
-        except sqlite3.Error as exc:
-            raise HistoryError(f"history store {self.path}: query failed: {exc}") from exc
-        blocks = {}
-        for run_id, text in rows:
-            block = json.loads(text) if text else None
-            if isinstance(block, dict) and block.get("clock") in TIMING_CLOCKS and isinstance(block.get("samples"), dict):
-                blocks[int(run_id)] = block
-        return blocks
-
-    def stage_order(self) -> list[tuple[str, int | None]]:
-        """Stage names with their phase, in phase order then order of first appearance.
-
-        First appearance is over all stored results, oldest run first, stages in
-        result (= registry) order, so a stage added to the registry later still
-        lands inside its phase.
-        """
-        rows = self._query(
-            "SELECT s.name, s.phase FROM stages s JOIN runs r ON r.id = s.run_id "
-            "ORDER BY r.started_at, r.id, s.seq")
-        first: dict[str, tuple[int, int | None]] = {}
-        for index, row in enumerate(rows):
-            first.setdefault(row["name"], (index, row["phase"]))
-        ordered = sorted(first.items(), key=lambda kv: (_phase_sort(kv[1][1]), kv[1][0]))
-        return [(name, phase) for name, (_, phase) in ordered]
-
-    def latest_matrix(self) -> list[dict[str, Any]]:
-        """Latest status of every ``(fixture, device, dtype, stage)`` (fault runs excluded).
-
-        Returns
-        -------
-        list of dict
-            Keys ``fixture, device, dtype, stage, phase, status, max_rel, max_abs,
-            run_id, started_at, report_path``, sorted by series then stage name.
-        """
-        return self._query(
-            "SELECT fixture, device, dtype, stage, phase, status, max_rel, max_abs, run_id, "
-            "started_at, report_path FROM ("
-            "  SELECT r.fixture, r.device, r.dtype, s.name AS stage, s.phase, s.status, s.max_rel, "
-            "  s.max_abs, r.id AS run_id, r.started_at, r.report_path, ROW_NUMBER() OVER ("
-            "    PARTITION BY r.fixture, r.device, r.dtype, s.name "
-            "    ORDER BY r.started_at DESC, r.id DESC) AS recency "
-            "  FROM stages s JOIN runs r ON r.id = s.run_id WHERE r.fault IS NULL"
-            ") WHERE recency = 1 ORDER BY fixture, device, dtype, stage")
-
-    def integrity_check(self) -> list[str]:
-        """``PRAGMA integrity_check`` messages (``["ok"]`` when healthy)."""
-        return [row[0] for row in self._conn.execute("PRAGMA integrity_check")]
-
 
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` on any error.
@@ -877,209 +435,3 @@ def _check_sqlite_header(path: Path) -> None:
         raise HistoryError(
             f"history store {path} is not a SQLite database (bad header); it was left untouched - "
             f"move it aside or point --history elsewhere")
-
-
-# --------------------------------------------------------------------------- query helpers
-
-
-def _series_filter(fixture: str | None, device: str | None, dtype: str | None,
-                   include_faults: bool) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (("fixture", fixture), ("device", device), ("dtype", dtype)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if not include_faults:
-        clauses.append("fault IS NULL")
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _decode_run(row: dict[str, Any]) -> dict[str, Any]:
-    for column in _JSON_COLUMNS:
-        row[column] = json.loads(row[column]) if row[column] else {}
-    row["passed"] = bool(row["passed"])
-    return row
-
-
-def _phase_sort(phase: int | None) -> float:
-    return math.inf if phase is None else float(phase)
-
-
-def _phase_key(phase: str) -> tuple[int, float, str]:
-    """Sort "1" < "2" < "10" < "other" (numeric phases first)."""
-    try:
-        return (0, float(phase), phase)
-    except ValueError:
-        return (1, 0.0, phase)
-
-
-# --------------------------------------------------------------------------- regressions
-
-
-@dataclass(frozen=True)
-class Regression:
-    """One flagged change in the latest run of a series.
-
-    Attributes
-    ----------
-    fixture, device, dtype
-        The series.
-    target
-        What regressed: a stage name (``status_flip``/``error_growth``),
-        ``"phase N"`` or ``"total"`` (``slowdown``).
-    kind
-        ``"status_flip"``, ``"error_growth"`` or ``"slowdown"``.
-    run_id
-        The latest run, the one that shows the regression.
-    previous, current
-        Before/after: a status string, a max_rel, or seconds (for a slowdown,
-        ``previous`` is the baseline -- the median of earlier runs' minima -- and
-        ``current`` the latest run's minimum).
-    message
-        One human line.
-    report_path
-        The latest run's divergence report (as stored), if any.
-    """
-
-    fixture: str
-    device: str
-    dtype: str
-    target: str
-    kind: str
-    run_id: int
-    previous: Any
-    current: Any
-    message: str
-    report_path: str | None = None
-
-
-def error_grew(previous: float | None, current: float | None, *, factor: float = 10.0,
-               floor: float = _DEFAULT_ERROR_FLOOR) -> bool:
-    """True when ``current`` exceeds ``factor`` times ``previous`` (both floored).
-
-    The floor keeps rounding-level changes quiet: with the float64 floor,
-    0 -> 1e-15 is not growth, 1e-15 -> 1e-12 is.  None (NaN/inf) on either
-    side is not judged here; such stages fail and show up as status flips.
-    """
-    if previous is None or current is None:
-        return False
-    return max(current, floor) > factor * max(previous, floor)
-
-
-def _error_floor_for(dtype: str, floor: float | None) -> float:
-    if floor is not None:
-        return floor
-    return max(_DEFAULT_ERROR_FLOOR, _DTYPE_EPS.get(dtype, 0.0))
-
-
-def _stage_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
-                       previous_runs: Sequence[Mapping[str, Any]],
-                       stages_of: Mapping[int, Mapping[str, Mapping[str, Any]]], *,
-                       error_factor: float, floor: float) -> Iterator[Regression]:
-    fixture, device, dtype = key
-    for name, stage in stages_of[latest["id"]].items():
-        before = next((stages_of[run["id"]][name] for run in previous_runs
-                       if name in stages_of[run["id"]]), None)
-        if before is None:
-            continue
-        common = dict(fixture=fixture, device=device, dtype=dtype, target=name, run_id=latest["id"],
-                      report_path=latest["report_path"])
-        if before["status"] == "pass" and stage["status"] in _BAD_STATUSES:
-            yield Regression(kind="status_flip", previous=before["status"], current=stage["status"],
-                             message=f"{name}: {before['status']} -> {stage['status']}", **common)
-        if error_grew(before["max_rel"], stage["max_rel"], factor=error_factor, floor=floor):
-            yield Regression(kind="error_growth", previous=before["max_rel"], current=stage["max_rel"],
-                             message=(f"{name}: max_rel {before['max_rel']:.3g} -> {stage['max_rel']:.3g} "
-                                      f"(more than x{error_factor:g})"), **common)
-
-
-def judged_timings(store: HistoryStore, fixture: str, device: str, dtype: str) -> dict[str, Any]:
-    """The timings slowdowns are judged on: one series, oldest first, one clock.
-
-    Only runs timed with the latest run's clock are kept: process CPU time and wall
-    time are different quantities.
-
-    Returns
-    -------
-    dict
-        ``clock`` (``"cpu"``/``"wall"``), ``dropped`` (runs timed with another clock)
-        and ``runs``: ``[{run_id, started_at, samples}]``.
-    """
-    series = store.timing_series(fixture, device, dtype)
-    if not series:
-        return {"clock": "wall", "dropped": 0, "runs": []}
-    clock = series[-1]["clock"]
-    runs = [{key: run[key] for key in ("run_id", "started_at", "samples")} for run in series if run["clock"] == clock]
-    return {"clock": clock, "dropped": len(series) - len(runs), "runs": runs}
-
-
-def timing_verdicts(store: HistoryStore, fixture: str, device: str, dtype: str,
-                    rule: SlowdownRule | None = None) -> dict[str, TimingVerdict]:
-    """The slowdown verdict of every timed target of a series' latest run.
-
-    Judged on :func:`judged_timings`; targets are the phases (``"1"``..) and
-    ``"total"``; see :func:`parity.storage.regressions.judge_slowdown`.
-
-    Returns
-    -------
-    dict
-        ``{target: TimingVerdict}`` (empty for a series without runs).
-    """
-    rule = rule or SlowdownRule()
-    runs = judged_timings(store, fixture, device, dtype)["runs"]
-    if not runs:
-        return {}
-    targets = sorted(runs[-1]["samples"], key=lambda t: (t == "total", _phase_key(t)))
-    return {target: judge_slowdown([run["samples"].get(target) for run in runs], rule) for target in targets}
-
-
-def _target_label(target: str) -> str:
-    return "total" if target == "total" else f"phase {target}"
-
-
-def _timing_regressions(store: HistoryStore, key: tuple[str, str, str], latest: Mapping[str, Any], *,
-                        rule: SlowdownRule) -> Iterator[Regression]:
-    fixture, device, dtype = key
-    for target, verdict in timing_verdicts(store, *key, rule=rule).items():
-        if not verdict.flagged:
-            continue
-        yield Regression(fixture=fixture, device=device, dtype=dtype, target=_target_label(target),
-                         kind="slowdown", run_id=latest["id"], previous=verdict.baseline_s,
-                         current=verdict.current_s, report_path=latest["report_path"],
-                         message=f"{_target_label(target)}: {verdict.reason}")
-
-
-def find_regressions(store: HistoryStore, *, error_factor: float = 10.0, rule: SlowdownRule | None = None,
-                     error_floor: float | None = None) -> list[Regression]:
-    """Compare the latest run of every series with the runs before it.
-
-    Rules (per ``(fixture, device, dtype)``, fault runs ignored):
-
-    * ``status_flip``: a stage was ``pass`` in its previous run and is now
-      ``fail`` or ``error``.
-    * ``error_growth``: a stage's max_rel grew by more than ``error_factor``
-      against its previous run (see :func:`error_grew`).  The floor defaults to
-      the dtype's machine epsilon (2.2e-16 for float64, 1.2e-7 for float32):
-      changes below rounding level are not signal.
-    * ``slowdown``: a phase, or the total, shows a sustained, significant step
-      up per :func:`parity.storage.regressions.judge_slowdown` with ``rule`` (default
-      :class:`~parity.storage.regressions.SlowdownRule`), on the runs' timing repeats.
-
-    Returns
-    -------
-    list of Regression
-        Sorted by series, then kind, then target.
-    """
-    rule = rule or SlowdownRule()
-    found: list[Regression] = []
-    for key in store.series_keys():
-        runs = store.runs(*key, limit=_STAGE_LOOKBACK + 1, include_faults=False)
-        latest, previous_runs = runs[0], runs[1:]  # newest first
-        if previous_runs:
-            stages_of = {run["id"]: {row["name"]: row for row in store.stages(run["id"])} for run in runs}
-            found.extend(_stage_regressions(key, latest, previous_runs, stages_of, error_factor=error_factor,
-                                            floor=_error_floor_for(key[2], error_floor)))
-        found.extend(_timing_regressions(store, key, latest, rule=rule))
-    kinds = ("status_flip", "error_growth", "slowdown")
-    return sorted(found, key=lambda r: (r.fixture, r.device, r.dtype, kinds.index(r.kind), r.target))

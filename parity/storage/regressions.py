@@ -32,15 +32,28 @@ threshold can separate: a machine that is 1.5x busier for three nights in a row
 looks like a slowdown, and one that gets 1.5x faster just when the code gets 2x
 slower hides it.
 
-Everything here is a pure function of numbers.
+Everything here is a pure function of numbers, except the last three functions
+(:func:`judged_timings`, :func:`timing_verdicts`, :func:`find_regressions`), which read the
+rows they judge from a history store (:class:`parity.storage.history.HistoryStore`, or
+anything with its read methods: :class:`HistoryReader`) and hand them to the pure ones.
+
+Regressions of a series (:func:`find_regressions`, per ``(fixture, device, dtype)``, fault
+runs ignored): a stage's status flipped from ``pass`` to ``fail``/``error``, a stage's
+``max_rel`` grew more than tenfold above rounding level (:func:`error_grew`), or a phase
+or the total slowed down (:func:`judge_slowdown`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
-__all__ = ["SlowdownRule", "TimingVerdict", "clean_samples", "judge_slowdown", "quantile"]
+from parity.contract.results import DIVERGING, Status
+
+__all__ = ["SlowdownRule", "TimingVerdict", "clean_samples", "judge_slowdown", "quantile", "Regression",
+           "error_grew", "dtype_error_floor", "stage_regressions", "judge_timing_series", "verdicts_of_runs",
+           "timing_regressions", "phase_key", "HistoryReader", "judged_timings", "timing_verdicts",
+           "find_regressions", "REGRESSION_KINDS"]
 
 
 @dataclass(frozen=True)
@@ -237,3 +250,234 @@ def judge_slowdown(runs: Sequence[Sequence[float | None] | float | None],
         f"{current:.3g} s vs baseline {baseline:.3g} s (x{current / baseline:.2f}) over the last "
         f"{rule.confirm} runs, p = {p_value:.2g}" if baseline > 0 else
         f"{current:.3g} s vs baseline 0 s over the last {rule.confirm} runs"), **common)
+
+
+# ------------------------------------------------------------------ regressions of a history
+#: Machine epsilon per dtype: relative errors below it are rounding, not signal.
+_DTYPE_EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float16": 9.765625e-04,
+              "complex128": 2.220446049250313e-16, "complex64": 1.1920929e-07}
+_DEFAULT_ERROR_FLOOR = 1e-16
+#: A stage missing from the previous run is compared with the last of this many runs that has it.
+STAGE_LOOKBACK = 10
+#: The kinds of regression, in the order they are listed.
+REGRESSION_KINDS = ("status_flip", "error_growth", "slowdown")
+
+
+def phase_key(phase: str) -> tuple[int, float, str]:
+    """Sort "1" < "2" < "10" < "other" (numeric phases first)."""
+    try:
+        return (0, float(phase), phase)
+    except ValueError:
+        return (1, 0.0, phase)
+
+
+class HistoryReader(Protocol):
+    """The read methods of :class:`parity.storage.history.HistoryStore` the regression finder uses."""
+
+    def series_keys(self) -> list[tuple[str, str, str]]: ...
+
+    def runs(self, fixture: str | None = None, device: str | None = None, dtype: str | None = None,
+             limit: int | None = None, *, include_faults: bool = True) -> list[dict[str, Any]]: ...
+
+    def stages(self, run_id: int) -> list[dict[str, Any]]: ...
+
+    def timing_series(self, fixture: str, device: str, dtype: str) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class Regression:
+    """One flagged change in the latest run of a series.
+
+    Attributes
+    ----------
+    fixture, device, dtype
+        The series.
+    target
+        What regressed: a stage name (``status_flip``/``error_growth``),
+        ``"phase N"`` or ``"total"`` (``slowdown``).
+    kind
+        ``"status_flip"``, ``"error_growth"`` or ``"slowdown"``.
+    run_id
+        The latest run, the one that shows the regression.
+    previous, current
+        Before/after: a status string, a max_rel, or seconds (for a slowdown,
+        ``previous`` is the baseline -- the median of earlier runs' minima -- and
+        ``current`` the latest run's minimum).
+    message
+        One human line.
+    report_path
+        The latest run's divergence report (as stored), if any.
+    """
+
+    fixture: str
+    device: str
+    dtype: str
+    target: str
+    kind: str
+    run_id: int
+    previous: Any
+    current: Any
+    message: str
+    report_path: str | None = None
+
+
+def error_grew(previous: float | None, current: float | None, *, factor: float = 10.0,
+               floor: float = _DEFAULT_ERROR_FLOOR) -> bool:
+    """True when ``current`` exceeds ``factor`` times ``previous`` (both floored).
+
+    The floor keeps rounding-level changes quiet: with the float64 floor,
+    0 -> 1e-15 is not growth, 1e-15 -> 1e-12 is.  None (NaN/inf) on either
+    side is not judged here; such stages fail and show up as status flips.
+    """
+    if previous is None or current is None:
+        return False
+    return max(current, floor) > factor * max(previous, floor)
+
+
+def dtype_error_floor(dtype: str, floor: float | None = None) -> float:
+    """``floor`` when given, else the dtype's machine epsilon (at least 1e-16)."""
+    if floor is not None:
+        return floor
+    return max(_DEFAULT_ERROR_FLOOR, _DTYPE_EPS.get(dtype, 0.0))
+
+
+def stage_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
+                      previous_runs: Sequence[Mapping[str, Any]],
+                      stages_of: Mapping[int, Mapping[str, Mapping[str, Any]]], *,
+                      error_factor: float, floor: float) -> Iterator[Regression]:
+    """Status flips and error growth of the latest run's stages against the runs before it.
+
+    Parameters
+    ----------
+    key
+        The series ``(fixture, device, dtype)``.
+    latest, previous_runs
+        Run rows (``id``, ``report_path``), newest first.
+    stages_of
+        ``{run id: {stage name: stage row (status, max_rel)}}`` for every run given.
+    error_factor, floor
+        See :func:`error_grew`.
+    """
+    fixture, device, dtype = key
+    for name, stage in stages_of[latest["id"]].items():
+        before = next((stages_of[run["id"]][name] for run in previous_runs
+                       if name in stages_of[run["id"]]), None)
+        if before is None:
+            continue
+        common = dict(fixture=fixture, device=device, dtype=dtype, target=name, run_id=latest["id"],
+                      report_path=latest["report_path"])
+        if before["status"] == Status.PASS and stage["status"] in DIVERGING:
+            yield Regression(kind="status_flip", previous=before["status"], current=stage["status"],
+                             message=f"{name}: {before['status']} -> {stage['status']}", **common)
+        if error_grew(before["max_rel"], stage["max_rel"], factor=error_factor, floor=floor):
+            yield Regression(kind="error_growth", previous=before["max_rel"], current=stage["max_rel"],
+                             message=(f"{name}: max_rel {before['max_rel']:.3g} -> {stage['max_rel']:.3g} "
+                                      f"(more than x{error_factor:g})"), **common)
+
+
+def judge_timing_series(series: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The timings slowdowns are judged on, from a series' timing rows (oldest first): one clock.
+
+    Only runs timed with the latest run's clock are kept: process CPU time and wall
+    time are different quantities.
+
+    Parameters
+    ----------
+    series
+        :meth:`HistoryStore.timing_series` rows: ``run_id, started_at, clock, samples``.
+
+    Returns
+    -------
+    dict
+        ``clock`` (``"cpu"``/``"wall"``), ``dropped`` (runs timed with another clock)
+        and ``runs``: ``[{run_id, started_at, samples}]``.
+    """
+    if not series:
+        return {"clock": "wall", "dropped": 0, "runs": []}
+    clock = series[-1]["clock"]
+    runs = [{key: run[key] for key in ("run_id", "started_at", "samples")} for run in series if run["clock"] == clock]
+    return {"clock": clock, "dropped": len(series) - len(runs), "runs": runs}
+
+
+def verdicts_of_runs(runs: Sequence[Mapping[str, Any]], rule: SlowdownRule | None = None) -> dict[str, TimingVerdict]:
+    """The slowdown verdict of every timed target of the latest of ``runs`` (the ``runs`` of
+    :func:`judge_timing_series`); targets are the phases (``"1"``..) and ``"total"``.
+
+    Returns
+    -------
+    dict
+        ``{target: TimingVerdict}`` (empty without runs).
+    """
+    rule = rule or SlowdownRule()
+    if not runs:
+        return {}
+    targets = sorted(runs[-1]["samples"], key=lambda t: (t == "total", phase_key(t)))
+    return {target: judge_slowdown([run["samples"].get(target) for run in runs], rule) for target in targets}
+
+
+def _target_label(target: str) -> str:
+    return "total" if target == "total" else f"phase {target}"
+
+
+def timing_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
+                       verdicts: Mapping[str, TimingVerdict]) -> Iterator[Regression]:
+    """A ``slowdown`` per flagged target of :func:`verdicts_of_runs` (``latest``: the run row)."""
+    fixture, device, dtype = key
+    for target, verdict in verdicts.items():
+        if not verdict.flagged:
+            continue
+        yield Regression(fixture=fixture, device=device, dtype=dtype, target=_target_label(target),
+                         kind="slowdown", run_id=latest["id"], previous=verdict.baseline_s,
+                         current=verdict.current_s, report_path=latest["report_path"],
+                         message=f"{_target_label(target)}: {verdict.reason}")
+
+
+def judged_timings(store: HistoryReader, fixture: str, device: str, dtype: str) -> dict[str, Any]:
+    """:func:`judge_timing_series` of one series of ``store``."""
+    return judge_timing_series(store.timing_series(fixture, device, dtype))
+
+
+def timing_verdicts(store: HistoryReader, fixture: str, device: str, dtype: str,
+                    rule: SlowdownRule | None = None) -> dict[str, TimingVerdict]:
+    """The slowdown verdict of every timed target of a series' latest run (:func:`verdicts_of_runs`).
+
+    Returns
+    -------
+    dict
+        ``{target: TimingVerdict}`` (empty for a series without runs).
+    """
+    return verdicts_of_runs(judged_timings(store, fixture, device, dtype)["runs"], rule)
+
+
+def find_regressions(store: HistoryReader, *, error_factor: float = 10.0, rule: SlowdownRule | None = None,
+                     error_floor: float | None = None) -> list[Regression]:
+    """Compare the latest run of every series with the runs before it.
+
+    Rules (per ``(fixture, device, dtype)``, fault runs ignored):
+
+    * ``status_flip``: a stage was ``pass`` in its previous run and is now
+      ``fail`` or ``error``.
+    * ``error_growth``: a stage's max_rel grew by more than ``error_factor``
+      against its previous run (see :func:`error_grew`).  The floor defaults to
+      the dtype's machine epsilon (2.2e-16 for float64, 1.2e-7 for float32):
+      changes below rounding level are not signal.
+    * ``slowdown``: a phase, or the total, shows a sustained, significant step
+      up per :func:`parity.storage.regressions.judge_slowdown` with ``rule`` (default
+      :class:`~parity.storage.regressions.SlowdownRule`), on the runs' timing repeats.
+
+    Returns
+    -------
+    list of Regression
+        Sorted by series, then kind, then target.
+    """
+    rule = rule or SlowdownRule()
+    found: list[Regression] = []
+    for key in store.series_keys():
+        runs = store.runs(*key, limit=STAGE_LOOKBACK + 1, include_faults=False)
+        latest, previous_runs = runs[0], runs[1:]  # newest first
+        if previous_runs:
+            stages_of = {run["id"]: {row["name"]: row for row in store.stages(run["id"])} for run in runs}
+            found.extend(stage_regressions(key, latest, previous_runs, stages_of, error_factor=error_factor,
+                                           floor=dtype_error_floor(key[2], error_floor)))
+        found.extend(timing_regressions(key, latest, timing_verdicts(store, *key, rule=rule)))
+    return sorted(found, key=lambda r: (r.fixture, r.device, r.dtype, REGRESSION_KINDS.index(r.kind), r.target))

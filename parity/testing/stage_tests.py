@@ -24,6 +24,7 @@ from parity.running.causes import upstream
 from parity.running.crossfeed import classify
 from parity.running.runner import make_run, run_stage
 from parity.testing.plugin import fixture_path_or_skip, parity_backend_options, record_stage
+from parity.contract.results import Status
 
 _RUNS: dict = {}
 
@@ -96,10 +97,10 @@ def test_stage(request, parity_stage, parity_fixture):
         pytest.fail(f"parity run not possible: {entry['error']}", pytrace=False)
     record = _record(entry, parity_stage)
     record_stage(request.config, entry["run"], record)
-    if record["status"] == "not_comparable":
+    if record["status"] == Status.NOT_COMPARABLE:
         why = f"{parity_stage.name} not comparable: {record['message']}"
         if parity_stage.name in getattr(request.config, "_parity_require", ()):
             pytest.fail(f"{why} (required by --parity-require)", pytrace=False)
         pytest.skip(why)
-    if record["status"] != "pass":
+    if record["status"] != Status.PASS:
         pytest.fail(failure_message(entry, parity_stage, record), pytrace=False)
