@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from parity.contract.results import DIVERGING, SCHEMA_VERSION, Status, Verdict
+from parity.contract.statuses import DIVERGING, SCHEMA_VERSION, Status, Verdict
 
 __all__ = ["MIGRATIONS", "migrate", "update_to_1"]
 

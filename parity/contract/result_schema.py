@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from parity.contract.migrations import migrate
-from parity.contract.results import SCHEMA_VERSION, Status, Verdict
+from parity.contract.statuses import SCHEMA_VERSION, Status, Verdict
 
 __all__ = ["MAX_DEPTH", "TIMING_CLOCKS", "REPORT_REQUIRED", "HISTORY_REQUIRED", "ResultTypeError",
            "validate_result", "check_result_shape", "check_result_types"]

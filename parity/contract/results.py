@@ -37,50 +37,9 @@ from typing import Any, Iterator
 __all__ = ["SCHEMA_VERSION", "Status", "Verdict", "DIVERGING", "STATUSES", "StageRecord", "RunResult", "Provenance",
            "stage_record", "run_result"]
 
-#: The result schema version this parity writes (and the newest it reads).
-SCHEMA_VERSION = 1
-
-
-class Status(str, enum.Enum):
-    """The outcome of one stage (``record["status"]``).
-
-    The four values stage records have ever had: ``pass`` (compared and agreed), ``fail``
-    (compared and differs), ``error`` (a backend or the harness raised: a divergence),
-    ``not_comparable`` (nothing could be compared; the message says why). Other tools' case
-    outcomes (the bench's ``skipped``, mutation's ``killed``, locate's ``hit``/``miss``)
-    are not stage statuses.
-    """
-
-    PASS = "pass"
-    FAIL = "fail"
-    NOT_COMPARABLE = "not_comparable"
-    ERROR = "error"
-
-    # str() and f-strings give "pass", as the bare string did (Python 3.11 changed the default).
-    __str__ = str.__str__
-    __format__ = str.__format__
-
-    @property
-    def diverges(self) -> bool:
-        """True for ``fail`` and ``error``: the stage counts as a divergence."""
-        return self in DIVERGING
-
-
-#: Every stage status, in the order the history's table constraint lists them.
-STATUSES: tuple[Status, ...] = tuple(Status)
-#: The statuses that count as a divergence, in the order of preference for "first".
-DIVERGING: tuple[Status, ...] = (Status.FAIL, Status.ERROR)
-
-
-class Verdict(str, enum.Enum):
-    """The outcome of a run (``result["verdict"]``)."""
-
-    PASS = "pass"
-    DIVERGED = "diverged"
-    INCOMPLETE = "incomplete"
-
-    __str__ = str.__str__
-    __format__ = str.__format__
+from parity.contract.migrations import update_to_1
+from parity.contract.result_schema import validate_result
+from parity.contract.statuses import DIVERGING, SCHEMA_VERSION, STATUSES, Status, Verdict  # noqa: F401  (re-exported)
 
 
 # =================================================================== the types
@@ -285,10 +244,6 @@ class RunResult(_MappingView):
         parity.contract.result_schema.ResultTypeError
             One line naming ``source`` and the first problem.
         """
-        # Both modules import this one's enumerations: imported here to break the cycle.
-        from parity.contract.migrations import update_to_1
-        from parity.contract.result_schema import validate_result
-
         known, extra = _split(update_to_1(validate_result(data, source)), cls)
         known["stages"] = [StageRecord.from_dict(s) for s in known["stages"]]
         if known.get("verdict") is not None:
