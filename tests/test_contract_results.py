@@ -185,7 +185,7 @@ def test_run_result_round_trips_and_keeps_extra_keys():
 
 
 def test_a_crash_result_has_the_runners_keys_and_loads():
-    from parity.running.nightly import crash_result
+    from parity.benchmarking.nightly import crash_result
 
     result = crash_result("synthetic", "float64", "cpu", RuntimeError("boom"), phases=[1],
                           started_at="2026-12-05T00:00:00+00:00", duration_s=0.5)

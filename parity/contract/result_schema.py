@@ -24,7 +24,7 @@ __all__ = ["MAX_DEPTH", "TIMING_CLOCKS", "REPORT_REQUIRED", "HISTORY_REQUIRED", 
 
 #: Nesting deeper than any result the harness writes (its deepest: ~6 levels).
 MAX_DEPTH = 32
-#: Clocks a timing block may name (see parity.running.nightly.measure_timing).
+#: Clocks a timing block may name (see parity.benchmarking.nightly.measure_timing).
 TIMING_CLOCKS = ("cpu", "wall")
 #: Keys a result must have to be rendered (``parity report``).
 REPORT_REQUIRED = ("schema_version", "fixture", "passed", "stages")

@@ -107,7 +107,7 @@ class StageRecord(_MappingView):
     ``max_abs``/``max_rel``: the errors (None: nothing finite compared); ``n_*``: element
     counts; ``duration_s``: seconds. ``status``, ``passed`` and ``duration_s`` are written
     once the outcome is known; ``cause`` only on failing stages (root cause or inherited,
-    :mod:`parity.diagnosis.causes`); ``extra`` keeps any other key unchanged.
+    :mod:`parity.running.causes`); ``extra`` keeps any other key unchanged.
     """
 
     name: str
