@@ -251,4 +251,4 @@ def test_probes_travel_in_a_dump(tmp_path):
                    reference_path=str(path), build=False)
     result = locate_probes(run, "Amat")
     assert result.probes.root.first_bad == "A_block[asu=0, atom=1]", result.text()
-    assert result.probes.root.where_reference.startswith("eryx/models.py:")  # recorded when the dump was made
+    assert result.probes.root.where_reference.startswith("eryx/geometry.py:")  # build_A; recorded when the dump was made

@@ -29,23 +29,31 @@ def _doc_json_block() -> str:
     return text.split("```json", 1)[1].split("```", 1)[0]
 
 
-def _doc_keys(indent: int) -> list[str]:
-    """Keys of the documented JSON object whose lines sit at one indentation (nested {...} skipped)."""
+def _doc_keys(indent: int, optional: bool = False) -> list[str]:
+    """Keys of the documented JSON object whose lines sit at one indentation (nested {...} skipped).
+
+    ``optional``: only the keys whose comment says they are written by one command only
+    (``// parity bisect only``); otherwise only the keys every result has.
+    """
     keys = []
     for line in _doc_json_block().splitlines():
         if re.match(rf"^ {{{indent}}}\"", line):
-            keys += re.findall(r'"(\w+)":', re.sub(r"\{[^}]*\}?", "{}", line.split("//")[0]))
+            comment = line.split("//", 1)[1] if "//" in line else ""
+            if bool(re.search(r"\bonly\b", comment)) == optional:
+                keys += re.findall(r'"(\w+)":', re.sub(r"\{[^}]*\}?", "{}", line.split("//")[0]))
     return keys
 
 
 DOC_TOP_KEYS = _doc_keys(2)
+DOC_OPTIONAL_TOP_KEYS = _doc_keys(2, optional=True)
 DOC_ENV_KEYS = re.findall(r'"(\w+)":', _doc_json_block().split('"environment":', 1)[1].split("}", 1)[0])
 DOC_STAGE_KEYS = _doc_keys(6)
 
 
 def test_doc_parsing_found_the_schema():
     # Guard against the parser silently finding nothing (which would make the schema tests vacuous).
-    assert DOC_TOP_KEYS[:3] == ["schema_version", "fixture", "pdb_path"]
+    assert DOC_TOP_KEYS[:3] == ["schema_version", "run_uuid", "fixture"]
+    assert DOC_OPTIONAL_TOP_KEYS == ["bisect"]
     assert {"grid", "params", "environment", "phase_timings", "stages", "passed", "first_failure"} <= set(DOC_TOP_KEYS)
     assert {"python", "numpy", "scipy", "torch", "gemmi", "git_commit", "hostname", "platform"} == set(DOC_ENV_KEYS)
     assert {"name", "phase", "tier", "kind", "status", "passed", "rtol", "atol", "max_abs", "max_rel",
