@@ -48,6 +48,7 @@ DOC_TOP_KEYS = _doc_keys(2)
 DOC_OPTIONAL_TOP_KEYS = _doc_keys(2, optional=True)
 DOC_ENV_KEYS = re.findall(r'"(\w+)":', _doc_json_block().split('"environment":', 1)[1].split("}", 1)[0])
 DOC_STAGE_KEYS = _doc_keys(6)
+DOC_OPTIONAL_STAGE_KEYS = _doc_keys(6, optional=True)
 
 
 def test_doc_parsing_found_the_schema():
@@ -56,8 +57,10 @@ def test_doc_parsing_found_the_schema():
     assert DOC_OPTIONAL_TOP_KEYS == ["bisect"]
     assert {"grid", "params", "environment", "phase_timings", "stages", "passed", "first_failure"} <= set(DOC_TOP_KEYS)
     assert {"python", "numpy", "scipy", "torch", "gemmi", "git_commit", "hostname", "platform"} == set(DOC_ENV_KEYS)
-    assert {"name", "phase", "tier", "kind", "status", "passed", "rtol", "atol", "max_abs", "max_rel",
-            "n_mismatch", "n_total", "worst", "message", "duration_s", "details"} == set(DOC_STAGE_KEYS)
+    assert {"name", "phase", "tier", "kind", "description", "status", "passed", "rtol", "atol", "max_abs", "max_rel",
+            "max_rel_elementwise", "n_mismatch", "n_total", "n_compared", "worst", "message", "diagnosis",
+            "duration_s", "details"} == set(DOC_STAGE_KEYS)
+    assert DOC_OPTIONAL_STAGE_KEYS == ["cause"]
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +96,8 @@ def _check_schema(result):
     assert all(isinstance(v, float) for v in result["phase_timings"].values())
     for s in result["stages"]:
         assert set(DOC_STAGE_KEYS) <= set(s), (s["name"], set(DOC_STAGE_KEYS) - set(s))
+        if s["status"] in ("fail", "error"):  # a failing stage says whether it is a root cause
+            assert set(DOC_OPTIONAL_STAGE_KEYS) <= set(s), s["name"]
         assert s["status"] in STATUSES
         assert s["passed"] == (s["status"] == "pass")
         assert s["phase"] == get_stage(s["name"]).phase and s["kind"] == get_stage(s["name"]).kind
