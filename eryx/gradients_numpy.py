@@ -79,13 +79,12 @@ def adp_derivative(model: npm.OnePhonon, hessian_e: np.ndarray) -> np.ndarray:
     return c * (dadp / mean - adp * np.mean(dadp) / mean**2)
 
 
-def _amplitudes(q: np.ndarray, xyz: np.ndarray, ff_a: np.ndarray, ff_b: np.ndarray,
-                ff_c: np.ndarray) -> np.ndarray:
-    """f_a(q) exp(i q.r_a), (n_q, n_at) complex: :func:`eryx.models.structure_factors`'s
-    first lines, the same operations."""
-    f = npm.form_factors(q, ff_a, ff_b, ff_c)
-    phase = q @ xyz.T
-    return f * (np.cos(phase) + 1j * np.sin(phase))
+def _same_form_factor_source(c, i: int) -> int:
+    """The first ASU whose IT92 coefficients equal ASU i's (their f(q) are then equal)."""
+    for j in range(i):
+        if all(np.array_equal(x[j], x[i]) for x in (c.ff_a, c.ff_b, c.ff_c)):
+            return j
+    return i
 
 
 def _project(A: np.ndarray, q: np.ndarray, Amat: np.ndarray) -> np.ndarray:
@@ -105,11 +104,19 @@ def structure_factor_set(model: npm.OnePhonon, q: np.ndarray, Us: dict[str, np.n
     F = {key: np.zeros((len(q), model.n_dof), dtype=complex) for key in Us}
     dF = None if dU is None else np.zeros((len(q), model.n_dof), dtype=complex)
     qq = np.sum(q * q, axis=1)[:, None]
+    # The values that do not depend on the ASU are computed once: the same expressions on
+    # the same inputs as eryx.models.structure_factors, hence the same bits.
+    dw = {key: np.exp(-0.5 * U[None, :] * qq) for key, U in Us.items()}
+    f: dict[int, np.ndarray] = {}
     for i in range(model.n_asu):
-        A0 = _amplitudes(q, c.xyz[i], c.ff_a[i], c.ff_b[i], c.ff_c[i])
+        source = _same_form_factor_source(c, i)
+        if source not in f:
+            f[source] = npm.form_factors(q, c.ff_a[i], c.ff_b[i], c.ff_c[i])
+        phase = q @ c.xyz[i].T
+        A0 = f[source] * (np.cos(phase) + 1j * np.sin(phase))
         cols = slice(6 * i, 6 * i + 6)
-        for key, U in Us.items():
-            A = A0 * np.exp(-0.5 * U[None, :] * qq)
+        for key in Us:
+            A = A0 * dw[key]
             F[key][:, cols] = _project(A, q, model.Amat[i])
             if key == "model" and dF is not None:
                 dF[:, cols] = _project(A * (-0.5 * qq) * dU[None, :], q, model.Amat[i])

@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,10 @@ def test_a_sign_flipped_numpy_derivative_unchecked_still_fails_against_torch(mon
     _sign_flipped(monkeypatch)
     monkeypatch.setattr(nb, "check_against_central_difference", lambda *a: None)
     assert _stage_row("grad_gamma_inter")["status"] == "fail"
+
+
+def test_form_factors_are_shared_only_between_asus_with_equal_coefficients():
+    a = np.ones((3, 2, 4))
+    a[2, 1, 0] = 2.0  # ASU 2 holds another element
+    crystal = SimpleNamespace(ff_a=a, ff_b=np.ones((3, 2, 4)), ff_c=np.zeros((3, 2)))
+    assert [gn._same_form_factor_source(crystal, i) for i in range(3)] == [0, 0, 2]
