@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from eryx import models as npm
+from eryx.probes import quiet
 from eryx.structure import ID_CELL_REF
 
 
@@ -44,7 +45,8 @@ def inter_hessian(model: npm.OnePhonon) -> np.ndarray:
     """
     gamma = npm.gamma_matrix(model.n_asu, 0.0, 1.0)
     H = npm.build_hessian_allatoms(model.neighbours, model.n_asu, model.n_at, gamma)
-    return npm.project_hessian(H, model.Amat)
+    with quiet():  # not the model's Hessian: its blocks must not be aligned with the other side's
+        return npm.project_hessian(H, model.Amat)
 
 
 def _raw_adp(model: npm.OnePhonon, covar_ref: np.ndarray) -> np.ndarray:

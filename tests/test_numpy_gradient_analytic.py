@@ -18,7 +18,9 @@ import pytest
 import parity.backends.eryx_numpy as nb
 from eryx import gradients_numpy as gn
 from eryx import models as npm
+from eryx.probes import listen
 from parity.contract.tiers import resolve_tier
+from parity.locate.probes import ProbeRecorder
 from parity.testing.plugin import fixture_path_or_skip
 from parity.running.runner import make_run, run_parity
 
@@ -142,3 +144,19 @@ def test_form_factors_are_shared_only_between_asus_with_equal_coefficients():
     a[2, 1, 0] = 2.0  # ASU 2 holds another element
     crystal = SimpleNamespace(ff_a=a, ff_b=np.ones((3, 2, 4)), ff_c=np.zeros((3, 2)))
     assert [gn._same_form_factor_source(crystal, i) for i in range(3)] == [0, 0, 2]
+
+
+def test_backend_id_data_adp_keeps_the_models_probes_for_locate():
+    s = _session()
+    recorder = ProbeRecorder()
+    with listen(recorder):
+        value = s.get("Id_data_adp")
+    assert {"F", "Id_part"} <= {r.name for r in recorder.records}
+    np.testing.assert_array_equal(value, _session().get("Id_data_adp"))
+
+
+def test_the_shared_pass_adds_no_probes_of_its_own(model):
+    recorder = ProbeRecorder()
+    with listen(recorder):
+        gn.maps_and_gamma_inter_derivative(model)
+    assert recorder.records == []

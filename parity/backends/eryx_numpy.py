@@ -25,6 +25,7 @@ from eryx import gradients_numpy
 from eryx import models as npm
 from eryx import structure
 from eryx.errors import MemoryBudgetError, UndefinedADPError
+from eryx.probes import listening as probes_listening
 from eryx.probes import probe
 from eryx.validation import check_sampling
 
@@ -158,7 +159,9 @@ class NumpySession(Session):
 
     def _id_data_adp(self) -> np.ndarray:
         m = self._needs_model()
-        if m.adp_undefined_reason is not None:  # the shared pass needs the model's ADPs too
+        # The model's own method (the same values bit for bit) where the shared pass cannot
+        # serve: it needs the model's ADPs too, and it emits no probes for parity locate.
+        if m.adp_undefined_reason is not None or probes_listening():
             return m.apply_disorder(use_data_adp=True)
         return self._pass()["Id_data_adp"]
 
