@@ -4,9 +4,11 @@ Its quantities are the model's attributes under the contract's names, with three
 conventions applied: ``Winv`` (stored complex with zero imaginary part) is returned real,
 refusing a non-zero imaginary part; ``hessian`` is returned real (its imaginary part is
 zero by construction); ``K``, ``Kinv`` and ``D`` are stacked over the BZ points in C order.
-Gradients are central finite differences of this model: d sum(Id)/d gamma_inter from two
-extra models, d sum(Id)/d gamma_intra from it and sum(Id) by the model's homogeneity
-(docs/gradients.md). ``Id`` and ``mode_maps`` share one pass of structure factors.
+d sum(Id)/d gamma_inter is the model's analytic derivative (:mod:`eryx.gradients_numpy`),
+checked point by point against central differences of two separately built models at a
+sample of grid points; d sum(Id)/d gamma_intra follows from it and sum(Id) by the model's
+homogeneity (docs/gradients.md). ``Id``, ``mode_maps``, ``Id_data_adp`` and the
+derivative share one pass of structure factors.
 
 Structure and grid quantities need only the crystal, so they stay available where the
 dense model itself is refused for memory (the ``MemoryBudgetError`` becomes the reason of
@@ -20,15 +22,18 @@ from typing import Any, Callable
 
 import numpy as np
 
+from eryx import gradients_numpy
 from eryx import models as npm
 from eryx import structure
 from eryx.build import run_build_steps
 from eryx.errors import MemoryBudgetError, UndefinedADPError
+from eryx.probes import listening as probes_listening
 from eryx.probes import probe
 from eryx.validation import check_sampling
 
 from parity.contract.provenance import git_commit
 from parity.contract.spec import PROBE_CELL, RunSpec
+from parity.contract.tiers import resolve_tier
 from parity.backends.base import TIMED_PHASES, Backend, NotProvided, Session
 
 #: Relative step of the central finite differences of the spring-constant gradients:
@@ -44,6 +49,34 @@ FD_STEP_Q = 1e-6
 #: The model's build steps (``OnePhonon.BUILD_STEPS``, :mod:`eryx.build`) that
 #: :meth:`NumpySession.timed_phase` redoes for phases 1-3.
 TIMED_STEPS = {"1": ("grid",), "2": ("matrices",), "3": ("hessian", "phonons")}
+
+#: d sum(Id)/d gamma_inter: "analytic" (the model's derivative from the map's own pass,
+#: checked against central differences at the gradient sample, docs/gradients.md) or
+#: "central" (the central difference of sum(Id) of two more full NumPy maps).
+GAMMA_INTER_METHOD = "analytic"
+
+
+class AnalyticDerivativeError(RuntimeError):
+    """The NumPy analytic d Id / d gamma_inter disagrees with its central-difference check."""
+
+
+def check_against_central_difference(analytic: np.ndarray, central: np.ndarray, rtol: float) -> str | None:
+    """Why the analytic derivative at the sample points fails its check, or None.
+
+    Parameters
+    ----------
+    analytic, central : (n,) real: d Id / d gamma at the same grid points.
+    rtol : relative error allowed over the sample, ||analytic - central|| / ||central||.
+    """
+    finite = np.isfinite(central)
+    if not np.array_equal(finite, np.isfinite(analytic)):
+        return (f"finite at {int(np.isfinite(analytic).sum())} sample points, the central difference "
+                f"at {int(finite.sum())}")
+    scale = np.linalg.norm(central[finite])
+    error = np.linalg.norm(analytic[finite] - central[finite])
+    if not error <= rtol * scale:
+        return f"relative error {error / scale if scale else np.inf:.3g} over the sample > {rtol:g}"
+    return None
 
 
 def real_checked(x: np.ndarray, what: str) -> np.ndarray:
@@ -123,11 +156,70 @@ class NumpySession(Session):
         """Id at arbitrary q-vectors through the reference's own q-vector mode (section 10)."""
         return self._needs_model().apply_disorder_at(q)
 
+    def _pass(self) -> dict[str, np.ndarray]:
+        """Id, mode_maps, Id_data_adp and d Id / d gamma_inter from one pass of structure
+        factors (eryx.gradients_numpy), computed once per session; each map bit for bit
+        the model's own method's."""
+        if "_shared_pass" not in self.__dict__:
+            self._shared_pass = gradients_numpy.maps_and_gamma_inter_derivative(self._needs_model())
+        return self._shared_pass
+
     def _maps(self) -> tuple[np.ndarray, np.ndarray]:
-        """(Id, mode_maps) from one pass of structure factors, computed once per session."""
-        if "_shared_maps" not in self.__dict__:
-            self._shared_maps = self._needs_model().apply_disorder_and_modes()
-        return self._shared_maps
+        """(Id, mode_maps) from the shared pass."""
+        shared = self._pass()
+        return shared["Id"], shared["mode_maps"]
+
+    def _id_data_adp(self) -> np.ndarray:
+        m = self._needs_model()
+        # The model's own method (the same values bit for bit) where the shared pass cannot
+        # serve: it needs the model's ADPs too, and it emits no probes for parity locate.
+        if m.adp_undefined_reason is not None or probes_listening():
+            return m.apply_disorder(use_data_adp=True)
+        return self._pass()["Id_data_adp"]
+
+    def _gamma_step(self, value: float) -> float:
+        return FD_STEP_GAMMA * max(abs(value), 1.0)
+
+    def _model_at(self, which: str, value: float) -> npm.OnePhonon:
+        s = self.spec
+        return npm.OnePhonon(s.pdb_path, *s.samplings, **{**s.model_kwargs, which: value})
+
+    def _analytic_gamma_inter(self) -> np.ndarray:
+        """sum of the analytic d Id / d gamma_inter, after its check at the gradient sample.
+
+        The check: central differences of Id at ``spec.grad_q_sample`` from two separately
+        built models (gamma_inter +- h, the q-vector mode, which is the grid map at grid
+        q), within the ``gradient`` tier over the sample. With no finite sample point the
+        full central difference is used instead. The check's numbers stay in
+        ``self.gamma_inter_check``.
+        """
+        derivative = self._pass()["dId_dgamma_inter"]
+        idx = self.spec.grad_q_sample
+        q = self.get("q_grid")[idx]
+        value = float(self.spec.params["gamma_inter"])
+        h = self._gamma_step(value)
+        central = (self._model_at("gamma_inter", value + h).apply_disorder_at(q)
+                   - self._model_at("gamma_inter", value - h).apply_disorder_at(q)) / (2 * h)
+        if not np.isfinite(central).any():
+            return self._central_gamma("gamma_inter")
+        rtol = resolve_tier("gradient").rtol
+        analytic = derivative[idx]
+        self.gamma_inter_check = {"points": idx, "analytic": analytic, "central": central, "rtol": rtol}
+        why = check_against_central_difference(analytic, central, rtol)
+        if why is not None:
+            raise AnalyticDerivativeError(
+                f"the NumPy reference's analytic d Id/d gamma_inter fails its central-difference check "
+                f"at {len(idx)} grid points: {why}")
+        return np.array([float(np.nansum(derivative))])
+
+    def _central_gamma(self, which: str) -> np.ndarray:
+        """Central difference of sum(Id) from two more full NumPy maps."""
+        value = float(self.spec.params[which])
+        h = self._gamma_step(value)
+        self._needs_model()
+        plus = float(np.nansum(self._model_at(which, value + h).apply_disorder()))
+        minus = float(np.nansum(self._model_at(which, value - h).apply_disorder()))
+        return np.array([(plus - minus) / (2 * h)])
 
     def _fd_gamma(self, which: str) -> np.ndarray:
         s = self.spec
@@ -138,14 +230,10 @@ class NumpySession(Session):
             total = float(np.nansum(self.get("Id")))
             d_inter = float(self.get("grad_gamma_inter")[0])
             return np.array([-(total + float(s.params["gamma_inter"]) * d_inter) / value])
-        h = FD_STEP_GAMMA * max(abs(value), 1.0)
-
-        def total(v: float) -> float:
-            m = npm.OnePhonon(s.pdb_path, *s.samplings, **{**s.model_kwargs, which: v})
-            return float(np.nansum(m.apply_disorder()))
-
-        self._needs_model()
-        return np.array([(total(value + h) - total(value - h)) / (2 * h)])
+        if which == "gamma_inter" and GAMMA_INTER_METHOD == "analytic":
+            self._needs_model()
+            return self._analytic_gamma_inter()
+        return self._central_gamma(which)
 
     def _fd_q(self) -> np.ndarray:
         """Central differences of Id(q) along x, y, z at the q-gradient sample (one q-mode call).
@@ -249,7 +337,7 @@ _MODEL: dict[str, Callable[[NumpySession], Any]] = {
     "ADP": lambda s: s._needs_model().ADP,
     "Id": lambda s: s._maps()[0],
     "mode_maps": lambda s: s._maps()[1],
-    "Id_data_adp": lambda s: s._needs_model().apply_disorder(use_data_adp=True),
+    "Id_data_adp": lambda s: s._id_data_adp(),
     "Id_qvectors": lambda s: s._q_map(s.get("q_grid")),
     "Id_q_sample": lambda s: s._q_map(s.get("q_grid")[s.spec.q_sample]),
     "Id_q_offgrid": lambda s: s._q_map(s.get("q_grid")[s.spec.grad_q_sample] + s.spec.offgrid_shift_q),
