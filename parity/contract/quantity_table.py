@@ -1,7 +1,7 @@
 """The quantity table of docs/writing-a-backend.md, generated from the contract.
 
 ``python -m parity.contract.quantity_table`` rewrites the table between the markers of the doc;
-``tests/test_backend_kit.py`` fails when the doc's table differs from this output, so the
+``tests/scenarios/test_backend_kit.py`` fails when the doc's table differs from this output, so the
 doc cannot drift from :data:`parity.contract.quantities.QUANTITIES`.
 """
 from __future__ import annotations

@@ -25,7 +25,7 @@ adds time.  The rule below follows what the benchmark tools of the field do:
   drift in a long phase does not either.
 
 The defaults were chosen on the noise measured on the project's 2-core machine
-(see ``tests/test_history.py``): over simulated histories with that noise a night
+(see ``tests/storage/test_history.py``): over simulated histories with that noise a night
 of unchanged code is flagged with a probability of about 0.14 %, and a twofold
 slowdown is flagged by its third night in about 98.8 % of the cases.  What no
 threshold can separate: a machine that is 1.5x busier for three nights in a row
