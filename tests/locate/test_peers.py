@@ -8,7 +8,7 @@ import pytest
 from parity.locate.run import locate_probes
 from parity.running.runner import make_run
 
-from tests.test_adapters import snapshot
+from tests.backends.test_adapters import snapshot
 
 GRID = ((-1, 1, 2), (-1, 1, 2), (-1, 1, 3))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_report import failing_result
+from tests.rendering.test_report import failing_result
 
 from eryx import models as npm
 from eryx import models_torch as tm

@@ -16,7 +16,7 @@ from eryx import models_torch as tm
 from eryx.errors import EryxInputError, StructureError
 from eryx.fixtures import resolve_fixture
 from eryx.structure import load_crystal
-from test_hostile import GRID, refused  # noqa: F401  (the CLI helpers)
+from tests.scenarios.test_hostile import GRID, refused  # noqa: F401  (the CLI helpers)
 
 
 @pytest.fixture
