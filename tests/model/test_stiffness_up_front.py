@@ -72,7 +72,7 @@ def test_accepted_spring_constants_still_build(synthetic):
 def test_f_m_3_m_is_refused_up_front_with_the_reason(tmp_path, capsys):
     """The battery's case: 192 ASUs (n_dof 1152) in F m -3 m on a 25 A cubic cell; was
     refused after ~230 s of building, now in about a second, exit 2, one line."""
-    from test_hostile import refused
+    from tests.scenarios.test_hostile import refused
 
     lines = []
     for line in resolve_fixture("synthetic").read_text().splitlines():

@@ -419,7 +419,7 @@ def test_ctrl_c_during_the_imports_of_the_installed_script_exits_130():
 def test_dashboard_on_a_history_with_text_in_a_numeric_column(capsys, tmp_path, table, column, value):
     import sqlite3
 
-    from test_dashboard import make_result
+    from tests.rendering.test_dashboard import make_result
 
     from parity.storage.history import HistoryStore
 
@@ -437,7 +437,7 @@ def test_dashboard_on_a_history_with_text_in_a_numeric_column(capsys, tmp_path, 
 def test_ctrl_c_in_a_nightly_after_a_recorded_run_says_what_was_kept(capsys, tmp_path, monkeypatch):
     import uuid
 
-    from test_dashboard import make_result
+    from tests.rendering.test_dashboard import make_result
 
     from parity.running import runner
     from parity.storage.history import HistoryStore
