@@ -22,10 +22,10 @@ def _first_line(text) -> str:
 
 def stage_reason(s: dict) -> str:
     """What a stage that did not pass says, in full: its reason or message, diagnosis and cause."""
-    if s.get("status") == "pass":
+    if s.get("status") == Status.PASS:
         return ""
     phrase = (s.get("details") or {}).get("diagnosis_phrase") if isinstance(s.get("details"), dict) else None
-    if s.get("status") == "fail":
+    if s.get("status") == Status.FAIL:
         parts = [((s.get("worst") or {}).get("location") or "") if s.get("max_abs") else ""]
         parts.append(f"[{phrase}]" if phrase else "")
     else:
