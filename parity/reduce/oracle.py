@@ -47,7 +47,7 @@ def signature_key(record: Mapping[str, Any]) -> str:
     kind alone where the phrase carries sizes (see :data:`KIND_ONLY`), the confining axes
     or subset for a partial divergence; "error: TYPE" for a stage that raised.
     """
-    if record.get("status") == "error":
+    if record.get("status") == Status.ERROR:
         msg = str(record.get("message") or "")
         kind = next((w.rstrip(":") for w in msg.split() if w.endswith(("Error:", "Exception:", "Failure:"))), "")
         return f"error: {kind}".rstrip(": ") if kind else "error"
