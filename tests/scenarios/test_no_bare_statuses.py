@@ -26,6 +26,7 @@ OTHER_VOCABULARIES = {
     "backends/selfcheck.py": "a contract self-check's status per quantity (ok, wrong, error, ...)",
     "mutation/report.py": "a mutant's diff verdict (same, differs, error)",
     "mutation/diff.py": "a mutant's diff verdict (same, differs, error)",
+    "mutation/locate_hits.py": "a sampled mutant's locate outcome (hit, miss, error, timeout)",
 }
 WORDS = {s.value for s in Status} | {v.value for v in Verdict}
 
