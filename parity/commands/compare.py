@@ -32,7 +32,7 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     spec = type(spec)(**{**spec.__dict__, "dtype": cand.spec.dtype, "device": cand.spec.device})
     active = tier_overrides(args.tier)
-    run = Run(spec=spec, reference=ref, candidate=cand, ref=ref.open(spec), cand=cand.open(spec),
+    run = Run(spec=spec, reference=ref, candidate=cand, reference_session=ref.open(spec), candidate_session=cand.open(spec),
               tier_overrides=active.values, overrides=active, figures=bool(args.html))
     build_sessions(run)
     result = execute(run, stages, progress=False if args.no_progress else None)

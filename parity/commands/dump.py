@@ -50,7 +50,7 @@ def handle(args: argparse.Namespace) -> int:
     backend = _backend(args.backend, args.backend_path, args.backend_python,
                        {"fault": fault} if fault is not None else {}, "backend")
     run = make_run(**options, reference=backend, candidate=backend, build=False)
-    manifest = write_dump(run.cand, args.out, on_quantity=_progress(args.backend, args.no_progress),
+    manifest = write_dump(run.candidate_session, args.out, on_quantity=_progress(args.backend, args.no_progress),
                           probes=args.probes)
     n, missing, errors = len(manifest["quantities"]), manifest["missing"], manifest["errors"]
     print(f"dump: {args.out}: {n} quantities of backend {args.backend} ({manifest['compute_seconds']:.1f} s)"

@@ -97,10 +97,10 @@ def _foreign(run: Run, side: str) -> list | None:
 def record_probes(run: Run, stage_name: str | None = None) -> tuple[str, str, ProbeRecorder, ProbeRecorder, list]:
     """Build both sides (``run`` made with ``build=False``) with probes on; (stage, why, ref, cand)."""
     rec_r, rec_c = ProbeRecorder(), ProbeRecorder()
-    for session in (run.ref, run.cand):  # subprocess adapters: their worker records probes
+    for session in (run.reference_session, run.candidate_session):  # subprocess adapters: their worker records probes
         session.want_probes = True
     with listen(rec_r):
-        run.ref.build()
+        run.reference_session.build()
     with listen(rec_c):
         build_sessions(run)  # the reference is built already; this checks its refusal and builds the candidate
     records: list = []
@@ -140,9 +140,9 @@ def locate_probes(run: Run, stage_name: str | None = None) -> LocateResult:
     default = stage_tier(default_stage, run) if default_stage else resolve_tier("tight", run.dtype)
     loc = compare_probes(rec_r.records, rec_c.records, resolve, default, n_terms)
     out = LocateResult(stage_name or "(none)", why, probes=loc, records=records)
-    err = run.cand.build_error
+    err = run.candidate_session.build_error
     if err is None and default_stage is not None:
-        cached = run.cand._cache.get(default_stage.quantity)
+        cached = run.candidate_session._cache.get(default_stage.quantity)
         err = cached[1] if cached and not cached[0] else None
     out.raised = raised_at(err)
     for side, rec in (("reference", rec_r), ("candidate", rec_c)):
@@ -223,7 +223,7 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
     ref = _clean_torch_session(run)
     inputs = {p: ref.get(p) for p in crossfeed_inputs(st.quantity)}
     grad = st.comparator.differentiates
-    tr_c = trace_session(run.cand, st.quantity, inputs, grad)
+    tr_c = trace_session(run.candidate_session, st.quantity, inputs, grad)
     tr_r = OpTrace.load(against) if against else trace_session(ref, st.quantity, inputs, grad)
     if save:
         tr_c.save(save)
@@ -235,5 +235,5 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
 
 
 def build_sessions_checked(run: Run) -> None:
-    if not (run.ref._built and run.cand._built):
+    if not (run.reference_session._built and run.candidate_session._built):
         build_sessions(run)

@@ -135,8 +135,8 @@ def warm_reference(config: RunConfig) -> "Session":
     spec = run_spec(build_parser().parse_args(["run", "--fixture", config.fixture, *config.parity_args]))
     run = make_run(spec.fixture, spec=spec, reference="numpy", candidate="numpy")
     run_stages(run, STAGES, progress=False)
-    keep_session(run.ref)
-    return run.ref
+    keep_session(run.reference_session)
+    return run.reference_session
 
 
 def _child(mutant: Mutant | None, config: RunConfig, json_path: str, log_path: str) -> None:

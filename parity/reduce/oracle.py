@@ -178,7 +178,7 @@ class Oracle:
         """
         if not any(s.phase >= 3 for s in self.stages):
             return ""
-        reason = getattr(getattr(run.ref, "model", None), "adp_undefined_reason", None)
+        reason = getattr(getattr(run.reference_session, "model", None), "adp_undefined_reason", None)
         return f"UndefinedADPError: the ADP scale is undefined: {reason}" if reason else ""
 
     def establish(self, case: Case, keep_stage: bool = False, keep: str | None = None) -> Target:

@@ -93,13 +93,13 @@ def crossfeed(run: Run, stage: Stage):
     """
     if not stage.comparator.computes:
         raise NotProvided(f"{stage.name} is a {stage.kind} check: it has no computation to re-feed")
-    supported = run.cand.backend.crossfeeds()
+    supported = run.candidate_session.backend.crossfeeds()
     missing = [q for q in _feed_names(stage) if q not in supported]
     if missing:
         raise NotProvided(f"the candidate ({run.candidate.name}) cannot recompute {', '.join(missing)} from "
                           f"given inputs")
     inputs = {name: run.reference_value(name) for name in stage.inputs}
-    values = {q: run.cand.crossfeed(q, inputs) for q in _feed_names(stage)}
+    values = {q: run.candidate_session.crossfeed(q, inputs) for q in _feed_names(stage)}
     return stage.comparator.fed_value(stage, values)
 
 
@@ -126,7 +126,7 @@ def classify(run: Run, records: list[dict]) -> BisectResult:
     """Cross-feed every diverging stage of a finished run; the input graph decides the rest."""
     diverging = sorted((r for r in records if r["status"] in DIVERGING), key=causes.phase_key)
     result = BisectResult(causes.first_failure(records))
-    result.crossfeed_supported = bool(run.cand.backend.crossfeeds())
+    result.crossfeed_supported = bool(run.candidate_session.backend.crossfeeds())
     stillfails: dict[str, bool] = {}
     evidence: dict[str, str | None] = {}
     for rec in diverging:

@@ -19,6 +19,7 @@ import datetime as _dt
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -64,10 +65,11 @@ class Run:
     """One comparison: a spec, two built sessions, the tiers, cached NumPy values."""
 
     spec: RunSpec
+    #: Each side's backend (what it is) and its session (what it computed for this spec).
     reference: Backend
     candidate: Backend
-    ref: Session
-    cand: Session
+    reference_session: Session
+    candidate_session: Session
     tier_overrides: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     #: Draw figures of divergence signatures (for an HTML report; matplotlib costs time).
@@ -75,6 +77,19 @@ class Run:
     #: The overrides in force and their sources (parity.contract.tiers.ActiveOverrides), for the result.
     overrides: Any = None
     _values: dict = field(default_factory=dict)
+
+    # -- the names before 0.2 (``run.ref`` was a Session while ``run.reference`` is a Backend)
+    @property
+    def ref(self) -> Session:
+        """Deprecated: :attr:`reference_session`."""
+        warnings.warn("Run.ref is deprecated: use Run.reference_session", DeprecationWarning, stacklevel=2)
+        return self.reference_session
+
+    @property
+    def cand(self) -> Session:
+        """Deprecated: :attr:`candidate_session`."""
+        warnings.warn("Run.cand is deprecated: use Run.candidate_session", DeprecationWarning, stacklevel=2)
+        return self.candidate_session
 
     # -- identity shortcuts used by reports and tests
     @property
@@ -94,7 +109,7 @@ class Run:
         return self.spec.samplings
 
     def session(self, side: str) -> Session:
-        return self.ref if side == "reference" else self.cand
+        return self.reference_session if side == "reference" else self.candidate_session
 
     def value(self, side: str, name: str) -> Any:
         """Quantity ``name`` of ``side`` as NumPy (cached); NotProvided or SideError when unavailable."""
@@ -187,7 +202,7 @@ def make_run(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None, 
             # and the run reports it as the first failure (exit 1), with the traceback.
             if b is not cand_b:
                 raise
-    run = Run(spec=spec, reference=ref_b, candidate=cand_b, ref=ref_b.open(spec), cand=cand_b.open(spec),
+    run = Run(spec=spec, reference=ref_b, candidate=cand_b, reference_session=ref_b.open(spec), candidate_session=cand_b.open(spec),
               tier_overrides=values, overrides=active)
     if build:
         build_sessions(run)
@@ -196,13 +211,13 @@ def make_run(fixture: str, *, samplings: Sequence[Sequence[int]] | None = None, 
 
 def build_sessions(run: Run) -> None:
     """Build the reference, then the candidate. Input the reference refuses is bad input (raised)."""
-    run.ref.build()
-    run.timings["setup_reference"] = run.ref.build_seconds
-    err = run.ref.build_error
+    run.reference_session.build()
+    run.timings["setup_reference"] = run.reference_session.build_seconds
+    err = run.reference_session.build_error
     if err is not None and isinstance(err.error, EryxInputError) and not isinstance(err.error, MemoryBudgetError):
         raise err.error
-    run.cand.build()
-    run.timings["setup_candidate"] = run.cand.build_seconds
+    run.candidate_session.build()
+    run.timings["setup_candidate"] = run.candidate_session.build_seconds
 
 
 # -------------------------------------------------------------- one stage
@@ -367,9 +382,9 @@ def refuse_reference_input(run: Run, stages: Sequence[Stage]) -> None:
     for a reason in the input (the documented undefined ADP scale) makes the run an input
     error (exit 2), not a divergence of whatever the candidate returns there.
     """
-    if run.ref.build_error is not None:
+    if run.reference_session.build_error is not None:
         return
-    refused = [(s, run.ref.input_refusal(s.reference_quantity)) for s in stages]
+    refused = [(s, run.reference_session.input_refusal(s.reference_quantity)) for s in stages]
     refused = [(s, r) for s, r in refused if r is not None]
     if refused:
         names = ",".join(s.name for s, _ in refused)

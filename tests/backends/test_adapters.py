@@ -121,7 +121,7 @@ def run_fake(path: Path, stages, candidate: str = "upstream-eryx", python: str |
     try:
         return execute(run, select(names=stages), progress=False), run
     finally:
-        run.cand.close()
+        run.candidate_session.close()
 
 
 def by_name(result: dict) -> dict:
@@ -345,7 +345,7 @@ def test_construction_failure_is_the_first_failure_with_step_and_phase(tmp_path,
 def test_close_ends_the_worker_and_removes_its_files(tmp_path):
     backend = get_backend("upstream-eryx", path=str(upstream_fake(tmp_path, "ok")))
     run = make_run("synthetic", samplings=TINY, candidate=backend)
-    session = run.cand
+    session = run.candidate_session
     assert session.get("map_shape").tolist() == [5, 5, 5]
     proc, outdir = session.proc, session.outdir
     assert proc.poll() is None and Path(outdir).is_dir()
@@ -404,7 +404,7 @@ def upstream_run(tmp_path_factory):
     run = make_run("synthetic", candidate="upstream-eryx", candidate_path=str(tar_path))
     result = execute(run, select(), progress=False)
     yield result, run
-    run.cand.close()
+    run.candidate_session.close()
 
 
 def test_upstream_every_provided_stage_is_compared(upstream_run):
@@ -457,7 +457,7 @@ def upstream_fixed_run(tmp_path_factory):
                                         "                    Atmp = np.zeros((3, 3))\n                    Atmp[0, 1]"))
     run = make_run("synthetic", candidate="upstream-eryx", candidate_path=str(copy))
     result = execute(run, select(), progress=False)
-    run.cand.close()
+    run.candidate_session.close()
     return result
 
 
@@ -481,7 +481,7 @@ def port_run():
                    candidate_path=str(tar_path))
     result = execute(run, select(), progress=False)
     yield result, run
-    run.cand.close()
+    run.candidate_session.close()
 
 
 def test_port_first_divergence_is_kvec_without_2pi(port_run):

@@ -168,7 +168,7 @@ def test_trace_same_code_agrees(stage):
 def test_cpu_stand_in_one_perturbed_operation_is_the_root():
     """CPU-only stand-in for CPU vs CUDA: one operation rounds differently, it is the root."""
     run = _run()
-    run.ref.build(), run.cand.build()
+    run.reference_session.build(), run.candidate_session.build()
     ref = _clean_torch_session(run)
     from parity.backends.eryx_torch import crossfeed_inputs
 
@@ -176,7 +176,7 @@ def test_cpu_stand_in_one_perturbed_operation_is_the_root():
     clean = trace_session(ref, "D", inputs)
     target = next(o for o in clean.ops if o.op == "matmul" or o.op == "bmm" or o.op == "mm")
     with PerturbOp(target.op, target.where, rel=1e-9) as perturb:
-        perturbed = trace_session(run.cand, "D", inputs)
+        perturbed = trace_session(run.candidate_session, "D", inputs)
     assert perturb.hits >= 1
     cmp_ = compare_traces(clean, perturbed)
     assert cmp_.root is not None and cmp_.root.ref == target.index, cmp_.summary()

@@ -20,7 +20,7 @@ def _locate(fixture_pdb, candidate: str, snapshot_prefix: str, stage: str):
     try:
         return locate_probes(run, stage)
     finally:
-        run.cand.close()
+        run.candidate_session.close()
 
 
 def test_upstream_amat_localised_to_the_loop_iteration(fixture_pdb):

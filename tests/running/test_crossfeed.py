@@ -140,7 +140,7 @@ def test_fault_bisects_the_same_on_a_real_protein(name, fixture_pdb):
     stages = select(phases=[1, 2, 3]) + own
     expected = EXPECTED_ROOTS[name] & {s.name for s in stages}
     records, result = bs.bisect_run(ctx, stages, progress=False)
-    if name in ATOM_FAULTS and ATOM_FAULTS[name] not in ctx.ref.crystal.elements:  # 7n2h: no sulphur
+    if name in ATOM_FAULTS and ATOM_FAULTS[name] not in ctx.reference_session.crystal.elements:  # 7n2h: no sulphur
         assert result.first_divergence is None and not result.root_causes, bs.format_bisect(result)
         return
     assert get_stage(result.first_divergence).phase == FAULTS[name].phase

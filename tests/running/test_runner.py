@@ -184,7 +184,7 @@ WITHOUT_DENSE_MODEL = {"hkl_grid", "map_shape", "q_grid", "res_mask", "d_spacing
 
 def test_reference_over_budget_makes_dense_stages_not_comparable(tiny_reference):
     run = make_run("synthetic", samplings=GRID3)
-    assert run.ref.refusal and "does not fit" in run.ref.refusal and "memory limit" in run.ref.refusal
+    assert run.reference_session.refusal and "does not fit" in run.reference_session.refusal and "memory limit" in run.reference_session.refusal
     result = run_parity("synthetic", samplings=GRID3, progress=False)
     _check_schema(result)
     stages = _stages(result)
@@ -392,3 +392,15 @@ def test_bad_run_options_are_input_errors():
         make_run("no_such_fixture")
     with pytest.raises(EryxInputError, match="unknown backend 'nosuch'"):
         make_run("synthetic", candidate="nosuch")
+
+
+def test_run_sessions_have_one_name_each_and_the_old_names_warn():
+    """``Run.reference`` is a Backend; its session is ``Run.reference_session`` (``ref`` warned away)."""
+    from parity.running.runner import make_run
+
+    run = make_run("synthetic", samplings=GRID3, build=False)
+    assert run.reference_session.backend is run.reference and run.candidate_session.backend is run.candidate
+    with pytest.warns(DeprecationWarning, match="reference_session"):
+        assert run.ref is run.reference_session
+    with pytest.warns(DeprecationWarning, match="candidate_session"):
+        assert run.cand is run.candidate_session
