@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Iterator
 
 __all__ = ["SCHEMA_VERSION", "Status", "Verdict", "DIVERGING", "STATUSES", "StageRecord", "RunResult", "Provenance",
-           "stage_record", "run_result"]
+           "stage_record", "run_result", "CONSTRUCTION", "is_construction"]
 
 from parity.contract.migrations import update_to_1
 from parity.contract.result_schema import validate_result
@@ -255,6 +255,16 @@ _RUN_ORDER = ("schema_version", "run_uuid", "fixture", "pdb_path", "fixture_sha2
               "device_name", "dtype", "reference", "candidate", "passed", "verdict", "first_failure", "incomplete",
               "n_compared", "notes", "fault", "tier_overrides", "started_at", "duration_s", "environment",
               "phase_timings", "stages")
+
+
+#: The ``kind`` of a record that is not a stage's comparison but a side's failed
+#: construction (``construction:reference``, ``construction:candidate``).
+CONSTRUCTION = "construction"
+
+
+def is_construction(record: Mapping[str, Any]) -> bool:
+    """True for the record of a side's failed construction (not a stage's comparison)."""
+    return record.get("kind") == CONSTRUCTION
 
 
 def run_result(*, fixture: str, stages: list, verdict: Verdict | str, first_failure: str | None,

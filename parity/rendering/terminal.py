@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import textwrap
 
-from parity.contract.results import Status, Verdict
+from parity.contract.results import Status, Verdict, is_construction
 from parity.rendering.formatting import cause_text
 from parity.stages import PHASE_TITLES
 
@@ -84,7 +84,7 @@ def format_table(result: dict) -> str:
     lines = format_header(result)
     header = (f"  {'stage':<18} {'tier':<15} {'status':<15} {'max abs':>9} {'normwise':>9} {'elemwise':>9}  "
               "worst location / diagnosis")
-    builds = [s for s in result["stages"] if s.get("kind") == "construction"]
+    builds = [s for s in result["stages"] if is_construction(s)]
     if builds:
         lines += ["", "Construction"]
         for s in builds:
@@ -92,7 +92,7 @@ def format_table(result: dict) -> str:
             lines.append(head + wrap_reason(_first_line(s.get("message")), len(head)))
     phase = None
     for s in result["stages"]:
-        if s.get("kind") == "construction":
+        if is_construction(s):
             continue
         if s["phase"] != phase:
             phase = s["phase"]
@@ -110,7 +110,7 @@ def format_table(result: dict) -> str:
 
 def format_summary(result: dict) -> str:
     """The verdict line(s): what agreed, how many elements were compared, what was not seen."""
-    stages = [s for s in result["stages"] if s.get("kind") != "construction"]
+    stages = [s for s in result["stages"] if not is_construction(s)]
     n = len(stages)
     counts = {k: sum(1 for s in result["stages"] if s["status"] == k) for k in Status}
     compared = f"{result.get('n_compared', 0):,} elements compared"

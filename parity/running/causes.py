@@ -35,7 +35,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
-from parity.contract.results import DIVERGING as RESULT_DIVERGING, Status
+from parity.contract.results import DIVERGING as RESULT_DIVERGING, Status, is_construction
 from parity.rendering.formatting import cause_text  # noqa: F401  (re-exported)
 from parity.stages import STAGE_NAMES, STAGES, Stage, get_stage
 
@@ -92,7 +92,7 @@ def _order(name: str) -> int:
 def phase_key(record: Mapping) -> tuple:
     """Sort key of a record in phase order: a construction at the end of its own phase."""
     phase = record.get("phase") if isinstance(record.get("phase"), int) else 99
-    if record.get("kind") == "construction":
+    if is_construction(record):
         return (phase, 1, 0)
     return (phase, 0, _order(str(record.get("name"))))
 
@@ -100,7 +100,7 @@ def phase_key(record: Mapping) -> tuple:
 def _construction_of(record: Mapping, builds: Sequence[Mapping]) -> Mapping | None:
     """The failed construction a stage's error comes from (its ``build_step`` detail), if any."""
     details = record.get("details") if isinstance(record.get("details"), Mapping) else {}
-    if record.get("kind") == "construction" or not details.get("build_step") or not builds:
+    if is_construction(record) or not details.get("build_step") or not builds:
         return None
     message = str(record.get("message") or "")
     for b in builds:
@@ -113,7 +113,7 @@ def _construction_of(record: Mapping, builds: Sequence[Mapping]) -> Mapping | No
 def first_failure(records: Iterable[Mapping]) -> str | None:
     """The earliest failing record in phase order (errors caused by a failed construction excluded)."""
     records = list(records)
-    builds = [r for r in records if r.get("kind") == "construction" and r.get("status") in DIVERGING]
+    builds = [r for r in records if is_construction(r) and r.get("status") in DIVERGING]
     failing = [r for r in records if r.get("status") in DIVERGING and _construction_of(r, builds) is None]
     return str(min(failing, key=phase_key)["name"]) if failing else None
 
@@ -135,7 +135,7 @@ def assign_causes(records: Sequence[dict], crossfed: Mapping[str, bool] | None =
     """
     crossfed = crossfed or {}
     status = {str(r.get("name")): str(r.get("status")) for r in records}
-    builds = [r for r in records if r.get("kind") == "construction" and r.get("status") in DIVERGING]
+    builds = [r for r in records if is_construction(r) and r.get("status") in DIVERGING]
     causes: dict[str, dict] = {}
 
     def roots_of(names: Iterable[str]) -> list[str]:
@@ -148,7 +148,7 @@ def assign_causes(records: Sequence[dict], crossfed: Mapping[str, bool] | None =
     for rec in sorted((r for r in records if r.get("status") in DIVERGING), key=phase_key):
         name = str(rec.get("name"))
         build = _construction_of(rec, builds)
-        if rec.get("kind") == "construction":
+        if is_construction(rec):
             causes[name] = make_cause(ROOT, basis="construction")
         elif build is not None:
             causes[name] = make_cause(INHERITED, [str(build["name"])], "construction")

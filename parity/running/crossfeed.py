@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from parity.running import causes
 from parity.backends import NotProvided
 from parity.running.runner import Run, SideError, run_stage, run_stages
-from parity.contract.results import DIVERGING, Status
+from parity.contract.results import DIVERGING, Status, is_construction
 from parity.stages import STAGES, Stage, get_stage
 
 ROOT, INHERITED = causes.ROOT, causes.INHERITED
@@ -131,7 +131,7 @@ def classify(run: Run, records: list[dict]) -> BisectResult:
     evidence: dict[str, str | None] = {}
     for rec in diverging:
         name = rec["name"]
-        if rec.get("kind") == "construction":
+        if is_construction(rec):
             evidence[name] = "construction failed: everything after it that needs it is inherited"
             continue
         if (rec.get("details") or {}).get("build_step"):

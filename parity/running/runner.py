@@ -39,7 +39,7 @@ from parity.stages import STAGE_NAMES, STAGES, Stage, get_stage, select
 from parity.contract.tiers import ActiveOverrides, resolve_tier, validate_overrides
 from parity.diagnosis import signatures as dg
 from parity.running.causes import annotate, first_failure
-from parity.contract.results import DIVERGING, SCHEMA_VERSION, Status, Verdict, run_result, stage_record
+from parity.contract.results import CONSTRUCTION, DIVERGING, SCHEMA_VERSION, Status, Verdict, run_result, stage_record
 
 #: Figures of divergence signatures are drawn for at most this many failing stages per run
 #: (the first ones: the root of a divergence comes first in phase order).
@@ -146,8 +146,8 @@ class Run:
         return stage.derive(self, side, raw) if stage.derive else raw
 
     # -- locating elements
-    def locator(self, kind: str | None) -> Callable[[tuple[int, ...]], str] | None:
-        if kind == "grid":
+    def locator(self, scheme: str | None) -> Callable[[tuple[int, ...]], str] | None:
+        if scheme == "grid":
             axes = [np.linspace(lo, hi, int(L * (hi - lo) + 1)) for lo, hi, L in self.spec.samplings]
             shape = self.spec.map_shape
 
@@ -155,9 +155,9 @@ class Run:
                 i, j, k = np.unravel_index(idx[0], shape)
                 return "(h,k,l)=({:g},{:g},{:g})".format(axes[0][i], axes[1][j], axes[2][k])
             return grid
-        if kind == "bz":
+        if scheme == "bz":
             return lambda idx: "BZ (dh,dk,dl)=({},{},{})".format(*idx[:3])
-        if kind == "bz_flat":
+        if scheme == "bz_flat":
             L = self.spec.oversampling
             return lambda idx: "BZ (dh,dk,dl)=({},{},{})".format(*np.unravel_index(idx[0], L))
         return None
@@ -365,7 +365,7 @@ def construction_records(run: Run) -> list[dict]:
         if b is None or (side == "reference" and isinstance(b.error, MemoryBudgetError)):
             continue
         out.append(stage_record(
-            f"construction:{side}", b.phase, status=Status.ERROR, tier="exact", kind="construction", rtol=0.0,
+            f"construction:{side}", b.phase, status=Status.ERROR, tier="exact", kind=CONSTRUCTION, rtol=0.0,
             atol=0.0, description=f"construction of the {side} ({session.backend.name})",
             message=f"the {side} ({session.backend.name}) failed to build at step {b.step!r} (phase "
                     f"{b.phase}): {type(b.error).__name__}: {b.error}",
