@@ -161,7 +161,9 @@ def matrix_row(fb: dict, fwd: dict) -> dict:
             "warm_forward_s": warm["forward"], "warm_fb_s": warm["forward+backward"],
             "warm_ratio": warm["forward+backward"] / warm["forward"],
             "fresh_forward_s": fwd["first_s"], "fresh_fb_s": fb["first_s"],
-            "fresh_ratio": fb["first_s"] / fwd["first_s"]}
+            "fresh_ratio": fb["first_s"] / fwd["first_s"],
+            # The stricter reading: a fresh process's first forward + backward against the warm forward.
+            "fresh_fb_vs_warm": fb["first_s"] / warm["forward"]}
 
 
 def run_matrix(args) -> list[dict]:
@@ -169,8 +171,8 @@ def run_matrix(args) -> list[dict]:
     print(f"# {args.pdb} grid {args.grid} {args.dtype} engine={args.engine or 'default'}: forward + backward "
           f"vs forward, target <= {TARGET_RATIO}x; warm = median of {args.repeat} interleaved in one process")
     print("| CPU-bound contenders | threads | load avg (1 min) | warm forward / fwd+bwd s | warm ratio "
-          "| fresh first forward / fwd+bwd s | fresh ratio | <= 2.5x |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| fresh first forward / fwd+bwd s | fresh ratio | fresh fwd+bwd / warm forward | <= 2.5x |")
+    print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for busy in args.busy:
         for threads in (1, None):
@@ -181,11 +183,13 @@ def run_matrix(args) -> list[dict]:
             finally:
                 _stop(hogs)
             row = {"busy": busy, **matrix_row(fb, fwd)}
-            met = "yes" if max(row["warm_ratio"], row["fresh_ratio"]) <= TARGET_RATIO else "**no**"
+            met = "yes" if max(row["warm_ratio"], row["fresh_ratio"], row["fresh_fb_vs_warm"]) <= TARGET_RATIO \
+                else "**no**"
             print(f"| {busy} | {row['threads']}{'' if threads else ' (default)'} | "
                   f"{row['load'][0]:.1f}-{row['load'][1]:.1f} | {row['warm_forward_s']:.2f} / "
                   f"{row['warm_fb_s']:.2f} | {row['warm_ratio']:.2f}x | {row['fresh_forward_s']:.2f} / "
-                  f"{row['fresh_fb_s']:.2f} | {row['fresh_ratio']:.2f}x | {met} |", flush=True)
+                  f"{row['fresh_fb_s']:.2f} | {row['fresh_ratio']:.2f}x | {row['fresh_fb_vs_warm']:.2f}x | {met} |",
+                  flush=True)
             rows.append(row)
     return rows
 
