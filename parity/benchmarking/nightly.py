@@ -20,7 +20,8 @@ the harness) is still recorded: as a result whose stages all say ``error`` with
 the exception, so the history shows the night and the other combinations go on.
 
 Then the regressions of this nightly's runs (:func:`parity.storage.history.find_regressions`:
-status flips, error growth, slowdowns of a phase, the total or the gradient cost) are printed and the dashboard is rendered (by default next to the store).
+status flips, error growth, slowdowns of a phase, the total or the gradient cost) are
+printed and the dashboard is rendered (by default next to the store).
 
 Outputs live next to the history store: reports in ``<db folder>/runs/``, the
 dashboard in ``<db folder>/dashboard.html`` unless told otherwise; an output that

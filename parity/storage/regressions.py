@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from parity.contract.results import DIVERGING, Status
 
@@ -428,17 +428,25 @@ def _target_label(target: str) -> str:
     return "total" if target == "total" else f"phase {target}"
 
 
+def _slowdowns(key: tuple[str, str, str], latest: Mapping[str, Any], verdicts: Mapping[str, TimingVerdict],
+               describe: Callable[[str, TimingVerdict], tuple[str, str, str]]) -> Iterator[Regression]:
+    """A ``slowdown`` per flagged verdict; ``describe(target, verdict)`` gives (label, message, unit)."""
+    fixture, device, dtype = key
+    for target, verdict in verdicts.items():
+        if verdict.flagged:
+            label, message, unit = describe(target, verdict)
+            yield Regression(fixture=fixture, device=device, dtype=dtype, target=label, kind="slowdown",
+                             run_id=latest["id"], previous=verdict.baseline_s, current=verdict.current_s,
+                             report_path=latest["report_path"], message=message, unit=unit)
+
+
 def timing_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
                        verdicts: Mapping[str, TimingVerdict]) -> Iterator[Regression]:
     """A ``slowdown`` per flagged target of :func:`verdicts_of_runs` (``latest``: the run row)."""
-    fixture, device, dtype = key
-    for target, verdict in verdicts.items():
-        if not verdict.flagged:
-            continue
-        yield Regression(fixture=fixture, device=device, dtype=dtype, target=_target_label(target),
-                         kind="slowdown", run_id=latest["id"], previous=verdict.baseline_s,
-                         current=verdict.current_s, report_path=latest["report_path"],
-                         message=f"{_target_label(target)}: {verdict.reason}")
+    def describe(target: str, verdict: TimingVerdict) -> tuple[str, str, str]:
+        return _target_label(target), f"{_target_label(target)}: {verdict.reason}", "s"
+
+    return _slowdowns(key, latest, verdicts, describe)
 
 
 def judged_timings(store: HistoryReader, fixture: str, device: str, dtype: str) -> dict[str, Any]:
@@ -581,26 +589,19 @@ def gradient_verdicts_of_runs(runs: Sequence[Mapping[str, Any]],
             for target in GRADIENT_TARGETS if target in runs[-1]["samples"]}
 
 
-def _gradient_message(target: str, verdict: TimingVerdict, unit: str) -> str:
-    if unit == "s":
-        return f"{target}: {verdict.reason}"
+def _gradient_slowdown(target: str, verdict: TimingVerdict) -> tuple[str, str, str]:
+    """(label, message, unit) of a flagged gradient target."""
+    if len(GRADIENT_TARGETS[target]) == 1:
+        return target, f"{target}: {verdict.reason}", "s"
     # judge_slowdown words its reason in seconds; a ratio is worded as one.
-    return (f"{target}: x{verdict.current_s:.2f} vs baseline x{verdict.baseline_s:.2f} over the last runs "
-            f"(threshold x{verdict.threshold_s:.2f}), p = {verdict.p_value:.2g}")
+    return target, (f"{target}: x{verdict.current_s:.2f} vs baseline x{verdict.baseline_s:.2f} over the last "
+                    f"runs (threshold x{verdict.threshold_s:.2f}), p = {verdict.p_value:.2g}"), "x"
 
 
 def gradient_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
                          verdicts: Mapping[str, TimingVerdict]) -> Iterator[Regression]:
     """A ``slowdown`` per flagged gradient target (``latest``: the run row)."""
-    fixture, device, dtype = key
-    for target, verdict in verdicts.items():
-        if not verdict.flagged:
-            continue
-        unit = "x" if len(GRADIENT_TARGETS[target]) == 2 else "s"
-        yield Regression(fixture=fixture, device=device, dtype=dtype, target=target, kind="slowdown",
-                         run_id=latest["id"], previous=verdict.baseline_s, current=verdict.current_s,
-                         report_path=latest["report_path"], message=_gradient_message(target, verdict, unit),
-                         unit=unit)
+    return _slowdowns(key, latest, verdicts, _gradient_slowdown)
 
 
 def gradient_verdicts(store: HistoryReader, fixture: str, device: str, dtype: str, run_id: int | None = None,
