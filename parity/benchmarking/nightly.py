@@ -7,7 +7,9 @@ nightly
 2. times it again ``repeats`` times (after a discarded warm-up) in a fresh
    single-threaded worker process (:func:`time_in_worker`) and adds the samples to
    the result as ``result["timing"]`` (see :func:`measure_timing`); the run's own
-   ``phase_timings`` stay its wall-clock times;
+   ``phase_timings`` stay its wall-clock times; and measures the torch candidate's
+   gradient cost (:func:`parity.benchmarking.gradients.measure_gradients`) into
+   ``result["gradient_timing"]``, judged like a phase's time (docs/gradients.md, section 4);
 3. writes that run's HTML report to ``REPORTS_DIR/<run_uuid>.html``;
 4. records the result in the :class:`~parity.storage.history.HistoryStore` with the
    report's path and the invocation's shared ``nightly_id`` (one transaction per
@@ -17,8 +19,9 @@ A combination that crashes (fixture that fails to load, out of memory, a bug in
 the harness) is still recorded: as a result whose stages all say ``error`` with
 the exception, so the history shows the night and the other combinations go on.
 
-Then the regressions of this nightly's runs (:func:`parity.storage.history.find_regressions`)
-are printed and the dashboard is rendered (by default next to the store).
+Then the regressions of this nightly's runs (:func:`parity.storage.history.find_regressions`:
+status flips, error growth, slowdowns of a phase, the total or the gradient cost) are
+printed and the dashboard is rendered (by default next to the store).
 
 Outputs live next to the history store: reports in ``<db folder>/runs/``, the
 dashboard in ``<db folder>/dashboard.html`` unless told otherwise; an output that

@@ -40,7 +40,7 @@ from parity.rendering.templating import environment
 from parity.storage.outputs import write_text_atomic
 from parity.contract.results import Status
 from parity.storage.history import HistoryStore, Regression, find_regressions, parse_timestamp
-from parity.storage.regressions import SlowdownRule
+from parity.storage.regressions import GRADIENT_TARGETS, SlowdownRule
 
 __all__ = ["render_dashboard"]
 
@@ -139,7 +139,10 @@ def _regression_rows(store: HistoryStore, regressions: Sequence[Regression], out
     def value(regression: Regression, number: Any) -> str:
         if isinstance(number, str) or number is None:
             return fmt_sci(number)
-        return fmt_seconds(number) if regression.kind == "slowdown" else fmt_sci(number)
+        if regression.kind != "slowdown":
+            return fmt_sci(number)
+        # A gradient cost ratio (forward+backward / forward) is flagged in its own unit.
+        return f"x{number:.2f}" if regression.unit == "x" else fmt_seconds(number)
 
     return [{
         "series": _series_label(r.fixture, r.device, r.dtype),
@@ -201,7 +204,10 @@ def _fixture_sections(store: HistoryStore, regressions: Sequence[Regression],
             "label": title,
             "n_runs": len(store.runs(*key, include_faults=False)),
             "png": figure.uri,
-            "moved": [{"name": h.name, "why": ", ".join(h.kinds), "colour": h.colour} for h in figure.highlights],
+            "moved": [{"name": h.name, "why": ", ".join(h.kinds), "colour": h.colour} for h in figure.highlights]
+            # The gradient cost has no panel of its own: its slowdowns are named here (and listed above).
+            + [{"name": r.target, "why": _KIND_LABEL[r.kind], "colour": _DARK}
+               for r in mine if r.kind == "slowdown" and r.target in GRADIENT_TARGETS],
             "timing_note": figure.note,
         })
     return [{"fixture": fixture, "series": series} for fixture, series in sections.items()]

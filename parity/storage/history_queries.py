@@ -181,23 +181,48 @@ class HistoryQueries:
                            "samples": samples})
         return series
 
+    def gradient_series(self, fixture: str, device: str, dtype: str) -> list[dict[str, Any]]:
+        """The torch candidate's gradient timings of one series, oldest first.
+
+        Returns
+        -------
+        list of dict
+            One dict per run that has one: ``run_id, started_at`` and ``record`` (the
+            ``result["gradient_timing"]`` object written by ``parity nightly``, see
+            :func:`parity.benchmarking.gradients.measure_gradients`). Like the timing
+            repeats it is read from ``result_json``, so stores written before it existed
+            need no migration.
+        """
+        stamps = {row["id"]: row["started_at"] for row in self._query(
+            "SELECT id, started_at FROM runs WHERE fixture = ? AND device = ? AND dtype = ? AND fault IS NULL",
+            (fixture, device, dtype))}
+        records = self._result_objects(fixture, device, dtype, "gradient_timing")
+        return [{"run_id": run_id, "started_at": stamps[run_id], "record": record}
+                for run_id, record in sorted(records.items(), key=lambda kv: (stamps[kv[0]], kv[0]))]
+
     def _timing_blocks(self, fixture: str, device: str, dtype: str) -> dict[int, dict[str, Any]]:
+        blocks = self._result_objects(fixture, device, dtype, "timing")
+        return {run_id: block for run_id, block in blocks.items()
+                if block.get("clock") in TIMING_CLOCKS and isinstance(block.get("samples"), dict)}
+
+    def _result_objects(self, fixture: str, device: str, dtype: str, key: str) -> dict[int, dict[str, Any]]:
+        """``{run id: result[key]}`` for the series' fault-free runs where it is an object."""
         where = "WHERE fixture = ? AND device = ? AND dtype = ? AND fault IS NULL"
         params = (fixture, device, dtype)
         try:
             rows = self._conn.execute(
-                f"SELECT id, json_extract(result_json, '$.timing') FROM runs {where}", params).fetchall()
+                f"SELECT id, json_extract(result_json, '$.{key}') FROM runs {where}", params).fetchall()
         except sqlite3.OperationalError:  # an SQLite built without JSON functions: parse in Python
-            rows = [(row[0], json.dumps(json.loads(row[1]).get("timing")))
+            rows = [(row[0], json.dumps(json.loads(row[1]).get(key)))
                     for row in self._conn.execute(f"SELECT id, result_json FROM runs {where}", params)]
         except sqlite3.Error as exc:
             raise HistoryError(f"history store {self.path}: query failed: {exc}") from exc
-        blocks = {}
+        objects = {}
         for run_id, text in rows:
-            block = json.loads(text) if text else None
-            if isinstance(block, dict) and block.get("clock") in TIMING_CLOCKS and isinstance(block.get("samples"), dict):
-                blocks[int(run_id)] = block
-        return blocks
+            value = json.loads(text) if text else None
+            if isinstance(value, dict):
+                objects[int(run_id)] = value
+        return objects
 
     def stage_order(self) -> list[tuple[str, int | None]]:
         """Stage names with their phase, in phase order then order of first appearance.

@@ -39,21 +39,24 @@ anything with its read methods: :class:`HistoryReader`) and hand them to the pur
 
 Regressions of a series (:func:`find_regressions`, per ``(fixture, device, dtype)``, fault
 runs ignored): a stage's status flipped from ``pass`` to ``fail``/``error``, a stage's
-``max_rel`` grew more than tenfold above rounding level (:func:`error_grew`), or a phase
-or the total slowed down (:func:`judge_slowdown`).
+``max_rel`` grew more than tenfold above rounding level (:func:`error_grew`), a phase
+or the total slowed down (:func:`judge_slowdown`), or the torch candidate's gradient cost
+did (:data:`GRADIENT_TARGETS`: the forward map, forward + backward, the q-gradient, and the
+ratio forward + backward / forward per interleaved round, which machine load scales away).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from parity.contract.results import DIVERGING, Status
 
 __all__ = ["SlowdownRule", "TimingVerdict", "clean_samples", "judge_slowdown", "quantile", "Regression",
            "error_grew", "dtype_error_floor", "stage_regressions", "judge_timing_series", "verdicts_of_runs",
            "timing_regressions", "phase_key", "HistoryReader", "judged_timings", "timing_verdicts",
-           "find_regressions", "REGRESSION_KINDS"]
+           "find_regressions", "REGRESSION_KINDS", "GRADIENT_TARGETS", "gradient_samples",
+           "judge_gradient_series", "gradient_verdicts_of_runs", "gradient_regressions", "gradient_verdicts"]
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,8 @@ class HistoryReader(Protocol):
 
     def timing_series(self, fixture: str, device: str, dtype: str) -> list[dict[str, Any]]: ...
 
+    def gradient_series(self, fixture: str, device: str, dtype: str) -> list[dict[str, Any]]: ...
+
 
 @dataclass(frozen=True)
 class Regression:
@@ -307,6 +312,9 @@ class Regression:
         One human line.
     report_path
         The latest run's divergence report (as stored), if any.
+    unit
+        What ``previous`` and ``current`` of a slowdown count: ``"s"`` (seconds) or
+        ``"x"`` (a ratio of two timings, e.g. forward + backward / forward).
     """
 
     fixture: str
@@ -319,6 +327,7 @@ class Regression:
     current: Any
     message: str
     report_path: str | None = None
+    unit: str = "s"
 
 
 def error_grew(previous: float | None, current: float | None, *, factor: float = 10.0,
@@ -419,17 +428,25 @@ def _target_label(target: str) -> str:
     return "total" if target == "total" else f"phase {target}"
 
 
+def _slowdowns(key: tuple[str, str, str], latest: Mapping[str, Any], verdicts: Mapping[str, TimingVerdict],
+               describe: Callable[[str, TimingVerdict], tuple[str, str, str]]) -> Iterator[Regression]:
+    """A ``slowdown`` per flagged verdict; ``describe(target, verdict)`` gives (label, message, unit)."""
+    fixture, device, dtype = key
+    for target, verdict in verdicts.items():
+        if verdict.flagged:
+            label, message, unit = describe(target, verdict)
+            yield Regression(fixture=fixture, device=device, dtype=dtype, target=label, kind="slowdown",
+                             run_id=latest["id"], previous=verdict.baseline_s, current=verdict.current_s,
+                             report_path=latest["report_path"], message=message, unit=unit)
+
+
 def timing_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
                        verdicts: Mapping[str, TimingVerdict]) -> Iterator[Regression]:
     """A ``slowdown`` per flagged target of :func:`verdicts_of_runs` (``latest``: the run row)."""
-    fixture, device, dtype = key
-    for target, verdict in verdicts.items():
-        if not verdict.flagged:
-            continue
-        yield Regression(fixture=fixture, device=device, dtype=dtype, target=_target_label(target),
-                         kind="slowdown", run_id=latest["id"], previous=verdict.baseline_s,
-                         current=verdict.current_s, report_path=latest["report_path"],
-                         message=f"{_target_label(target)}: {verdict.reason}")
+    def describe(target: str, verdict: TimingVerdict) -> tuple[str, str, str]:
+        return _target_label(target), f"{_target_label(target)}: {verdict.reason}", "s"
+
+    return _slowdowns(key, latest, verdicts, describe)
 
 
 def judged_timings(store: HistoryReader, fixture: str, device: str, dtype: str) -> dict[str, Any]:
@@ -463,7 +480,9 @@ def find_regressions(store: HistoryReader, *, error_factor: float = 10.0, rule: 
       changes below rounding level are not signal.
     * ``slowdown``: a phase, or the total, shows a sustained, significant step
       up per :func:`parity.storage.regressions.judge_slowdown` with ``rule`` (default
-      :class:`~parity.storage.regressions.SlowdownRule`), on the runs' timing repeats.
+      :class:`~parity.storage.regressions.SlowdownRule`), on the runs' timing repeats;
+      so does a gradient target (:data:`GRADIENT_TARGETS`), on the runs'
+      ``gradient_timing`` rounds, when the latest run has one.
 
     Returns
     -------
@@ -480,4 +499,119 @@ def find_regressions(store: HistoryReader, *, error_factor: float = 10.0, rule: 
             found.extend(stage_regressions(key, latest, previous_runs, stages_of, error_factor=error_factor,
                                            floor=dtype_error_floor(key[2], error_floor)))
         found.extend(timing_regressions(key, latest, timing_verdicts(store, *key, rule=rule)))
+        found.extend(gradient_regressions(key, latest, gradient_verdicts(store, *key, latest["id"], rule=rule)))
     return sorted(found, key=lambda r: (r.fixture, r.device, r.dtype, REGRESSION_KINDS.index(r.kind), r.target))
+
+
+# ------------------------------------------------------------------ gradient cost
+#: Target label -> what it is taken from in a run's ``gradient_timing`` record
+#: (:func:`parity.benchmarking.gradients.measure_gradients`): a contender's per-round
+#: seconds, or the round-by-round ratio of two contenders (measured interleaved, so the
+#: ratio cancels what the machine's load does to both; a step in it is the code's).
+GRADIENT_TARGETS: dict[str, tuple[str, ...]] = {
+    "gradient forward": ("forward",),
+    "gradient forward+backward": ("forward+backward",),
+    "gradient q gradient": ("q gradient",),
+    "gradient forward+backward / forward": ("forward+backward", "forward"),
+}
+#: What must match for two runs' gradient timings to be one series (the workload, the threads).
+_GRADIENT_WORKLOAD = ("grid", "dtype", "device", "threads", "n_q_gradient")
+
+
+def gradient_samples(record: Mapping[str, Any] | None) -> dict[str, tuple[float, ...]]:
+    """The samples of every :data:`GRADIENT_TARGETS` entry in one ``gradient_timing`` record.
+
+    Parameters
+    ----------
+    record
+        ``result["gradient_timing"]``: ``times_s`` maps a contender to its seconds per
+        round (one call of every contender per round, interleaved).
+
+    Returns
+    -------
+    dict
+        ``{target: samples}``: seconds, or ratios per round (rounds where either side
+        is missing or not positive are dropped); empty without usable times.
+    """
+    times = record.get("times_s") if isinstance(record, Mapping) else None
+    if not isinstance(times, Mapping):
+        return {}
+    out: dict[str, tuple[float, ...]] = {}
+    for target, parts in GRADIENT_TARGETS.items():
+        if len(parts) == 1:
+            samples = clean_samples(times.get(parts[0]))
+        else:
+            top, bottom = (times.get(p) if isinstance(times.get(p), Sequence) else () for p in parts)
+            pairs = [clean_samples([a, b]) for a, b in zip(top, bottom)]
+            samples = tuple(a / b for a, b in (p for p in pairs if len(p) == 2) if b > 0)
+        if samples:
+            out[target] = samples
+    return out
+
+
+def judge_gradient_series(series: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The gradient timings slowdowns are judged on (as :func:`judge_timing_series` for phases).
+
+    Only runs that timed the latest run's workload (grid, dtype, device, threads, q
+    points) are kept: another grid or thread count is another quantity.
+
+    Parameters
+    ----------
+    series
+        :meth:`HistoryStore.gradient_series` rows, oldest first: ``run_id, started_at, record``.
+
+    Returns
+    -------
+    dict
+        ``dropped`` (runs of another workload) and ``runs``: ``[{run_id, started_at, samples}]``.
+    """
+    rows = [row for row in series if gradient_samples(row["record"])]
+    if not rows:
+        return {"dropped": 0, "runs": []}
+    workload = [rows[-1]["record"].get(key) for key in _GRADIENT_WORKLOAD]
+    kept = [row for row in rows if [row["record"].get(key) for key in _GRADIENT_WORKLOAD] == workload]
+    return {"dropped": len(rows) - len(kept),
+            "runs": [{"run_id": row["run_id"], "started_at": row["started_at"],
+                      "samples": gradient_samples(row["record"])} for row in kept]}
+
+
+def gradient_verdicts_of_runs(runs: Sequence[Mapping[str, Any]],
+                              rule: SlowdownRule | None = None) -> dict[str, TimingVerdict]:
+    """``{target: TimingVerdict}`` of the gradient targets of the latest of ``runs``.
+
+    The same rule as a phase's (:func:`judge_slowdown`); for a ratio its absolute floor
+    is read in the ratio's units (the relative threshold is the binding one there).
+    """
+    rule = rule or SlowdownRule()
+    if not runs:
+        return {}
+    return {target: judge_slowdown([run["samples"].get(target) for run in runs], rule)
+            for target in GRADIENT_TARGETS if target in runs[-1]["samples"]}
+
+
+def _gradient_slowdown(target: str, verdict: TimingVerdict) -> tuple[str, str, str]:
+    """(label, message, unit) of a flagged gradient target."""
+    if len(GRADIENT_TARGETS[target]) == 1:
+        return target, f"{target}: {verdict.reason}", "s"
+    # judge_slowdown words its reason in seconds; a ratio is worded as one.
+    return target, (f"{target}: x{verdict.current_s:.2f} vs baseline x{verdict.baseline_s:.2f} over the last "
+                    f"runs (threshold x{verdict.threshold_s:.2f}), p = {verdict.p_value:.2g}"), "x"
+
+
+def gradient_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
+                         verdicts: Mapping[str, TimingVerdict]) -> Iterator[Regression]:
+    """A ``slowdown`` per flagged gradient target (``latest``: the run row)."""
+    return _slowdowns(key, latest, verdicts, _gradient_slowdown)
+
+
+def gradient_verdicts(store: HistoryReader, fixture: str, device: str, dtype: str, run_id: int | None = None,
+                      rule: SlowdownRule | None = None) -> dict[str, TimingVerdict]:
+    """The gradient targets' verdicts of one series of ``store``.
+
+    ``run_id``: judge only when that run (the series' latest) has gradient timings;
+    otherwise its latest timed run would be judged again under another run's name.
+    """
+    runs = judge_gradient_series(store.gradient_series(fixture, device, dtype))["runs"]
+    if not runs or (run_id is not None and runs[-1]["run_id"] != run_id):
+        return {}
+    return gradient_verdicts_of_runs(runs, rule)

@@ -1,0 +1,37 @@
+"""benchmarks/gradients.py --matrix: its ratios and its CPU-bound contenders (no model is run)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gradients.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("gradients_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_matrix_row_takes_warm_ratios_in_one_process_and_fresh_ones_across_two(script):
+    fb_child = {"first_s": 3.0, "threads": 2, "load": [1.0, 1.5],
+                "warm_s": {"forward": [1.0, 0.8, 1.2], "forward+backward": [2.0, 2.4, 2.2]}}
+    fwd_child = {"first_s": 1.5, "threads": 2, "load": [0.5, 2.0], "warm_s": {}}
+    row = script.matrix_row(fb_child, fwd_child)
+    assert row["warm_forward_s"] == 1.0 and row["warm_fb_s"] == 2.2  # medians of the rounds
+    assert row["warm_ratio"] == pytest.approx(2.2)
+    assert row["fresh_ratio"] == pytest.approx(2.0) and row["fresh_fb_vs_warm"] == pytest.approx(3.0)
+    assert row["load"] == (0.5, 2.0) and row["threads"] == 2
+
+
+def test_busy_contenders_run_until_stopped(script):
+    procs = script._busy(2)
+    try:
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
+    finally:
+        script._stop(procs)
+    assert all(p.returncode is not None for p in procs)
