@@ -67,7 +67,7 @@ _ORACLE: Oracle | None = None
 
 def _start_worker(options: Mapping[str, Any], stage_names: Sequence[str], target: Target, keep_stage: bool,
                   threads: int) -> None:
-    # function-local: torch only in the worker, and only to set its threads
+    # function-local: keeps torch out of this module's import (it serves `parity reduce --help`)
     import torch
 
     global _ORACLE

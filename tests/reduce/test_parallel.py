@@ -2,6 +2,7 @@
 reduction; the predicate's signature does not depend on torch threads or the diagnosis clock."""
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import replace
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from eryx.fixtures import resolve_fixture
 from parity.commands import cli
-from parity.reduce import REPRODUCES, Case, Oracle, ddmin, reduce_case
+from parity.reduce import REPRODUCES, Case, Oracle, Outcome, ddmin, reduce_case
 from parity.reduce.crystal import read_atoms
 from parity.reduce.parallel import default_jobs, worker_threads
 from parity.running import runner
@@ -95,6 +96,42 @@ def test_a_diagnosis_cut_short_by_its_clock_does_not_change_the_kept_signature(s
     assert oracle.establish(small).signature == "transpose: transpose"
     smaller = replace(small, atoms=small.atoms.subset(list(range(3))))
     assert oracle.evaluate(smaller).verdict == REPRODUCES
+
+
+# ------------------------------------------------------------------ the oracle's judging ahead
+class _FakePool:
+    """Hands out futures the test controls: ``done`` ones carry a marker verdict, others stay queued."""
+
+    def __init__(self, done: bool):
+        self.done, self.submitted = done, []
+
+    def submit(self, case):
+        future = Future()
+        if self.done:
+            future.set_running_or_notify_cancel()
+            future.set_result((Outcome(REPRODUCES, "Linv", "marker", "judged ahead", 1.5), 1))
+        self.submitted.append(case.key())
+        return future
+
+
+@pytest.mark.parametrize("done", [True, False])
+def test_the_oracle_uses_a_verdict_judged_ahead_and_judges_a_queued_one_itself(synthetic_case, tmp_path, done):
+    small = replace(synthetic_case, samplings=REDUCED)
+    oracle = Oracle({"fault": "linv_upper"}, PHASES_1_2, workdir=tmp_path)
+    oracle.establish(small)
+    cands = [replace(small, atoms=small.atoms.subset(list(range(k)))) for k in (3, 4)]
+    oracle.pool = pool = _FakePool(done)
+    oracle.prefetch(cands)
+    assert pool.submitted == [c.key() for c in cands]
+    runs = oracle.n_runs
+    out = oracle.evaluate(cands[0])
+    if done:  # the worker's verdict, its run counted, memoised as it came
+        assert (out.signature, out.reason, oracle.n_runs) == ("marker", "judged ahead", runs + 1)
+        assert oracle.evaluate(cands[0]).cached
+    else:  # still queued: cancelled and judged here, for real
+        assert out.signature == "transpose: transpose" and not out.cached and oracle.n_runs == runs + 1
+    oracle.prefetch(cands)  # the memoised one is not submitted again
+    assert pool.submitted.count(cands[0].key()) == 1
 
 
 # ------------------------------------------------------------------ --jobs 2 is the serial reduction
