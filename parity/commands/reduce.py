@@ -26,9 +26,12 @@ def handle(args: argparse.Namespace) -> int:
     # function-local: the reduction (the runner, NumPy, the backends) only for this subcommand
     from parity.contract.spec import make_spec
     from parity.reduce.command import NothingToReduce, check_out_dir, reduce_outputs, run_arguments
+    from parity.reduce.parallel import default_jobs
 
     if args.reference_dump:
         raise UsageError("--reference-dump: a dump holds one fixed input; 'parity reduce' needs a live reference")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be at least 1")
     if args.budget is not None and not args.budget >= 0:
         raise UsageError(f"--budget {args.budget:g}: must be a number of seconds >= 0")
     try:
@@ -45,7 +48,8 @@ def handle(args: argparse.Namespace) -> int:
     try:
         red, result, files = reduce_outputs(spec, options, run_arguments(vars(args), tiers.values), stages,
                                             budget_s=args.budget, keep_stage=args.keep_stage, keep=args.keep,
-                                            progress=not args.no_progress)
+                                            progress=not args.no_progress,
+                                            jobs=args.jobs if args.jobs is not None else default_jobs())
     except NothingToReduce as exc:
         raise UsageError(str(exc)) from None
     write_together({out / name: text for name, text in files.items()})

@@ -20,10 +20,12 @@ from parity.storage.outputs import json_safe
 from parity.running.runner import execute, make_run
 from parity.contract.spec import RunSpec
 from parity.stages import Stage
+from parity.diagnosis.result import NO_SIGNATURE
 from parity.reduce.crystal import read_atoms
 from parity.reduce.driver import Reduction, command_text, reduce_case
 from parity.reduce.moves import Case
-from parity.reduce.oracle import NothingToReduce, Oracle, signature_key  # noqa: F401 (re-exported)
+from parity.reduce.parallel import MAX_DEFAULT_JOBS, MIN_CORES_FOR_PARALLEL, default_jobs
+from parity.reduce.oracle import NothingToReduce, Oracle, cut_short, settle_diagnosis, signature_key  # noqa: F401
 
 OUTPUT_NAMES = ("reduced.pdb", "command.txt", "reduced.json", "reduced.html", "reduction.log", "reduction.json")
 
@@ -40,6 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="stop after this many seconds of search with the best input so far (default: none)")
     g.add_argument("--out", required=True, metavar="DIR", help="folder for the reduced case (created if absent)")
+    g.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="processes judging candidates: above 1, each delta-debugging round's candidates are "
+                        "judged ahead in N worker processes, same result as serial (default: 1 on a machine "
+                        f"with fewer than {MIN_CORES_FOR_PARALLEL} usable cores, else half of them, at most "
+                        f"{MAX_DEFAULT_JOBS}; here {default_jobs()})")
     g.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
 
@@ -53,12 +60,18 @@ def final_run(case: Case, oracle: Oracle, stages: Sequence[Stage]) -> dict:
     path = oracle.write(case)
     run = make_run(str(path), samplings=case.samplings, params=case.param_dict, **oracle.options)
     run.figures = True
-    return execute(run, stages, progress=False)
+    result = execute(run, stages, progress=False)
+    first = next((r for r in result["stages"] if r["name"] == result.get("first_failure")), None)
+    if first is not None and cut_short(first):  # the signature as the predicate judged it (see settle_diagnosis)
+        settle_diagnosis(run, [first])
+        first["details"]["diagnosis_phrase"] = next(
+            (d.get("phrase") for d in first["diagnosis"] if d.get("explains")), NO_SIGNATURE)
+    return result
 
 
 def reduce_outputs(spec: RunSpec, options: Mapping[str, Any], run_args: Sequence[str], stages: Sequence[Stage],
                    *, budget_s: float | None = None, keep_stage: bool = False, keep: str | None = None,
-                   progress: bool = True) -> tuple[Reduction, dict, dict[str, str]]:
+                   progress: bool = True, jobs: int = 1) -> tuple[Reduction, dict, dict[str, str]]:
     """Reduce the run of ``spec`` and return (reduction, reduced result, {file name: text}).
 
     Raises
@@ -77,7 +90,8 @@ def reduce_outputs(spec: RunSpec, options: Mapping[str, Any], run_args: Sequence
         def on_step(step):
             if progress:
                 print(f"reduce: {step.line()}", file=sys.stderr, flush=True)
-        red = reduce_case(case, oracle, budget_s=budget_s, keep_stage=keep_stage, keep=keep, on_step=on_step)
+        red = reduce_case(case, oracle, budget_s=budget_s, keep_stage=keep_stage, keep=keep, on_step=on_step,
+                          jobs=jobs)
         result = final_run(red.final, oracle, stages)
         pdb_text = red.final.pdb_text()
     finally:

@@ -47,7 +47,8 @@ def split(items: Sequence[T], n: int) -> list[list[T]]:
 
 
 def ddmin(items: Sequence[T], test: Callable[[list[T]], bool], *,
-          should_stop: Callable[[], bool] = lambda: False) -> DdminResult[T]:
+          should_stop: Callable[[], bool] = lambda: False,
+          prefetch: Callable[[list[list[T]]], None] | None = None) -> DdminResult[T]:
     """Minimise ``items`` while ``test`` holds (``test(items)`` is assumed to hold).
 
     Subsets are tried before complements, so the first successful tests are the largest
@@ -61,14 +62,22 @@ def ddmin(items: Sequence[T], test: Callable[[list[T]], bool], *,
         True when the property (the divergence) persists on that sub-list.
     should_stop : callable () -> bool
         Polled before every test: True ends the search with the best list so far.
+    prefetch : callable (list of lists) -> None, optional
+        Told, before a round's subsets (then its complements) are tested one by one, which
+        untested sub-lists that round may test, in test order: a caller may start judging
+        them ahead (in worker processes). The tests themselves, their order and the result
+        are those of the serial search: the first passing candidate in that order wins.
     """
     current = list(items)
     seen: dict[tuple, bool] = {}
     calls = 0
 
+    def key_of(candidate: list[T]) -> tuple:
+        return tuple(id(x) for x in candidate) if not _hashable(candidate) else tuple(candidate)
+
     def check(candidate: list[T]) -> bool | None:
         nonlocal calls
-        key = tuple(id(x) for x in candidate) if not _hashable(candidate) else tuple(candidate)
+        key = key_of(candidate)
         if key in seen:
             return seen[key]
         if should_stop():
@@ -77,10 +86,17 @@ def ddmin(items: Sequence[T], test: Callable[[list[T]], bool], *,
         seen[key] = bool(test(candidate))
         return seen[key]
 
+    def announce(candidates: list[list[T]]) -> None:
+        if prefetch is not None:
+            fresh = [c for c in candidates if key_of(c) not in seen]
+            if len(fresh) > 1:  # one candidate alone gains nothing from running ahead
+                prefetch(fresh)
+
     n = 2
     while len(current) >= 2:
         chunks = split(current, n)
         reduced = False
+        announce(chunks)
         for chunk in chunks:  # reduce to a subset
             ok = check(chunk)
             if ok is None:
@@ -89,8 +105,9 @@ def ddmin(items: Sequence[T], test: Callable[[list[T]], bool], *,
                 current, n, reduced = chunk, 2, True
                 break
         if not reduced and n > 2:  # reduce to a complement (at n = 2 these are the subsets)
-            for i in range(len(chunks)):
-                complement = [x for j, c in enumerate(chunks) if j != i for x in c]
+            complements = [[x for j, c in enumerate(chunks) if j != i for x in c] for i in range(len(chunks))]
+            announce(complements)
+            for complement in complements:
                 ok = check(complement)
                 if ok is None:
                     return DdminResult(current, False, calls)

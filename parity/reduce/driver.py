@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 from eryx import structure
 
 from parity.reduce.ddmin import ddmin
-from parity.reduce.moves import Case, grid_pass, p1_pass, param_pass, simplify_pass, structure_pass
+from parity.reduce.moves import Case, Probe, grid_pass, p1_pass, param_pass, simplify_pass, structure_pass
+from parity.reduce.parallel import CandidatePool
 from parity.reduce.oracle import REPRODUCES, Oracle, Target
 
 #: Rounds of all passes at most (a round that changes nothing ends the reduction earlier).
@@ -77,7 +78,8 @@ class Reduction:
 
 
 def reduce_case(case: Case, oracle: Oracle, *, budget_s: float | None = None, keep_stage: bool = False,
-                keep: str | None = None, on_step: Callable[[Step], None] | None = None, max_rounds: int = MAX_ROUNDS) -> Reduction:
+                keep: str | None = None, on_step: Callable[[Step], None] | None = None, max_rounds: int = MAX_ROUNDS,
+                jobs: int = 1) -> Reduction:
     """Shrink ``case`` while ``oracle`` says the initial divergence persists.
 
     Parameters
@@ -93,6 +95,10 @@ def reduce_case(case: Case, oracle: Oracle, *, budget_s: float | None = None, ke
         Keep the first failing stage with any signature containing this text.
     on_step : callable (Step) -> None, optional
         Called after every judged candidate (progress).
+    jobs : int
+        Processes judging candidates: above 1, each ddmin round's candidates are judged
+        ahead in ``jobs`` worker processes (:mod:`parity.reduce.parallel`); the verdicts
+        are consumed in the serial order, so the reduction is the serial one.
     """
     t0 = time.monotonic()
     target = oracle.establish(case, keep_stage, keep)
@@ -115,23 +121,42 @@ def reduce_case(case: Case, oracle: Oracle, *, budget_s: float | None = None, ke
             on_step(step)
         return o.verdict == REPRODUCES
 
-    def ddmin_fn(items: Sequence, test) -> list:
-        return ddmin(items, test, should_stop=out_of_budget).items
+    def ddmin_fn(items: Sequence, probe: Probe) -> list:
+        made: dict[tuple, tuple[str, Case]] = {}
+
+        def candidate(sub: list) -> tuple[str, Case]:  # built once: judged ahead, then accepted
+            if tuple(sub) not in made:
+                made[tuple(sub)] = probe(sub)
+            return made[tuple(sub)]
+
+        def prefetch(subs: list[list]) -> None:
+            if not out_of_budget():
+                oracle.prefetch([candidate(sub)[1] for sub in subs])
+
+        return ddmin(items, lambda sub: accept(*candidate(sub)), should_stop=out_of_budget,
+                     prefetch=prefetch if oracle.pool is not None else None).items
 
     def expand(c: Case):
         return structure.load_crystal(oracle.write(c), True).xyz
 
     current = case
-    for _ in range(max_rounds):
-        before = current.key()
-        current = grid_pass(current, accept)
-        current = structure_pass(current, accept, ddmin_fn)
-        current = p1_pass(current, accept, expand)
-        current = structure_pass(current, accept, ddmin_fn)
-        current = simplify_pass(current, accept, ddmin_fn)
-        current = param_pass(current, accept)
-        if current.key() == before or out_of_budget():
-            break
+    pool = CandidatePool(oracle, jobs) if jobs > 1 else None
+    oracle.pool = pool
+    try:
+        for _ in range(max_rounds):
+            before = current.key()
+            current = grid_pass(current, accept)
+            current = structure_pass(current, accept, ddmin_fn)
+            current = p1_pass(current, accept, expand)
+            current = structure_pass(current, accept, ddmin_fn)
+            current = simplify_pass(current, accept, ddmin_fn)
+            current = param_pass(current, accept)
+            if current.key() == before or out_of_budget():
+                break
+    finally:
+        oracle.pool = None
+        if pool is not None:
+            pool.close()
     red.final = current
     red.elapsed_s = time.monotonic() - t0
     red.n_runs = oracle.n_runs

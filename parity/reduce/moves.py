@@ -194,6 +194,11 @@ def param_candidates(params: Mapping[str, Any]) -> list[tuple[str, dict]]:
 
 # ------------------------------------------------------------------ passes
 Accept = Callable[[str, Case], bool]
+#: A ddmin pass's candidate for a sub-list of its units: (log label, the input).
+Probe = Callable[[list], tuple[str, Case]]
+#: ``ddmin_fn(units, probe) -> kept units``: delta debugging, judging ``probe(sub-list)``
+#: with the pass's ``accept`` (the driver's; it may judge a round's candidates ahead).
+DdminFn = Callable[[list, Probe], list]
 
 
 def grid_pass(case: Case, accept: Accept) -> Case:
@@ -223,7 +228,7 @@ def param_pass(case: Case, accept: Accept) -> Case:
     return case
 
 
-def simplify_pass(case: Case, accept: Accept, ddmin_fn) -> Case:
+def simplify_pass(case: Case, accept: Accept, ddmin_fn: DdminFn) -> Case:
     """Elements towards carbon (all at once, else ddmin over the kinds that must stay), then B and occupancy."""
     kinds = element_kinds(case.atoms)
     if kinds:
@@ -232,9 +237,8 @@ def simplify_pass(case: Case, accept: Accept, ddmin_fn) -> Case:
             case = everything
         elif len(kinds) > 1:
             base = case
-            found = ddmin_fn(kinds, lambda keep: accept(
-                f"elements other than {'/'.join(keep)} -> {SIMPLE_ELEMENT}",
-                base.with_atoms(with_elements_kept(base.atoms, keep))))
+            found = ddmin_fn(kinds, lambda keep: (f"elements other than {'/'.join(keep)} -> {SIMPLE_ELEMENT}",
+                                                  base.with_atoms(with_elements_kept(base.atoms, keep))))
             case = base.with_atoms(with_elements_kept(base.atoms, found))
     for label, atoms in simple_value_candidates(case.atoms):
         new = case.with_atoms(atoms)
@@ -243,12 +247,12 @@ def simplify_pass(case: Case, accept: Accept, ddmin_fn) -> Case:
     return case
 
 
-def structure_pass(case: Case, accept: Accept, ddmin_fn) -> Case:
+def structure_pass(case: Case, accept: Accept, ddmin_fn: DdminFn) -> Case:
     """ddmin over chains, then residues, then atoms (cell and space group kept)."""
     for level in structure_levels(case.atoms):
         base = case
         groups = base.atoms.groups(level)
-        kept = ddmin_fn(list(range(len(groups))), lambda idx: accept(
+        kept = ddmin_fn(list(range(len(groups))), lambda idx: (
             f"{level}s: keep {len(idx)} of {len(groups)}",
             base.with_atoms(keep_groups(base.atoms, [groups[i] for i in idx]))))
         case = base.with_atoms(keep_groups(base.atoms, [groups[i] for i in kept]))

@@ -24,16 +24,45 @@ from typing import Any, Mapping, Sequence
 
 from eryx.errors import EryxInputError
 
-from parity.running.runner import make_run, run_stages
+from parity.running.runner import make_run, run_stages, stage_tier
 from parity.contract.results import DIVERGING, Status
-from parity.stages import Stage
+from parity.stages import Stage, get_stage
 from parity.reduce.moves import Case
 
 #: Signature kinds whose phrase names indices, counts or angles that change as the input
 #: shrinks: compared by kind (and, for 'partial', the axes or subset) only.
 KIND_ONLY = ("nan_pattern", "eigen_rotation", "eigenvalues", "incomplete", "internal_error", "shape")
+#: CPU seconds the predicate allows the diagnosis of the failing stage when the run's own
+#: diagnosis (:data:`parity.running.runner.DIAGNOSIS_BUDGET_S`, 0.05 s) was cut short.
+#: That budget is counted in CPU time of the calling thread, so where it runs out depends on
+#: the machine, its load and the thread counts (NumPy's BLAS work on other threads is not
+#: counted, at 1 thread it is), not on the input: a cut-short diagnosis explains nothing
+#: and its signature reads "no simple signature". The predicate's signature must not.
+PREDICATE_DIAGNOSIS_BUDGET_S = 30.0
 #: Verdicts of :class:`Outcome`.
 REPRODUCES, OTHER, INVALID = "reproduces", "other divergence", "invalid"
+
+
+def cut_short(record: Mapping[str, Any]) -> bool:
+    """Whether a stage record's diagnosis ran out of its time budget."""
+    return any((d.get("params") or {}).get("cut_short") for d in record.get("diagnosis") or ())
+
+
+def settle_diagnosis(run, records: list[dict]) -> list[dict]:
+    """``records`` with the first failure's diagnosis redone without the run's time limit, if it was cut short.
+
+    The signature the predicate keeps is then a property of the input (and of the stage's
+    tolerance tier, by which every hypothesis is judged), not of how fast this process got
+    through the diagnosis (:data:`PREDICATE_DIAGNOSIS_BUDGET_S`).
+    """
+    failed = next((r for r in records if r["status"] in DIVERGING), None)
+    if failed is None or not cut_short(failed):
+        return records
+    stage = get_stage(failed["name"])
+    sigs, _, _ = stage.comparator.diagnose(stage, run, stage_tier(stage, run), None,
+                                           budget_s=PREDICATE_DIAGNOSIS_BUDGET_S)
+    failed["diagnosis"] = [sig.to_dict() for sig in sigs]
+    return records
 
 
 class NothingToReduce(Exception):
@@ -140,6 +169,10 @@ class Oracle:
         self.keep_stage = False
         self._memo: dict[str, Outcome] = {}
         self.n_runs = 0
+        #: Judges candidates ahead in worker processes (a :class:`~parity.reduce.parallel.CandidatePool`,
+        #: set by the driver for ``--jobs`` > 1); None: every candidate is judged here, when asked.
+        self.pool: Any = None
+        self._ahead: dict[str, Any] = {}  # case key -> Future of (Outcome, runs)
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -166,7 +199,7 @@ class Oracle:
         refusal = self.map_refusal(run)
         if refusal:
             return None, refusal
-        return run_stages(run, stages, progress=False, fail_fast=True), ""
+        return settle_diagnosis(run, run_stages(run, stages, progress=False, fail_fast=True)), ""
 
     def map_refusal(self, run) -> str:
         """Why the reference will refuse this input's maps, when the run compares maps ('' otherwise).
@@ -198,7 +231,7 @@ class Oracle:
         path = self.write(case)
         run = make_run(str(path), samplings=case.samplings, params=case.param_dict, **self.options)
         self.n_runs += 1
-        records = run_stages(run, self.stages, progress=False, fail_fast=True)
+        records = settle_diagnosis(run, run_stages(run, self.stages, progress=False, fail_fast=True))
         failed = next((r for r in records if r["status"] in DIVERGING), None)
         if failed is None:
             raise NothingToReduce("nothing to reduce: the run agrees")
@@ -217,12 +250,45 @@ class Oracle:
         names = [s.name for s in self.stages]
         return self.stages[:names.index(self.target.stage) + 1] if self.target.stage in names else self.stages
 
+    def prefetch(self, cases: Sequence[Case]) -> None:
+        """Start judging ``cases`` in the pool (no-op without one); earlier queued ones not among them are dropped.
+
+        The verdicts are only used when :meth:`evaluate` asks for these cases, in the
+        caller's own order, so judging ahead never changes a reduction, only its speed.
+        """
+        if self.pool is None:
+            return
+        keys = {c.key() for c in cases}
+        for key in [k for k in self._ahead if k not in keys]:
+            if self._ahead[key].cancel():  # still queued: no longer wanted
+                del self._ahead[key]
+        for case in cases:
+            key = case.key()
+            if key not in self._memo and key not in self._ahead:
+                self._ahead[key] = self.pool.submit(case)
+
+    def _judged_ahead(self, key: str) -> Outcome | None:
+        """A worker's verdict on the case ``key`` (waiting for it), or None: judge it here."""
+        future = self._ahead.pop(key, None)
+        if future is None or future.cancel():  # not submitted, or still queued: this process does it now
+            return None
+        try:
+            outcome, runs = future.result()
+        except Exception:  # a worker that died or failed: the case is judged here instead
+            return None
+        self.n_runs += runs
+        return outcome
+
     def evaluate(self, case: Case) -> Outcome:
-        """The verdict on ``case`` (memoised by content)."""
+        """The verdict on ``case`` (memoised by content; judged ahead by the pool when it was prefetched)."""
         key = case.key()
         if key in self._memo:
             o = self._memo[key]
             return Outcome(o.verdict, o.first_failure, o.signature, o.reason, 0.0, True)
+        ahead = self._judged_ahead(key)
+        if ahead is not None:
+            self._memo[key] = ahead
+            return ahead
         t0 = time.perf_counter()
         records, refusal = self._records(case, self.predicate_stages())
         seconds = time.perf_counter() - t0

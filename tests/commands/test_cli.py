@@ -68,7 +68,7 @@ SUBCOMMAND_OPTIONS = {
     "nightly": ["--matrix", "--db", "--reports-dir", "--dashboard"],
     "dashboard": ["--db", "--out"],
     "reduce": ["--fixture", "--grid", "--fault", "--reference", "--candidate", "--skip", "--keep-stage", "--keep",
-               "--budget", "--out", "--no-progress"],
+               "--budget", "--jobs", "--out", "--no-progress"],
     "stages": [],
     "faults": [],
     "locate": ["--fixture", "--grid", "--device", "--dtype", "--candidate", "--candidate-path", "--stage", "--trace",
