@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from parity.commands.cli import main
 from parity.locate.precision import rank_sites, ranking_table, sites_of
-from parity.locate.trace import OpTrace, PromoteOps, compare_traces
+from parity.locate.run import locate_trace, promotion_note
+from parity.locate.trace import OpTrace, PromoteOps, compare_traces, rel_error
+from parity.running.runner import make_run
 
 HERE = "tests/locate/test_precision.py"
 
@@ -116,3 +119,34 @@ def test_sites_of_round_trip_to_promote_ops():
     ref, cand = _traces()
     ranks = rank_sites(compare_traces(ref, cand, precision=True), top=2)
     assert len(ranks) == 2 and sites_of(ranks) == {r.site for r in ranks}
+
+
+def test_promotion_note_reports_the_results_error_before_and_after():
+    ref, cand = _traces()
+    cmp_ = compare_traces(ref, cand, precision=True)
+    x32 = torch.linspace(0.1, 1.0, 257, dtype=torch.float64).to(torch.float32)
+
+    def retrace(sites):
+        with PromoteOps(sites, keep=True) as mode, OpTrace() as tr:
+            tr.mark_result(_cancelling(x32))
+        tr.result = tr.ops[tr.result_op].value
+        return tr, mode.hits
+
+    ref.result, cand.result = ref.ops[ref.result_op].value, cand.ops[cand.result_op].value
+    note = promotion_note(cmp_, ref, cand, 1, retrace)
+    before = rel_error(ref.result, cand.result)
+    assert f"the top 1 sites by error growth ({_line(_cancelling, '- 1e3')} aten.sub)" in note
+    # keeping the sub's output in float64 leaves the add's rounded output: the error stays
+    assert f"{before:.3g} -> " in note and "2 calls" in note  # the sub, then the sin
+
+
+def test_locate_trace_promote_on_a_float32_run():
+    run = make_run("synthetic", samplings=((-2, 2, 3),) * 3, dtype="float32", build=False)
+    result = locate_trace(run, "Id", promote=2)
+    notes = [n for n in result.trace.notes if n.startswith("promotion:")]
+    assert len(notes) == 1 and "kept downstream" in notes[0] and " -> " in notes[0], result.text()
+
+
+def test_cli_promote_needs_trace(capsys):
+    assert main(["locate", "--fixture", "synthetic", "--promote", "2"]) == 2
+    assert "--promote needs --trace" in capsys.readouterr().err
