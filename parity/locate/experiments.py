@@ -170,6 +170,22 @@ def stage_attribution(spec) -> dict:
     return out
 
 
+def conditioning(spec) -> dict:
+    """Condition numbers behind the amplifications seen (float64 model): cond(Mmat) (its
+    Cholesky and inverse: Linv), the spread of the nonzero eigenvalues of D (Winv = 1/lambda),
+    and cond(K(k)) per k-point (the map inverts K through its Cholesky factor)."""
+    import eryx.models_torch as tm
+
+    m = tm.OnePhonon(spec.pdb_path, *spec.samplings, dtype=torch.float64, **spec.model_kwargs)
+    n = m.Mmat.shape[0] * m.Mmat.shape[1]
+    lam = 1 / m.Winv.reshape(-1).numpy()
+    lam = np.abs(lam[np.isfinite(lam)])
+    ev = np.abs(np.linalg.eigvalsh(m.K.detach().numpy()))
+    return {"cond_Mmat": float(np.linalg.cond(m.Mmat.reshape(n, -1).detach().numpy())),
+            "D_eigenvalue_spread": float(lam.max() / lam.min()),
+            "cond_K_per_k": sorted(float(x) for x in ev.max(-1) / ev.min(-1))}
+
+
 def _line_of(func, text: str) -> str:
     """``file:line`` (relative to the repository) of the first line of ``func`` containing ``text``."""
     import inspect
@@ -199,6 +215,7 @@ def float32(fixture: str = "5zck_p1") -> dict:
     t0 = time.perf_counter()
     stages = stage_errors(spec)
     attribution = stage_attribution(spec)
+    cond = conditioning(spec)
     tr64, Id64 = trace_model(spec, "float64")
     tr32, Id32 = trace_model(spec, "float32")
     cmp_ = compare_traces(tr64, tr32, precision=True)
@@ -234,10 +251,12 @@ def float32(fixture: str = "5zck_p1") -> dict:
                         "input_error": r.input_error, "error": r.error, "added": r.added} for r in ranks[:20]],
            "n_ranked_sites": len(ranks),
            "map_error_float32": e0, "map_error_float64_rounded_inputs": map_error(Id64, Id_rounded),
-           "promotions": promotions, "stage_attribution": attribution, "seconds": time.perf_counter() - t0}
+           "promotions": promotions, "stage_attribution": attribution, "conditioning": cond, "seconds": time.perf_counter() - t0}
     print("stage by stage (normwise relative error vs float64):  float32 run | float64 run on float32 inputs")
     for q, e in stages.items():
         print(f"  {q:18s} {e['float32']:10.3g} | {e['float64_rounded_inputs']:10.3g}")
+    print(f"conditioning: cond(Mmat) {cond['cond_Mmat']:.3g}, D's nonzero eigenvalues spread "
+          f"{cond['D_eigenvalue_spread']:.3g}, cond(K(k)) {', '.join(f'{c:.3g}' for c in cond['cond_K_per_k'])}")
     print("map error with only these stages in float32 (cross-fed), or these in float64:")
     for k, e in attribution.items():
         print(f"  {k:28s} {e:10.3g}")
