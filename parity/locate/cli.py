@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trace-against", default=None, metavar="FILE",
                    help="compare the trace with one saved by --trace-save (another torch version or commit)")
     g.add_argument("--trace-save", default=None, metavar="FILE", help="save the candidate's trace (.npz)")
+    g.add_argument("--promote", type=int, default=0, metavar="N",
+                   help="with --trace in float32: rerun the stage with its N operations of largest error growth "
+                        "in float64 (kept in float64 downstream) and print the result's error before and after")
     g.add_argument("--tier", action="append", default=[], metavar="NAME=RTOL[,ATOL]",
                    help="override a tolerance tier (repeatable)")
     g.add_argument("--fault", default=None, help="inject a named fault into the candidate (see 'parity faults')")
@@ -37,11 +40,14 @@ def run_locate(args: argparse.Namespace, run: Run, write_result: Callable[[dict]
     With ``--json`` or ``--html``, the run's result with a ``locate`` key is passed to
     ``write_result`` (the CLI writes it; None: nothing is written).
     """
+    if args.promote and not args.trace:
+        raise UsageError("--promote needs --trace (it promotes traced operations)")
     if args.stage and args.stage not in STAGE_NAMES:
         raise UsageError(f"unknown stage {args.stage!r}; see 'parity stages'")
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     if args.trace or args.trace_against:
-        result = locate_trace(run, args.stage, against=args.trace_against, save=args.trace_save)
+        result = locate_trace(run, args.stage, against=args.trace_against, save=args.trace_save,
+                              promote=args.promote)
     else:
         result = locate_probes(run, args.stage)
     print(result.text())

@@ -200,9 +200,15 @@ def trace_session(session, quantity: str, inputs: dict, backward_lines: bool = F
 
 
 def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None = None,
-                 save: str | None = None) -> LocateResult:
+                 save: str | None = None, promote: int = 0) -> LocateResult:
     """Trace the candidate's (torch) computation of the stage against a clean float64 CPU run
-    of the same code (or a saved trace, ``against``), fed the same inputs."""
+    of the same code (or a saved trace, ``against``), fed the same inputs.
+
+    ``promote``: in a precision comparison, run the candidate again with its ``promote``
+    sites of largest error growth (:func:`~parity.locate.precision.rank_sites`) in float64,
+    kept downstream (:class:`~parity.locate.trace.PromoteOps` ``keep=True``), and note the
+    stage result's error before and after.
+    """
     from parity.backends.eryx_torch import crossfeed_inputs
     from parity.locate.trace import OpTrace, compare_traces
 
@@ -231,7 +237,37 @@ def locate_trace(run: Run, stage_name: str | None = None, *, against: str | None
     for name, tr in (("reference", tr_r), ("candidate", tr_c)):
         if getattr(tr, "error", None):
             cmp_.notes.append(f"the {name} raised: {tr.error}")
+    if promote and cmp_.precision:
+        cmp_.notes.append(promotion_note(cmp_, tr_r, tr_c, promote,
+                                         lambda sites: _promoted_trace(run, st.quantity, inputs, grad, sites)))
     return LocateResult(stage_name, why, trace=cmp_, records=records)
+
+
+def _promoted_trace(run: Run, quantity: str, inputs: dict, grad: bool, sites: set):
+    from parity.locate.trace import PromoteOps
+
+    with PromoteOps(sites, keep=True) as mode:
+        tr = trace_session(run.cand, quantity, inputs, grad)
+    return tr, mode.hits
+
+
+def promotion_note(cmp_, ref, cand, n: int, retrace) -> str:
+    """The stage result's error before and after the top ``n`` ranked sites run in float64.
+
+    ``retrace(sites) -> (OpTrace, promoted calls)`` reruns the candidate with those sites promoted.
+    """
+    from parity.locate.precision import rank_sites, sites_of
+    from parity.locate.trace import rel_error
+
+    ranks = rank_sites(cmp_, top=n)
+    if not ranks:
+        return "promotion: no operation's error beyond eps reaches the result; nothing promoted"
+    promoted, calls = retrace(sites_of(ranks))
+    before, after = rel_error(ref.result, cand.result), rel_error(ref.result, promoted.result)
+    factor = f"factor {before / after:.3g}, before / after" if after else "exact after"
+    sites = ", ".join(f"{r.where} aten.{r.op}" for r in ranks)
+    return (f"promotion: the top {len(ranks)} sites by error growth ({sites}) in float64, kept downstream "
+            f"({calls} calls): the result's error {before:.3g} -> {after:.3g} ({factor})")
 
 
 def build_sessions_checked(run: Run) -> None:

@@ -348,6 +348,9 @@ class TraceComparison:
     precision: bool
     notes: list[str] = field(default_factory=list)
     unaligned_root: str | None = None
+    #: Reference ops whose error reaches the stage's result, gauge outputs excluded (the ranking's domain).
+    reaching: set[int] = field(default_factory=set)
+    amplify: float = AMPLIFY_FACTOR
 
     def summary(self) -> str:
         lines = [f"operation trace: {self.n_ref} reference ops, {self.n_cand} candidate ops; {self.alignment}"]
@@ -361,7 +364,7 @@ class TraceComparison:
         else:
             lines.append("root operation: none claimed (no aligned operation diverges with agreeing inputs)")
         if self.precision and self.amplifiers:
-            lines.append(f"amplifiers (output error > {AMPLIFY_FACTOR:g} x inputs' error):")
+            lines.append(f"amplifiers (output error > {self.amplify:g} x inputs' error):")
             for a in self.amplifiers[:10]:
                 lines.append(f"  x{a.amplification:9.3g}  {a.label}  error {a.input_error:.2g} -> {a.error:.2g}")
         lines += [f"  note: {n}" for n in self.notes]
@@ -412,13 +415,13 @@ def align(ref: Sequence[Op], cand: Sequence[Op]) -> tuple[list[tuple[int, int]],
     return pairs, text, segments
 
 
-def compare_traces(ref: OpTrace, cand: OpTrace, *, exact: bool = False, precision: bool | None = None
-                   ) -> TraceComparison:
+def compare_traces(ref: OpTrace, cand: OpTrace, *, exact: bool = False, precision: bool | None = None,
+                   amplify: float = AMPLIFY_FACTOR) -> TraceComparison:
     """Align and compare two traces (see the module docstring).
 
     ``precision``: the two runs differ in working precision on purpose (float32 against
     float64): every operation is judged at the narrower eps and amplifiers are named.
-    Default: whether aligned outputs differ in dtype.
+    Default: whether aligned outputs differ in dtype. ``amplify``: the amplifiers' factor.
     """
     pairs, how, segments = align(ref.ops, cand.ops)
     cand_of = dict(pairs)
@@ -486,10 +489,11 @@ def compare_traces(ref: OpTrace, cand: OpTrace, *, exact: bool = False, precisio
         if root is None and res.error > res.tolerance and in_ok_of[res.ref] and (relevant or not precision):
             root = res
         if precision and relevant and np.isfinite(res.error) and np.isfinite(res.input_error) \
-                and res.amplification > AMPLIFY_FACTOR and res.error > res.tolerance:
+                and res.amplification > amplify and res.error > res.tolerance:
             amps.append(res)
     amps.sort(key=lambda r: -r.amplification)
-    out = TraceComparison(len(ref.ops), len(cand.ops), results, root, amps, how, precision)
+    out = TraceComparison(len(ref.ops), len(cand.ops), results, root, amps, how, precision,
+                          reaching=reach - gauge, amplify=amplify)
     final = rel_error(getattr(ref, "result", None), getattr(cand, "result", None))
     final_tol = TOL_ULPS * low if precision else 0.0
     if root is None and segments and (unaligned_feed is not None or final > final_tol):
@@ -546,30 +550,60 @@ class PromoteOps(TorchDispatchMode):
     """Run chosen operations in float64 (complex128) and cast their outputs back.
 
     ``sites``: (op name, "file:line") pairs, e.g. the amplifiers of :func:`compare_traces`
-    (``{(r.label.split("aten.")[1].split("(")[0], r.label.split("  ")[0]) ...}``). The rest
-    of the computation keeps its dtype: a float32 run with its amplifiers promoted.
+    or :func:`parity.locate.precision.rank_sites`, or "file:line" (every op of that line). The rest of the computation keeps its
+    dtype: a float32 run with those operations promoted. ``keep``: the outputs stay in
+    float64 and every later operation reading a float64 tensor runs in float64 too (the
+    computation from those sites on; an in-place or ``out=`` write keeps its buffer's dtype,
+    its other arguments are cast to it: a buffer made at a kept site accumulates in float64).
     """
 
-    def __init__(self, sites: set[tuple[str, str]]) -> None:
+    def __init__(self, sites: set, keep: bool = False) -> None:
         super().__init__()
-        self.sites = set(sites)
+        self.sites, self.keep = set(sites), keep
         self.hits = 0
+        self._wide: dict[int, weakref.ref] = {}  # tensors this mode made float64 (keep)
+
+    def _is_wide(self, x: Any) -> bool:
+        ref = self._wide.get(id(x)) if isinstance(x, torch.Tensor) else None
+        return ref is not None and ref() is x
+
+    def _mark(self, out: Any) -> Any:
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.dtype in (torch.float64, torch.complex128):
+                self._wide[id(t)] = weakref.ref(t)
+        return out
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") else str(func)
         in_place = name.endswith("_") or "out" in kwargs
-        if in_place or (name, _source_line()) not in self.sites:
-            return func(*args, **kwargs)
-        self.hits += 1
+        # Only what this mode widened counts: an input converted from float64 data stays narrow.
+        wide = self.keep and any(self._is_wide(x) for x in torch.utils._pytree.tree_leaves((args, kwargs)))
         up = {torch.float32: torch.float64, torch.complex64: torch.complex128}
+        down = {torch.float64: torch.float32, torch.complex128: torch.complex64}
 
         def cast(x, table):
             return x.to(table[x.dtype]) if isinstance(x, torch.Tensor) and x.dtype in table else x
 
+        if in_place and wide:  # the write keeps its buffer's dtype: the other arguments follow it
+            target = kwargs["out"] if "out" in kwargs else args[0]
+            table = up if target.dtype in down else down
+            return func(*torch.utils._pytree.tree_map(lambda x: x if x is target else cast(x, table), args),
+                        **torch.utils._pytree.tree_map(lambda x: x if x is target else cast(x, table), kwargs))
+        # A view must stay a view of its base (a cast would copy it and lose later writes).
+        if in_place or any(r.alias_info is not None for r in getattr(getattr(func, "_schema", None), "returns", ())):
+            out = func(*args, **kwargs)
+            return self._mark(out) if wide else out
+        line = _source_line()
+        if not (wide or (name, line) in self.sites or line in self.sites):
+            return func(*args, **kwargs)
+        self.hits += 1
+        # A requested dtype widens too (a cast or a buffer made at a promoted site).
+        kwargs = {k: up.get(v, v) if k == "dtype" else v for k, v in kwargs.items()}
         out = func(*torch.utils._pytree.tree_map(lambda x: cast(x, up), args),
                    **torch.utils._pytree.tree_map(lambda x: cast(x, up), kwargs))
-        down = {torch.float64: torch.float32, torch.complex128: torch.complex64}
+        if self.keep:
+            return self._mark(out)
         return torch.utils._pytree.tree_map(lambda x: cast(x, down), out)
 
 
