@@ -17,7 +17,6 @@ every quantity that needs the model).
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 from typing import Any, Callable
 
 import numpy as np
@@ -31,7 +30,7 @@ from eryx.probes import listening as probes_listening
 from eryx.probes import probe
 from eryx.validation import check_sampling
 
-from parity.contract.provenance import git_commit
+from parity.contract.provenance import git_commit, package_version
 from parity.contract.spec import PROBE_CELL, RunSpec
 from parity.contract.tiers import resolve_tier
 from parity.backends.base import TIMED_PHASES, Backend, NotProvided, Session
@@ -370,11 +369,7 @@ class NumpyBackend(Backend):
         return NumpySession(self, spec)
 
     def info(self) -> dict:
-        try:
-            version = importlib.metadata.version("eryx-parity")
-        except importlib.metadata.PackageNotFoundError:
-            version = None
-        return {"name": self.name, "description": self.description, "version": version,
+        return {"name": self.name, "description": self.description, "version": package_version(),
                 "origin": f"eryx.models ({npm.__file__})", "commit": git_commit(),
                 "device": "cpu", "dtype": "float64"}
 

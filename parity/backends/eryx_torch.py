@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.metadata
 import inspect
 import math
 from typing import Any, Callable, Iterator, Mapping
@@ -31,7 +30,7 @@ from eryx import models_torch as tm
 from eryx import functional_torch as st
 from eryx.build import run_build_steps
 
-from parity.contract.provenance import git_commit
+from parity.contract.provenance import git_commit, package_version
 from parity.contract.spec import PROBE_CELL, RunSpec
 from parity.backends.base import TIMED_PHASES, Backend, NotProvided, Session
 from parity.backends.eryx_numpy import gemmi_free_F_hkl
@@ -411,10 +410,6 @@ class TorchBackend(Backend):
         return TorchSession(self, spec)
 
     def info(self) -> dict:
-        try:
-            version = importlib.metadata.version("eryx-parity")
-        except importlib.metadata.PackageNotFoundError:
-            version = None
-        return {"name": self.name, "description": self.description, "version": version,
+        return {"name": self.name, "description": self.description, "version": package_version(),
                 "origin": f"eryx.models_torch ({tm.__file__})", "commit": git_commit(),
                 "torch": torch.__version__, "fault": self.opts.get("fault")}

@@ -7,6 +7,7 @@ without importing the runner. The keys of :func:`environment` are the result's
 """
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import socket
 import subprocess
@@ -39,6 +40,14 @@ def environment() -> dict:
         "git_commit": git_commit(),
         "hostname": socket.gethostname(), "platform": platform.platform(),
     }
+
+
+def package_version(distribution: str = "eryx-parity") -> str | None:
+    """The installed version of ``distribution`` (None when it is not installed, e.g. run from a checkout)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def git_commit() -> str | None:
