@@ -20,7 +20,6 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 import time
 import traceback as _tb
 import zipfile
@@ -33,7 +32,7 @@ from eryx.errors import format_bytes
 from eryx.probes import listen
 from eryx.validation import default_memory_limit
 
-from parity.storage.outputs import check_output_path, json_safe
+from parity.storage.outputs import check_output_path, json_safe, write_atomic
 from parity.contract.provenance import environment as _environment
 from parity.contract.quantities import QUANTITY_NAMES
 from parity.contract.spec import RunSpec
@@ -144,22 +143,8 @@ def _record_probes(session: Session) -> tuple[list, dict]:
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``numpy.savez`` through a temporary file in the target folder and ``os.replace``.
-
-    Missing parent folders are created, as for every other output of the harness.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``numpy.savez`` written atomically (:func:`parity.storage.outputs.write_atomic`)."""
+    write_atomic(path, lambda handle: np.savez(handle, **arrays))
 
 
 def read_manifest(path: str | os.PathLike) -> dict:

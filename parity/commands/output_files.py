@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import tempfile
 from pathlib import Path
 
 from parity.contract.results import Verdict
 from parity.contract.options import EXIT_DIVERGED, EXIT_INCOMPLETE, EXIT_OK, UsageError
 from parity.storage.inputs import fixture_inputs
-from parity.storage.outputs import check_outputs, json_safe
+from parity.storage.outputs import check_outputs, json_safe, write_together
 
 
 def refuse_bad_outputs(args: argparse.Namespace, inputs: dict | None = None) -> None:
@@ -32,33 +29,6 @@ def refuse_bad_outputs(args: argparse.Namespace, inputs: dict | None = None) -> 
         check_outputs(outputs, {**fixture_inputs(args), **(inputs or {})})
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-
-
-def write_together(files: dict[Path, str]) -> None:
-    """Write every file or none: all to temporary files first, then replace them with Ctrl-C held off."""
-    temps: list[tuple[str, Path]] = []
-    try:
-        for path, text in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temps.append((tmp, path))
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-        blocked = hasattr(signal, "pthread_sigmask")
-        if blocked:
-            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            for tmp, path in temps:
-                os.replace(tmp, path)
-        finally:
-            if blocked:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    finally:
-        for tmp, _ in temps:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def write_result(args: argparse.Namespace, result: dict) -> None:

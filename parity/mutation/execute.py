@@ -322,12 +322,12 @@ def load_results(path: str | os.PathLike | None) -> dict:
 
 def save_results(path: str | os.PathLike, data: dict) -> None:
     """Write the results atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    # Imported here: parity.storage imports NumPy, which must not load before the BLAS
+    # thread limits are set (module docstring).
+    from parity.storage.outputs import write_atomic
+
+    text = json.dumps(data, indent=1, sort_keys=True)
+    write_atomic(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 
 def needs_run(record: dict | None, *, source_sha: str, harness_sha: str, config: dict, retest: str) -> bool:

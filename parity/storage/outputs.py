@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
@@ -42,27 +43,70 @@ def json_safe(obj: Any) -> Any:
     return str(obj)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` via a temporary file in the same folder and ``os.replace``.
+def _staged(path: Path, write: Callable[[BinaryIO], None]) -> str:
+    """A temporary file beside ``path`` holding what ``write(handle)`` wrote, synced, world-readable.
 
-    Creates missing parent folders; the file is world-readable (mkstemp's 0600 would
-    hide a report from a web server); the temporary file is removed on any failure.
-    Refuses (:class:`OutputPathError`) a target that is not a regular file or a new path:
-    replacing a device, a folder, a FIFO or a symbolic link would destroy it.
+    Missing parent folders are created; mkstemp's 0600 would hide a report from a web
+    server, hence 0644. On any failure the temporary file is removed and the error raised.
     """
-    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file through a temporary file in the same folder and ``os.replace``.
+
+    ``write(handle)`` writes the content to a binary handle. Readers never see half a
+    file, and on any failure the previous file stays in place. The path is not checked
+    here (see :func:`write_text_atomic`).
+    """
+    tmp = _staged(path, write)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_together(files: Mapping[Path, str]) -> None:
+    """Write every text file or none: all staged first, then replaced with Ctrl-C held off."""
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, text in files.items():
+            data = text.encode("utf-8")
+            temps.append((_staged(path, lambda handle: handle.write(data)), path))
+        blocked = hasattr(signal, "pthread_sigmask")
+        if blocked:
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for tmp, path in temps:
+                os.replace(tmp, path)
+        finally:
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    finally:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically (:func:`write_atomic`).
+
+    Refuses (:class:`OutputPathError`) a target that is not a regular file or a new path:
+    replacing a device, a folder, a FIFO or a symbolic link would destroy it.
+    """
+    path = check_output_path(path)
+    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
     return path
 
 
