@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parity.contract.values import _real_code, nonfinite_code  # noqa: F401  (re-exported)
+from parity.contract.values import nonfinite_code
 
 from parity.comparison.comparator import Comparator, RunView, Setting
 from parity.contract.tiers import Tier

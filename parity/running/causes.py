@@ -36,7 +36,7 @@ from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
 from parity.contract.results import DIVERGING as RESULT_DIVERGING, Status, is_construction
-from parity.rendering.formatting import cause_text  # noqa: F401  (re-exported)
+from parity.rendering.formatting import cause_text  # noqa: F401  (its old home was this module: parity.causes.cause_text)
 from parity.stages import STAGE_NAMES, STAGES, Stage, get_stage
 
 ROOT = "root_cause"
