@@ -9,12 +9,14 @@ without keeping the map's intermediates alive (docs/gradients.md):
   function whose backward recomputes each chunk's structure factors and applies the
   analytic adjoint of Id = |W F|^2 summed over the degrees of freedom:
 
-      dL/dW_b = sum_p (2 g_p Z_p) F_p^H,        Z = W_b F,
+      dL/dW_b = 2 W_b S_b,   S_b = sum_p g_p F_p F_p^H,   dL/dF_p = 2 g_p (W_b^H W_b) F_p,
       dL/dU_a = sum_p g_amp(a, p) amp(a, p) (-|q_p|^2 / 2),
 
   where g_amp follows F's linear chain (rank-4 projection, q weighting) backwards. Cost:
-  one forward's arithmetic plus one matrix product of the size of the atom contraction;
-  memory: one chunk per worker thread plus map-sized gradients. The backward is
+  one forward's arithmetic plus two products of the degrees of freedom and one of the
+  size of the atom contraction; memory: one chunk per worker thread plus map-sized
+  gradients. The units' shares are summed in unit order: the same gradient bit for bit
+  at any thread count. The backward is
   first-order only: a backward with ``create_graph=True`` (double backward) raises
   :class:`FirstOrderOnlyError` saying so; set ``models_torch.GRID_GRAD_ENGINE =
   "autograd"`` for the plain-autograd path, which supports double backward.
@@ -96,12 +98,14 @@ def _forward_values(model, settings: me.MapSettings, tables: dict, units: list, 
 
 
 def _backward_unit(model, tables: dict, unit, W: torch.Tensor, g: torch.Tensor, need_U: bool,
-                   gW: torch.Tensor, gU: torch.Tensor) -> None:
-    """Accumulate one work unit's dL/dW (into ``gW``) and dL/dU (into ``gU``).
+                   buf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One work unit's share of dL/dW[b] (n_dof, n_dof) and of dL/dU (n_at,) (None
+    without ``need_U``), b the unit's BZ point.
 
     Recomputes the unit's structure factors as :func:`functional_torch.structure_factors_product_T`
     does, keeping the amplitude-weighted phases A (needed for dL/dU), then runs the chain
-    backwards (the module docstring).
+    backwards (the module docstring). ``buf``: an optional complex buffer of at least
+    n_asu n_at times the chunk's points for A, reused across chunks (as the forward's).
     """
     E_h, E_k, E_l, types, inverse, U, Q, Pq = (tables[k] for k in ("E_h", "E_k", "E_l", "types", "inverse",
                                                                    "U", "Q", "Pq"))
@@ -115,35 +119,43 @@ def _backward_unit(model, tables: dict, unit, W: torch.Tensor, g: torch.Tensor, 
     qT_g = model.q_grid.index_select(0, idx_g).T.contiguous()  # (3, G c)
     q2_g = torch.sum(qT_g * qT_g, dim=0)
     amp_g = st.atomic_amplitudes(q2_g, types, inverse, U).to(model.complex_dtype)  # (n_at, G c)
+    # dL/dR from dL/dRQ: sum over x of q_x, times d amp / d U / amp = -|q|^2 / 2 (the
+    # same for every atom), folded into one weight per point and axis.
+    wq_g = qT_g * (-0.5 * q2_g)
     g_g = g.index_select(0, idx_g)
     Wb = W[b]
-    gWb = torch.zeros_like(Wb)
+    # L = sum_p g_p |W F_p|^2 = sum_p g_p F_p^H (W^H W) F_p, so dL/dW = 2 W S with
+    # S = sum_p g_p F_p F_p^H, and dL/dF_p = 2 g_p (W^H W) F_p: two products per chunk
+    # (S and, for dL/dU, dL/dF); Z = W F is never formed.
+    S = torch.zeros_like(Wb)
+    WhW2 = 2 * (Wb.conj().T @ Wb)
+    M = torch.zeros((n_asu, n_at, r), dtype=model.real_dtype, device=model.device) if need_U else None
     sizes = [min(n_rows, G - r0) * c for r0 in range(0, G, n_rows)]
     # One split per row group (a slice per chunk would make autograd-style zero-filled
     # row-group gradients; here it simply avoids re-slicing).
-    for qT, q2, amp, gp, E_rows in zip(qT_g.split(sizes, dim=1), q2_g.split(sizes), amp_g.split(sizes, dim=1),
-                                       g_g.split(sizes), E_group.split(n_rows, dim=2)):
+    for qT, wq, amp, gp, E_rows in zip(qT_g.split(sizes, dim=1), wq_g.split(sizes, dim=1),
+                                       amp_g.split(sizes, dim=1), g_g.split(sizes), E_group.split(n_rows, dim=2)):
         m, n = E_rows.shape[2], qT.shape[1]
-        A = E_rows[..., :, None] * E_cols[..., None, :]
+        out = None if buf is None else buf[:n_asu * n_at * n].view(n_asu, n_at, m, c)
+        A = torch.mul(E_rows[..., :, None], E_cols[..., None, :], out=out) if out is not None else \
+            E_rows[..., :, None] * E_cols[..., None, :]
         A.mul_(amp.reshape(1, n_at, m, c))  # (n_asu, n_at, m, c)
         Ar = torch.view_as_real(A).reshape(n_asu, n_at, 2 * n)
         Rc = torch.view_as_complex(torch.bmm(Q, Ar).reshape(n_asu, r, n, 2))
         RQ = Rc[:, None, :, :] * qT[None, :, None, :]  # (n_asu, 3, r, n)
         F = torch.view_as_complex(torch.bmm(Pq, torch.view_as_real(RQ).reshape(n_asu, 3 * r, 2 * n))
                                   .reshape(6 * n_asu, n, 2))
-        gZ = (Wb @ F).mul_(2 * gp)  # dL/dZ for L = sum_p g_p |Z_p|^2
-        gWb += gZ @ F.conj().T
+        gpF = F * gp
+        S += gpF @ F.conj().T
         if not need_U:
             continue
-        gF = Wb.conj().T @ gZ  # (n_dof, n)
+        gF = WhW2 @ gpF  # dL/dF, (n_dof, n)
         gRQ = torch.bmm(Pq.transpose(1, 2), torch.view_as_real(gF).reshape(n_asu, 6, 2 * n))
-        gRQ = torch.view_as_complex(gRQ.reshape(n_asu, 3, r, n, 2))
-        # dL/dR, weighted by d amp / d U / amp = -|q|^2 / 2 (the same for every atom).
-        wgR = (gRQ * qT[None, :, None, :]).sum(dim=1) * (-0.5 * q2)
+        wgR = (torch.view_as_complex(gRQ.reshape(n_asu, 3, r, n, 2)) * wq[None, :, None, :]).sum(dim=1)
         # Re(sum_p conj(A_iap) wgR_isp) as one real product over (p, re/im).
-        M = torch.bmm(Ar, torch.view_as_real(wgR).reshape(n_asu, r, 2 * n).transpose(1, 2))  # (n_asu, n_at, r)
-        gU += torch.einsum("isa,ias->a", Q, M)
-    gW[b] += gWb
+        M.baddbmm_(Ar, torch.view_as_real(wgR).reshape(n_asu, r, 2 * n).transpose(1, 2))  # (n_asu, n_at, r)
+    gU = torch.einsum("isa,ias->a", Q, M) if need_U else None
+    return 2 * (Wb @ S), gU
 
 
 class FullGridMap(torch.autograd.Function):
@@ -165,7 +177,7 @@ class FullGridMap(torch.autograd.Function):
         if idx_parts:
             out = out.index_put((torch.cat(idx_parts),), torch.cat(val_parts))
         ctx.save_for_backward(W, U)
-        ctx.model, ctx.tables, ctx.units, ctx.parallel = model, tables, units, parallel
+        ctx.model, ctx.tables, ctx.units, ctx.parallel, ctx.settings = model, tables, units, parallel, settings
         return out
 
     @staticmethod
@@ -178,15 +190,23 @@ class FullGridMap(torch.autograd.Function):
         # (nansum, masks): give them zero weight rather than propagate 0 * NaN.
         g = torch.nan_to_num(g.detach(), nan=0.0)
 
-        def run(subset):
-            gW, gU = torch.zeros_like(W), torch.zeros_like(U)
-            for unit in subset:
-                _backward_unit(model, tables, unit, W, g, need_U, gW, gU)
-            return gW, gU
+        n_chunk = me.grid_chunk_points(model, ctx.settings)
 
-        parts = me.parallel_units(run, ctx.units, ctx.parallel)
-        gW = torch.stack([p[0] for p in parts]).sum(0) if len(parts) > 1 else parts[0][0]
-        gU = torch.stack([p[1] for p in parts]).sum(0) if len(parts) > 1 else parts[0][1]
+        def run(subset):
+            buf = torch.empty(model.n_asu * model.n_at * n_chunk, dtype=model.complex_dtype, device=model.device)
+            return [(i, _backward_unit(model, tables, unit, W, g, need_U, buf)) for i, unit in subset]
+
+        # Each unit's share is summed in unit order, whichever worker computed it: the
+        # gradient is the same bit for bit at any thread count.
+        shares = dict(p for part in me.parallel_units(run, list(enumerate(ctx.units)), ctx.parallel,
+                                                      size=lambda iu: me.unit_size(iu[1])) for p in part)
+        gW = torch.zeros_like(W)
+        gU = torch.zeros_like(U)
+        for i, unit in enumerate(ctx.units):
+            gWb, gUu = shares[i]
+            gW[unit[0]] += gWb
+            if need_U:
+                gU += gUu
         return (gW if need_W else None), (gU if need_U else None), None, None, None, None, None
 
 

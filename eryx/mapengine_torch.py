@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -75,26 +76,44 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def parallel_units(run: Callable[[list], Any], units: list, parallel: bool) -> list:
-    """``[run(subset), ...]`` over the work units dealt to worker threads: one result per
-    worker, in worker order; the largest units first, each to the least loaded worker.
-    Shared by the map and its analytic backward (:mod:`eryx.gridmap_torch`)."""
+def unit_size(unit: tuple) -> int:
+    """Grid points of a work unit of :func:`grid_units` (its rows times its columns)."""
+    return len(unit[3]) * len(unit[4])
+
+
+def parallel_units(run: Callable[[Iterable], Any], units: list, parallel: bool,
+                   size: Callable[[Any], int] = unit_size) -> list:
+    """``[run(units_of_worker), ...]``: one result per worker thread, in worker order.
+
+    The workers pull the units from one shared queue, largest first (``size``): a worker
+    that the operating system deschedules (a shared machine) holds up only the unit it is
+    on, the others take the rest. ``run`` gets an iterable of units and must not depend
+    on which units it gets (the map writes each point once; the backward reduces per
+    unit, in unit order). Shared by the map and its analytic backward
+    (:mod:`eryx.gridmap_torch`).
+    """
     n_workers = min(torch.get_num_threads(), len(units))
     if not parallel or n_workers < 2:
         return [run(units)]
-    subsets, load = [[] for _ in range(n_workers)], [0] * n_workers
-    for unit in sorted(units, key=lambda u: -len(u[3]) * len(u[4])):
-        w = load.index(min(load))
-        subsets[w].append(unit)
-        load[w] += len(unit[3]) * len(unit[4])
+    queue = iter(sorted(units, key=lambda u: -size(u)))  # stable: ties keep their order
+    lock = threading.Lock()
+
+    def pull() -> Iterator:
+        while True:
+            with lock:
+                unit = next(queue, None)
+            if unit is None:
+                return
+            yield unit
+
     grad_enabled = torch.is_grad_enabled()  # thread-local: carry the caller's mode over
 
-    def work(subset):
+    def work(_):
         with torch.set_grad_enabled(grad_enabled):
-            return run(subset)
+            return run(pull())
 
     with torch_threads(1), ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="eryx-map") as pool:
-        return list(pool.map(work, subsets))
+        return list(pool.map(work, range(n_workers)))
 
 
 def run_units(run: Callable[[list], tuple[list, list]], units: list, parallel: bool) -> tuple[list, list]:

@@ -104,7 +104,12 @@ def test_a_wrong_backward_is_caught(fixture_pdb, engine, monkeypatch):
     pdb = fixture_pdb("synthetic")
     ref = u_grads(pdb, "autograd", engine)
     original = gm._backward_unit
-    monkeypatch.setattr(gm, "_backward_unit", lambda *a: original(*a[:5], False, *a[6:]))
+
+    def without_debye_waller(*args):
+        share_W, share_U = original(*args)
+        return share_W, torch.zeros_like(share_U)
+
+    monkeypatch.setattr(gm, "_backward_unit", without_debye_waller)
     with pytest.raises(AssertionError):
         assert_rel(u_grads(pdb, "analytic", engine), ref, ROUND_OFF, "wrong backward")
 
@@ -233,3 +238,20 @@ def test_q_gradient_runs_single_threaded_and_restores_the_callers_threads(fixtur
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_gradients_are_the_same_bit_for_bit_at_any_thread_count(fixture_pdb, engine, monkeypatch):
+    """Each work unit's share of the gradient is summed in unit order, whichever worker
+    thread computed it: 1 thread, 2 worker threads and no worker threads give one value."""
+    import eryx.mapengine_torch as me
+
+    pdb = fixture_pdb("synthetic")
+    results = {}
+    for threads, workers in ((1, True), (2, True), (2, False)):
+        monkeypatch.setattr(tm, "GRID_WORKERS", workers)
+        with me.torch_threads(threads):
+            results[threads, workers] = gamma_grads(pdb, "analytic", engine, chunk=7)
+    (map0, grad0), *others = results.values()
+    for map_, grad in others:
+        assert torch.equal(map_.nan_to_num(), map0.nan_to_num())
+        assert torch.equal(grad, grad0), (grad, grad0)

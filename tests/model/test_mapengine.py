@@ -40,3 +40,43 @@ def test_the_autograd_module_sits_above_the_engine_without_a_cycle():
     engine = ast.parse(Path(me.__file__).read_text())
     assert not any(isinstance(node, (ast.Import, ast.ImportFrom)) and "gridmap" in ast.unparse(node)
                    for node in ast.walk(engine))
+
+
+# ------------------------------------------------------------------ worker threads
+def test_parallel_units_runs_every_unit_once_and_a_stalled_worker_holds_up_only_its_unit():
+    """The workers pull units from one queue: while one worker is stuck on its first unit
+    (as a thread descheduled on a shared machine), the other takes all the rest."""
+    import threading
+    import time
+
+    import torch
+
+    units = list(range(24))
+    stuck = threading.Event()
+
+    def run(subset):
+        done = []
+        for unit in subset:
+            if not stuck.is_set():  # the first unit pulled anywhere stalls its worker
+                stuck.set()
+                time.sleep(0.5)
+            done.append(unit)
+        return done
+
+    with me.torch_threads(2):
+        parts = me.parallel_units(run, units, parallel=True, size=lambda u: 1)
+    assert len(parts) == 2
+    assert sorted(u for part in parts for u in part) == units  # each unit exactly once
+    stalled = min(parts, key=len)
+    assert len(stalled) == 1 and max(map(len, parts)) == len(units) - 1, [len(p) for p in parts]
+
+
+def test_parallel_units_restores_the_callers_thread_count_and_serial_is_one_part():
+    import torch
+
+    before = torch.get_num_threads()
+    with me.torch_threads(2):
+        me.parallel_units(lambda s: list(s), [1, 2, 3], parallel=True, size=lambda u: u)
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    assert me.parallel_units(lambda s: list(s), [1, 2, 3], parallel=False) == [[1, 2, 3]]
