@@ -23,6 +23,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+# At import, as eryx.models does: the first model built in a process then costs what any
+# later one does (the import took 0.4 s there, inside the first forward map's time).
+import scipy.linalg
+from scipy.spatial import cKDTree
 
 from eryx.structure import ID_CELL_REF
 
@@ -44,9 +48,6 @@ def asu0_block_max_eigenvalue(asu_xyz: np.ndarray, masses: np.ndarray, cell_orig
     -------
     (n_k,) real
     """
-    import scipy.linalg
-    from scipy.spatial import cKDTree
-
     from eryx.geometry import build_A
     from eryx.probes import quiet
 
