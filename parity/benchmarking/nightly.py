@@ -9,7 +9,8 @@ nightly
    the result as ``result["timing"]`` (see :func:`measure_timing`); the run's own
    ``phase_timings`` stay its wall-clock times; and measures the torch candidate's
    gradient cost (:func:`parity.benchmarking.gradients.measure_gradients`) into
-   ``result["gradient_timing"]``, judged like a phase's time (docs/gradients.md, section 4);
+   ``result["gradient_timing"]``, judged like a phase's time, its peak memory by
+   :mod:`parity.storage.memory_regressions` (docs/gradients.md, section 4);
 3. writes that run's HTML report to ``REPORTS_DIR/<run_uuid>.html``;
 4. records the result in the :class:`~parity.storage.history.HistoryStore` with the
    report's path and the invocation's shared ``nightly_id`` (one transaction per
@@ -20,8 +21,8 @@ the harness) is still recorded: as a result whose stages all say ``error`` with
 the exception, so the history shows the night and the other combinations go on.
 
 Then the regressions of this nightly's runs (:func:`parity.storage.history.find_regressions`:
-status flips, error growth, slowdowns of a phase, the total or the gradient cost) are
-printed and the dashboard is rendered (by default next to the store).
+status flips, error growth, slowdowns of a phase, the total or the gradient cost, growth
+of the gradient benchmark's peak memory) are printed and the dashboard is rendered (by default next to the store).
 
 Outputs live next to the history store: reports in ``<db folder>/runs/``, the
 dashboard in ``<db folder>/dashboard.html`` unless told otherwise; an output that
@@ -35,7 +36,8 @@ combination plus one interpreter start.  Measured on the project's 2-core machin
 3x the parity run itself.  ``--repeats 0`` turns it off.
 
 Exit status: 0 when every run passed and no numerical regression (status flip,
-error growth) was flagged, 1 otherwise; a slowdown alone exits 0 unless
+error growth) was flagged, 1 otherwise; a slowdown or a growth of the gradient
+benchmark's peak memory (``memory_growth``) alone exits 0 unless
 ``fail_on_slowdown``.  Bad matrix content raises :class:`MatrixError` (a
 ``UsageError`` and a ``ValueError``: ``parity`` prints one line and exits 2); an
 unusable history store raises :class:`~parity.storage.history.HistoryError` before
@@ -84,7 +86,7 @@ from parity.contract.options import UsageError
 from parity.contract.results import DIVERGING, Status, Verdict, run_result, stage_record
 from parity.contract.provenance import device_name, environment
 from parity.benchmarking import timing
-from parity.storage.regressions import SlowdownRule
+from parity.storage.regressions import NUMERICAL_KINDS, SlowdownRule
 
 __all__ = ["Combination", "Matrix", "MatrixError", "TimingError", "default_matrix", "load_matrix",
            "run_nightly", "crash_result", "default_outputs", "refuse_same_file", "measure_timing",
@@ -574,7 +576,7 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
         run's own wall-clock phase times), after ``warmup`` discarded runs, in a
         single-threaded worker process (:func:`time_in_worker`).
     fail_on_slowdown
-        Exit 1 when a slowdown is flagged; otherwise a slowdown alone is printed
+        Exit 1 when a slowdown or a memory growth is flagged; otherwise one alone is printed
         and the exit status stays 0.  Numerical regressions (status flips, error
         growth) and failed runs always exit 1.
     rule
@@ -669,18 +671,21 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
             mine = set(run_ids)
             all_regressions = find_regressions(store, rule=rule)
             regressions = [r for r in all_regressions if r.run_id in mine]
-            numerical = [r for r in regressions if r.kind != "slowdown"]
+            numerical = [r for r in regressions if r.kind in NUMERICAL_KINDS]
             slowdowns = [r for r in regressions if r.kind == "slowdown"]
+            growths = [r for r in regressions if r.kind == "memory_growth"]
             n = len(combos) - n_opinions
             print(f"{nightly_id}: {n_passed} of {n} run(s) passed"
                   + (f", {n_crashed} crashed" if n_crashed else "")
                   + (f"; {n_opinions} third-opinion run(s), judged by their changes" if n_opinions else "")
-                  + f"; {len(numerical)} numerical regression(s), {len(slowdowns)} slowdown(s) flagged")
+                  + f"; {len(numerical)} numerical regression(s), {len(slowdowns)} slowdown(s) flagged"
+                  + (f", {len(growths)} memory growth(s) flagged" if growths else ""))
             for r in regressions:
                 link = f"  report: {store.resolve_report(r.report_path)}" if r.report_path else ""
                 print(f"  REGRESSION {r.fixture}/{r.device}/{r.dtype} {r.kind}: {r.message}{link}")
-            if slowdowns and not fail_on_slowdown:
-                print("  (slowdowns are reported, not failed: pass --fail-on-slowdown to exit 1 on them)")
+            if (slowdowns or growths) and not fail_on_slowdown:
+                print("  (slowdowns and memory growths are reported, not failed: pass --fail-on-slowdown to "
+                      "exit 1 on them)")
             if repeats:
                 print(f"timing: {repeats} repeat(s) + {warmup} warm-up per run, single-threaded worker, "
                       f"{timing_s:.0f} s of the nightly's {time.perf_counter() - t_start:.0f} s")
@@ -698,7 +703,7 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
                                   "were not)") from None
             raise
     failed = (n_passed < n or n_opinions_crashed > 0 or bool(numerical)
-              or (fail_on_slowdown and bool(slowdowns)))
+              or (fail_on_slowdown and bool(slowdowns or growths)))
     return 1 if failed else 0
 
 

@@ -9,6 +9,7 @@ from parity.commands.command import Command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # function-local: the defaults shown in the help live with the nightly (NumPy); only when
     # the parser is built, not when this module is imported
+    from parity.storage.memory_regressions import MemoryRule
     from parity.storage.regressions import SlowdownRule
     from parity.benchmarking.nightly import DEFAULT_DB, DEFAULT_REPEATS
 
@@ -26,8 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="timing repeats per run, single-threaded CPU time in a worker process, after one "
                         "warm-up (default: %(default)s; 0: judge slowdowns on the run's own wall-clock times)")
     p.add_argument("--fail-on-slowdown", action="store_true",
-                   help=f"exit 1 when a slowdown is flagged ({SlowdownRule().describe().replace('%', '%%')}); "
-                        "off by default: a slowdown alone is printed and exits 0")
+                   help=f"exit 1 when a slowdown is flagged ({SlowdownRule().describe().replace('%', '%%')}) "
+                        f"or the gradient benchmark's peak memory grew "
+                        f"({MemoryRule().describe().replace('%', '%%')}); "
+                        "off by default: either alone is printed and exits 0")
     p.add_argument("--fixtures-dir", default=None, help="directory of NAME.pdb fixtures (default: $ERYX_FIXTURES_DIR)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one is drawn only on a terminal)")
 
@@ -45,6 +48,6 @@ COMMAND = Command(
     "nightly", help="run a fixtures x dtypes x devices matrix into the history store",
     description="Run the matrix, time every run again in a single-threaded worker, record it in the history "
                 "store and print the regressions. Exit 0 when every run passed and no numerical regression "
-                "(status flip, error growth) was flagged, 1 otherwise; a slowdown alone exits 0 unless "
-                "--fail-on-slowdown. Reports and the dashboard go next to the --db file unless told otherwise.",
+                "(status flip, error growth) was flagged, 1 otherwise; a slowdown or a growth of the gradient "
+                "benchmark's peak memory alone exits 0 unless --fail-on-slowdown. Reports and the dashboard go next to the --db file unless told otherwise.",
     add_arguments=add_arguments, handle=handle)

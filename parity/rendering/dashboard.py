@@ -40,7 +40,7 @@ from parity.rendering.templating import environment
 from parity.storage.outputs import write_text_atomic
 from parity.contract.results import Status
 from parity.storage.history import HistoryStore, Regression, find_regressions, parse_timestamp
-from parity.storage.regressions import GRADIENT_TARGETS, SlowdownRule
+from parity.storage.regressions import COST_KINDS, GRADIENT_TARGETS, NUMERICAL_KINDS, SlowdownRule
 
 __all__ = ["render_dashboard"]
 
@@ -48,7 +48,8 @@ _TEMPLATE_NAME = "dashboard.html.j2"
 #: Zero errors cannot sit on a log axis; they are drawn at this value.
 _LOG_FLOOR = 1e-18
 _STATUS_LABEL = {Status.PASS: "pass", Status.FAIL: "fail", Status.NOT_COMPARABLE: "n-c", Status.ERROR: "error"}
-_KIND_LABEL = {"status_flip": "status flip", "error_growth": "error growth", "slowdown": "slowdown"}
+_KIND_LABEL = {"status_flip": "status flip", "error_growth": "error growth", "slowdown": "slowdown",
+               "memory_growth": "memory growth"}
 #: Colours of what moved (matplotlib's tab10 without its grey and olive); the rest is grey.
 HIGHLIGHT_COLOURS = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _GREY = "#b4bac1"
@@ -139,10 +140,12 @@ def _regression_rows(store: HistoryStore, regressions: Sequence[Regression], out
     def value(regression: Regression, number: Any) -> str:
         if isinstance(number, str) or number is None:
             return fmt_sci(number)
-        if regression.kind != "slowdown":
+        if regression.kind not in COST_KINDS:
             return fmt_sci(number)
-        # A gradient cost ratio (forward+backward / forward) is flagged in its own unit.
-        return f"x{number:.2f}" if regression.unit == "x" else fmt_seconds(number)
+        # A gradient cost ratio (forward+backward / forward) is flagged in its own unit, a peak in MiB.
+        if regression.unit == "x":
+            return f"x{number:.2f}"
+        return f"{number:.0f} MiB" if regression.unit == "MiB" else fmt_seconds(number)
 
     return [{
         "series": _series_label(r.fixture, r.device, r.dtype),
@@ -205,9 +208,11 @@ def _fixture_sections(store: HistoryStore, regressions: Sequence[Regression],
             "n_runs": len(store.runs(*key, include_faults=False)),
             "png": figure.uri,
             "moved": [{"name": h.name, "why": ", ".join(h.kinds), "colour": h.colour} for h in figure.highlights]
-            # The gradient cost has no panel of its own: its slowdowns are named here (and listed above).
+            # The gradient cost and memory have no panel of their own: their regressions are named
+            # here (and listed above).
             + [{"name": r.target, "why": _KIND_LABEL[r.kind], "colour": _DARK}
-               for r in mine if r.kind == "slowdown" and r.target in GRADIENT_TARGETS],
+               for r in mine if (r.kind == "slowdown" and r.target in GRADIENT_TARGETS)
+               or r.kind == "memory_growth"],
             "timing_note": figure.note,
         })
     return [{"fixture": fixture, "series": series} for fixture, series in sections.items()]
@@ -287,10 +292,11 @@ class FigureImage:
 
 
 def moved_stages(regressions: Sequence[Regression]) -> dict[str, tuple[str, ...]]:
-    """``{stage: (kind labels, ...)}`` for the stage regressions (slowdowns are per phase, not here)."""
+    """``{stage: (kind labels, ...)}`` for the stage regressions (costs are per phase or gradient
+    target, not here)."""
     moved: dict[str, list[str]] = {}
     for r in regressions:
-        if r.kind != "slowdown":
+        if r.kind in NUMERICAL_KINDS:
             moved.setdefault(r.target, []).append(_KIND_LABEL.get(r.kind, r.kind))
     return {name: tuple(kinds) for name, kinds in moved.items()}
 

@@ -42,7 +42,9 @@ runs ignored): a stage's status flipped from ``pass`` to ``fail``/``error``, a s
 ``max_rel`` grew more than tenfold above rounding level (:func:`error_grew`), a phase
 or the total slowed down (:func:`judge_slowdown`), or the torch candidate's gradient cost
 did (:data:`GRADIENT_TARGETS`: the forward map, forward + backward, the q-gradient, and the
-ratio forward + backward / forward per interleaved round, which machine load scales away).
+ratio forward + backward / forward per interleaved round, which machine load scales away),
+or its peak memory grew (``memory_growth``: the rule and its pure functions are in
+:mod:`parity.storage.memory_regressions`).
 """
 from __future__ import annotations
 
@@ -51,12 +53,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from parity.contract.results import DIVERGING, Status
+from parity.storage.memory_regressions import (MemoryRule, MemoryVerdict, judge_memory_series,
+                                               memory_verdicts_of_runs, of_latest_workload)
 
 __all__ = ["SlowdownRule", "TimingVerdict", "clean_samples", "judge_slowdown", "quantile", "Regression",
            "error_grew", "dtype_error_floor", "stage_regressions", "judge_timing_series", "verdicts_of_runs",
            "timing_regressions", "phase_key", "HistoryReader", "judged_timings", "timing_verdicts",
            "find_regressions", "REGRESSION_KINDS", "GRADIENT_TARGETS", "gradient_samples",
-           "judge_gradient_series", "gradient_verdicts_of_runs", "gradient_regressions", "gradient_verdicts"]
+           "judge_gradient_series", "gradient_verdicts_of_runs", "gradient_regressions", "gradient_verdicts",
+           "NUMERICAL_KINDS", "COST_KINDS", "memory_regressions", "memory_verdicts"]
 
 
 @dataclass(frozen=True)
@@ -262,8 +267,12 @@ _DTYPE_EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float
 _DEFAULT_ERROR_FLOOR = 1e-16
 #: A stage missing from the previous run is compared with the last of this many runs that has it.
 STAGE_LOOKBACK = 10
+#: The kinds of regression of a stage's numbers (a nightly exits 1 on them).
+NUMERICAL_KINDS = ("status_flip", "error_growth")
+#: The kinds of regression of a cost: time or peak memory (reported; exit 1 only if asked).
+COST_KINDS = ("slowdown", "memory_growth")
 #: The kinds of regression, in the order they are listed.
-REGRESSION_KINDS = ("status_flip", "error_growth", "slowdown")
+REGRESSION_KINDS = NUMERICAL_KINDS + COST_KINDS
 
 
 def phase_key(phase: str) -> tuple[int, float, str]:
@@ -299,22 +308,25 @@ class Regression:
         The series.
     target
         What regressed: a stage name (``status_flip``/``error_growth``),
-        ``"phase N"`` or ``"total"`` (``slowdown``).
+        ``"phase N"`` or ``"total"`` (``slowdown``), a gradient target
+        (``slowdown``, ``memory_growth``).
     kind
-        ``"status_flip"``, ``"error_growth"`` or ``"slowdown"``.
+        One of :data:`REGRESSION_KINDS`.
     run_id
         The latest run, the one that shows the regression.
     previous, current
         Before/after: a status string, a max_rel, or seconds (for a slowdown,
         ``previous`` is the baseline -- the median of earlier runs' minima -- and
-        ``current`` the latest run's minimum).
+        ``current`` the latest run's minimum; for a memory growth, the median of
+        earlier runs' peaks and the latest run's).
     message
         One human line.
     report_path
         The latest run's divergence report (as stored), if any.
     unit
-        What ``previous`` and ``current`` of a slowdown count: ``"s"`` (seconds) or
-        ``"x"`` (a ratio of two timings, e.g. forward + backward / forward).
+        What ``previous`` and ``current`` of a cost regression count: ``"s"`` (seconds),
+        ``"MiB"`` (a peak memory) or ``"x"`` (a ratio of two timings or two peaks, e.g.
+        forward + backward / forward).
     """
 
     fixture: str
@@ -467,7 +479,7 @@ def timing_verdicts(store: HistoryReader, fixture: str, device: str, dtype: str,
 
 
 def find_regressions(store: HistoryReader, *, error_factor: float = 10.0, rule: SlowdownRule | None = None,
-                     error_floor: float | None = None) -> list[Regression]:
+                     error_floor: float | None = None, memory_rule: MemoryRule | None = None) -> list[Regression]:
     """Compare the latest run of every series with the runs before it.
 
     Rules (per ``(fixture, device, dtype)``, fault runs ignored):
@@ -483,6 +495,10 @@ def find_regressions(store: HistoryReader, *, error_factor: float = 10.0, rule: 
       :class:`~parity.storage.regressions.SlowdownRule`), on the runs' timing repeats;
       so does a gradient target (:data:`GRADIENT_TARGETS`), on the runs'
       ``gradient_timing`` rounds, when the latest run has one.
+    * ``memory_growth``: the gradient benchmark's peak memory (forward, forward +
+      backward, their ratio) of the latest run grew per
+      :func:`parity.storage.memory_regressions.judge_memory` with ``memory_rule`` (default
+      :class:`~parity.storage.memory_regressions.MemoryRule`), when the latest run has one.
 
     Returns
     -------
@@ -500,6 +516,7 @@ def find_regressions(store: HistoryReader, *, error_factor: float = 10.0, rule: 
                                            floor=dtype_error_floor(key[2], error_floor)))
         found.extend(timing_regressions(key, latest, timing_verdicts(store, *key, rule=rule)))
         found.extend(gradient_regressions(key, latest, gradient_verdicts(store, *key, latest["id"], rule=rule)))
+        found.extend(memory_regressions(key, latest, memory_verdicts(store, *key, latest["id"], rule=memory_rule)))
     return sorted(found, key=lambda r: (r.fixture, r.device, r.dtype, REGRESSION_KINDS.index(r.kind), r.target))
 
 
@@ -514,8 +531,6 @@ GRADIENT_TARGETS: dict[str, tuple[str, ...]] = {
     "gradient q gradient": ("q gradient",),
     "gradient forward+backward / forward": ("forward+backward", "forward"),
 }
-#: What must match for two runs' gradient timings to be one series (the workload, the threads).
-_GRADIENT_WORKLOAD = ("grid", "dtype", "device", "threads", "n_q_gradient")
 
 
 def gradient_samples(record: Mapping[str, Any] | None) -> dict[str, tuple[float, ...]]:
@@ -553,7 +568,8 @@ def judge_gradient_series(series: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     """The gradient timings slowdowns are judged on (as :func:`judge_timing_series` for phases).
 
     Only runs that timed the latest run's workload (grid, dtype, device, threads, q
-    points) are kept: another grid or thread count is another quantity.
+    points: :func:`parity.storage.memory_regressions.of_latest_workload`) are kept:
+    another grid or thread count is another quantity.
 
     Parameters
     ----------
@@ -566,10 +582,7 @@ def judge_gradient_series(series: Sequence[Mapping[str, Any]]) -> dict[str, Any]
         ``dropped`` (runs of another workload) and ``runs``: ``[{run_id, started_at, samples}]``.
     """
     rows = [row for row in series if gradient_samples(row["record"])]
-    if not rows:
-        return {"dropped": 0, "runs": []}
-    workload = [rows[-1]["record"].get(key) for key in _GRADIENT_WORKLOAD]
-    kept = [row for row in rows if [row["record"].get(key) for key in _GRADIENT_WORKLOAD] == workload]
+    kept = of_latest_workload(rows)
     return {"dropped": len(rows) - len(kept),
             "runs": [{"run_id": row["run_id"], "started_at": row["started_at"],
                       "samples": gradient_samples(row["record"])} for row in kept]}
@@ -615,3 +628,26 @@ def gradient_verdicts(store: HistoryReader, fixture: str, device: str, dtype: st
     if not runs or (run_id is not None and runs[-1]["run_id"] != run_id):
         return {}
     return gradient_verdicts_of_runs(runs, rule)
+
+
+# ------------------------------------------------------------------ gradient peak memory
+def memory_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
+                       verdicts: Mapping[str, MemoryVerdict]) -> Iterator[Regression]:
+    """A ``memory_growth`` per flagged verdict of :func:`memory_verdicts` (``latest``: the run row)."""
+    fixture, device, dtype = key
+    for target, verdict in verdicts.items():
+        if verdict.flagged:
+            yield Regression(fixture=fixture, device=device, dtype=dtype, target=target, kind="memory_growth",
+                             run_id=latest["id"], previous=verdict.baseline, current=verdict.current,
+                             report_path=latest["report_path"], message=f"{target}: {verdict.reason}",
+                             unit=verdict.unit)
+
+
+def memory_verdicts(store: HistoryReader, fixture: str, device: str, dtype: str, run_id: int | None = None,
+                    rule: MemoryRule | None = None) -> dict[str, MemoryVerdict]:
+    """The peak-memory targets' verdicts of one series of ``store`` (as :func:`gradient_verdicts`:
+    with ``run_id``, judged only when that run has a peak memory)."""
+    runs = judge_memory_series(store.gradient_series(fixture, device, dtype))["runs"]
+    if not runs or (run_id is not None and runs[-1]["run_id"] != run_id):
+        return {}
+    return memory_verdicts_of_runs(runs, rule)

@@ -52,3 +52,25 @@ def test_a_twofold_gradient_cost_is_printed_as_a_slowdown(tmp_path, capsys, fake
     assert "0 numerical regression(s), 2 slowdown(s) flagged" in out
     assert f"REGRESSION synthetic/cpu/float64 slowdown: {RATIO}: x" in out
     assert "REGRESSION synthetic/cpu/float64 slowdown: gradient forward+backward: " in out
+
+
+def test_a_doubled_gradient_peak_memory_is_printed_as_a_memory_growth(tmp_path, capsys, monkeypatch):
+    from tests.storage.test_memory_regressions import FB, memory_record
+
+    state = {"fb_factor": 1.0, "rng": random.Random(8)}
+    monkeypatch.setattr(nightly_module, "time_in_worker",
+                        lambda *a, **k: {"clock": "cpu", "repeats": 1, "samples": {"total": [1.0]}})
+    monkeypatch.setattr(gradients, "measure_gradients",
+                        lambda *a, **k: memory_record(state["rng"], fb_factor=state["fb_factor"]))
+    matrix = write_matrix(tmp_path, {**SMALL, "phases": [1]})
+    args = ("--repeats", "1", "--no-dashboard")
+    for night in range(3):  # three nights at the usual peak: the baseline
+        assert nightly(tmp_path, matrix, *args, quick=False) == 0
+    state["fb_factor"] = 2.0
+    capsys.readouterr()
+    assert nightly(tmp_path, matrix, *args, quick=False) == 0  # a memory growth alone exits 0
+    out = capsys.readouterr().out
+    assert "0 numerical regression(s), 0 slowdown(s) flagged, 2 memory growth(s) flagged" in out, out
+    assert f"REGRESSION synthetic/cpu/float64 memory_growth: {FB}: " in out
+    assert "pass --fail-on-slowdown to exit 1 on them" in out
+    assert nightly(tmp_path, matrix, *args, "--fail-on-slowdown", quick=False) == 1  # still grown, now failed
