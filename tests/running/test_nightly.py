@@ -470,8 +470,9 @@ def test_help_shows_the_defaults(capsys):
     assert "(default: runs/ in the --db file's folder)" in nightly_help
     assert "(default: dashboard.html in the --db file's folder)" in nightly_help
     assert "(default: 3;" in nightly_help and "--no-dashboard" in nightly_help
-    assert re.search(r"--fail-on-slowdown exit 1 when a slowdown is flagged \(.*>= 0.2 s.*\); off by default: "
-                     r"a slowdown alone is printed and exits 0", nightly_help)
+    assert re.search(r"--fail-on-slowdown exit 1 when a slowdown is flagged \(.*>= 0.2 s.*\) or the gradient "
+                     r"benchmark's peak memory grew \(.*x1.5.*32 MiB.*\); off by default: either alone is printed "
+                     r"and exits 0", nightly_help)
     assert "(default: reports/history.sqlite)" in dashboard_help
     assert "(default: dashboard.html in the --db file's folder)" in dashboard_help
 
