@@ -121,8 +121,10 @@ def _backward_unit(model, tables: dict, unit, W: torch.Tensor, g: torch.Tensor, 
     amp_g = st.atomic_amplitudes(q2_g, types, inverse, U).to(model.complex_dtype)  # (n_at, G c)
     # dL/dR from dL/dRQ: sum over x of q_x, times d amp / d U / amp = -|q|^2 / 2 (the
     # same for every atom), folded into one weight per point and axis.
-    wq_g = qT_g * (-0.5 * q2_g)
-    g_g = g.index_select(0, idx_g)
+    # Complex once per unit: the per-chunk products with complex tensors then need no
+    # promotion (a real operand is copied to complex by every such product).
+    wq_g = (qT_g * (-0.5 * q2_g)).to(model.complex_dtype)
+    g_g = g.index_select(0, idx_g).to(model.complex_dtype)
     Wb = W[b]
     # L = sum_p g_p |W F_p|^2 = sum_p g_p F_p^H (W^H W) F_p, so dL/dW = 2 W S with
     # S = sum_p g_p F_p F_p^H, and dL/dF_p = 2 g_p (W^H W) F_p: two products per chunk
