@@ -199,6 +199,7 @@ def main(argv=None) -> None:
     p.add_argument("--pdb", default="5zck_p1")
     p.add_argument("--grid", default="standard", help="'standard' or lo,hi,n for all three axes")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    p.add_argument("--device", default="cpu", help="torch device of the table (e.g. cuda); --matrix is CPU only")
     p.add_argument("--n-q", type=int, default=10000, help="q-vectors of the d Id / d q row")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--engine", default=None, help="models_torch.GRID_GRAD_ENGINE ('analytic' or 'autograd')")
@@ -209,6 +210,8 @@ def main(argv=None) -> None:
     p.add_argument("--busy", type=int, nargs="+", default=[0],
                    help="CPU-bound processes running during the measurement (several values: one pass each)")
     args = p.parse_args(argv)
+    if args.device != "cpu" and (args.matrix or args.fresh):
+        p.error("--matrix and --fresh measure CPU processes; leave --device out with them")
     if args.matrix:
         run_matrix(args)
         return
@@ -227,13 +230,14 @@ def _measure(args) -> None:
     _engine(args.engine)
     if args.engine:  # the peak-memory children must run the same engine
         os.environ["ERYX_GRID_GRAD_ENGINE"] = args.engine
-    rec = bg.measure_gradients(args.pdb, _grid(args.grid), args.dtype, repeats=args.repeat,
+    rec = bg.measure_gradients(args.pdb, _grid(args.grid), args.dtype, args.device, repeats=args.repeat,
                                memory=not args.no_memory, n_q=args.n_q)
     med, peak = rec["median_s"], rec.get("peak_mb") or {}
-    print(f"# {args.pdb} grid {args.grid} {args.dtype} engine={args.engine or 'default'} "
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
+    print(f"# {args.pdb} grid {args.grid} {args.dtype} engine={args.engine or 'default'} device={where} "
           f"threads={torch.get_num_threads()} load={rec['load_avg_start']:.2f}-{rec['load_avg_end']:.2f} "
           f"torch {torch.__version__}")
-    print("| contender | median s | vs its forward | peak MiB over start |")
+    print("| contender | median s | vs its forward | peak MiB over start (device memory on a GPU) |")
     print("|---|---|---|---|")
     for k in bg.CONTENDERS:
         ref = med["q forward"] if k.startswith("q") else med["forward"]

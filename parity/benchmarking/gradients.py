@@ -13,7 +13,8 @@ Each workload times four contenders interleaved in ONE process, after a warm-up
 
 Ratios (forward+backward / forward, q gradient / q forward) are what to compare across
 machines and nights; peak memory is measured per contender in a fresh process (peak
-RSS over the RSS before the call). Targets (issue 20): forward+backward <= 2.5x the
+RSS over the RSS before the call; on a CUDA device the peak of device memory allocated
+over what was allocated before it). Targets (issue 20): forward+backward <= 2.5x the
 forward, its peak memory <= 2x, q gradient <= 3x.
 """
 from __future__ import annotations
@@ -82,7 +83,12 @@ def _status_mb(field: str) -> float:
 
 
 def peak_child(spec_json: str) -> None:
-    """Subprocess entry point: one contender once; prints its peak RSS over the start (MiB)."""
+    """Subprocess entry point: one contender once; prints its peak memory over the start (MiB).
+
+    On the CPU: the peak RSS over the RSS before the call. On a CUDA device: the peak of
+    memory allocated on the device over what was allocated before the call (torch's
+    allocator statistics; the host RSS is not the quantity there).
+    """
     spec = json.loads(spec_json)
     import gc
 
@@ -93,15 +99,27 @@ def peak_child(spec_json: str) -> None:
 
     fns = gradient_callables(spec["pdb"], spec["grid"], spec["dtype"], spec["device"], spec["n_q"])
     gc.collect()
-    before = _status_mb("VmRSS")
-    try:  # reset the high-water mark to the current RSS (Linux)
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
+    cuda = str(spec["device"]).startswith("cuda")
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize(spec["device"])
+        torch.cuda.reset_peak_memory_stats(spec["device"])
+        before = torch.cuda.memory_allocated(spec["device"]) / 2**20
+    else:
+        before = _status_mb("VmRSS")
+        try:  # reset the high-water mark to the current RSS (Linux)
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+        except OSError:
+            pass
     t0 = time.perf_counter()
     fns[spec["contender"]]()
-    peak = _status_mb("VmHWM") - before
+    if cuda:
+        torch.cuda.synchronize(spec["device"])
+        peak = torch.cuda.max_memory_allocated(spec["device"]) / 2**20 - before
+    else:
+        peak = _status_mb("VmHWM") - before
     print("PARITY_GRAD_PEAK " + json.dumps({"peak_mb": peak, "wall_s": time.perf_counter() - t0}))
 
 
@@ -138,7 +156,7 @@ def measure_gradients(fixture: str, grid, dtype: str = "float64", device: str = 
     rec.update(median_s=med, times_s=times, load_avg_end=os.getloadavg()[0],
                ratio={"forward+backward / forward": med["forward+backward"] / med["forward"],
                       "q gradient / q forward": med["q gradient"] / med["q forward"]})
-    if memory and device == "cpu":
+    if memory and (device == "cpu" or str(device).startswith("cuda")):
         spec = {"pdb": pdb, "grid": [list(s) for s in grid], "dtype": dtype, "device": device, "n_q": n_q}
         peaks = {k: peak_memory(spec, k) for k in ("forward", "forward+backward")}
         rec["peak_mb"] = {k: v.get("peak_mb") for k, v in peaks.items()}
