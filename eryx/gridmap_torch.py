@@ -84,7 +84,7 @@ def analytic_applies(model, W: torch.Tensor, U: torch.Tensor) -> bool:
     return stages_are_original()
 
 
-def _forward_values(model, settings: me.MapSettings, tables: dict, units: list, W: torch.Tensor, parallel: bool):
+def _forward_values(model, settings: me.MapSettings, tables: dict, units: list, W: torch.Tensor, workers: int):
     """(idx_parts, val_parts) of the full map over ``units`` (no autograd)."""
     def run(subset):
         idx_parts, val_parts = [], []
@@ -93,7 +93,7 @@ def _forward_values(model, settings: me.MapSettings, tables: dict, units: list, 
             val_parts.append(st.intensity_factored(F, W[b]))
         return idx_parts, val_parts
 
-    results = me.parallel_units(run, units, parallel)
+    results = me.parallel_units(run, units, workers)
     return [p for r in results for p in r[0]], [p for r in results for p in r[1]]
 
 
@@ -163,23 +163,25 @@ def _backward_unit(model, tables: dict, unit, W: torch.Tensor, g: torch.Tensor, 
 class FullGridMap(torch.autograd.Function):
     """The full map on the grid as a function of (W, U), with the analytic backward.
 
-    ``forward(ctx, W, U, model, settings, use_data_adp, blocks, parallel)`` returns the (n_q,)
+    ``forward(ctx, W, U, model, settings, use_data_adp, blocks, workers)`` returns the (n_q,)
     map (NaN where no BZ point serves a point, before the resolution mask); ``settings``: the
     map's chunking (:class:`eryx.mapengine_torch.MapSettings`).
     """
 
     @staticmethod
-    def forward(ctx, W, U, model, settings, use_data_adp, blocks, parallel):
+    def forward(ctx, W, U, model, settings, use_data_adp, blocks, workers):
         tables = me.grid_tables(model, use_data_adp)
         tables["U"] = U.detach()
         units = me.grid_units(model, settings, tables, blocks)
         n_q = model.q_grid.shape[0]
         out = torch.full((n_q,), math.nan, dtype=model.real_dtype, device=model.device)
-        idx_parts, val_parts = _forward_values(model, settings, tables, units, W.detach(), parallel)
+        idx_parts, val_parts = _forward_values(model, settings, tables, units, W.detach(), workers)
         if idx_parts:
             out = out.index_put((torch.cat(idx_parts),), torch.cat(val_parts))
         ctx.save_for_backward(W, U)
-        ctx.model, ctx.tables, ctx.units, ctx.parallel, ctx.settings = model, tables, units, parallel, settings
+        # The backward deals its units to as many worker threads as the forward had (it runs
+        # with one torch thread: :func:`analytic_full_map`).
+        ctx.model, ctx.tables, ctx.units, ctx.workers, ctx.settings = model, tables, units, workers, settings
         return out
 
     @staticmethod
@@ -200,7 +202,7 @@ class FullGridMap(torch.autograd.Function):
 
         # Each unit's share is summed in unit order, whichever worker computed it: the
         # gradient is the same bit for bit at any thread count.
-        shares = dict(p for part in me.parallel_units(run, list(enumerate(ctx.units)), ctx.parallel,
+        shares = dict(p for part in me.parallel_units(run, list(enumerate(ctx.units)), ctx.workers,
                                                       size=lambda iu: me.unit_size(iu[1])) for p in part)
         gW = torch.zeros_like(W)
         gU = torch.zeros_like(U)
@@ -213,13 +215,18 @@ class FullGridMap(torch.autograd.Function):
 
 
 def analytic_full_map(model, settings: me.MapSettings, W: torch.Tensor, U: torch.Tensor, use_data_adp: bool,
-                      blocks: list, parallel: bool) -> torch.Tensor | None:
+                      blocks: list, workers: int) -> torch.Tensor | None:
     """The full grid map (n_q,) through :class:`FullGridMap` where :func:`analytic_applies`,
     else None (the map engine then runs its plain chunks): the ``analytic`` hook of
     :func:`eryx.mapengine_torch.map_grid`."""
     if not analytic_applies(model, W, U):
         return None
-    return FullGridMap.apply(W, U, model, settings, use_data_adp, blocks, parallel)
+    out = FullGridMap.apply(W, U, model, settings, use_data_adp, blocks, workers)
+    # The rest of the backward after this map (W and U back to the spring constants) is
+    # thousands of small operations on 24 x 24 matrices: run it with one torch thread, as
+    # the q-vector gradient does (split across OpenMP threads, one first backward next to
+    # a CPU-bound process was measured to stall 1.2 s in them, against 4 ms warm).
+    return _OneThreadBackward.apply(out) if SMALL_OPS_SINGLE_THREAD and model.device.type == "cpu" else out
 
 
 # ------------------------------------------------------------ q-vector mode: d Id / d q
@@ -287,6 +294,9 @@ def _q_terms_gathered(F, KinvT, dKT, r):
 #: thousands of small operations, each split across OpenMP threads, stall on a shared
 #: machine (docs/performance.md, sections 5 and 8).
 Q_GRAD_SINGLE_THREAD = True
+#: On the CPU, run the grid map's backward with one torch thread from the map's output on
+#: (its own units still go to worker threads, as many as the forward had).
+SMALL_OPS_SINGLE_THREAD = True
 
 
 class _OneThreadBackward(torch.autograd.Function):

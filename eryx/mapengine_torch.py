@@ -81,7 +81,7 @@ def unit_size(unit: tuple) -> int:
     return len(unit[3]) * len(unit[4])
 
 
-def parallel_units(run: Callable[[Iterable], Any], units: list, parallel: bool,
+def parallel_units(run: Callable[[Iterable], Any], units: list, workers: int,
                    size: Callable[[Any], int] = unit_size) -> list:
     """``[run(units_of_worker), ...]``: one result per worker thread, in worker order.
 
@@ -90,10 +90,12 @@ def parallel_units(run: Callable[[Iterable], Any], units: list, parallel: bool,
     on, the others take the rest. ``run`` gets an iterable of units and must not depend
     on which units it gets (the map writes each point once; the backward reduces per
     unit, in unit order). Shared by the map and its analytic backward
-    (:mod:`eryx.gridmap_torch`).
+    (:mod:`eryx.gridmap_torch`). ``workers``: worker threads at most (1 or fewer: ``run``
+    once, in this thread); torch runs single-threaded in each (the number of torch threads
+    is restored afterwards).
     """
-    n_workers = min(torch.get_num_threads(), len(units))
-    if not parallel or n_workers < 2:
+    n_workers = min(workers, len(units))
+    if n_workers < 2:
         return [run(units)]
     queue = iter(sorted(units, key=lambda u: -size(u)))  # stable: ties keep their order
     lock = threading.Lock()
@@ -116,18 +118,17 @@ def parallel_units(run: Callable[[Iterable], Any], units: list, parallel: bool,
         return list(pool.map(work, range(n_workers)))
 
 
-def run_units(run: Callable[[list], tuple[list, list]], units: list, parallel: bool) -> tuple[list, list]:
+def run_units(run: Callable[[list], tuple[list, list]], units: list, workers: int) -> tuple[list, list]:
     """``run(subset)`` -> (idx_parts, val_parts) over the work ``units``, in worker threads.
 
-    With ``parallel`` and more than one torch thread, the units are dealt to
-    ``torch.get_num_threads()`` Python threads while torch runs single-threaded
-    (``torch.set_num_threads(1)``, restored afterwards): independent units scale
+    With more than one worker, the units are pulled by ``workers`` Python threads while
+    torch runs single-threaded (``torch.set_num_threads(1)``, restored afterwards): independent units scale
     without a fork/join per operation, and a CPU shared with other processes slows
     the map down in proportion instead of stalling every operation on its slowest
     OpenMP thread (docs/performance.md). Every value is computed by the same
     operations either way, so the map is the same bit for bit.
     """
-    results = parallel_units(run, units, parallel)  # one (idx_parts, val_parts) per worker
+    results = parallel_units(run, units, workers)  # one (idx_parts, val_parts) per worker
     return [p for r in results for p in r[0]], [p for r in results for p in r[1]]
 
 
@@ -297,7 +298,7 @@ def grid_chunks(model, settings: MapSettings, tables: dict, units) -> Iterator[t
 # ------------------------------------------------------------------ maps
 #: ``per_block(F (n_rows, n_dof, c) complex, ks (n_rows,)) -> (n_rows, c) or (n_rows, n_cols, c)``.
 PerBlock = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-#: ``analytic(model, settings, W, U, use_data_adp, blocks, parallel) -> (n_q,) map or None``:
+#: ``analytic(model, settings, W, U, use_data_adp, blocks, workers) -> (n_q,) map or None``:
 #: the full grid map with an analytic gradient, None where it does not apply
 #: (:func:`eryx.gridmap_torch.analytic_full_map`).
 Analytic = Callable[..., "torch.Tensor | None"]
@@ -350,7 +351,21 @@ def evaluate_map(model, settings: MapSettings, per_block: PerBlock | None, n_col
 
 def map_grid(model, settings: MapSettings, per_block: PerBlock | None, n_cols: int | None, use_data_adp: bool,
              full_map: bool, analytic: Analytic | None = None) -> torch.Tensor:
-    """:func:`evaluate_map` on the grid, with the per-axis phase tables (see there)."""
+    """:func:`evaluate_map` on the grid, with the per-axis phase tables (see there).
+
+    On the CPU with worker threads (``settings.grid_workers``) the work units go to as many
+    worker threads as torch has threads, and everything else here (the factors W, the
+    tables, gathering the map: small or memory-bound operations) runs with one torch
+    thread: split across OpenMP threads, such operations wait for a descheduled thread on
+    a shared machine (docs/performance.md, section 5).
+    """
+    workers = torch.get_num_threads() if (settings.grid_workers and model.device.type == "cpu") else 1
+    with torch_threads(1 if workers > 1 else None):
+        return _map_grid(model, settings, per_block, n_cols, use_data_adp, full_map, analytic, workers)
+
+
+def _map_grid(model, settings: MapSettings, per_block: PerBlock | None, n_cols: int | None, use_data_adp: bool,
+              full_map: bool, analytic: Analytic | None, workers: int) -> torch.Tensor:
     zero_k = torch.isnan(model._Winv_all).any(dim=1)
     n_q = int(np.prod(model.map_shape))
     shape = (n_q,) if n_cols is None else (n_q, n_cols)
@@ -362,10 +377,9 @@ def map_grid(model, settings: MapSettings, per_block: PerBlock | None, n_cols: i
         ok = ok.tolist()  # one device sync
     skip = zero_k.tolist() if n_cols is None else [False] * len(zero_k)
     blocks = [b for b in range(int(np.prod(model.L))) if not skip[b]]
-    parallel = settings.grid_workers and model.device.type == "cpu"
     if full_map and analytic is not None and all(ok[b] for b in blocks):
         analytic_out = analytic(model, settings, W, model.debye_waller_U(use_data_adp), use_data_adp, blocks,
-                                parallel)
+                                workers)
         if analytic_out is not None:
             mask = model.res_mask
             return analytic_out if bool(mask.all()) else torch.where(mask, analytic_out,
@@ -390,7 +404,7 @@ def map_grid(model, settings: MapSettings, per_block: PerBlock | None, n_cols: i
             val_parts.append(values)
         return idx_parts, val_parts
 
-    idx_parts, val_parts = run_units(run, units, parallel=parallel and not tables["needs_grad"])
+    idx_parts, val_parts = run_units(run, units, workers=1 if tables["needs_grad"] else workers)
     if idx_parts:
         out = out.index_put((torch.cat(idx_parts),), torch.cat(val_parts))
     mask = model.res_mask

@@ -64,7 +64,7 @@ def test_parallel_units_runs_every_unit_once_and_a_stalled_worker_holds_up_only_
         return done
 
     with me.torch_threads(2):
-        parts = me.parallel_units(run, units, parallel=True, size=lambda u: 1)
+        parts = me.parallel_units(run, units, 2, size=lambda u: 1)
     assert len(parts) == 2
     assert sorted(u for part in parts for u in part) == units  # each unit exactly once
     stalled = min(parts, key=len)
@@ -76,7 +76,7 @@ def test_parallel_units_restores_the_callers_thread_count_and_serial_is_one_part
 
     before = torch.get_num_threads()
     with me.torch_threads(2):
-        me.parallel_units(lambda s: list(s), [1, 2, 3], parallel=True, size=lambda u: u)
+        me.parallel_units(lambda s: list(s), [1, 2, 3], 2, size=lambda u: u)
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == before
-    assert me.parallel_units(lambda s: list(s), [1, 2, 3], parallel=False) == [[1, 2, 3]]
+    assert me.parallel_units(lambda s: list(s), [1, 2, 3], 1) == [[1, 2, 3]]
