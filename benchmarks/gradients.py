@@ -22,8 +22,11 @@ measurement; ``--busy 0 1``: idle, then next to one). Per condition it runs fres
 processes in turn: one times its first forward + backward and then both contenders
 warm (interleaved, median of ``--repeat``: the warm ratio, measured in one process), the
 other times its first forward (the fresh ratio: first forward + backward over first
-forward, in two fresh processes run back to back). The 1-minute load average is
-recorded at the start and end of each child.
+forward, in two fresh processes run back to back). The last column says whether both
+ratios are within the target; the stricter figure "fresh fwd+bwd / warm forward" (a fresh
+process's first call against a warm forward, so a fresh process's one-time start-up,
+which its first forward pays as well, is charged to the gradient alone) is printed but
+not judged. The 1-minute load average is recorded at the start and end of each child.
 """
 from __future__ import annotations
 
@@ -166,12 +169,21 @@ def matrix_row(fb: dict, fwd: dict) -> dict:
             "fresh_fb_vs_warm": fb["first_s"] / warm["forward"]}
 
 
+def target_met(row: dict) -> bool:
+    """Issue 20's first target for one condition: forward + backward <= 2.5x the forward,
+    warm (in one process) and fresh (each contender's first call in a fresh process, both
+    paying the process's one-time start-up). ``fresh_fb_vs_warm`` charges that start-up to
+    the gradient alone: it is printed, not judged."""
+    return max(row["warm_ratio"], row["fresh_ratio"]) <= TARGET_RATIO
+
+
 def run_matrix(args) -> list[dict]:
     """Every (busy, threads) condition of ``--matrix``; prints the markdown table."""
     print(f"# {args.pdb} grid {args.grid} {args.dtype} engine={args.engine or 'default'}: forward + backward "
           f"vs forward, target <= {TARGET_RATIO}x; warm = median of {args.repeat} interleaved in one process")
     print("| CPU-bound contenders | threads | load avg (1 min) | warm forward / fwd+bwd s | warm ratio "
-          "| fresh first forward / fwd+bwd s | fresh ratio | fresh fwd+bwd / warm forward | <= 2.5x |")
+          "| fresh first forward / fwd+bwd s | fresh ratio | fresh fwd+bwd / warm forward (not judged) "
+          "| warm and fresh <= 2.5x |")
     print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for busy in args.busy:
@@ -183,8 +195,7 @@ def run_matrix(args) -> list[dict]:
             finally:
                 _stop(hogs)
             row = {"busy": busy, **matrix_row(fb, fwd)}
-            met = "yes" if max(row["warm_ratio"], row["fresh_ratio"], row["fresh_fb_vs_warm"]) <= TARGET_RATIO \
-                else "**no**"
+            met = "yes" if target_met(row) else "**no**"
             print(f"| {busy} | {row['threads']}{'' if threads else ' (default)'} | "
                   f"{row['load'][0]:.1f}-{row['load'][1]:.1f} | {row['warm_forward_s']:.2f} / "
                   f"{row['warm_fb_s']:.2f} | {row['warm_ratio']:.2f}x | {row['fresh_forward_s']:.2f} / "

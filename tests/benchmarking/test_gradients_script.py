@@ -28,6 +28,14 @@ def test_matrix_row_takes_warm_ratios_in_one_process_and_fresh_ones_across_two(s
     assert row["load"] == (0.5, 2.0) and row["threads"] == 2
 
 
+def test_the_target_judges_the_warm_and_the_fresh_ratio(script):
+    row = {"warm_ratio": 2.4, "fresh_ratio": 2.1, "fresh_fb_vs_warm": 2.9}
+    assert script.target_met(row)  # the stricter figure is not judged
+    assert not script.target_met({**row, "warm_ratio": 2.6})
+    assert not script.target_met({**row, "fresh_ratio": 2.51})
+    assert script.target_met({**row, "warm_ratio": 2.5, "fresh_ratio": 2.5})  # <= 2.5x
+
+
 def test_busy_contenders_run_until_stopped(script):
     procs = script._busy(2)
     try:
