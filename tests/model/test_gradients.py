@@ -255,3 +255,31 @@ def test_gradients_are_the_same_bit_for_bit_at_any_thread_count(fixture_pdb, eng
     for map_, grad in others:
         assert torch.equal(map_.nan_to_num(), map0.nan_to_num())
         assert torch.equal(grad, grad0), (grad, grad0)
+
+
+def test_grid_backward_runs_its_small_operations_on_one_thread_and_its_units_on_the_workers(
+        fixture_pdb, engine, monkeypatch):
+    """The grid map's backward: its units on as many worker threads as the forward had,
+    the rest (W and U back to the gammas) with one torch thread; the caller's count after."""
+    import eryx.mapengine_torch as me
+
+    pdb = fixture_pdb("synthetic")
+    engine("analytic")
+    dealt = []
+    original = me.parallel_units
+
+    def recording(run, units, workers, size=me.unit_size):
+        dealt.append((workers, torch.get_num_threads()))
+        return original(run, units, workers, size)
+
+    monkeypatch.setattr(me, "parallel_units", recording)
+    with me.torch_threads(2):
+        gi = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+        ge = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        Id = tm.OnePhonon(pdb, *GRID, gamma_intra=gi, gamma_inter=ge, chunk_size=7).apply_disorder()
+        assert torch.get_num_threads() == 2 and dealt == [(2, 1)]  # the forward: 2 workers, set-up on 1
+        seen = []
+        gi.register_hook(lambda g: seen.append(torch.get_num_threads()))
+        torch.autograd.grad(torch.nansum(Id), (gi, ge))
+        assert dealt[1] == (2, 1) and seen == [1]  # the backward's units: 2 workers; the chain: 1 thread
+        assert torch.get_num_threads() == 2
