@@ -179,7 +179,7 @@ class FullGridMap(torch.autograd.Function):
         if idx_parts:
             out = out.index_put((torch.cat(idx_parts),), torch.cat(val_parts))
         ctx.save_for_backward(W, U)
-        # The backward deals its units to as many worker threads as the forward had (it runs
+        # The backward gives its units to as many worker threads as the forward had (it runs
         # with one torch thread: :func:`analytic_full_map`).
         ctx.model, ctx.tables, ctx.units, ctx.workers, ctx.settings = model, tables, units, workers, settings
         return out

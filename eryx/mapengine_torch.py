@@ -10,7 +10,7 @@ memory. Two paths:
 * **the grid's fast path** (:func:`map_grid`): the grid -> BZ mapping is a product over
   the axes (:func:`grid_axes`), so the structure factors come from per-axis phase tables
   (:func:`grid_tables`) over work units of rows x columns (:func:`grid_units`,
-  :func:`grid_chunks`), dealt to worker threads on the CPU (:func:`parallel_units`).
+  :func:`grid_chunks`), pulled by worker threads on the CPU (:func:`parallel_units`).
   The full map is ``|W F|^2`` with W the inverse Cholesky factor of conj K(k); its
   analytic gradient (:mod:`eryx.gridmap_torch`) plugs in through ``analytic``.
 
