@@ -43,3 +43,17 @@ def test_busy_contenders_run_until_stopped(script):
     finally:
         script._stop(procs)
     assert all(p.returncode is not None for p in procs)
+
+
+def test_the_prepared_device_command_parses_and_its_carried_folders_are_ignored():
+    """benchmarks/device_gradients.sh (docs/performance.md, section 9): valid bash, and the
+    folders it is carried with (.whl, .devdata) are git-ignored, so they never get committed
+    and travel only when named in the device tool's carry."""
+    import subprocess
+
+    device_script = SCRIPT.parent / "device_gradients.sh"
+    assert subprocess.run(["bash", "-n", str(device_script)], capture_output=True).returncode == 0
+    text = device_script.read_text()
+    assert 'carry=[".whl", ".devdata"]' in text and "--device cuda" in text and "-m gpu" in text
+    ignored = (SCRIPT.parents[1] / ".gitignore").read_text().split()
+    assert ".whl/" in ignored and ".devdata/" in ignored
