@@ -12,15 +12,10 @@ import pytest
 from parity.commands import cli
 from parity.backends.dump import DUMP_SCHEMA_VERSION, MANIFEST_KEY, DumpBackend, DumpError, read_manifest
 from parity.contract.quantities import QUANTITY_NAMES
+from tests._cli import run_cli
 
 GRID = "--grid=-2,2,3"
 FOREIGN = Path(__file__).resolve().parents[2] / "reports" / "dumps"
-
-
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from parity.commands import cli
 from parity.commands.check import verdict
 from parity.contract.options import EXIT_DIVERGED, EXIT_OK, EXIT_SKIP
+from tests._cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 USER = "tests._check_backends:"
@@ -26,12 +26,6 @@ SMALL = "--grid=-1,1,3"  # odd oversampling: phase-sign errors show; 27 BZ point
 def _isolated_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(REPO))  # tests._check_backends importable from tmp_path
-
-
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _unavailable_device() -> str:

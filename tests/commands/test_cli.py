@@ -14,6 +14,7 @@ import pytest
 from parity.commands import cli
 from parity.backends.faults import FAULTS, inject
 from parity.stages import PHASE_TITLES, STAGE_NAMES, STAGES
+from tests._cli import run_cli
 
 GRID = "--grid=-2,2,3"
 
@@ -22,12 +23,6 @@ GRID = "--grid=-2,2,3"
 def _isolated_cwd(tmp_path, monkeypatch):
     # Outputs land in tmp_path, and no pyproject.toml tier overrides leak in from the cwd.
     monkeypatch.chdir(tmp_path)
-
-
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def help_text(capsys, *argv):

@@ -11,17 +11,12 @@ import pytest
 from parity.commands import cli
 from parity.backends.faults import FAULTS
 from parity.stages import STAGE_NAMES
+from tests._cli import run_cli
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-
-
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

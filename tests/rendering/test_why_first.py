@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,14 +12,9 @@ from parity.backends.dump import MANIFEST_KEY
 from parity.rendering.report import render_report
 from parity.running.runner import run_parity
 from parity.rendering.terminal import REASON_WIDTH, format_table
+from tests._cli import run_cli
 
 SMALL = ((-1, 1, 3),) * 3
-
-
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,10 @@ import re
 
 import pytest
 
-from parity.commands import cli
 from parity.stages import STAGES
+from tests._cli import run_cli
 
 MAPS = [s.name for s in STAGES if s.is_map]
-
-
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("argv", [

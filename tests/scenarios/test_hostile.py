@@ -23,18 +23,12 @@ from eryx import models_torch as tm
 from eryx.errors import EryxInputError, MemoryBudgetError, StructureError
 from eryx.fixtures import resolve_fixture
 from eryx.validation import MAX_GRID_INTEGER, Sampling, check_grid_size
-from parity.commands import cli
 from parity.backends.dump import MANIFEST_KEY, DumpBackend, DumpError, save_npz_atomic
 from parity.storage.outputs import OutputPathError, check_output_path, check_outputs
 from parity.contract.result_schema import ResultTypeError, check_result_types
+from tests._cli import run_cli
 
 GRID = "--grid=-1,1,2"
-
-
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def refused(capsys, *argv, fragment: str = "") -> str:

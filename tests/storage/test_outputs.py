@@ -12,17 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from parity.commands import cli
 from parity.storage.outputs import OutputPathError, check_output_path, write_text_atomic
+from tests._cli import run_cli
 
 GRID = "--grid=-2,2,3"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(autouse=True)
