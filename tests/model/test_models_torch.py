@@ -370,6 +370,30 @@ def test_q_vectors_on_grid_equal_grid_mode(fixture_pdb, name):
     assert_tier(q3.apply_disorder(), g3.apply_disorder(), "end_to_end", "q-vector mode vs grid mode, res_limit 3")
 
 
+def test_float32_grid_q_vectors_take_the_grids_k_points(fixture_pdb):
+    """In float32 the grid's own q-vectors round their Miller indices by more than 1e-9:
+    they are still on the lattice (to 64 eps), so they take the grid's BZ points as in
+    float64, not one k-point each, and the map agrees with float32 grid mode."""
+    pdb = fixture_pdb("5zck_p1")
+    grid = ((-2, 2, 2),) * 3
+    g64 = OnePhonon(pdb, *grid)
+    g32 = OnePhonon(pdb, *grid, dtype=torch.float32)
+    q64 = OnePhonon(pdb, *grid, q_vectors=g64.q_grid)
+    q32 = OnePhonon(pdb, *grid, dtype=torch.float32, q_vectors=g32.q_grid)
+    assert len(q64.extra_kvec) == 0 and len(q32.extra_kvec) == 0
+    assert torch.equal(q32.q_bz_index, q64.q_bz_index)
+    Id32, grid32 = np_(q32.apply_disorder()).astype(np.float64), np_(g32.apply_disorder()).astype(np.float64)
+    assert np.array_equal(np.isnan(Id32), np.isnan(grid32))
+    finite = np.isfinite(grid32)
+    err = np.abs(Id32[finite] - grid32[finite]).max() / np.abs(grid32[finite]).max()
+    assert err < FLOAT32_BOUND, f"float32 q-vector mode vs float32 grid mode: {err:.3g}"
+    # a q displaced by 1e-3 of a lattice step stays off the lattice in float32 too
+    hkl = g32.hkl_grid[:5].clone()
+    hkl[:, 0] += 1e-3 / g32.L[0]
+    nudged = OnePhonon(pdb, *grid, dtype=torch.float32, q_vectors=st.q_from_hkl(hkl, g32.A_inv))
+    assert len(nudged.extra_kvec) > 0 and bool((nudged.q_bz_index >= int(np.prod(g32.L))).all())
+
+
 @pytest.mark.parametrize("name", ["5zck_p1", "7n2h", "2ol9"])
 def test_off_lattice_q_equal_finer_grid(fixture_pdb, name):
     """q on the L=4 lattice but off the L=2 one: the L=2 model's off-lattice k path equals
