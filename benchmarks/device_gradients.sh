@@ -6,7 +6,7 @@
 #                 (downloads the gemmi wheel the device lacks into .whl/ and copies the
 #                 fixtures and the small goldens into .devdata/; both git-ignored)
 #   on the GPU:   run(command="bash benchmarks/device_gradients.sh", carry=[".whl", ".devdata"],
-#                     timeout_s=540)
+#                     timeout_s=600)
 #
 # On the device it installs the carried wheel, runs the GPU tests (CUDA against the CPU,
 # map and gradients; the goldens where present) and the gradient table of
@@ -43,4 +43,9 @@ B="python3 benchmarks/gradients.py --device cuda --repeat 5"
 timeout 120 $B | tee "$OUT/gradients_5zck_p1_float64.md" || rc=1
 timeout 90 $B --dtype float32 | tee "$OUT/gradients_5zck_p1_float32.md" || rc=1
 timeout 120 $B --pdb 193l --grid='-10,10,2;-10,10,2;-6,6,2' --n-q 1000 | tee "$OUT/gradients_193l_float64.md" || rc=1
+# The grid chunks are sized for a CPU cache (2 MiB of phases, ~1,200 points on 5zck_p1):
+# on a GPU that is many small kernels. Larger chunks (up to the model's 32,768 points):
+for cb in 33554432 67108864; do
+    timeout 60 $B --repeat 3 --no-memory --chunk-bytes $cb | tee "$OUT/gradients_5zck_p1_chunk_$cb.md" || rc=1
+done
 exit $rc

@@ -71,9 +71,10 @@ def _fresh_child(spec: dict) -> None:
     import time
 
     from eryx.fixtures import resolve_fixture
-    from parity.benchmarking.gradients import gradient_callables
+    from parity.benchmarking.gradients import apply_benchmark_knobs, gradient_callables
 
     _engine(spec["engine"])
+    apply_benchmark_knobs()
     fns = gradient_callables(str(resolve_fixture(spec["pdb"])), _grid(spec["grid"]), spec["dtype"], n_q=1)
     t0 = time.perf_counter()
     fns["forward+backward"]()
@@ -112,6 +113,9 @@ def _matrix_child(spec: dict) -> None:
     from parity.benchmarking import timing
 
     _engine(spec["engine"])
+    from parity.benchmarking.gradients import apply_benchmark_knobs
+
+    apply_benchmark_knobs()
     pdb, grid, real = str(resolve_fixture(spec["pdb"])), _grid(spec["grid"]), getattr(torch, spec["dtype"])
     load = [os.getloadavg()[0]]
 
@@ -214,6 +218,9 @@ def main(argv=None) -> None:
     p.add_argument("--n-q", type=int, default=10000, help="q-vectors of the d Id / d q row")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--engine", default=None, help="models_torch.GRID_GRAD_ENGINE ('analytic' or 'autograd')")
+    p.add_argument("--chunk-bytes", type=int, default=None,
+                   help="models_torch.GRID_CHUNK_BYTES for every contender (default: the module's, 2 MiB, "
+                        "sized for a CPU cache; a GPU may want far larger chunks)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--fresh", action="store_true", help="also time a first call in fresh processes")
     p.add_argument("--matrix", action="store_true",
@@ -221,6 +228,12 @@ def main(argv=None) -> None:
     p.add_argument("--busy", type=int, nargs="+", default=[0],
                    help="CPU-bound processes running during the measurement (several values: one pass each)")
     args = p.parse_args(argv)
+    # This process and every child (peak memory, fresh processes, the matrix) run the same
+    # engine and chunks: parity.benchmarking.gradients.apply_benchmark_knobs reads these.
+    if args.engine:
+        os.environ["ERYX_GRID_GRAD_ENGINE"] = args.engine
+    if args.chunk_bytes:
+        os.environ["ERYX_GRID_CHUNK_BYTES"] = str(args.chunk_bytes)
     if args.device != "cpu" and (args.matrix or args.fresh):
         p.error("--matrix and --fresh measure CPU processes; leave --device out with them")
     if args.matrix:
@@ -238,14 +251,13 @@ def _measure(args) -> None:
 
     from parity.benchmarking import gradients as bg
 
-    _engine(args.engine)
-    if args.engine:  # the peak-memory children must run the same engine
-        os.environ["ERYX_GRID_GRAD_ENGINE"] = args.engine
+    bg.apply_benchmark_knobs()
     rec = bg.measure_gradients(args.pdb, _grid(args.grid), args.dtype, args.device, repeats=args.repeat,
                                memory=not args.no_memory, n_q=args.n_q)
     med, peak = rec["median_s"], rec.get("peak_mb") or {}
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     print(f"# {args.pdb} grid {args.grid} {args.dtype} engine={args.engine or 'default'} device={where} "
+          f"chunk={args.chunk_bytes or 'default'} "
           f"threads={torch.get_num_threads()} load={rec['load_avg_start']:.2f}-{rec['load_avg_end']:.2f} "
           f"torch {torch.__version__}")
     print("| contender | median s | vs its forward | peak MiB over start (device memory on a GPU) |")

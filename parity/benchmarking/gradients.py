@@ -82,6 +82,18 @@ def _status_mb(field: str) -> float:
     return float("nan") if value is None else value
 
 
+def apply_benchmark_knobs() -> None:
+    """``benchmarks/gradients.py``'s ``--engine`` and ``--chunk-bytes`` in its child processes
+    (``ERYX_GRID_GRAD_ENGINE``, ``ERYX_GRID_CHUNK_BYTES``: read by the benchmark's children only)."""
+    from eryx import models_torch as tm
+
+    if os.environ.get("ERYX_GRID_GRAD_ENGINE"):  # the engine (before/after)
+        tm.GRID_GRAD_ENGINE = os.environ["ERYX_GRID_GRAD_ENGINE"]
+    if os.environ.get("ERYX_GRID_CHUNK_BYTES"):  # the chunk size (a GPU sweep)
+        tm.GRID_CHUNK_BYTES = int(os.environ["ERYX_GRID_CHUNK_BYTES"])
+        tm.GRID_GROUP_BYTES = max(tm.GRID_GROUP_BYTES, 4 * tm.GRID_CHUNK_BYTES)
+
+
 def peak_child(spec_json: str) -> None:
     """Subprocess entry point: one contender once; prints its peak memory over the start (MiB).
 
@@ -92,10 +104,7 @@ def peak_child(spec_json: str) -> None:
     spec = json.loads(spec_json)
     import gc
 
-    if os.environ.get("ERYX_GRID_GRAD_ENGINE"):  # benchmarks/gradients.py --engine (before/after)
-        from eryx import models_torch as tm
-
-        tm.GRID_GRAD_ENGINE = os.environ["ERYX_GRID_GRAD_ENGINE"]
+    apply_benchmark_knobs()
 
     fns = gradient_callables(spec["pdb"], spec["grid"], spec["dtype"], spec["device"], spec["n_q"])
     gc.collect()
