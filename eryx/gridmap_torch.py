@@ -32,7 +32,9 @@ them at every chunk size, and against finite differences of the NumPy reference)
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import torch
 
@@ -57,6 +59,31 @@ FIRST_ORDER_ONLY = (
 
 class FirstOrderOnlyError(RuntimeError):
     """A double backward through one of this module's first-order backward passes."""
+
+
+#: The caller's torch thread count while a backward pass runs with one thread
+#: (:class:`_OneThreadBackward`); per Python thread, as the CPU autograd engine runs a
+#: backward pass in the thread that called it.
+_CALLER_THREADS = threading.local()
+
+
+def _restore_caller_threads() -> None:
+    """Give the caller its torch thread count back (no-op when none is pending)."""
+    count = getattr(_CALLER_THREADS, "count", None)
+    if count is not None:
+        _CALLER_THREADS.count = None
+        torch.set_num_threads(count)
+
+
+@contextlib.contextmanager
+def _restoring_threads():
+    """Around a backward of this module: an error ends the backward pass without the
+    engine's callbacks, so restore the caller's thread count here before it propagates."""
+    try:
+        yield
+    except BaseException:
+        _restore_caller_threads()
+        raise
 
 
 def _refuse_create_graph(what: str) -> None:
@@ -186,6 +213,11 @@ class FullGridMap(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        with _restoring_threads():
+            return FullGridMap._backward(ctx, g)
+
+    @staticmethod
+    def _backward(ctx, g):
         _refuse_create_graph("the grid map's backward (eryx.gridmap_torch.FullGridMap)")
         W, U = ctx.saved_tensors
         need_W, need_U = ctx.needs_input_grad[:2]
@@ -241,9 +273,10 @@ class _FirstOrderK(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        _refuse_create_graph("the q-vector map's k-term (eryx.gridmap_torch.full_map_q_grad)")
-        (S,) = ctx.saved_tensors
-        return g[..., None] * S, None
+        with _restoring_threads():
+            _refuse_create_graph("the q-vector map's k-term (eryx.gridmap_torch.full_map_q_grad)")
+            (S,) = ctx.saved_tensors
+            return g[..., None] * S, None
 
 
 def k_derivative(hessian: torch.Tensor, k: torch.Tensor, cell_origin: torch.Tensor) -> torch.Tensor:
@@ -301,7 +334,9 @@ SMALL_OPS_SINGLE_THREAD = True
 
 class _OneThreadBackward(torch.autograd.Function):
     """Identity whose backward switches torch to one thread for the rest of that backward
-    pass and restores the caller's count when the pass ends (an engine callback)."""
+    pass and restores the caller's count when the pass ends (an engine callback), or when
+    one of this module's backward functions raises (:func:`_restoring_threads`: the engine
+    runs no callback after an error)."""
 
     @staticmethod
     def forward(ctx, x):
@@ -310,9 +345,10 @@ class _OneThreadBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         before = torch.get_num_threads()
-        if before != 1:
+        if before != 1 and getattr(_CALLER_THREADS, "count", None) is None:
+            _CALLER_THREADS.count = before
             torch.set_num_threads(1)
-            torch.autograd.Variable._execution_engine.queue_callback(lambda: torch.set_num_threads(before))
+            torch.autograd.Variable._execution_engine.queue_callback(_restore_caller_threads)
         return g
 
 

@@ -283,3 +283,25 @@ def test_grid_backward_runs_its_small_operations_on_one_thread_and_its_units_on_
         torch.autograd.grad(torch.nansum(Id), (gi, ge))
         assert dealt[1] == (2, 1) and seen == [1]  # the backward's units: 2 workers; the chain: 1 thread
         assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("path", ["grid", "q-vectors"])
+def test_a_refused_double_backward_gives_the_caller_its_threads_back(fixture_pdb, engine, path):
+    """Both backward passes run with one torch thread after the map; a backward that raises
+    (here the first-order refusal) must not leave the caller's process single-threaded."""
+    import eryx.mapengine_torch as me
+
+    pdb = fixture_pdb("synthetic")
+    engine("analytic")
+    with me.torch_threads(2):
+        if path == "grid":
+            x = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+            Id = tm.OnePhonon(pdb, *GRID, gamma_inter=x).apply_disorder()
+        else:
+            x = sample_q(pdb).requires_grad_(True)
+            Id = tm.OnePhonon(pdb, *GRID, q_vectors=x).apply_disorder()
+        with pytest.raises(gm.FirstOrderOnlyError):
+            torch.autograd.grad(torch.nansum(Id), x, create_graph=True)
+        assert torch.get_num_threads() == 2
+        torch.autograd.grad(torch.nansum(Id), x)  # and the graph still gives a first-order gradient
+        assert torch.get_num_threads() == 2
