@@ -49,5 +49,6 @@ COMMAND = Command(
     description="Run the matrix, time every run again in a single-threaded worker, record it in the history "
                 "store and print the regressions. Exit 0 when every run passed and no numerical regression "
                 "(status flip, error growth) was flagged, 1 otherwise; a slowdown or a growth of the gradient "
-                "benchmark's peak memory alone exits 0 unless --fail-on-slowdown. Reports and the dashboard go next to the --db file unless told otherwise.",
+                "benchmark's peak memory alone exits 0 unless --fail-on-slowdown. Reports and the dashboard go "
+                "next to the --db file unless told otherwise.",
     add_arguments=add_arguments, handle=handle)
