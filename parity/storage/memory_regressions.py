@@ -2,8 +2,8 @@
 
 ``parity nightly`` keeps :func:`parity.benchmarking.gradients.measure_gradients`'s record
 in every run's result as ``gradient_timing``; its ``peak_mb`` holds the peak RSS over the
-RSS before the call (MiB) of the forward map and of forward + backward, each measured
-once in a fresh process.  Unlike a time, such a peak is nearly deterministic (the same
+RSS before the call (MiB; on CUDA the device memory) of the forward map and of forward +
+backward, each measured once in a fresh process.  Unlike a time, such a peak is nearly deterministic (the same
 code allocates the same tensors; what varies is the allocator's and the loader's few
 MiB), so a run has one value, no repeats, and no significance test is needed: the rule
 (:class:`MemoryRule`) compares the latest run's value with the median of the runs before
@@ -18,7 +18,9 @@ two RSS deltas to mean something (``MemoryRule.ratio_min_forward_mb``).
 
 Only runs of the latest run's workload (:data:`WORKLOAD_KEYS`: grid, dtype, device,
 threads, q points) form a series; records without a usable ``peak_mb`` (stores written
-before it, a failed measurement -- ``memory_error`` --, a non-CPU device) are skipped.
+before it, a failed measurement -- ``memory_error`` --) are skipped. On a CUDA device the
+peaks are the device memory allocated over the start (the device is part of the series'
+key, so they are never mixed with RSS peaks).
 Everything here is a pure function of the records; :mod:`parity.storage.regressions`
 reads them from a history store and turns the flagged verdicts into ``memory_growth``
 regressions.
