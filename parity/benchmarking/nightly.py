@@ -86,7 +86,7 @@ from parity.contract.options import UsageError
 from parity.contract.results import DIVERGING, Status, Verdict, run_result, stage_record
 from parity.contract.provenance import device_name, environment
 from parity.benchmarking import timing
-from parity.storage.regressions import NUMERICAL_KINDS, SlowdownRule
+from parity.storage.regressions import NUMERICAL_KINDS, RegressionKind, SlowdownRule
 
 __all__ = ["Combination", "Matrix", "MatrixError", "TimingError", "default_matrix", "load_matrix",
            "run_nightly", "crash_result", "default_outputs", "refuse_same_file", "measure_timing",
@@ -672,8 +672,8 @@ def run_nightly(matrix_path: str | Path | None = None, db: str | Path = DEFAULT_
             all_regressions = find_regressions(store, rule=rule)
             regressions = [r for r in all_regressions if r.run_id in mine]
             numerical = [r for r in regressions if r.kind in NUMERICAL_KINDS]
-            slowdowns = [r for r in regressions if r.kind == "slowdown"]
-            growths = [r for r in regressions if r.kind == "memory_growth"]
+            slowdowns = [r for r in regressions if r.kind is RegressionKind.SLOWDOWN]
+            growths = [r for r in regressions if r.kind is RegressionKind.MEMORY_GROWTH]
             n = len(combos) - n_opinions
             print(f"{nightly_id}: {n_passed} of {n} run(s) passed"
                   + (f", {n_crashed} crashed" if n_crashed else "")

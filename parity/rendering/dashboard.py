@@ -40,7 +40,7 @@ from parity.rendering.templating import environment
 from parity.storage.outputs import write_text_atomic
 from parity.contract.results import Status
 from parity.storage.history import HistoryStore, Regression, find_regressions, parse_timestamp
-from parity.storage.regressions import COST_KINDS, GRADIENT_TARGETS, NUMERICAL_KINDS, SlowdownRule
+from parity.storage.regressions import COST_KINDS, GRADIENT_TARGETS, NUMERICAL_KINDS, RegressionKind, SlowdownRule
 
 __all__ = ["render_dashboard"]
 
@@ -48,8 +48,6 @@ _TEMPLATE_NAME = "dashboard.html.j2"
 #: Zero errors cannot sit on a log axis; they are drawn at this value.
 _LOG_FLOOR = 1e-18
 _STATUS_LABEL = {Status.PASS: "pass", Status.FAIL: "fail", Status.NOT_COMPARABLE: "n-c", Status.ERROR: "error"}
-_KIND_LABEL = {"status_flip": "status flip", "error_growth": "error growth", "slowdown": "slowdown",
-               "memory_growth": "memory growth"}
 #: Colours of what moved (matplotlib's tab10 without its grey and olive); the rest is grey.
 HIGHLIGHT_COLOURS = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _GREY = "#b4bac1"
@@ -150,8 +148,8 @@ def _regression_rows(store: HistoryStore, regressions: Sequence[Regression], out
     return [{
         "series": _series_label(r.fixture, r.device, r.dtype),
         "target": r.target,
-        "kind": _KIND_LABEL.get(r.kind, r.kind),
-        "kind_class": r.kind.replace("_", "-"),
+        "kind": r.kind.label,
+        "kind_class": r.kind.value.replace("_", "-"),
         "previous": value(r, r.previous),
         "current": value(r, r.current),
         "message": r.message,
@@ -210,9 +208,9 @@ def _fixture_sections(store: HistoryStore, regressions: Sequence[Regression],
             "moved": [{"name": h.name, "why": ", ".join(h.kinds), "colour": h.colour} for h in figure.highlights]
             # The gradient cost and memory have no panel of their own: their regressions are named
             # here (and listed above).
-            + [{"name": r.target, "why": _KIND_LABEL[r.kind], "colour": _DARK}
-               for r in mine if (r.kind == "slowdown" and r.target in GRADIENT_TARGETS)
-               or r.kind == "memory_growth"],
+            + [{"name": r.target, "why": r.kind.label, "colour": _DARK}
+               for r in mine if (r.kind is RegressionKind.SLOWDOWN and r.target in GRADIENT_TARGETS)
+               or r.kind is RegressionKind.MEMORY_GROWTH],
             "timing_note": figure.note,
         })
     return [{"fixture": fixture, "series": series} for fixture, series in sections.items()]
@@ -297,13 +295,13 @@ def moved_stages(regressions: Sequence[Regression]) -> dict[str, tuple[str, ...]
     moved: dict[str, list[str]] = {}
     for r in regressions:
         if r.kind in NUMERICAL_KINDS:
-            moved.setdefault(r.target, []).append(_KIND_LABEL.get(r.kind, r.kind))
+            moved.setdefault(r.target, []).append(r.kind.label)
     return {name: tuple(kinds) for name, kinds in moved.items()}
 
 
 def slow_targets(regressions: Sequence[Regression]) -> set[str]:
     """The timing targets (``"4"``, ``"total"``) of the slowdowns among ``regressions``."""
-    return {r.target.removeprefix("phase ") for r in regressions if r.kind == "slowdown"}
+    return {r.target.removeprefix("phase ") for r in regressions if r.kind is RegressionKind.SLOWDOWN}
 
 
 def stage_tolerances(result: Mapping[str, Any]) -> dict[str, tuple[str, float]]:
@@ -540,7 +538,7 @@ def _time_panel(ax, target, timed, index_of, verdict, is_slow, colour_for) -> No
             lo.append(min(values))
             hi.append(max(values))
     name = "total" if target == "total" else f"phase {target}"
-    colour = colour_for(name, ("slowdown",)) if is_slow else _DARK
+    colour = colour_for(name, (RegressionKind.SLOWDOWN.label,)) if is_slow else _DARK
     ax.fill_between(x, lo, hi, color=colour if is_slow else _GREY, alpha=0.35, linewidth=0)
     ax.plot(x, lo, color=colour, linewidth=2.2 if is_slow else 1.2, marker="o", markersize=3, zorder=3)
     top = max(hi, default=0.0)

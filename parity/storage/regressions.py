@@ -19,6 +19,7 @@ or its peak memory grew (``memory_growth``: the rule and its pure functions are 
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
@@ -32,7 +33,7 @@ __all__ = ["SlowdownRule", "TimingVerdict", "clean_samples", "judge_slowdown", "
            "timing_regressions", "phase_key", "HistoryReader", "judged_timings", "timing_verdicts",
            "find_regressions", "REGRESSION_KINDS", "GRADIENT_TARGETS", "gradient_samples",
            "judge_gradient_series", "gradient_verdicts_of_runs", "gradient_regressions", "gradient_verdicts",
-           "NUMERICAL_KINDS", "COST_KINDS", "memory_regressions", "memory_verdicts"]
+           "NUMERICAL_KINDS", "COST_KINDS", "RegressionKind", "memory_regressions", "memory_verdicts"]
 
 
 # ------------------------------------------------------------------ regressions of a history
@@ -42,10 +43,32 @@ _DTYPE_EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float
 _DEFAULT_ERROR_FLOOR = 1e-16
 #: A stage missing from the previous run is compared with the last of this many runs that has it.
 STAGE_LOOKBACK = 10
+
+
+class RegressionKind(str, enum.Enum):
+    """What a :class:`Regression` is (``Regression.kind``; the same strings as before it
+    existed, in JSON and in the nightly's output). Compare with these members, never with
+    the bare strings."""
+
+    STATUS_FLIP = "status_flip"
+    ERROR_GROWTH = "error_growth"
+    SLOWDOWN = "slowdown"
+    MEMORY_GROWTH = "memory_growth"
+
+    # str() and f-strings give "slowdown", as the bare string did (Python 3.11 changed the default).
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+    @property
+    def label(self) -> str:
+        """For people: ``"status flip"``, ``"memory growth"``, ..."""
+        return self.value.replace("_", " ")
+
+
 #: The kinds of regression of a stage's numbers (a nightly exits 1 on them).
-NUMERICAL_KINDS = ("status_flip", "error_growth")
+NUMERICAL_KINDS = (RegressionKind.STATUS_FLIP, RegressionKind.ERROR_GROWTH)
 #: The kinds of regression of a cost: time or peak memory (reported; exit 1 only if asked).
-COST_KINDS = ("slowdown", "memory_growth")
+COST_KINDS = (RegressionKind.SLOWDOWN, RegressionKind.MEMORY_GROWTH)
 #: The kinds of regression, in the order they are listed.
 REGRESSION_KINDS = NUMERICAL_KINDS + COST_KINDS
 
@@ -86,7 +109,7 @@ class Regression:
         ``"phase N"`` or ``"total"`` (``slowdown``), a gradient target
         (``slowdown``, ``memory_growth``).
     kind
-        One of :data:`REGRESSION_KINDS`.
+        A :class:`RegressionKind` (a string naming one is converted; another is refused).
     run_id
         The latest run, the one that shows the regression.
     previous, current
@@ -108,13 +131,16 @@ class Regression:
     device: str
     dtype: str
     target: str
-    kind: str
+    kind: RegressionKind
     run_id: int
     previous: Any
     current: Any
     message: str
     report_path: str | None = None
     unit: str = "s"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", RegressionKind(self.kind))
 
 
 def error_grew(previous: float | None, current: float | None, *, factor: float = 10.0,
@@ -163,10 +189,10 @@ def stage_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
         common = dict(fixture=fixture, device=device, dtype=dtype, target=name, run_id=latest["id"],
                       report_path=latest["report_path"])
         if before["status"] == Status.PASS and stage["status"] in DIVERGING:
-            yield Regression(kind="status_flip", previous=before["status"], current=stage["status"],
+            yield Regression(kind=RegressionKind.STATUS_FLIP, previous=before["status"], current=stage["status"],
                              message=f"{name}: {before['status']} -> {stage['status']}", **common)
         if error_grew(before["max_rel"], stage["max_rel"], factor=error_factor, floor=floor):
-            yield Regression(kind="error_growth", previous=before["max_rel"], current=stage["max_rel"],
+            yield Regression(kind=RegressionKind.ERROR_GROWTH, previous=before["max_rel"], current=stage["max_rel"],
                              message=(f"{name}: max_rel {before['max_rel']:.3g} -> {stage['max_rel']:.3g} "
                                       f"(more than x{error_factor:g})"), **common)
 
@@ -222,7 +248,7 @@ def _slowdowns(key: tuple[str, str, str], latest: Mapping[str, Any], verdicts: M
     for target, verdict in verdicts.items():
         if verdict.flagged:
             label, message, unit = describe(target, verdict)
-            yield Regression(fixture=fixture, device=device, dtype=dtype, target=label, kind="slowdown",
+            yield Regression(fixture=fixture, device=device, dtype=dtype, target=label, kind=RegressionKind.SLOWDOWN,
                              run_id=latest["id"], previous=verdict.baseline_s, current=verdict.current_s,
                              report_path=latest["report_path"], message=message, unit=unit)
 
@@ -412,7 +438,7 @@ def memory_regressions(key: tuple[str, str, str], latest: Mapping[str, Any],
     fixture, device, dtype = key
     for target, verdict in verdicts.items():
         if verdict.flagged:
-            yield Regression(fixture=fixture, device=device, dtype=dtype, target=target, kind="memory_growth",
+            yield Regression(fixture=fixture, device=device, dtype=dtype, target=target, kind=RegressionKind.MEMORY_GROWTH,
                              run_id=latest["id"], previous=verdict.baseline, current=verdict.current,
                              report_path=latest["report_path"], message=f"{target}: {verdict.reason}",
                              unit=verdict.unit)

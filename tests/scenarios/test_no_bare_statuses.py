@@ -1,5 +1,6 @@
 """No module outside the result types compares a status or a verdict with its bare string
-(issue 17: statuses are an enumeration, ``parity.contract.results.Status`` / ``Verdict``).
+(issue 17: statuses are an enumeration, ``parity.contract.results.Status`` / ``Verdict``);
+nor a history regression's kind outside its module (``parity.storage.regressions.RegressionKind``).
 
 The check reads the package's source (AST): a comparison (``==``, ``!=``, ``in``, ``not in``)
 between a status or verdict (a ``["status"]``/``["verdict"]`` item, a ``.status``/``.verdict``
@@ -11,10 +12,15 @@ self-check's ``wrong``/``error``): those modules are listed below with what they
 from __future__ import annotations
 
 import ast
+import json
+from dataclasses import asdict
 from pathlib import Path
+
+import pytest
 
 import parity
 from parity.contract.results import Status, Verdict
+from parity.storage.regressions import Regression, RegressionKind
 
 ROOT = Path(parity.__file__).resolve().parent
 #: The modules that define the enumerations (and so spell their values).
@@ -83,3 +89,55 @@ def test_no_bare_status_or_verdict_test_outside_the_result_types():
         if lines:
             found[rel] = lines
     assert not found, f"bare status/verdict strings compared (use Status / Verdict): {found}"
+
+
+# ------------------------------------------------------------------ regression kinds
+#: A history regression's kind is an enumeration too (parity.storage.regressions.RegressionKind).
+KIND_WORDS = {k.value for k in RegressionKind}
+KIND_OWNER = "storage/regressions.py"
+
+
+def bare_regression_kind_tests(source: str) -> list[int]:
+    """Lines of ``source`` comparing a ``.kind`` (or a name holding "kind") with a bare
+    regression-kind string (``"slowdown"``, ``"memory_growth"``, ...)."""
+    def is_kind(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "kind") or (
+            isinstance(node, ast.Name) and "kind" in node.id)
+
+    def bare(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in KIND_WORDS
+        return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(bare(e) for e in node.elts)
+
+    return sorted(node.lineno for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Compare)
+                  and any(bare(x) for x in (node.left, *node.comparators))
+                  and any(is_kind(x) for x in (node.left, *node.comparators)))
+
+
+def test_the_kind_check_sees_the_old_spellings():
+    assert bare_regression_kind_tests('x = [r for r in rs if r.kind == "slowdown"]') == [1]
+    assert bare_regression_kind_tests('if kind in ("status_flip", "error_growth"): pass') == [1]
+    assert bare_regression_kind_tests('x = r.kind is RegressionKind.SLOWDOWN') == []
+    assert bare_regression_kind_tests('x = stage.kind == "oracle"') == []  # a comparison kind
+
+
+def test_no_bare_regression_kind_test_outside_its_module():
+    found = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel != KIND_OWNER:
+            lines = bare_regression_kind_tests(path.read_text())
+            if lines:
+                found[rel] = lines
+    assert not found, f"compare with parity.storage.regressions.RegressionKind, not strings: {found}"
+
+
+def test_a_regression_kind_is_the_enumeration_and_prints_as_before():
+    r = Regression(fixture="f", device="cpu", dtype="float64", target="total", kind="slowdown", run_id=1,
+                   previous=1.0, current=2.0, message="m")
+    assert r.kind is RegressionKind.SLOWDOWN and f"{r.kind}" == "slowdown" and str(r.kind) == "slowdown"
+    assert json.loads(json.dumps(asdict(r)))["kind"] == "slowdown"
+    assert RegressionKind.MEMORY_GROWTH.label == "memory growth"
+    with pytest.raises(ValueError):
+        Regression(fixture="f", device="cpu", dtype="float64", target="total", kind="slow", run_id=1,
+                   previous=1.0, current=2.0, message="m")
