@@ -47,13 +47,6 @@ def _grid(text: str):
     return tuple(axes) if len(axes) == 3 else (axes[0],) * 3
 
 
-def _engine(name: str | None) -> None:
-    if name:
-        import eryx.models_torch as tm
-
-        tm.GRID_GRAD_ENGINE = name
-
-
 def _fresh(args, threads: int | None) -> float:
     """Wall time of the first forward + backward in a fresh process."""
     env = dict(os.environ)
@@ -61,7 +54,7 @@ def _fresh(args, threads: int | None) -> float:
         env["OMP_NUM_THREADS"] = str(threads)
     code = ("import sys, json; sys.path.insert(0, %r); import gradients as g; g._fresh_child(json.loads(sys.argv[1]))"
             % os.path.dirname(os.path.abspath(__file__)))
-    spec = {"pdb": args.pdb, "grid": args.grid, "dtype": args.dtype, "engine": args.engine}
+    spec = {"pdb": args.pdb, "grid": args.grid, "dtype": args.dtype}
     out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env,
                          check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -73,8 +66,7 @@ def _fresh_child(spec: dict) -> None:
     from eryx.fixtures import resolve_fixture
     from parity.benchmarking.gradients import apply_benchmark_knobs, gradient_callables
 
-    _engine(spec["engine"])
-    apply_benchmark_knobs()
+    apply_benchmark_knobs()  # --engine, --chunk-bytes: from the environment main() set
     fns = gradient_callables(str(resolve_fixture(spec["pdb"])), _grid(spec["grid"]), spec["dtype"], n_q=1)
     t0 = time.perf_counter()
     fns["forward+backward"]()
@@ -112,10 +104,9 @@ def _matrix_child(spec: dict) -> None:
     from eryx.fixtures import resolve_fixture
     from parity.benchmarking import timing
 
-    _engine(spec["engine"])
     from parity.benchmarking.gradients import apply_benchmark_knobs
 
-    apply_benchmark_knobs()
+    apply_benchmark_knobs()  # --engine, --chunk-bytes: from the environment main() set
     pdb, grid, real = str(resolve_fixture(spec["pdb"])), _grid(spec["grid"]), getattr(torch, spec["dtype"])
     load = [os.getloadavg()[0]]
 
@@ -145,7 +136,7 @@ def _run_matrix_child(args, threads: int | None, first: str, repeat: int) -> dic
         env["OMP_NUM_THREADS"] = str(threads)
     code = ("import sys, json; sys.path.insert(0, %r); import gradients as g; g._matrix_child(json.loads(sys.argv[1]))"
             % os.path.dirname(os.path.abspath(__file__)))
-    spec = {"pdb": args.pdb, "grid": args.grid, "dtype": args.dtype, "engine": args.engine, "first": first,
+    spec = {"pdb": args.pdb, "grid": args.grid, "dtype": args.dtype, "first": first,
             "repeat": repeat}
     out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env,
                          check=True)

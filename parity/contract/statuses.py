@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["SCHEMA_VERSION", "Status", "Verdict", "DIVERGING", "STATUSES"]
+__all__ = ["SCHEMA_VERSION", "TextEnum", "Status", "Verdict", "DIVERGING", "STATUSES"]
 
 #: The result schema version this parity writes (and the newest it reads).
 SCHEMA_VERSION = 1
 
 
-class Status(str, enum.Enum):
+class TextEnum(str, enum.Enum):
+    """A string enumeration that reads as its bare value: ``str()`` and f-strings give
+    ``"pass"``, as the bare string did (Python 3.11 changed the default), and its members
+    equal those strings (so JSON and stored results are unchanged). The base of
+    :class:`Status`, :class:`Verdict` and the history's ``RegressionKind``."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class Status(TextEnum):
     """The outcome of one stage (``record["status"]``).
 
     The four values stage records have ever had: ``pass`` (compared and agreed), ``fail``
@@ -30,10 +40,6 @@ class Status(str, enum.Enum):
     NOT_COMPARABLE = "not_comparable"
     ERROR = "error"
 
-    # str() and f-strings give "pass", as the bare string did (Python 3.11 changed the default).
-    __str__ = str.__str__
-    __format__ = str.__format__
-
     @property
     def diverges(self) -> bool:
         """True for ``fail`` and ``error``: the stage counts as a divergence."""
@@ -46,12 +52,9 @@ STATUSES: tuple[Status, ...] = tuple(Status)
 DIVERGING: tuple[Status, ...] = (Status.FAIL, Status.ERROR)
 
 
-class Verdict(str, enum.Enum):
+class Verdict(TextEnum):
     """The outcome of a run (``result["verdict"]``)."""
 
     PASS = "pass"
     DIVERGED = "diverged"
     INCOMPLETE = "incomplete"
-
-    __str__ = str.__str__
-    __format__ = str.__format__

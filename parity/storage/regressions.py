@@ -19,11 +19,11 @@ or its peak memory grew (``memory_growth``: the rule and its pure functions are 
 """
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from parity.contract.results import DIVERGING, Status
+from parity.contract.statuses import TextEnum
 from parity.storage.memory_regressions import (MemoryRule, MemoryVerdict, judge_memory_series,
                                                memory_verdicts_of_runs, of_latest_workload)
 from parity.storage.step_detection import SlowdownRule, TimingVerdict, clean_samples, judge_slowdown, quantile
@@ -45,7 +45,7 @@ _DEFAULT_ERROR_FLOOR = 1e-16
 STAGE_LOOKBACK = 10
 
 
-class RegressionKind(str, enum.Enum):
+class RegressionKind(TextEnum):
     """What a :class:`Regression` is (``Regression.kind``; the same strings as before it
     existed, in JSON and in the nightly's output). Compare with these members, never with
     the bare strings."""
@@ -54,10 +54,6 @@ class RegressionKind(str, enum.Enum):
     ERROR_GROWTH = "error_growth"
     SLOWDOWN = "slowdown"
     MEMORY_GROWTH = "memory_growth"
-
-    # str() and f-strings give "slowdown", as the bare string did (Python 3.11 changed the default).
-    __str__ = str.__str__
-    __format__ = str.__format__
 
     @property
     def label(self) -> str:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import eryx.gridmap_torch as gm
+import eryx.mapengine_torch as me
 import eryx.models_torch as tm
 from eryx import models as npm
 from parity.contract.tiers import resolve_tier
@@ -243,8 +244,6 @@ def test_q_gradient_runs_single_threaded_and_restores_the_callers_threads(fixtur
 def test_gradients_are_the_same_bit_for_bit_at_any_thread_count(fixture_pdb, engine, monkeypatch):
     """Each work unit's share of the gradient is summed in unit order, whichever worker
     thread computed it: 1 thread, 2 worker threads and no worker threads give one value."""
-    import eryx.mapengine_torch as me
-
     pdb = fixture_pdb("synthetic")
     results = {}
     for threads, workers in ((1, True), (2, True), (2, False)):
@@ -261,8 +260,6 @@ def test_grid_backward_runs_its_small_operations_on_one_thread_and_its_units_on_
         fixture_pdb, engine, monkeypatch):
     """The grid map's backward: its units on as many worker threads as the forward had,
     the rest (W and U back to the gammas) with one torch thread; the caller's count after."""
-    import eryx.mapengine_torch as me
-
     pdb = fixture_pdb("synthetic")
     engine("analytic")
     dealt = []
@@ -289,8 +286,6 @@ def test_grid_backward_runs_its_small_operations_on_one_thread_and_its_units_on_
 def test_a_refused_double_backward_gives_the_caller_its_threads_back(fixture_pdb, engine, path):
     """Both backward passes run with one torch thread after the map; a backward that raises
     (here the first-order refusal) must not leave the caller's process single-threaded."""
-    import eryx.mapengine_torch as me
-
     pdb = fixture_pdb("synthetic")
     engine("analytic")
     with me.torch_threads(2):

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import ast
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import eryx.mapengine_torch as me
 import eryx.models_torch as tm
@@ -46,11 +49,6 @@ def test_the_autograd_module_sits_above_the_engine_without_a_cycle():
 def test_parallel_units_runs_every_unit_once_and_a_stalled_worker_holds_up_only_its_unit():
     """The workers pull units from one queue: while one worker is stuck on its first unit
     (as a thread descheduled on a shared machine), the other takes all the rest."""
-    import threading
-    import time
-
-    import torch
-
     units = list(range(24))
     stuck = threading.Event()
 
@@ -72,8 +70,6 @@ def test_parallel_units_runs_every_unit_once_and_a_stalled_worker_holds_up_only_
 
 
 def test_parallel_units_restores_the_callers_thread_count_and_serial_is_one_part():
-    import torch
-
     before = torch.get_num_threads()
     with me.torch_threads(2):
         me.parallel_units(lambda s: list(s), [1, 2, 3], 2, size=lambda u: u)
